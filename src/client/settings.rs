@@ -1,0 +1,283 @@
+//! Turning the command line and `-o` options into one resolved set of settings, with
+//! OpenSSH's precedence and defaults.
+
+use super::auth::{AgentSource, AuthSettings, IdentityFile};
+use super::cli::Cli;
+use super::error::ClientError;
+use super::host_key::HostKeyPolicy;
+use super::prompt::Prompter;
+use super::session::ConnectSettings;
+use crate::config::forward::{self, LocalForward};
+use crate::config::options::{ApplyOutcome, IdentityAgent, Options, StrictHostKeyChecking};
+use std::path::PathBuf;
+use tracing::warn;
+
+/// Everything `run` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connect: ConnectSettings,
+    pub local_forwards: Vec<LocalForward>,
+    pub exit_on_forward_failure: bool,
+    pub gateway_ports: bool,
+}
+
+/// `[user@]host` or `ssh://[user@]host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl Destination {
+    pub fn parse(s: &str) -> Result<Destination, ClientError> {
+        let bad = |why: &str| {
+            ClientError::Usage(format!(
+                "bad destination '{s}': {why} (expected [user@]host or ssh://[user@]host[:port])"
+            ))
+        };
+        if let Some(rest) = s.strip_prefix("ssh://") {
+            let rest = rest.strip_suffix('/').unwrap_or(rest);
+            let (user, hostport) = match rest.rsplit_once('@') {
+                Some((u, h)) => (Some(u.to_string()), h),
+                None => (None, rest),
+            };
+            let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+                let (h, after) = inner.split_once(']').ok_or_else(|| bad("unbalanced '['"))?;
+                match after.strip_prefix(':') {
+                    Some(p) => (h, Some(p)),
+                    None if after.is_empty() => (h, None),
+                    None => return Err(bad("junk after ']'")),
+                }
+            } else {
+                match hostport.split_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (hostport, None),
+                }
+            };
+            let port = port
+                .map(|p| {
+                    p.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| bad("bad port"))
+                })
+                .transpose()?;
+            if host.is_empty() {
+                return Err(bad("empty host"));
+            }
+            return Ok(Destination {
+                user: user.filter(|u| !u.is_empty()),
+                host: host.to_string(),
+                port,
+            });
+        }
+        let (user, host) = match s.rsplit_once('@') {
+            Some((u, h)) => (Some(u.to_string()), h),
+            None => (None, s),
+        };
+        if host.is_empty() || host.starts_with('-') || host.chars().any(char::is_whitespace) {
+            return Err(bad("empty or invalid host"));
+        }
+        if user.as_deref() == Some("") {
+            return Err(bad("empty user"));
+        }
+        Ok(Destination {
+            user,
+            host: host.to_string(),
+            port: None,
+        })
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// `~/x` to `$HOME/x`, as OpenSSH does for file options.
+fn expand_tilde(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => home().join(rest),
+        None if p == "~" => home(),
+        None => PathBuf::from(p),
+    }
+}
+
+/// `none` disables a known_hosts list, as in OpenSSH.
+fn known_hosts_list(files: &[String]) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter(|f| !f.eq_ignore_ascii_case("none"))
+        .map(|f| expand_tilde(f))
+        .collect()
+}
+
+fn local_user() -> Option<String> {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+impl Settings {
+    /// Applies OpenSSH's precedence: flags and `-o` first (first value wins), then the
+    /// destination's own user and port, then defaults.
+    pub fn resolve(cli: &Cli) -> Result<Settings, ClientError> {
+        let mut o = Options::default();
+        for arg in &cli.options {
+            match o
+                .apply_arg(arg)
+                .map_err(|e| ClientError::Usage(format!("-o {arg}: {e}")))?
+            {
+                ApplyOutcome::Unsupported => {
+                    warn!("-o {arg}: this OpenSSH option is not supported by warren yet; ignored")
+                }
+                ApplyOutcome::Applied | ApplyOutcome::Ignored => {}
+            }
+        }
+        let dest = Destination::parse(&cli.destination)?;
+
+        let user = cli
+            .login
+            .clone()
+            .or(o.user.clone())
+            .or(dest.user.clone())
+            .or_else(local_user)
+            .ok_or_else(|| {
+                ClientError::Usage("cannot tell which user to log in as; use -l USER".into())
+            })?;
+        let port = cli.port.or(o.port).or(dest.port).unwrap_or(22);
+        if port == 0 {
+            return Err(ClientError::Usage("bad port 0 (use 1-65535)".into()));
+        }
+        let host = o.host_name.clone().unwrap_or_else(|| dest.host.clone());
+
+        let mut local_forwards = Vec::new();
+        for spec in &cli.local {
+            local_forwards
+                .push(forward::parse_local(spec).map_err(|e| ClientError::Usage(e.to_string()))?);
+        }
+        local_forwards.extend(o.local_forwards.iter().cloned());
+
+        let batch = o.batch_mode.unwrap_or(false);
+        let prompter = Prompter::from_env(batch);
+
+        let mut identity_files: Vec<IdentityFile> = cli
+            .identity
+            .iter()
+            .cloned()
+            .chain(o.identity_files.iter().map(|f| expand_tilde(f)))
+            .map(|path| IdentityFile {
+                path,
+                explicit: true,
+            })
+            .collect();
+        if identity_files.is_empty() {
+            let ssh = home().join(".ssh");
+            identity_files = ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .iter()
+                .map(|n| IdentityFile {
+                    path: ssh.join(n),
+                    explicit: false,
+                })
+                .collect();
+        }
+        let agent = match &o.identity_agent {
+            None => AgentSource::Env,
+            Some(IdentityAgent::Disabled) => AgentSource::None,
+            Some(IdentityAgent::Env(var)) if var == "SSH_AUTH_SOCK" => AgentSource::Env,
+            Some(IdentityAgent::Env(var)) => std::env::var_os(var)
+                .map(|v| AgentSource::Socket(PathBuf::from(v)))
+                .unwrap_or(AgentSource::None),
+            Some(IdentityAgent::Path(p)) => AgentSource::Socket(expand_tilde(p)),
+        };
+        let auth = AuthSettings {
+            user,
+            identity_files,
+            identities_only: o.identities_only.unwrap_or(false),
+            agent,
+            pubkey: o.pubkey_authentication.unwrap_or(true),
+            password: o.password_authentication.unwrap_or(true),
+            kbd_interactive: o.kbd_interactive_authentication.unwrap_or(true),
+            prompter: prompter.clone(),
+        };
+
+        let user_files = match &o.user_known_hosts_files {
+            None => vec![
+                home().join(".ssh/known_hosts"),
+                home().join(".ssh/known_hosts2"),
+            ],
+            Some(files) => known_hosts_list(files),
+        };
+        let global_files = match &o.global_known_hosts_files {
+            None => vec![
+                PathBuf::from("/etc/ssh/ssh_known_hosts"),
+                PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+            ],
+            Some(files) => known_hosts_list(files),
+        };
+        let host_key = HostKeyPolicy {
+            host: o.host_key_alias.clone().unwrap_or_else(|| host.clone()),
+            port,
+            user_files,
+            global_files,
+            strict: o
+                .strict_host_key_checking
+                .unwrap_or(StrictHostKeyChecking::Ask),
+            hash_new_entries: o.hash_known_hosts.unwrap_or(false),
+            prompter,
+        };
+
+        Ok(Settings {
+            connect: ConnectSettings {
+                host,
+                port,
+                connect_timeout: o.connect_timeout,
+                host_key,
+                auth,
+                quiet: cli.quiet,
+            },
+            local_forwards,
+            exit_on_forward_failure: o.exit_on_forward_failure.unwrap_or(true),
+            gateway_ports: o.gateway_ports.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations() {
+        let d = Destination::parse("admin@bastion.example.com").unwrap();
+        assert_eq!(d.user.as_deref(), Some("admin"));
+        assert_eq!(d.host, "bastion.example.com");
+        let d = Destination::parse("ssh://ops@[::1]:2222").unwrap();
+        assert_eq!(
+            (d.user.as_deref(), d.host.as_str(), d.port),
+            (Some("ops"), "::1", Some(2222))
+        );
+        let d = Destination::parse("ssh://host").unwrap();
+        assert_eq!((d.user, d.port), (None, None));
+        let d = Destination::parse("a@b@host").unwrap();
+        assert_eq!(d.user.as_deref(), Some("a@b"));
+        for bad in [
+            "",
+            "user@",
+            "@host",
+            "ssh://",
+            "ssh://h:0",
+            "ssh://h:x",
+            "ssh://[::1",
+            "-oProxyCommand=x",
+            "a b",
+        ] {
+            assert!(
+                Destination::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! What the user asked for, parsed and validated without I/O.
+pub mod forward;
+pub mod options;
+pub mod pattern;

@@ -1,0 +1,10 @@
+//! Warren: SSH tunnels as one dependable tool.
+//!
+//! # Layout
+//! - [`config`]: what the user asked for (forward specs, `-o` options), parsed and validated without I/O.
+//! - [`client`]: the `warren` client: SSH session, authentication, host-key checks, forwards.
+//! - [`forward`]: the data path shared by every forward mode (relay with half-close).
+pub mod client;
+pub mod config;
+pub mod forward;
+pub mod logging;

@@ -1,0 +1,232 @@
+//! `warren -L` through a real OpenSSH sshd: bytes arrive exactly and in order, half-close
+//! crosses the tunnel, many connections share one session, one refused target does not
+//! hurt the others, and bind failures and signals end warren the documented way.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+const MIB: usize = 1024 * 1024;
+
+fn tcp_spec(target: SocketAddr) -> String {
+    format!("127.0.0.1:0:{}:{}", target.ip(), target.port())
+}
+
+#[test]
+fn bulk_64mib_each_way_with_matching_hashes() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let sink = ReplyAfterEofServer::start();
+    let source = SourceServer::start(64 * MIB);
+    let (_warren, addrs) = warren_forwards(
+        &sshd,
+        &user,
+        &[&tcp_spec(sink.addr()), &tcp_spec(source.addr())],
+    );
+
+    // Upload: the sink answers with the hash of what it got, only after our EOF.
+    let up = pattern_bytes(64 * MIB, 7);
+    let conn = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
+    let reply = exchange(conn, &up, Duration::from_secs(120)).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        sha256_hex(&up),
+        "upload corrupted"
+    );
+
+    // Download.
+    let mut conn = connect_with_retry(addrs[1], READY_TIMEOUT).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut down = Vec::with_capacity(64 * MIB);
+    conn.read_to_end(&mut down).unwrap();
+    assert_eq!(down.len(), 64 * MIB);
+    assert_eq!(
+        sha256_hex(&down),
+        source.expected_sha256(),
+        "download corrupted"
+    );
+}
+
+#[test]
+fn peer_that_answers_only_after_eof_gets_its_answer() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let sink = ReplyAfterEofServer::start();
+    let (_warren, addrs) = warren_forwards(&sshd, &user, &[&tcp_spec(sink.addr())]);
+    for size in [0usize, 1, 100_000] {
+        let data = pattern_bytes(size, size as u64);
+        let conn = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
+        let reply = exchange(conn, &data, IO_TIMEOUT).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            sha256_hex(&data),
+            "size {size}"
+        );
+    }
+}
+
+#[test]
+fn two_hundred_concurrent_connections_through_one_forward() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let (_warren, addrs) = warren_forwards(&sshd, &user, &[&tcp_spec(echo.addr())]);
+    let addr = addrs[0];
+    let threads: Vec<_> = (0..200u64)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let data = pattern_bytes(64 * 1024 + i as usize, i);
+                let conn = connect_with_retry(addr, READY_TIMEOUT).unwrap();
+                let back = exchange(conn, &data, Duration::from_secs(60)).unwrap();
+                assert!(back == data, "connection {i}: echo differs");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a connection failed");
+    }
+    assert_eq!(echo.connections(), 200);
+    // All of them went over one SSH connection.
+    assert_eq!(sshd.logs().matches("Accepted publickey").count(), 1);
+}
+
+#[test]
+fn refused_target_closes_only_that_connection() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let closed = free_port(); // nothing listens here
+    let (warren, addrs) = warren_forwards(
+        &sshd,
+        &user,
+        &[
+            &format!("127.0.0.1:0:127.0.0.1:{closed}"),
+            &tcp_spec(echo.addr()),
+        ],
+    );
+    // A long-lived connection opened before the failure must survive it.
+    let mut before = connect_with_retry(addrs[1], READY_TIMEOUT).unwrap();
+    before.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    before.write_all(b"before").unwrap();
+    let mut buf = [0u8; 6];
+    before.read_exact(&mut buf).unwrap();
+
+    for _ in 0..3 {
+        let mut bad = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
+        bad.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut sink = Vec::new();
+        // Closed at once by warren: EOF or reset, never a hang.
+        let _ = bad.read_to_end(&mut sink);
+        assert!(sink.is_empty());
+    }
+    warren
+        .wait_for_stderr(
+            |l| l.contains("failed") && l.contains(&closed.to_string()),
+            READY_TIMEOUT,
+        )
+        .expect("the refusal is logged with the target");
+
+    before.write_all(b"after!").unwrap();
+    before.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"after!");
+    let fresh = connect_with_retry(addrs[1], READY_TIMEOUT).unwrap();
+    assert_eq!(exchange(fresh, b"fresh", IO_TIMEOUT).unwrap(), b"fresh");
+    assert!(warren.try_wait().is_none(), "warren must keep running");
+}
+
+#[test]
+fn local_port_in_use_is_reported_with_the_address() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let mut cmd = warren_client(&user.home, &sshd);
+    cmd.arg("-i").arg(&user.key.private);
+    cmd.args([
+        "-L",
+        &format!("127.0.0.1:{port}:127.0.0.1:9"),
+        "root@127.0.0.1",
+    ]);
+    let warren = Proc::spawn(cmd);
+    let status = warren.expect_exit(READY_TIMEOUT);
+    assert_eq!(status.code(), Some(3), "{}", warren.stderr_text());
+    let err = warren.stderr_text();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    // It failed before connecting: no login happened.
+    assert!(!sshd.logs().contains("Accepted publickey"));
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_with_status_0() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let (warren, addrs) = warren_forwards(&sshd, &user, &[&tcp_spec(echo.addr())]);
+        let conn = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
+        assert_eq!(exchange(conn, b"x", IO_TIMEOUT).unwrap(), b"x");
+        warren.signal(sig);
+        let status = warren.expect_exit(READY_TIMEOUT);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "signal {sig}: {}",
+            warren.stderr_text()
+        );
+        // The listener is gone with it.
+        assert!(TcpStream::connect(addrs[0]).is_err());
+    }
+}
+
+#[test]
+fn unix_socket_forms_both_ends() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The "remote" socket (sshd runs on this machine), served by a unix echo.
+    let remote_sock = dir.path().join("remote.sock");
+    let server = UnixListener::bind(&remote_sock).unwrap();
+    std::thread::spawn(move || {
+        for s in server.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf);
+                let _ = s.write_all(&buf);
+            });
+        }
+    });
+
+    let local_sock = dir.path().join("local.sock");
+    let (_warren, addrs) = warren_forwards(
+        &sshd,
+        &user,
+        &[
+            &format!("{}:127.0.0.1:{}", local_sock.display(), echo.port()),
+            &format!("127.0.0.1:0:{}", remote_sock.display()),
+        ],
+    );
+
+    let mut s = UnixStream::connect(&local_sock).unwrap();
+    s.write_all(b"through a local socket").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"through a local socket");
+
+    let conn = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
+    assert_eq!(
+        exchange(conn, b"to a remote socket", IO_TIMEOUT).unwrap(),
+        b"to a remote socket"
+    );
+}
