@@ -8,3 +8,5 @@ pub mod client;
 pub mod config;
 pub mod forward;
 pub mod logging;
+pub mod proxy;
+pub mod server;

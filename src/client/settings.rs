@@ -114,10 +114,16 @@ fn known_hosts_list(files: &[String]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The login name of the current uid, as ssh takes it from the passwd database (cron
+/// jobs and services often run without USER set).
 fn local_user() -> Option<String> {
-    ["USER", "LOGNAME"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    Some(whoami::username())
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            ["USER", "LOGNAME"]
+                .iter()
+                .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        })
 }
 
 impl Settings {
