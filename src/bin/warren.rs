@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
+use std::time::Duration;
 use warren::client::{self, Cli};
 
 fn main() -> ExitCode {
@@ -15,8 +16,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(client::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = runtime.block_on(client::run(cli));
+    // A read of stdin may still be parked in a blocking thread; it must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match outcome {
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("warren: {e}");
             e.exit_code()

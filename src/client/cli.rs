@@ -30,6 +30,29 @@ pub struct Cli {
     #[arg(short = 'L', value_name = "SPEC", action = ArgAction::Append)]
     pub local: Vec<String>,
 
+    /// Remote forward: [bind_address:]port:host:hostport (the server listens, connections come
+    /// back to host:hostport from here), the unix-socket forms, or [bind_address:]port alone for a
+    /// remote SOCKS proxy that reaches out from this side. Port 0 lets the server pick; warren
+    /// prints "Allocated port N for remote forward to host:hostport". Repeatable.
+    #[arg(short = 'R', value_name = "SPEC", action = ArgAction::Append)]
+    pub remote: Vec<String>,
+
+    /// Dynamic forward: [bind_address:]port. One port speaks SOCKS4, SOCKS4a, SOCKS5 and HTTP
+    /// proxy (CONNECT and absolute-form GET), so phones and browsers can use it directly.
+    /// Repeatable.
+    #[arg(short = 'D', value_name = "SPEC", action = ArgAction::Append)]
+    pub dynamic: Vec<String>,
+
+    /// Stdio forward: connect stdin/stdout to host:port through the server, e.g. as
+    /// `ProxyCommand warren -W %h:%p bastion`. Implies -N; logs stay on stderr.
+    #[arg(short = 'W', value_name = "HOST:PORT")]
+    pub stdio: Option<String>,
+
+    /// Jump hosts: [user@]host[:port][,...], each a real SSH session over the previous hop,
+    /// each with its own authentication and host-key check. "none" disables.
+    #[arg(short = 'J', value_name = "DESTINATION")]
+    pub jump: Option<String>,
+
     /// Port to connect to on the remote host.
     #[arg(short = 'p', value_name = "PORT")]
     pub port: Option<u16>,
@@ -59,11 +82,28 @@ pub struct Cli {
     #[arg(short = 'N')]
     pub no_command: bool,
 
+    /// Read stdin from /dev/null (for a remote command run in the background).
+    #[arg(short = 'n')]
+    pub null_stdin: bool,
+
+    /// Disable pseudo-terminal allocation (accepted: warren never allocates one).
+    #[arg(short = 'T')]
+    pub no_tty: bool,
+
+    /// Force pseudo-terminal allocation: not supported (warren runs commands without a TTY).
+    #[arg(short = 't')]
+    pub force_tty: bool,
+
+    /// Compression (zlib@openssh.com), worth it only on slow links.
+    #[arg(short = 'C')]
+    pub compression: bool,
+
     /// Destination: [user@]host or ssh://[user@]host[:port].
     #[arg(value_name = "DESTINATION")]
     pub destination: String,
 
-    /// A remote command (not supported yet: warren only holds tunnels for now).
+    /// A remote command, run without a TTY; its output streams here and warren exits with its
+    /// exit status, as `ssh host cmd` does. Forwards stay up while it runs.
     #[arg(
         value_name = "COMMAND",
         trailing_var_arg = true,

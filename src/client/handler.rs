@@ -7,6 +7,7 @@
 
 use super::error::ClientError;
 use super::host_key::HostKeyPolicy;
+use crate::forward::remote::{SharedRemoteForwards, spawn_forwarded};
 use russh::client::{self, Session};
 use russh::keys::PublicKeyOrCertificate;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,8 @@ pub struct ClientHandler {
     /// Set once with the reason when the connection ends, so the owner can tell a lost
     /// connection from its own shutdown without polling.
     pub closed: tokio::sync::watch::Sender<Option<String>>,
+    /// The -R forwards the server granted, to route its forwarded connections.
+    pub remote: SharedRemoteForwards,
 }
 
 impl client::Handler for ClientHandler {
@@ -87,7 +90,7 @@ impl client::Handler for ClientHandler {
 
     async fn server_channel_open_forwarded_tcpip(
         &mut self,
-        _channel: russh::Channel<client::Msg>,
+        channel: russh::Channel<client::Msg>,
         connected_address: &str,
         connected_port: u32,
         originator_address: &str,
@@ -95,10 +98,91 @@ impl client::Handler for ClientHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        warn!(
-            "refusing forwarded connection for {connected_address}:{connected_port} from \
-             {originator_address}:{originator_port}: no remote forward was requested"
-        );
+        let origin = format!("{originator_address}:{originator_port}");
+        match self.remote.lookup_tcp(connected_address, connected_port) {
+            Some(target) => spawn_forwarded(channel, target, reply, origin),
+            None => {
+                warn!(
+                    "refusing forwarded connection for {connected_address}:{connected_port} from \
+                     {origin}: no such remote forward was requested"
+                );
+                reply
+                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match self.remote.lookup_unix(socket_path) {
+            Some(target) => spawn_forwarded(channel, target, reply, socket_path.to_string()),
+            None => {
+                warn!("refusing forwarded connection for {socket_path}: no such remote forward");
+                reply
+                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// A server may try to open session, X11 or agent channels to us; a tunnel client
+    /// never asked for them.
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: russh::Channel<client::Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         reply
             .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
             .await;

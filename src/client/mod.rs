@@ -9,17 +9,21 @@
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod exec;
 pub mod handler;
 pub mod host_key;
 pub mod known_hosts;
 pub mod prompt;
+pub mod proxy_command;
 pub mod session;
 pub mod settings;
 
 pub use cli::Cli;
 pub use error::ClientError;
 
+use crate::config::forward::{Endpoint, Listen, RemoteForward};
 use crate::forward::local::LocalListener;
+use crate::forward::stdio;
 use session::Session;
 use settings::Settings;
 use std::sync::Arc;
@@ -27,14 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Runs the client until SIGINT/SIGTERM (`Ok`) or a failure (`Err`, with its exit status).
-pub async fn run(cli: Cli) -> Result<(), ClientError> {
-    if !cli.command.is_empty() {
-        return Err(ClientError::Usage(format!(
-            "remote commands are not supported yet ('{}'); warren holds tunnels (like ssh -N)",
-            cli.command.join(" ")
-        )));
-    }
+/// Runs the client until SIGINT/SIGTERM, the end of a remote command or -W stream
+/// (`Ok` with the exit status), or a failure (`Err`, with its own exit status).
+pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     let settings = Settings::resolve(&cli)?;
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
@@ -49,14 +48,36 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             Err(e) => warn!("{e}; continuing without it (ExitOnForwardFailure=no)"),
         }
     }
+    if !settings.dynamic_forwards.is_empty() {
+        return Err(ClientError::Usage("-D is not wired in yet".into()));
+    }
 
     let session = tokio::select! {
         s = Session::connect(&settings.connect) => Arc::new(s?),
-        _ = cancel.cancelled() => return Ok(()),
+        _ = cancel.cancelled() => return Ok(0),
     };
 
+    for fwd in &settings.remote_forwards {
+        if let Err(e) = request_remote(&session, fwd, settings.connect.quiet).await {
+            if settings.exit_on_forward_failure {
+                shutdown(&session).await;
+                return Err(ClientError::Forward(format!("{e} (-R {})", fwd.spec)));
+            }
+            warn!(
+                "{e} (-R {}); continuing without it (ExitOnForwardFailure=no)",
+                fwd.spec
+            );
+        }
+    }
+
+    if let Some(target) = &settings.stdio {
+        let result = stdio_forward(&session, target).await;
+        shutdown(&session).await;
+        return result.map(|()| 0);
+    }
+
     let tracker = TaskTracker::new();
-    let count = listeners.len();
+    let count = listeners.len() + settings.remote_forwards.len();
     for l in listeners {
         info!(
             "forward ready: -L {} listening on {}",
@@ -71,20 +92,81 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         session.destination
     );
 
-    let result = tokio::select! {
-        _ = cancel.cancelled() => {
-            info!("stopping");
-            Ok(())
-        }
-        reason = session.closed() => Err(ClientError::Lost {
-            host: settings.connect.host.clone(),
-            reason,
-        }),
+    let lost = |reason: String| ClientError::Lost {
+        host: settings.connect.host.clone(),
+        reason,
+    };
+    let result = match &settings.command {
+        Some(command) => tokio::select! {
+            r = exec::run(&session, command, settings.null_stdin) => r,
+            _ = cancel.cancelled() => Ok(0),
+            reason = session.closed() => Err(lost(reason)),
+        },
+        None => tokio::select! {
+            _ = cancel.cancelled() => {
+                info!("stopping");
+                Ok(0)
+            }
+            reason = session.closed() => Err(lost(reason)),
+        },
     };
     cancel.cancel();
     tracker.wait().await;
-    session.disconnect().await;
+    shutdown(&session).await;
     result
+}
+
+/// Asks for one -R and reports the port, with OpenSSH's wording for allocated ports
+/// (scripts parse it).
+async fn request_remote(session: &Session, fwd: &RemoteForward, quiet: bool) -> Result<(), String> {
+    let port = session.request_remote(fwd).await?;
+    let target = match &fwd.connect {
+        Some(Endpoint::Tcp { host, port }) => format!("{host}:{port}"),
+        Some(Endpoint::Unix(p)) => p.display().to_string(),
+        None => "dynamic (SOCKS/HTTP proxy)".to_string(),
+    };
+    if matches!(fwd.listen, Listen::Tcp { port: 0, .. }) && !quiet {
+        eprintln!("Allocated port {port} for remote forward to {target}");
+    }
+    info!(
+        "forward ready: -R {} listening on the server at port {port}",
+        fwd.spec
+    );
+    Ok(())
+}
+
+/// -W: one channel to `target`, carried by stdin and stdout.
+async fn stdio_forward(session: &Session, target: &Endpoint) -> Result<(), ClientError> {
+    let channel = session
+        .open_channel(target, None)
+        .await
+        .map_err(|e| ClientError::Forward(format!("stdio forwarding to {target} failed: {e}")))?;
+    info!("ready: stdio forwarded to {target}");
+    stdio::pump(
+        channel,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        stdio::close_stdout,
+    )
+    .await
+    .map_err(|e| ClientError::Lost {
+        host: session.destination.clone(),
+        reason: format!("stdio forward: {e}"),
+    })
+}
+
+/// Cancels -R listeners and says goodbye, bounded so a dead server cannot hold us.
+async fn shutdown(session: &Session) {
+    let bye = async {
+        session.cancel_remotes().await;
+        session.disconnect().await;
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(3), bye)
+        .await
+        .is_err()
+    {
+        warn!("the server did not acknowledge the shutdown in time");
+    }
 }
 
 /// SIGINT and SIGTERM both mean "stop cleanly": close listeners, say goodbye, exit 0.

@@ -6,8 +6,9 @@ use super::cli::Cli;
 use super::error::ClientError;
 use super::host_key::HostKeyPolicy;
 use super::prompt::Prompter;
-use super::session::ConnectSettings;
-use crate::config::forward::{self, LocalForward};
+use super::proxy_command;
+use super::session::{ConnectSettings, Transport};
+use crate::config::forward::{self, DynamicForward, Endpoint, LocalForward, RemoteForward};
 use crate::config::options::{ApplyOutcome, IdentityAgent, Options, StrictHostKeyChecking};
 use std::path::PathBuf;
 use tracing::warn;
@@ -17,6 +18,13 @@ use tracing::warn;
 pub struct Settings {
     pub connect: ConnectSettings,
     pub local_forwards: Vec<LocalForward>,
+    pub remote_forwards: Vec<RemoteForward>,
+    pub dynamic_forwards: Vec<DynamicForward>,
+    /// -W: stdin/stdout to this destination instead of forwards.
+    pub stdio: Option<Endpoint>,
+    /// The remote command, joined with spaces as ssh does.
+    pub command: Option<String>,
+    pub null_stdin: bool,
     pub exit_on_forward_failure: bool,
     pub gateway_ports: bool,
 }
@@ -105,6 +113,77 @@ fn expand_tilde(p: &str) -> PathBuf {
     }
 }
 
+/// `-W host:port` (IPv6 in brackets).
+fn parse_stdio(spec: &str) -> Result<Endpoint, ClientError> {
+    let bad = || {
+        ClientError::Usage(format!(
+            "bad -W '{spec}': expected host:port (IPv6 as [addr]:port)"
+        ))
+    };
+    let (host, port) = match spec.strip_prefix('[') {
+        Some(rest) => {
+            let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
+            (h, p)
+        }
+        None => spec.rsplit_once(':').ok_or_else(bad)?,
+    };
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(bad)?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok(Endpoint::Tcp {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// One -J hop: `[user@]host[:port]` or `ssh://[user@]host[:port]`.
+fn parse_hop(hop: &str) -> Result<(Option<String>, String, Option<u16>), ClientError> {
+    let bad = |why: &str| {
+        ClientError::Usage(format!(
+            "bad jump host '{hop}' in -J: {why} (expected [user@]host[:port][,...])"
+        ))
+    };
+    if hop.starts_with("ssh://") {
+        let d = Destination::parse(hop)?;
+        return Ok((d.user, d.host, d.port));
+    }
+    let (user, hostport) = match hop.rsplit_once('@') {
+        Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h),
+        Some(_) => return Err(bad("empty user")),
+        None => (None, hop),
+    };
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(|| bad("unbalanced '['"))?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, Some(p)),
+            None if after.is_empty() => (h, None),
+            None => return Err(bad("junk after ']'")),
+        }
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) || host.starts_with('-') {
+        return Err(bad("empty or invalid host"));
+    }
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("bad port"))
+        })
+        .transpose()?;
+    Ok((user, host.to_string(), port))
+}
+
 /// `none` disables a known_hosts list, as in OpenSSH.
 fn known_hosts_list(files: &[String]) -> Vec<PathBuf> {
     files
@@ -165,6 +244,41 @@ impl Settings {
                 .push(forward::parse_local(spec).map_err(|e| ClientError::Usage(e.to_string()))?);
         }
         local_forwards.extend(o.local_forwards.iter().cloned());
+        let mut remote_forwards = Vec::new();
+        for spec in &cli.remote {
+            remote_forwards
+                .push(forward::parse_remote(spec).map_err(|e| ClientError::Usage(e.to_string()))?);
+        }
+        remote_forwards.extend(o.remote_forwards.iter().cloned());
+        let mut dynamic_forwards = Vec::new();
+        for spec in &cli.dynamic {
+            dynamic_forwards
+                .push(forward::parse_dynamic(spec).map_err(|e| ClientError::Usage(e.to_string()))?);
+        }
+        dynamic_forwards.extend(o.dynamic_forwards.iter().cloned());
+        let stdio = cli.stdio.as_deref().map(parse_stdio).transpose()?;
+        if stdio.is_some()
+            && !(local_forwards.is_empty()
+                && remote_forwards.is_empty()
+                && dynamic_forwards.is_empty())
+        {
+            warn!("-W ignores -L, -R and -D (as ssh does)");
+            local_forwards.clear();
+            remote_forwards.clear();
+            dynamic_forwards.clear();
+        }
+        if cli.force_tty {
+            return Err(ClientError::Usage(
+                "-t (pseudo-terminal) is not supported: warren runs remote commands without a TTY"
+                    .into(),
+            ));
+        }
+        let command = (!cli.command.is_empty()).then(|| cli.command.join(" "));
+        if command.is_some() && stdio.is_some() {
+            return Err(ClientError::Usage(
+                "-W and a remote command cannot be combined".into(),
+            ));
+        }
 
         let batch = o.batch_mode.unwrap_or(false);
         let prompter = Prompter::from_env(batch);
@@ -235,16 +349,51 @@ impl Settings {
             prompter,
         };
 
+        let mut connect = ConnectSettings {
+            host: host.clone(),
+            port,
+            transport: Transport::Direct,
+            compression: cli.compression || o.compression.unwrap_or(false),
+            connect_timeout: o.connect_timeout,
+            host_key,
+            auth,
+            quiet: cli.quiet,
+        };
+        let jump = cli
+            .jump
+            .clone()
+            .or(o.proxy_jump.clone())
+            .filter(|j| j != "none");
+        if let Some(jump) = jump {
+            let mut hops = Vec::new();
+            for hop in jump.split(',') {
+                let (hop_user, hop_host, hop_port) = parse_hop(hop)?;
+                let mut h = connect.clone();
+                h.host = hop_host.clone();
+                h.port = hop_port.unwrap_or(22);
+                h.auth.user = hop_user
+                    .or_else(local_user)
+                    .unwrap_or_else(|| connect.auth.user.clone());
+                h.host_key.host = hop_host;
+                h.host_key.port = h.port;
+                hops.push(h);
+            }
+            connect.transport = Transport::Jump(hops);
+        } else if let Some(cmd) = o.proxy_command.as_deref().filter(|c| *c != "none") {
+            let expanded =
+                proxy_command::expand_tokens(cmd, &host, port, &connect.auth.user, &dest.host)
+                    .map_err(ClientError::Usage)?;
+            connect.transport = Transport::ProxyCommand(expanded);
+        }
+
         Ok(Settings {
-            connect: ConnectSettings {
-                host,
-                port,
-                connect_timeout: o.connect_timeout,
-                host_key,
-                auth,
-                quiet: cli.quiet,
-            },
+            connect,
             local_forwards,
+            remote_forwards,
+            dynamic_forwards,
+            stdio,
+            command,
+            null_stdin: cli.null_stdin,
             exit_on_forward_failure: o.exit_on_forward_failure.unwrap_or(true),
             gateway_ports: o.gateway_ports.unwrap_or(false),
         })
@@ -269,6 +418,32 @@ mod tests {
         assert_eq!((d.user, d.port), (None, None));
         let d = Destination::parse("a@b@host").unwrap();
         assert_eq!(d.user.as_deref(), Some("a@b"));
+        assert_eq!(
+            parse_hop("ops@[::1]:2200").unwrap(),
+            (Some("ops".into()), "::1".into(), Some(2200))
+        );
+        assert_eq!(
+            parse_hop("bastion").unwrap(),
+            (None, "bastion".into(), None)
+        );
+        assert_eq!(
+            parse_hop("a@b:22").unwrap(),
+            (Some("a".into()), "b".into(), Some(22))
+        );
+        for bad in ["", "@h", "h:0", "h:x", "[::1"] {
+            assert!(parse_hop(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            parse_stdio("db:5432").unwrap(),
+            Endpoint::Tcp { port: 5432, .. }
+        ));
+        assert!(matches!(
+            parse_stdio("[::1]:22").unwrap(),
+            Endpoint::Tcp { port: 22, .. }
+        ));
+        for bad in ["db", "db:0", ":22", "[::1]22"] {
+            assert!(parse_stdio(bad).is_err(), "{bad:?}");
+        }
         for bad in [
             "",
             "user@",

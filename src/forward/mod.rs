@@ -5,6 +5,8 @@
 pub mod dynamic;
 pub mod local;
 pub mod relay;
+pub mod remote;
+pub mod stdio;
 
 use crate::config::forward::Endpoint;
 use std::future::Future;

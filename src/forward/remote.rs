@@ -1,0 +1,243 @@
+//! `-R`: the server listens; each connection it accepts arrives as a forwarded channel,
+//! and we dial the local destination and relay.
+
+use super::relay::relay;
+use crate::config::forward::{Endpoint, Listen, RemoteForward};
+use russh::client::{ChannelOpenHandle, Msg};
+use russh::{Channel, ChannelOpenFailure};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpStream, UnixStream};
+use tracing::{Instrument, debug, info_span, warn};
+
+/// How long dialing the local destination may take before the forwarded channel is
+/// refused (the remote peer then sees its connection closed).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to do with a forwarded connection: dial a fixed destination, or act as a SOCKS /
+/// HTTP proxy whose requests are dialed from here (`-R port` alone).
+#[derive(Debug, Clone)]
+pub enum Target {
+    Fixed(Endpoint),
+    Dynamic,
+}
+
+/// One granted remote forward, keyed the way the server reports incoming connections.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The listen address string as we sent it (sshd echoes it back verbatim).
+    address: String,
+    /// The port the server listens on (the allocated one when 0 was asked for).
+    port: u32,
+    /// For unix-socket listeners, the remote path.
+    path: Option<String>,
+    target: Target,
+}
+
+/// The forwards the server granted, shared between the code that requests them and the
+/// russh callback that receives their connections.
+#[derive(Debug, Default)]
+pub struct RemoteForwards {
+    entries: Mutex<Vec<Entry>>,
+}
+
+impl RemoteForwards {
+    /// Records a granted TCP forward.
+    pub fn add_tcp(&self, address: &str, port: u32, target: Target) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.push(Entry {
+                address: address.to_string(),
+                port,
+                path: None,
+                target,
+            });
+        }
+    }
+
+    /// Records a granted unix-socket forward.
+    pub fn add_unix(&self, path: &str, target: Target) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.push(Entry {
+                address: String::new(),
+                port: 0,
+                path: Some(path.to_string()),
+                target,
+            });
+        }
+    }
+
+    /// The target for a connection to `address:port`. Port decides; the address only
+    /// breaks ties, since servers may normalise what we sent.
+    pub fn lookup_tcp(&self, address: &str, port: u32) -> Option<Target> {
+        let entries = self.entries.lock().ok()?;
+        let same_port: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.path.is_none() && e.port == port)
+            .collect();
+        same_port
+            .iter()
+            .find(|e| e.address == address)
+            .or(same_port.first())
+            .map(|e| e.target.clone())
+    }
+
+    /// The target for a connection to the remote unix socket `path`.
+    pub fn lookup_unix(&self, path: &str) -> Option<Target> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .iter()
+            .find(|e| e.path.as_deref() == Some(path))
+            .map(|e| e.target.clone())
+    }
+
+    /// Every granted TCP forward as (address, port), for cancelling at shutdown.
+    pub fn tcp_listeners(&self) -> Vec<(String, u32)> {
+        self.entries
+            .lock()
+            .map(|e| {
+                e.iter()
+                    .filter(|e| e.path.is_none())
+                    .map(|e| (e.address.clone(), e.port))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every granted unix-socket forward path, for cancelling at shutdown.
+    pub fn unix_listeners(&self) -> Vec<String> {
+        self.entries
+            .lock()
+            .map(|e| e.iter().filter_map(|e| e.path.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The listen address string to send for a -R spec, as OpenSSH does: no bind address means
+/// "localhost" (the server's loopback), `*` or empty means all interfaces ("").
+pub fn request_address(fwd: &RemoteForward) -> Option<(String, u32)> {
+    match &fwd.listen {
+        Listen::Tcp { bind, port } => {
+            let address = match bind.as_deref() {
+                None => "localhost".to_string(),
+                Some("*") | Some("") => String::new(),
+                Some(a) => a.to_string(),
+            };
+            Some((address, u32::from(*port)))
+        }
+        Listen::Unix(_) => None,
+    }
+}
+
+/// Takes over one forwarded channel: dials the local destination off the session loop
+/// (russh callbacks must never wait on network I/O), then accepts and relays, or refuses
+/// the channel if the destination cannot be reached.
+pub fn spawn_forwarded(
+    channel: Channel<Msg>,
+    target: Target,
+    reply: ChannelOpenHandle,
+    origin: String,
+) {
+    let span = info_span!("forwarded", %origin);
+    tokio::spawn(
+        async move {
+            match target {
+                Target::Fixed(endpoint) => forward_fixed(channel, endpoint, reply).await,
+                Target::Dynamic => serve_dynamic(channel, reply).await,
+            }
+        }
+        .instrument(span),
+    );
+}
+
+async fn forward_fixed(channel: Channel<Msg>, endpoint: Endpoint, reply: ChannelOpenHandle) {
+    match tokio::time::timeout(DIAL_TIMEOUT, dial(&endpoint)).await {
+        Ok(Ok(mut local)) => {
+            reply.accept().await;
+            let mut tunnel = channel.into_stream();
+            match relay(&mut local, &mut tunnel).await {
+                Ok((down, up)) => debug!(up, down, "forwarded connection to {endpoint} closed"),
+                Err(e) => debug!("forwarded connection to {endpoint} ended: {e}"),
+            }
+        }
+        Ok(Err(e)) => {
+            warn!("remote forward: cannot connect to {endpoint}: {e}");
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+        }
+        Err(_) => {
+            warn!("remote forward: connecting to {endpoint} timed out");
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+        }
+    }
+}
+
+async fn serve_dynamic(_channel: Channel<Msg>, reply: ChannelOpenHandle) {
+    warn!("remote dynamic forward: not wired yet");
+    reply
+        .reject(ChannelOpenFailure::AdministrativelyProhibited)
+        .await;
+}
+
+/// A local stream to `endpoint`, TCP (with TCP_NODELAY) or unix.
+pub async fn dial(endpoint: &Endpoint) -> std::io::Result<Local> {
+    match endpoint {
+        Endpoint::Tcp { host, port } => {
+            let s = TcpStream::connect((host.as_str(), *port)).await?;
+            let _ = s.set_nodelay(true);
+            Ok(Local::Tcp(s))
+        }
+        Endpoint::Unix(path) => Ok(Local::Unix(UnixStream::connect(path).await?)),
+    }
+}
+
+/// A dialed local stream of either kind.
+pub enum Local {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl tokio::io::AsyncRead for Local {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Local::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Local::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Local {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Local::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Local::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Local::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Local::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Local::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Local::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Shared handle type used by the client handler.
+pub type SharedRemoteForwards = Arc<RemoteForwards>;

@@ -1,0 +1,295 @@
+//! Tests for config loading: the shipped example, defaults, and error messages for invalid files.
+
+use super::*;
+use crate::server::authorized_keys::KeyOptions;
+use crate::server::policy::Decision;
+use std::time::Duration;
+
+const ALICE_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMMmTZtHcNJo0O3IQp7dssbenGVAd8CgJ4HR7NqAx43A alice@laptop";
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/warrend.toml")
+}
+
+fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+    ServerConfig::from_toml(text, Path::new("/etc/warrend/warrend.toml"))
+}
+
+fn invalid(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("config should be refused:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn shipped_example_loads_and_means_what_it_says() {
+    let config = ServerConfig::load(&example_path()).expect("examples/warrend.toml must load");
+    assert_eq!(
+        config.server.listen,
+        vec![SocketAddr::from(([127, 0, 0, 1], 2222))]
+    );
+    assert_eq!(config.state_dir(), Path::new("/var/lib/warrend"));
+    assert_eq!(
+        config.host_key_paths(),
+        vec![PathBuf::from("/var/lib/warrend/ssh_host_ed25519_key")]
+    );
+    assert_eq!(config.audit_destination(), AuditDestination::Stdout);
+    assert_eq!(config.principals("alice"), vec!["alice", "oncall"]);
+    assert_eq!(config.principals("bob"), vec!["bob"]);
+    assert_eq!(config.limits.login_grace_time.0, Duration::from_secs(30));
+    assert_eq!(config.limits.channel_idle_timeout.non_zero(), None);
+
+    let policy = config.policy();
+    let alice = policy.user("alice").expect("alice");
+    assert_eq!(alice.gateway_ports, GatewayPorts::ClientSpecified);
+    assert_eq!(
+        policy.user("bob").map(|u| u.gateway_ports),
+        Some(GatewayPorts::No)
+    );
+    let key = KeyOptions::unrestricted("test");
+    let ip = |s: &str| s.parse().expect("literal");
+    assert_eq!(
+        alice.decide_connect(&key, "web.internal", 8080, &[ip("10.1.1.1")]),
+        Decision::Allow {
+            rule: "users.alice.connect[1]".into()
+        }
+    );
+    assert!(
+        !alice
+            .decide_connect(&key, "db.internal", 5432, &[ip("127.0.0.1")])
+            .is_allowed()
+    );
+    let bob = policy.user("bob").expect("bob");
+    assert!(bob.decide_reach(&key, "pi-home", 22).is_allowed());
+    let dba = policy.user("dbadmin").expect("dbadmin");
+    assert!(
+        dba.decide_connect(&key, "localhost", 5432, &[ip("127.0.0.1"), ip("::1")])
+            .is_allowed()
+    );
+
+    let inline = config.users.get("alice").map(|u| u.keys.len());
+    assert_eq!(inline, Some(2));
+}
+
+#[test]
+fn embedded_default_is_loopback_and_empty() {
+    let config = ServerConfig::default_embedded();
+    assert_eq!(
+        config.server.listen,
+        vec![SocketAddr::from(([127, 0, 0, 1], 2222))]
+    );
+    assert!(config.users.is_empty() && config.policy().users.is_empty());
+    assert!(config.validate().is_ok());
+    assert_eq!(config.source(), None);
+    assert!(config.host_key_paths()[0].ends_with("warrend/ssh_host_ed25519_key"));
+    // An empty file means the same as no file.
+    let empty = parse("").expect("empty config is valid");
+    assert_eq!(empty.server.listen, config.server.listen);
+    assert_eq!(empty.limits.max_auth_tries, 6);
+}
+
+#[test]
+fn state_dir_defaults() {
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[
+                ("STATE_DIRECTORY", "/var/lib/warrend:/x"),
+                ("HOME", "/root"),
+            ],
+            "/var/lib/warrend",
+        ),
+        (
+            &[("XDG_STATE_HOME", "/home/a/.state"), ("HOME", "/home/a")],
+            "/home/a/.state/warrend",
+        ),
+        (
+            &[("XDG_STATE_HOME", "relative"), ("HOME", "/home/a")],
+            "/home/a/.local/state/warrend",
+        ),
+        (&[("HOME", "")], "/var/lib/warrend"),
+        (&[], "/var/lib/warrend"),
+    ];
+    for (vars, want) in cases {
+        assert_eq!(
+            default_state_dir(env(vars)),
+            PathBuf::from(want),
+            "{vars:?}"
+        );
+    }
+}
+
+#[test]
+fn invalid_configs_name_file_and_field() {
+    let f = "/etc/warrend/warrend.toml";
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[users.alice]\nkeys = []\nconnect = ['db:22', 'db:90-80']\n[user_ca]\nkeys_file = 'ca'",
+            &["/etc/warrend/warrend.toml: users.alice.connect[1]: bad port range '90-80'"],
+        ),
+        (
+            "[users.alice]\nkeys = ['restrict,command=\"x\" ssh-ed25519 AAAA']",
+            &["users.alice.keys[0]: command= is refused"],
+        ),
+        (
+            "[users.alice]\nconnect = ['db:22']",
+            &["users.alice: no keys"],
+        ),
+        (
+            "[users.'al ice']\nauthorized_keys = 'k'\nlisten = ['example.com:80']\npublish = ['10.0.0.1:22']\nreach = ['pi']",
+            &[
+                "users.al ice: user names",
+                "users.al ice.listen[0]: listen host 'example.com'",
+                "users.al ice.publish[0]: '10.0.0.1' is an address",
+                "users.al ice.reach[0]: expected HOST:PORTS",
+            ],
+        ),
+        (
+            "[forwarding]\ndeny_networks = ['10.0.0.1/8']",
+            &[
+                "forwarding.deny_networks[0]: \"10.0.0.1/8\" has host bits set; did you mean 10.0.0.0/8?",
+            ],
+        ),
+        (
+            "[users.a]\nauthorized_keys = 'k'\ndeny_networks = ['nope']\nprincipals = []",
+            &[
+                "users.a.deny_networks[0]: \"nope\" is not an IP address",
+                "users.a.principals: must list",
+            ],
+        ),
+        (
+            "[limits]\nmax_auth_tries = 0\nlogin_grace_time = 0\nmax_unauthenticated = 4\nsource_netblock_v6 = 129",
+            &[
+                "limits.max_auth_tries: must be at least 1",
+                "limits.login_grace_time: cannot be 0",
+                "limits.max_unauthenticated_per_source: cannot exceed",
+                "limits.source_netblock_v6: must be 0..=128",
+            ],
+        ),
+        (
+            "[server]\nlisten = []\naudit_log = ''",
+            &["server.listen: must list", "server.audit_log: must be"],
+        ),
+        (
+            "[user_ca]\nkeys = ['ssh-ed25519 AAAA']",
+            &["user_ca.keys[0]: invalid public key"],
+        ),
+        ("[user_ca]", &["user_ca: needs keys or keys_file"]),
+    ];
+    for (text, wants) in cases {
+        let err = invalid(text);
+        for want in *wants {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+        assert!(
+            err.lines().all(|l| l.starts_with(f)),
+            "every line names the file:\n{err}"
+        );
+        assert_eq!(
+            err.lines().count(),
+            wants.len(),
+            "one line per problem:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn parse_errors_name_the_file_and_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[server]\nlistn = ['127.0.0.1:22']",
+            "unknown field `listn`",
+        ),
+        ("[users.a]\nconect = []", "unknown field `conect`"),
+        (
+            "[limits]\nlogin_grace_time = '30x'",
+            "invalid duration '30x'",
+        ),
+        ("[server]\nlisten = ['localhost:22']", "line 2"),
+        (
+            "[forwarding]\ngateway_ports = 'maybe'",
+            "unknown variant `maybe`",
+        ),
+        ("[frobnicate]", "unknown field `frobnicate`"),
+    ];
+    for (text, want) in cases {
+        let err = invalid(text);
+        assert!(err.starts_with("/etc/warrend/warrend.toml: "), "{err}");
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let missing = ServerConfig::load(Path::new("/nonexistent/warrend.toml")).expect_err("missing");
+    assert!(
+        missing
+            .to_string()
+            .starts_with("cannot read /nonexistent/warrend.toml: ")
+    );
+}
+
+#[test]
+fn durations() {
+    let cases: &[(&str, Option<u64>)] = &[
+        ("250ms", Some(250)),
+        ("30s", Some(30_000)),
+        ("30", Some(30_000)),
+        ("5m", Some(300_000)),
+        ("1h", Some(3_600_000)),
+        ("1d", Some(86_400_000)),
+        ("0", Some(0)),
+        ("off", Some(0)),
+        ("", None),
+        ("5 m", None),
+        ("-1s", None),
+        ("1.5s", None),
+        ("99999999999999999999d", None),
+    ];
+    for (s, want) in cases {
+        let got = parse_duration(s).ok().map(|d| d.as_millis() as u64);
+        assert_eq!(got, *want, "{s:?}");
+    }
+}
+
+#[test]
+fn user_keys_are_read_from_files_relative_to_the_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = format!(
+        "# alice's keys\n{ALICE_KEY}\ncommand=\"/bin/sh\" {ALICE_KEY}\nrestrict {ALICE_KEY}\n"
+    );
+    std::fs::write(dir.path().join("alice.keys"), keys).expect("write keys");
+    std::fs::write(dir.path().join("ca.pub"), format!("# CA\n{ALICE_KEY}\n")).expect("write ca");
+    let config_path = dir.path().join("warrend.toml");
+    let text = format!(
+        "[user_ca]\nkeys_file = 'ca.pub'\n[users.alice]\nkeys = ['{ALICE_KEY}']\nauthorized_keys = 'alice.keys'\n[users.bob]\nauthorized_keys = ['missing.keys']\n"
+    );
+    std::fs::write(&config_path, text).expect("write config");
+
+    let config = ServerConfig::load(&config_path).expect("valid config");
+    let entries = config.load_user_keys("alice").expect("readable");
+    // Inline key, then line 2 of the file; the command= line is skipped.
+    let origins: Vec<&str> = entries.iter().map(|e| e.options.origin.as_str()).collect();
+    let file = dir.path().join("alice.keys").display().to_string();
+    assert_eq!(
+        origins,
+        vec![
+            format!("{} users.alice.keys[0]", config_path.display()),
+            format!("{file}:2"),
+            format!("{file}:4"),
+        ]
+    );
+    assert!(!entries[2].options.port_forwarding);
+
+    let err = config.load_user_keys("bob").expect_err("missing file");
+    assert!(err.to_string().contains("missing.keys"), "{err}");
+    assert!(matches!(
+        config.load_user_keys("carol"),
+        Err(ConfigError::UnknownUser(_))
+    ));
+    assert_eq!(config.user_ca_fingerprints().map(|f| f.len()).ok(), Some(1));
+}

@@ -1,0 +1,121 @@
+//! The `[limits]` section: resource and brute-force limits, and the duration syntax they use.
+//!
+//! Defaults are chosen for a server reachable from the Internet; each is
+//! explained in `examples/warrend.toml`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[limits]`. Defaults are conservative for an Internet-facing server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Authentication attempts per connection (sshd `MaxAuthTries`).
+    pub max_auth_tries: u32,
+    /// Time to authenticate before the connection is dropped (sshd `LoginGraceTime`).
+    pub login_grace_time: ConfigDuration,
+    /// Delay before each authentication failure is reported.
+    pub auth_rejection_delay: ConfigDuration,
+    /// Failed authentications allowed per source netblock within `failed_auth_window`.
+    pub max_failed_auth_per_source: u32,
+    /// Sliding window for `max_failed_auth_per_source`; a source over the limit is refused until old failures age out.
+    pub failed_auth_window: ConfigDuration,
+    /// IPv4 prefix length grouping sources for throttling.
+    pub source_netblock_v4: u8,
+    /// IPv6 prefix length grouping sources (one host usually owns a /64).
+    pub source_netblock_v6: u8,
+    /// Connections not yet authenticated, server-wide (sshd `MaxStartups`).
+    pub max_unauthenticated: u32,
+    /// Unauthenticated connections per source netblock (`PerSourceMaxStartups`).
+    pub max_unauthenticated_per_source: u32,
+    /// Concurrent authenticated connections per user.
+    pub max_sessions_per_user: u32,
+    /// Open channels (forwarded connections) per connection.
+    pub max_channels_per_session: u32,
+    /// `-R` listeners and rendezvous per connection.
+    pub max_listeners_per_session: u32,
+    /// Timeout for dialling a `direct-tcpip` destination.
+    pub connect_timeout: ConfigDuration,
+    /// Close a forwarded connection idle this long; 0 disables.
+    pub channel_idle_timeout: ConfigDuration,
+    /// Keepalive probe interval; 0 disables.
+    pub keepalive_interval: ConfigDuration,
+    /// Unanswered keepalives before the client is considered dead.
+    pub keepalive_max: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let secs = |s| ConfigDuration(Duration::from_secs(s));
+        Limits {
+            max_auth_tries: 6,
+            login_grace_time: secs(30),
+            auth_rejection_delay: ConfigDuration(Duration::from_millis(250)),
+            max_failed_auth_per_source: 10,
+            failed_auth_window: secs(600),
+            source_netblock_v4: 32,
+            source_netblock_v6: 64,
+            max_unauthenticated: 64,
+            max_unauthenticated_per_source: 8,
+            max_sessions_per_user: 16,
+            max_channels_per_session: 128,
+            max_listeners_per_session: 16,
+            connect_timeout: secs(10),
+            channel_idle_timeout: secs(0),
+            keepalive_interval: secs(30),
+            keepalive_max: 3,
+        }
+    }
+}
+
+/// A duration written as seconds (`30`) or with a unit (`"250ms"`, `"30s"`,
+/// `"5m"`, `"1h"`, `"1d"`); `0` or `"off"` means disabled where allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "DurationRepr")]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    /// `None` when zero, for settings where 0 disables the feature.
+    pub fn non_zero(self) -> Option<Duration> {
+        (!self.0.is_zero()).then_some(self.0)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationRepr {
+    Secs(u64),
+    Text(String),
+}
+
+impl TryFrom<DurationRepr> for ConfigDuration {
+    type Error = String;
+
+    fn try_from(repr: DurationRepr) -> Result<Self, String> {
+        match repr {
+            DurationRepr::Secs(s) => Ok(ConfigDuration(Duration::from_secs(s))),
+            DurationRepr::Text(t) => parse_duration(&t).map(ConfigDuration),
+        }
+    }
+}
+
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"1d"`, `"0"`, `"off"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s == "off" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let bad = || format!("invalid duration '{s}': expected a number with unit ms, s, m, h or d");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs).ok_or_else(bad);
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => Err(bad()),
+    }
+}
