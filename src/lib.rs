@@ -6,6 +6,7 @@
 //! - [`forward`]: the data path shared by every forward mode (relay with half-close).
 pub mod client;
 pub mod config;
+pub mod crypto;
 pub mod forward;
 pub mod logging;
 pub mod proxy;

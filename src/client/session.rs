@@ -9,7 +9,7 @@ use crate::config::forward::{Endpoint, Listen, RemoteForward};
 use crate::forward::remote::{SharedRemoteForwards, Target, request_address};
 use crate::forward::{OpenError, Opener};
 use russh::client::{self, Handle, Msg};
-use russh::{ChannelStream, Disconnect, Preferred, cipher};
+use russh::{ChannelStream, Disconnect, Preferred};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -55,48 +55,6 @@ pub struct Session {
     via: Vec<Session>,
     /// The ProxyCommand process carrying this connection; killed with the session.
     _proxy: Option<tokio::process::Child>,
-}
-
-/// Cipher order: AES-GCM costs a quarter of chacha20's CPU where the CPU has AES
-/// instructions, and throughput is what a tunnel is for. Without them chacha20 is faster.
-fn ciphers() -> &'static [cipher::Name] {
-    const AES_FIRST: &[cipher::Name] = &[
-        cipher::AES_256_GCM,
-        cipher::AES_128_GCM,
-        cipher::CHACHA20_POLY1305,
-        cipher::AES_256_CTR,
-        cipher::AES_192_CTR,
-        cipher::AES_128_CTR,
-    ];
-    const CHACHA_FIRST: &[cipher::Name] = &[
-        cipher::CHACHA20_POLY1305,
-        cipher::AES_256_GCM,
-        cipher::AES_128_GCM,
-        cipher::AES_256_CTR,
-        cipher::AES_192_CTR,
-        cipher::AES_128_CTR,
-    ];
-    if has_aes_instructions() {
-        AES_FIRST
-    } else {
-        CHACHA_FIRST
-    }
-}
-
-fn has_aes_instructions() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("aes")
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        false
-    }
 }
 
 impl Session {
@@ -170,7 +128,7 @@ impl Session {
     {
         let destination = format!("{}@{}:{}", s.auth.user, s.host, s.port);
         let mut preferred = Preferred {
-            cipher: Cow::Borrowed(ciphers()),
+            cipher: Cow::Borrowed(crate::crypto::ciphers()),
             key: Cow::Owned(s.host_key.preferred_algorithms(&Preferred::DEFAULT.key)),
             ..Preferred::DEFAULT
         };

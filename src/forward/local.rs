@@ -281,7 +281,7 @@ fn is_missing_family(e: &std::io::Error) -> bool {
     )
 }
 
-fn describe_bind_error(e: &std::io::Error) -> String {
+pub(crate) fn describe_bind_error(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             "address already in use (another program holds this port; pick another local port)"
@@ -296,7 +296,7 @@ fn describe_bind_error(e: &std::io::Error) -> String {
 
 /// A listening socket with SO_REUSEADDR (so a restart does not wait out TIME_WAIT) and
 /// IPV6_V6ONLY (so `::` and `0.0.0.0` can both be bound on one port).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {

@@ -20,3 +20,115 @@ where
 {
     copy_bidirectional_with_sizes(local, tunnel, BUF, BUF).await
 }
+
+/// [`relay`], but gives up when neither side has sent anything for `idle` (if set).
+/// Returns the bytes each way and, when it gave up, the idle time that ended it.
+pub async fn relay_with_idle<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Option<std::time::Duration>,
+) -> std::io::Result<(u64, u64, Option<std::time::Duration>)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let Some(idle) = idle else {
+        let (x, y) = relay(a, b).await?;
+        return Ok((x, y, None));
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let activity = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now();
+    let (read_a, read_b) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut ta = activity::Tracked::new(a, activity.clone(), read_a.clone(), start);
+    let mut tb = activity::Tracked::new(b, activity.clone(), read_b.clone(), start);
+    let copy = relay(&mut ta, &mut tb);
+    tokio::pin!(copy);
+    loop {
+        let last = start
+            + std::time::Duration::from_millis(activity.load(std::sync::atomic::Ordering::Relaxed));
+        tokio::select! {
+            r = &mut copy => {
+                let (x, y) = r?;
+                return Ok((x, y, None));
+            }
+            _ = tokio::time::sleep_until(last + idle) => {
+                let seen = start + std::time::Duration::from_millis(activity.load(std::sync::atomic::Ordering::Relaxed));
+                if seen <= last {
+                    return Ok((read_a.load(Ordering::Relaxed), read_b.load(Ordering::Relaxed), Some(idle)));
+                }
+            }
+        }
+    }
+}
+
+mod activity {
+    //! A stream wrapper that notes when data last arrived, for idle timeouts.
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::time::Instant;
+
+    pub struct Tracked<'a, S: ?Sized> {
+        inner: &'a mut S,
+        last: Arc<AtomicU64>,
+        read: Arc<AtomicU64>,
+        start: Instant,
+    }
+
+    impl<'a, S: ?Sized> Tracked<'a, S> {
+        pub fn new(
+            inner: &'a mut S,
+            last: Arc<AtomicU64>,
+            read: Arc<AtomicU64>,
+            start: Instant,
+        ) -> Self {
+            Tracked {
+                inner,
+                last,
+                read,
+                start,
+            }
+        }
+    }
+
+    impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Tracked<'_, S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
+            let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
+            let n = buf.filled().len() - before;
+            if n > 0 {
+                self.read.fetch_add(n as u64, Ordering::Relaxed);
+                let ms = self.start.elapsed().as_millis() as u64;
+                self.last.store(ms, Ordering::Relaxed);
+            }
+            r
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Tracked<'_, S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut *self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut *self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut *self.inner).poll_shutdown(cx)
+        }
+    }
+}

@@ -291,7 +291,11 @@ impl ServerConfig {
     /// `ssh_host_ed25519_key` in the state dir, created on first start.
     pub fn host_key_paths(&self) -> Vec<PathBuf> {
         if self.server.host_keys.is_empty() {
-            return vec![self.state_dir.join("ssh_host_ed25519_key")];
+            // Ed25519 for everyone, RSA for old clients that know nothing newer.
+            return vec![
+                self.state_dir.join("ssh_host_ed25519_key"),
+                self.state_dir.join("ssh_host_rsa_key"),
+            ];
         }
         self.server
             .host_keys

@@ -33,7 +33,10 @@ fn shipped_example_loads_and_means_what_it_says() {
     assert_eq!(config.state_dir(), Path::new("/var/lib/warrend"));
     assert_eq!(
         config.host_key_paths(),
-        vec![PathBuf::from("/var/lib/warrend/ssh_host_ed25519_key")]
+        vec![
+            PathBuf::from("/var/lib/warrend/ssh_host_ed25519_key"),
+            PathBuf::from("/var/lib/warrend/ssh_host_rsa_key")
+        ]
     );
     assert_eq!(config.audit_destination(), AuditDestination::Stdout);
     assert_eq!(config.principals("alice"), vec!["alice", "oncall"]);

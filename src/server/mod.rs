@@ -1,10 +1,19 @@
 //! `warrend`: a tunnel-only SSH server.
 pub mod address;
+pub mod audit;
 pub mod authorized_keys;
 pub mod certificate;
 pub mod config;
+pub mod connection;
+pub mod daemon;
+pub mod forward;
 pub mod gateway;
+pub mod host_keys;
 pub mod key_options;
 pub mod limits;
+pub mod listener;
 pub mod policy;
+pub mod rendezvous;
 pub mod rules;
+pub mod state;
+pub mod throttle;

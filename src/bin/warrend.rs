@@ -1,0 +1,51 @@
+//! `warrend`: the tunnel-only SSH server. Parses flags, sets up logging, runs.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use warren::server::daemon;
+
+/// A tunnel-only SSH server and bastion: works with stock `ssh -N -L/-R/-D/-W/-J` and
+/// with warren. No shell, no files, no system accounts; deny-by-default per-user rules,
+/// an audit record of every forwarded connection, and rendezvous between users.
+#[derive(Debug, Parser)]
+#[command(name = "warrend", version, about)]
+struct Args {
+    /// Configuration file (TOML; see examples/warrend.toml). Without it warrend listens on
+    /// 127.0.0.1:2222 with generated host keys and no users.
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen here instead of [server] listen (repeatable; port 0 picks one and prints it).
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// Verbose diagnostics on stderr (-v info, -vv debug, -vvv protocol traces).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short = 'q')]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    warren::logging::init(args.verbose, args.quiet);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warrend: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = daemon::Options {
+        config: args.config,
+        listen: args.listen,
+    };
+    match runtime.block_on(daemon::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warrend: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Starting warrend: configuration, host keys, audit, sockets, signals; then serving
+//! until SIGTERM/SIGINT. SIGHUP reloads the configuration without dropping sessions.
+
+use super::audit::{AuditEvent, AuditSink};
+use super::config::ServerConfig;
+use super::host_keys;
+use super::listener;
+use super::state::Shared;
+use anyhow::Context;
+use russh::server::Config;
+use russh::{MethodKind, MethodSet, Preferred};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// What the command line decided.
+pub struct Options {
+    pub config: Option<PathBuf>,
+    /// Overrides `[server] listen` when not empty.
+    pub listen: Vec<SocketAddr>,
+}
+
+fn load(path: &Option<PathBuf>) -> anyhow::Result<ServerConfig> {
+    match path {
+        Some(p) => Ok(ServerConfig::load(p)?),
+        None => Ok(ServerConfig::default_embedded()),
+    }
+}
+
+fn russh_config(config: &ServerConfig, keys: Vec<russh::keys::PrivateKey>) -> Config {
+    let l = &config.limits;
+    Config {
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: l.auth_rejection_delay.0,
+        auth_rejection_time_initial: Some(std::time::Duration::ZERO),
+        keys,
+        max_auth_attempts: l.max_auth_tries as usize,
+        // Idle tunnels are legitimate; dead clients are found by keepalive instead.
+        inactivity_timeout: None,
+        keepalive_interval: l.keepalive_interval.non_zero(),
+        keepalive_max: l.keepalive_max as usize,
+        nodelay: true,
+        preferred: Preferred {
+            cipher: Cow::Borrowed(crate::crypto::ciphers()),
+            ..Preferred::DEFAULT
+        },
+        ..Default::default()
+    }
+}
+
+/// Runs warrend until a stop signal.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let mut config = load(&opts.config)?;
+    let keys = host_keys::load_or_generate(&config.host_key_paths(), config.state_dir())
+        .context("host keys")?;
+    let described = host_keys::describe(&keys);
+    for line in &described {
+        eprintln!("warrend: host key {line}");
+    }
+    let (audit, writer) = AuditSink::open(&config.audit_destination())
+        .with_context(|| format!("opening the audit log {:?}", config.audit_destination()))?;
+    let writer = tokio::spawn(writer.run());
+    let addrs = if opts.listen.is_empty() {
+        config.server.listen.clone()
+    } else {
+        opts.listen.clone()
+    };
+    config.server.listen = addrs.clone();
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for addr in &addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = l.local_addr()?;
+        eprintln!("warrend: listening on {local}");
+        bound.push(local.to_string());
+        listeners.push(l);
+    }
+    if config.users.is_empty() {
+        warn!("no users are configured: nobody can log in (see examples/warrend.toml)");
+    }
+    let ssh_config = Arc::new(russh_config(
+        &config,
+        keys.iter().map(|k| k.key.clone()).collect(),
+    ));
+    let shared = Shared::new(config, audit.clone());
+    audit
+        .record(
+            0,
+            AuditEvent::ServerStart {
+                listen: bound,
+                host_keys: described,
+            },
+        )
+        .await;
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(signals(cancel.clone(), shared.clone(), opts.config.clone()));
+    listener::serve(listeners, shared.clone(), ssh_config, cancel).await;
+    audit
+        .record(
+            0,
+            AuditEvent::ServerStop {
+                reason: "signal".into(),
+            },
+        )
+        .await;
+    // The writer drains the queue once every sink is gone; give it a moment to flush.
+    drop(audit);
+    drop(shared);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    Ok(())
+}
+
+/// SIGTERM/SIGINT stop; SIGHUP reloads the config file (users, keys, rules, limits). A
+/// broken file is reported and the running configuration kept.
+async fn signals(cancel: CancellationToken, shared: Arc<Shared>, path: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match load(&path) {
+                Ok(mut new) => {
+                    new.server.listen = shared.config().server.listen.clone();
+                    shared.reload(new);
+                    info!("configuration reloaded");
+                    eprintln!("warrend: configuration reloaded");
+                }
+                Err(e) => {
+                    warn!("reload failed, keeping the running configuration: {e:#}");
+                    eprintln!("warrend: reload failed, keeping the running configuration: {e:#}");
+                }
+            },
+        }
+    }
+    cancel.cancel();
+}

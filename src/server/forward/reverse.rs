@@ -1,0 +1,118 @@
+//! `tcpip-forward` (ssh -R) with real sockets: bind what the policy allowed, and send each
+//! accepted connection to the client as a forwarded-tcpip channel.
+
+use super::ChannelCtx;
+use crate::forward::local::listen;
+use crate::server::policy::Decision;
+use russh::server::Handle;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+/// Binds every address on `port`; with 0, the first bind picks the port for all.
+pub fn bind(addrs: &[IpAddr], port: u16) -> std::io::Result<(Vec<TcpListener>, u16)> {
+    let mut port = port;
+    let mut out = Vec::new();
+    for ip in addrs {
+        let l = listen(SocketAddr::new(*ip, port))?;
+        if port == 0 {
+            port = l.local_addr()?.port();
+        }
+        out.push(l);
+    }
+    Ok((out, port))
+}
+
+/// Accepts on every listener until aborted (cancel, disconnect), opening one forwarded
+/// channel per connection. `address` is what the client asked for: OpenSSH clients find
+/// their forward by it.
+pub async fn accept_loop(
+    ctx: ChannelCtx,
+    listeners: Vec<TcpListener>,
+    handle: Handle,
+    address: String,
+    port: u32,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in listeners {
+        let (ctx, handle, address) = (ctx.clone(), handle.clone(), address.clone());
+        tasks.spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((tcp, peer)) => {
+                        let _ = tcp.set_nodelay(true);
+                        tokio::spawn(one(
+                            ctx.clone(),
+                            handle.clone(),
+                            address.clone(),
+                            port,
+                            tcp,
+                            peer,
+                        ));
+                    }
+                    Err(e) => {
+                        warn!("-R {address}:{port}: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn one(
+    mut ctx: ChannelCtx,
+    handle: Handle,
+    address: String,
+    port: u32,
+    mut tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    ctx.target = format!("{address}:{port} from {peer}");
+    let opened = tokio::time::timeout(
+        ctx.connect_timeout,
+        handle.channel_open_forwarded_tcpip(
+            address.clone(),
+            port,
+            peer.ip().to_string(),
+            u32::from(peer.port()),
+        ),
+    )
+    .await;
+    match opened {
+        Ok(Ok(channel)) => {
+            ctx.audit_open(
+                &Decision::Allow {
+                    rule: format!("listener {address}:{port}"),
+                },
+                &[peer.to_string()],
+            )
+            .await;
+            let mut stream = channel.into_stream();
+            ctx.relay(&mut tcp, &mut stream).await;
+        }
+        Ok(Err(e)) => {
+            debug!("client refused forwarded connection: {e}");
+            ctx.audit_open(
+                &Decision::Deny {
+                    reason: format!("the client refused: {e}"),
+                    rule: None,
+                },
+                &[peer.to_string()],
+            )
+            .await;
+        }
+        Err(_) => {
+            ctx.audit_open(
+                &Decision::Deny {
+                    reason: "the client did not answer".into(),
+                    rule: None,
+                },
+                &[peer.to_string()],
+            )
+            .await;
+        }
+    }
+}
