@@ -7,7 +7,14 @@ use std::time::Duration;
 use warren::client::{self, Cli};
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(status) = client::control::command(&args) {
+        return ExitCode::from(status);
+    }
     let cli = Cli::parse();
+    if cli.background && !client::background::is_child() {
+        return ExitCode::from(client::background::spawn_and_wait());
+    }
     warren::logging::init(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

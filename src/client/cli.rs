@@ -12,9 +12,15 @@ Where warren differs from OpenSSH ssh:
     once, before any password or passphrase prompt.
   * A host known only under another key type is refused, never accepted as new.
   * With -v, warren prints 'ready: ...' once every forward is up (a signal for scripts).
+  * Tunnels heal themselves: keepalive is on (ServerAliveInterval 15, ServerAliveCountMax 3)
+    and a lost connection is re-established with backoff while -L/-D ports stay open;
+    --no-reconnect turns that off. SIGHUP reconnects at once.
+  * -L/-D port 0 picks a free port; --exec runs a local command with the tunnel up.
+  * One -D port speaks SOCKS4/4a/5 and HTTP proxy (CONNECT and plain GET).
+  * `warren status` and `warren stop` list and stop running warren tunnels.
 
 Exit status:
-  0    stopped cleanly (SIGINT/SIGTERM)
+  0    stopped cleanly (SIGINT/SIGTERM), or the remote/--exec command's own status
   2    usage error: bad flag, malformed forward spec, bad -o option
   3    a forward could not be set up (local port in use, cannot bind)
   4    host key verification failed (changed, revoked, unknown with strict checking)
@@ -97,6 +103,53 @@ pub struct Cli {
     /// Compression (zlib@openssh.com), worth it only on slow links.
     #[arg(short = 'C')]
     pub compression: bool,
+
+    /// Go to the background once authenticated and every forward is established (so
+    /// `warren -f ... && use-the-tunnel` is safe); errors before that are reported here.
+    #[arg(short = 'f')]
+    pub background: bool,
+
+    /// Write the process id here once the tunnel is up (removed on exit).
+    #[arg(long = "pidfile", value_name = "FILE")]
+    pub pidfile: Option<std::path::PathBuf>,
+
+    /// Do not reconnect when the connection is lost (reconnecting is the default).
+    #[arg(long = "no-reconnect")]
+    pub no_reconnect: bool,
+
+    /// Give up after this many failed reconnect attempts in a row (default: never).
+    #[arg(long = "max-reconnects", value_name = "N")]
+    pub max_reconnects: Option<u32>,
+
+    /// Run COMMAND locally once every forward is up, tear everything down when it exits,
+    /// and exit with its status (e.g. `warren -L 0:db:5432 bastion --exec -- psql ...`).
+    /// Local ports are passed as WARREN_LOCAL_PORT_1.., WARREN_DYNAMIC_PORT_1.. and
+    /// WARREN_REMOTE_PORT_1.. (in flag order), plus WARREN_LOCAL_PORT for the first -L.
+    #[arg(long = "exec")]
+    pub exec: bool,
+
+    /// Credentials the -D proxy port demands, as USER:PASSWORD (SOCKS5 username/password
+    /// and HTTP Proxy-Authorization Basic). Prefer the environment variable: a command
+    /// line is visible to every user of the machine.
+    #[arg(
+        long = "proxy-auth",
+        value_name = "USER:PASS",
+        env = "WARREN_PROXY_AUTH",
+        hide_env_values = true
+    )]
+    pub proxy_auth: Option<String>,
+
+    /// Print the bound ports as WARREN_*_PORT_N=PORT lines on stdout once ready.
+    #[arg(long = "print-ports")]
+    pub print_ports: bool,
+
+    /// Print the settings resolved from flags and ~/.ssh/config, like ssh -G, and exit.
+    #[arg(short = 'G')]
+    pub print_config: bool,
+
+    /// Configuration file instead of ~/.ssh/config ("none" for no file at all).
+    #[arg(short = 'F', value_name = "FILE")]
+    pub config_file: Option<String>,
 
     /// Destination: [user@]host or ssh://[user@]host[:port].
     #[arg(value_name = "DESTINATION")]

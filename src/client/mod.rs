@@ -7,7 +7,10 @@
 //! session until a signal or the connection's end.
 
 pub mod auth;
+pub mod background;
+pub mod backoff;
 pub mod cli;
+pub mod control;
 pub mod error;
 pub mod exec;
 pub mod handler;
@@ -17,122 +20,302 @@ pub mod prompt;
 pub mod proxy_command;
 pub mod session;
 pub mod settings;
+pub mod supervisor;
 
 pub use cli::Cli;
 pub use error::ClientError;
 
-use crate::config::forward::{Endpoint, Listen, RemoteForward};
+use crate::config::forward::Endpoint;
+use crate::forward::dynamic::DynamicListener;
 use crate::forward::local::LocalListener;
 use crate::forward::stdio;
+use crate::proxy::ProxyCredentials;
 use session::Session;
 use settings::Settings;
 use std::sync::Arc;
+use std::time::Duration;
+use supervisor::{ReconnectPolicy, SessionSlot, Supervisor};
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Runs the client until SIGINT/SIGTERM, the end of a remote command or -W stream
-/// (`Ok` with the exit status), or a failure (`Err`, with its own exit status).
+/// Runs the client until SIGINT/SIGTERM, the end of a remote command, -W stream or --exec
+/// command (`Ok` with the exit status), or a failure (`Err`, with its own exit status).
 pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     let settings = Settings::resolve(&cli)?;
+    if cli.exec && settings.command.is_none() {
+        return Err(ClientError::Usage(
+            "--exec needs a command: warren [forwards] host --exec -- COMMAND [ARGS...]".into(),
+        ));
+    }
+    let proxy_auth = match cli.proxy_auth.as_deref() {
+        None => None,
+        Some(s) => match s.split_once(':') {
+            Some((u, p)) if !u.is_empty() => Some(ProxyCredentials::new(u, p)),
+            _ => {
+                return Err(ClientError::Usage(
+                    "--proxy-auth / WARREN_PROXY_AUTH: expected USER:PASSWORD".into(),
+                ));
+            }
+        },
+    };
     let cancel = CancellationToken::new();
-    tokio::spawn(stop_on_signal(cancel.clone()));
+    let reconnect_now = Arc::new(Notify::new());
+    tokio::spawn(signals(cancel.clone(), reconnect_now.clone()));
 
-    let mut listeners = Vec::new();
+    // Listeners first: a busy port fails before any prompt or network round trip.
+    let mut locals = Vec::new();
     for fwd in &settings.local_forwards {
         match LocalListener::bind(fwd, settings.gateway_ports).await {
-            Ok(l) => listeners.push(l),
+            Ok(l) => locals.push(l),
             Err(e) if settings.exit_on_forward_failure => {
                 return Err(ClientError::Forward(e.to_string()));
             }
             Err(e) => warn!("{e}; continuing without it (ExitOnForwardFailure=no)"),
         }
     }
-    if !settings.dynamic_forwards.is_empty() {
-        return Err(ClientError::Usage("-D is not wired in yet".into()));
-    }
-
-    let session = tokio::select! {
-        s = Session::connect(&settings.connect) => Arc::new(s?),
-        _ = cancel.cancelled() => return Ok(0),
-    };
-
-    for fwd in &settings.remote_forwards {
-        if let Err(e) = request_remote(&session, fwd, settings.connect.quiet).await {
-            if settings.exit_on_forward_failure {
-                shutdown(&session).await;
-                return Err(ClientError::Forward(format!("{e} (-R {})", fwd.spec)));
+    let mut dynamics = Vec::new();
+    for fwd in &settings.dynamic_forwards {
+        match DynamicListener::bind(fwd, settings.gateway_ports, proxy_auth.clone()).await {
+            Ok(l) => dynamics.push(l),
+            Err(e) if settings.exit_on_forward_failure => {
+                return Err(ClientError::Forward(e.to_string()));
             }
-            warn!(
-                "{e} (-R {}); continuing without it (ExitOnForwardFailure=no)",
-                fwd.spec
-            );
+            Err(e) => warn!("{e}; continuing without it (ExitOnForwardFailure=no)"),
         }
     }
 
-    if let Some(target) = &settings.stdio {
-        let result = stdio_forward(&session, target).await;
-        shutdown(&session).await;
-        return result.map(|()| 0);
+    // One-shot modes: the session is the job, so it is not re-established.
+    let remote_command = settings.command.clone().filter(|_| !cli.exec);
+    if settings.stdio.is_some() || remote_command.is_some() {
+        let session = tokio::select! {
+            s = Session::connect(&settings.connect) => Arc::new(s?),
+            _ = cancel.cancelled() => return Ok(0),
+        };
+        if let Some(target) = &settings.stdio {
+            let result = stdio_forward(&session, target).await;
+            supervisor::shutdown(&session).await;
+            return result.map(|()| 0);
+        }
+        for fwd in &settings.remote_forwards {
+            if let Err(e) = supervisor::request_remote(&session, fwd, settings.connect.quiet).await
+            {
+                if settings.exit_on_forward_failure {
+                    supervisor::shutdown(&session).await;
+                    return Err(ClientError::Forward(format!("{e} (-R {})", fwd.spec)));
+                }
+                warn!("{e} (-R {}); continuing without it", fwd.spec);
+            }
+        }
+        let tracker = serve_listeners(locals, dynamics, session.clone(), &cancel);
+        let command = remote_command.unwrap_or_default();
+        let result = tokio::select! {
+            r = exec::run(&session, &command, settings.null_stdin) => r,
+            _ = cancel.cancelled() => Ok(0),
+            reason = session.closed() => Err(ClientError::Lost { host: settings.connect.host.clone(), reason }),
+        };
+        cancel.cancel();
+        tracker.wait().await;
+        supervisor::shutdown(&session).await;
+        return result;
     }
 
-    let tracker = TaskTracker::new();
-    let count = listeners.len() + settings.remote_forwards.len();
-    for l in listeners {
-        info!(
-            "forward ready: -L {} listening on {}",
-            l.spec,
-            l.addresses().join(" ")
-        );
-        tracker.spawn(l.serve(session.clone(), cancel.clone()));
+    // Tunnel mode: a supervised session that heals itself.
+    let slot = SessionSlot::new(Duration::from_secs(30));
+    let local_ports: Vec<u16> = locals.iter().map(|l| first_port(&l.addresses())).collect();
+    let dynamic_ports: Vec<u16> = dynamics
+        .iter()
+        .map(|l| first_port(&l.addresses()))
+        .collect();
+    let forwards: Vec<_> = locals
+        .iter()
+        .map(|l| (format!("-L {}", l.spec), l.addresses(), l.stats.clone()))
+        .chain(
+            dynamics
+                .iter()
+                .map(|d| (format!("-D {}", d.spec), d.addresses(), Arc::default())),
+        )
+        .collect();
+    for (spec, addrs, _) in &forwards {
+        info!("forward ready: {spec} listening on {}", addrs.join(" "));
     }
-    tracker.close();
+    let tracker = serve_listeners(locals, dynamics, slot.clone(), &cancel);
+    let supervisor = Supervisor {
+        connect: settings.connect.clone(),
+        remote_forwards: settings.remote_forwards.clone(),
+        exit_on_forward_failure: settings.exit_on_forward_failure,
+        reconnect: ReconnectPolicy {
+            enabled: !cli.no_reconnect,
+            max_attempts: cli.max_reconnects,
+        },
+        quiet: settings.connect.quiet,
+        slot: slot.clone(),
+        cancel: cancel.clone(),
+        reconnect_now,
+    };
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let mut supervised = tokio::spawn(supervisor.run(ready_tx));
+    let ready = tokio::select! {
+        r = ready_rx => r.ok(),
+        _ = cancel.cancelled() => None,
+    };
+    let Some(ready) = ready else {
+        cancel.cancel();
+        tracker.wait().await;
+        return match supervised.await {
+            Ok(Err(e)) => Err(e),
+            _ => Ok(0),
+        };
+    };
+    let count = forwards.len() + settings.remote_forwards.len();
     info!(
         "ready: connected to {}, {count} forward(s)",
-        session.destination
+        ready.destination
     );
 
-    let lost = |reason: String| ClientError::Lost {
-        host: settings.connect.host.clone(),
-        reason,
-    };
-    let result = match &settings.command {
-        Some(command) => tokio::select! {
-            r = exec::run(&session, command, settings.null_stdin) => r,
-            _ = cancel.cancelled() => Ok(0),
-            reason = session.closed() => Err(lost(reason)),
+    let ports = PortEnv::new(&local_ports, &dynamic_ports, &ready.remote_ports);
+    if cli.print_ports {
+        for (k, v) in ports.vars() {
+            println!("{k}={v}");
+        }
+    }
+    let _pidfile = cli.pidfile.as_deref().map(PidFile::write).transpose()?;
+    let slot_for_status = slot.clone();
+    tokio::spawn(control::serve(
+        control::StatusSource {
+            destination: ready.destination.clone(),
+            connected: Box::new(move || slot_for_status.get().is_some()),
+            forwards,
         },
-        None => tokio::select! {
-            _ = cancel.cancelled() => {
-                info!("stopping");
-                Ok(0)
-            }
-            reason = session.closed() => Err(lost(reason)),
+        cancel.clone(),
+    ));
+    if background::is_child() {
+        background::signal_ready();
+    }
+
+    let result = match cli.exec {
+        true => {
+            let status = tokio::select! {
+                s = run_local(&cli.command, &ports) => s,
+                r = &mut supervised => Err(r.unwrap_or(Ok(())).err().unwrap_or(ClientError::Lost {
+                    host: settings.connect.host.clone(),
+                    reason: "the tunnel ended before the command".into(),
+                })),
+                _ = cancel.cancelled() => Ok(130),
+            };
+            cancel.cancel();
+            status
+        }
+        false => match (&mut supervised).await {
+            Ok(r) => r.map(|()| 0),
+            Err(e) => Err(ClientError::Other(e.into())),
         },
     };
     cancel.cancel();
+    // Lets the supervisor cancel -R forwards and say goodbye (it may already be done, and
+    // a finished JoinHandle must not be polled again).
+    if !supervised.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut supervised).await;
+    }
     tracker.wait().await;
-    shutdown(&session).await;
     result
 }
 
-/// Asks for one -R and reports the port, with OpenSSH's wording for allocated ports
-/// (scripts parse it).
-async fn request_remote(session: &Session, fwd: &RemoteForward, quiet: bool) -> Result<(), String> {
-    let port = session.request_remote(fwd).await?;
-    let target = match &fwd.connect {
-        Some(Endpoint::Tcp { host, port }) => format!("{host}:{port}"),
-        Some(Endpoint::Unix(p)) => p.display().to_string(),
-        None => "dynamic (SOCKS/HTTP proxy)".to_string(),
-    };
-    if matches!(fwd.listen, Listen::Tcp { port: 0, .. }) && !quiet {
-        eprintln!("Allocated port {port} for remote forward to {target}");
+/// Starts serving every listener through `opener`; the tracker ends when they do.
+fn serve_listeners<O: crate::forward::Opener>(
+    locals: Vec<LocalListener>,
+    dynamics: Vec<DynamicListener>,
+    opener: Arc<O>,
+    cancel: &CancellationToken,
+) -> TaskTracker {
+    let tracker = TaskTracker::new();
+    for l in locals {
+        tracker.spawn(l.serve(opener.clone(), cancel.clone()));
     }
-    info!(
-        "forward ready: -R {} listening on the server at port {port}",
-        fwd.spec
-    );
-    Ok(())
+    for d in dynamics {
+        tracker.spawn(d.serve(opener.clone(), cancel.clone()));
+    }
+    tracker.close();
+    tracker
+}
+
+fn first_port(addrs: &[String]) -> u16 {
+    addrs
+        .iter()
+        .find_map(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// The environment --exec passes and --print-ports prints.
+struct PortEnv(Vec<(String, String)>);
+
+impl PortEnv {
+    fn new(local: &[u16], dynamic: &[u16], remote: &[u32]) -> PortEnv {
+        let mut v = Vec::new();
+        if let Some(p) = local.first() {
+            v.push(("WARREN_LOCAL_PORT".to_string(), p.to_string()));
+        }
+        for (i, p) in local.iter().enumerate() {
+            v.push((format!("WARREN_LOCAL_PORT_{}", i + 1), p.to_string()));
+        }
+        for (i, p) in dynamic.iter().enumerate() {
+            v.push((format!("WARREN_DYNAMIC_PORT_{}", i + 1), p.to_string()));
+        }
+        for (i, p) in remote.iter().enumerate() {
+            v.push((format!("WARREN_REMOTE_PORT_{}", i + 1), p.to_string()));
+        }
+        PortEnv(v)
+    }
+
+    fn vars(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+/// --exec: the local command, with the ports in its environment; its status is ours
+/// (128+signal when killed, as a shell reports it).
+async fn run_local(argv: &[String], ports: &PortEnv) -> Result<u8, ClientError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| ClientError::Usage("--exec: empty command".into()))?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).kill_on_drop(true);
+    for (k, v) in ports.vars() {
+        cmd.env(k, v);
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| ClientError::Usage(format!("--exec: cannot run '{program}': {e}")))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c.clamp(0, 255) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        _ => 255,
+    })
+}
+
+/// --pidfile: written once ready, removed on exit.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> Result<PidFile, ClientError> {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
+            ClientError::Other(anyhow::anyhow!(
+                "cannot write pidfile {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// -W: one channel to `target`, carried by stdin and stdout.
@@ -155,33 +338,24 @@ async fn stdio_forward(session: &Session, target: &Endpoint) -> Result<(), Clien
     })
 }
 
-/// Cancels -R listeners and says goodbye, bounded so a dead server cannot hold us.
-async fn shutdown(session: &Session) {
-    let bye = async {
-        session.cancel_remotes().await;
-        session.disconnect().await;
-    };
-    if tokio::time::timeout(std::time::Duration::from_secs(3), bye)
-        .await
-        .is_err()
-    {
-        warn!("the server did not acknowledge the shutdown in time");
-    }
-}
-
-/// SIGINT and SIGTERM both mean "stop cleanly": close listeners, say goodbye, exit 0.
-async fn stop_on_signal(cancel: CancellationToken) {
+/// SIGINT and SIGTERM stop cleanly (listeners closed, -R cancelled, goodbye said, exit 0);
+/// SIGHUP drops the session and reconnects at once.
+async fn signals(cancel: CancellationToken, reconnect_now: Arc<Notify>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
     ) else {
         warn!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => reconnect_now.notify_one(),
+        }
     }
     cancel.cancel();
 }

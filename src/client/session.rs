@@ -37,6 +37,8 @@ pub struct ConnectSettings {
     pub port: u16,
     pub transport: Transport,
     pub compression: bool,
+    /// ServerAliveInterval and ServerAliveCountMax; `None` disables keepalive.
+    pub keepalive: Option<(Duration, usize)>,
     pub connect_timeout: Option<Duration>,
     pub host_key: HostKeyPolicy,
     pub auth: AuthSettings,
@@ -145,6 +147,8 @@ impl Session {
             preferred,
             nodelay: true,
             inactivity_timeout: None,
+            keepalive_interval: s.keepalive.map(|k| k.0),
+            keepalive_max: s.keepalive.map(|k| k.1).unwrap_or(3),
             ..Default::default()
         });
         let failure = Arc::new(Mutex::new(None));

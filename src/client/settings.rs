@@ -113,6 +113,19 @@ fn expand_tilde(p: &str) -> PathBuf {
     }
 }
 
+/// Warren keeps keepalive on by default (15 s x 3): a tunnel is only as good as the
+/// speed at which a dead link is noticed. ServerAliveInterval 0 turns it off.
+fn keepalive(o: &Options) -> Option<(std::time::Duration, usize)> {
+    let interval = o
+        .server_alive_interval
+        .unwrap_or(std::time::Duration::from_secs(15));
+    if interval.is_zero() {
+        return None;
+    }
+    let count = o.server_alive_count_max.unwrap_or(3).max(1) as usize;
+    Some((interval, count))
+}
+
 /// `-W host:port` (IPv6 in brackets).
 fn parse_stdio(spec: &str) -> Result<Endpoint, ClientError> {
     let bad = || {
@@ -354,6 +367,7 @@ impl Settings {
             port,
             transport: Transport::Direct,
             compression: cli.compression || o.compression.unwrap_or(false),
+            keepalive: keepalive(&o),
             connect_timeout: o.connect_timeout,
             host_key,
             auth,

@@ -8,6 +8,7 @@ use socket2::{Domain, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -19,12 +20,37 @@ use tracing::{Instrument, debug, info, info_span, warn};
 /// answers after its own connect to the target, which can take minutes for a black hole.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Counters for one forward, read by `warren status`.
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    active: AtomicU64,
+    connections: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+}
+
+impl ForwardStats {
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+    pub fn bytes_up(&self) -> u64 {
+        self.bytes_up.load(Ordering::Relaxed)
+    }
+    pub fn bytes_down(&self) -> u64 {
+        self.bytes_down.load(Ordering::Relaxed)
+    }
+}
+
 /// A bound `-L` forward, not yet serving.
 pub struct LocalListener {
     /// The spec as the user wrote it, for messages.
     pub spec: String,
     target: Endpoint,
     sockets: Vec<Bound>,
+    pub stats: Arc<ForwardStats>,
 }
 
 enum Bound {
@@ -68,6 +94,7 @@ impl LocalListener {
             spec: fwd.spec.clone(),
             target: fwd.connect.clone(),
             sockets,
+            stats: Arc::default(),
         })
     }
 
@@ -91,17 +118,18 @@ impl LocalListener {
         let tracker = TaskTracker::new();
         let target = Arc::new(self.target);
         for socket in self.sockets {
-            let (opener, cancel, target, tracker2) = (
-                opener.clone(),
-                cancel.clone(),
-                target.clone(),
-                tracker.clone(),
-            );
+            let ctx = Ctx {
+                opener: opener.clone(),
+                target: target.clone(),
+                cancel: cancel.clone(),
+                tracker: tracker.clone(),
+                stats: self.stats.clone(),
+            };
             tracker.spawn(async move {
                 match socket {
-                    Bound::Tcp(l) => accept_loop_tcp(l, opener, target, cancel, tracker2).await,
+                    Bound::Tcp(l) => accept_loop_tcp(l, ctx).await,
                     Bound::Unix(l, path) => {
-                        accept_loop_unix(&l, opener, target, cancel, tracker2).await;
+                        accept_loop_unix(&l, ctx).await;
                         drop(l);
                         // Leaving the socket file behind would make the next bind fail.
                         let _ = std::fs::remove_file(&path);
@@ -114,50 +142,55 @@ impl LocalListener {
     }
 }
 
-async fn accept_loop_tcp<O: Opener>(
-    l: TcpListener,
+/// What each accepted connection needs.
+struct Ctx<O> {
     opener: Arc<O>,
     target: Arc<Endpoint>,
     cancel: CancellationToken,
     tracker: TaskTracker,
-) {
+    stats: Arc<ForwardStats>,
+}
+
+impl<O: Opener> Ctx<O> {
+    fn spawn<S>(&self, stream: S, peer: Option<SocketAddr>, span: tracing::Span)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (o, t, c, st) = (
+            self.opener.clone(),
+            self.target.clone(),
+            self.cancel.clone(),
+            self.stats.clone(),
+        );
+        self.tracker
+            .spawn(forward_one(stream, peer, o, t, c, st).instrument(span));
+    }
+}
+
+async fn accept_loop_tcp<O: Opener>(l: TcpListener, ctx: Ctx<O>) {
     loop {
         let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = ctx.cancel.cancelled() => return,
             a = l.accept() => a,
         };
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let span = info_span!("conn", %peer);
-                let (o, t, c) = (opener.clone(), target.clone(), cancel.clone());
-                tracker.spawn(forward_one(stream, Some(peer), o, t, c).instrument(span));
+                ctx.spawn(stream, Some(peer), info_span!("conn", %peer));
             }
             Err(e) => accept_error(e).await,
         }
     }
 }
 
-async fn accept_loop_unix<O: Opener>(
-    l: &UnixListener,
-    opener: Arc<O>,
-    target: Arc<Endpoint>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
+async fn accept_loop_unix<O: Opener>(l: &UnixListener, ctx: Ctx<O>) {
     loop {
         let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = ctx.cancel.cancelled() => return,
             a = l.accept() => a,
         };
         match accepted {
-            Ok((stream, _)) => {
-                let (o, t, c) = (opener.clone(), target.clone(), cancel.clone());
-                tracker.spawn(
-                    forward_one(stream, None, o, t, c)
-                        .instrument(info_span!("conn", peer = "unix")),
-                );
-            }
+            Ok((stream, _)) => ctx.spawn(stream, None, info_span!("conn", peer = "unix")),
             Err(e) => accept_error(e).await,
         }
     }
@@ -175,10 +208,14 @@ async fn forward_one<S, O>(
     opener: Arc<O>,
     target: Arc<Endpoint>,
     cancel: CancellationToken,
+    stats: Arc<ForwardStats>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     O: Opener,
 {
+    stats.connections.fetch_add(1, Ordering::Relaxed);
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    let _active = scopeguard(stats.clone());
     let opened = tokio::select! {
         _ = cancel.cancelled() => return,
         r = tokio::time::timeout(OPEN_TIMEOUT, opener.open(&target, peer)) => r,
@@ -201,9 +238,26 @@ async fn forward_one<S, O>(
     tokio::select! {
         _ = cancel.cancelled() => {}
         r = relay(&mut local, &mut tunnel) => match r {
-            Ok((up, down)) => debug!(up, down, "connection closed"),
+            Ok((up, down)) => {
+                stats.bytes_up.fetch_add(up, Ordering::Relaxed);
+                stats.bytes_down.fetch_add(down, Ordering::Relaxed);
+                debug!(up, down, "connection closed");
+            }
             Err(e) => debug!("connection ended: {e}"),
         }
+    }
+}
+
+/// Decrements the active count however the connection ends.
+struct ActiveGuard(Arc<ForwardStats>);
+
+fn scopeguard(stats: Arc<ForwardStats>) -> ActiveGuard {
+    ActiveGuard(stats)
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -170,11 +170,29 @@ async fn forward_fixed(channel: Channel<Msg>, endpoint: Endpoint, reply: Channel
     }
 }
 
-async fn serve_dynamic(_channel: Channel<Msg>, reply: ChannelOpenHandle) {
-    warn!("remote dynamic forward: not wired yet");
-    reply
-        .reject(ChannelOpenFailure::AdministrativelyProhibited)
-        .await;
+/// `-R port` alone: the server's side speaks SOCKS/HTTP proxy to us over the channel, and
+/// each request is dialed from this machine (OpenSSH's remote dynamic forward).
+async fn serve_dynamic(channel: Channel<Msg>, reply: ChannelOpenHandle) {
+    reply.accept().await;
+    let config = crate::proxy::ProxyConfig::default();
+    crate::proxy::serve_client(channel.into_stream(), None, &LocalDialer, &config).await;
+}
+
+/// Dials destinations from this machine: the "tunnel" for a remote dynamic forward.
+struct LocalDialer;
+
+impl super::Opener for LocalDialer {
+    type Stream = Local;
+
+    async fn open(
+        &self,
+        target: &Endpoint,
+        _originator: Option<std::net::SocketAddr>,
+    ) -> Result<Local, super::OpenError> {
+        dial(target)
+            .await
+            .map_err(|e| super::OpenError::Refused(format!("connect to {target} failed: {e}")))
+    }
 }
 
 /// A local stream to `endpoint`, TCP (with TCP_NODELAY) or unix.

@@ -1566,3 +1566,4 @@ pub fn warren_forwards(sshd: &Sshd, user: &WarrenUser, specs: &[&str]) -> (Proc,
         .collect();
     (proc, addrs)
 }
+pub mod warrend;

@@ -1,0 +1,296 @@
+//! Keeping the tunnel up: the SSH session behind the forwards is replaced when it dies,
+//! while local listeners stay bound and connections arriving meanwhile wait for it.
+//!
+//! This is autossh built in: keepalive (ServerAliveInterval) notices a dead link, the
+//! supervisor reconnects with backoff, re-verifies the host key, re-authenticates and asks
+//! for every -R again, retrying while the server still holds a port from the old session.
+
+use super::backoff::Backoff;
+use super::error::ClientError;
+use super::session::{ConnectSettings, Session};
+use crate::config::forward::{Endpoint, Listen, RemoteForward};
+use crate::forward::{OpenError, Opener};
+use russh::ChannelStream;
+use russh::client::Msg;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A connection that lived this long proves the server works: the next failure starts
+/// the backoff from its shortest wait again.
+const STABLE: Duration = Duration::from_secs(30);
+
+/// How often a -R refused after a reconnect is asked for again (the old session may
+/// still hold the port until the server notices it is dead).
+const STALE_RETRY: Duration = Duration::from_secs(2);
+
+/// The session forwards should use right now; `None` while reconnecting.
+pub struct SessionSlot {
+    current: watch::Sender<Option<Arc<Session>>>,
+    /// How long a new forwarded connection waits for a session before giving up.
+    wait: Duration,
+}
+
+impl SessionSlot {
+    pub fn new(wait: Duration) -> Arc<SessionSlot> {
+        Arc::new(SessionSlot {
+            current: watch::Sender::new(None),
+            wait,
+        })
+    }
+
+    fn set(&self, session: Option<Arc<Session>>) {
+        self.current.send_replace(session);
+    }
+
+    /// The current session, if connected.
+    pub fn get(&self) -> Option<Arc<Session>> {
+        self.current.borrow().clone()
+    }
+}
+
+impl Opener for SessionSlot {
+    type Stream = ChannelStream<Msg>;
+
+    /// Waits (bounded) for a live session, so a connection made during a reconnect is
+    /// carried once the tunnel is back instead of being refused.
+    async fn open(
+        &self,
+        target: &Endpoint,
+        originator: Option<SocketAddr>,
+    ) -> Result<Self::Stream, OpenError> {
+        let mut rx = self.current.subscribe();
+        let session = match tokio::time::timeout(self.wait, rx.wait_for(|s| s.is_some())).await {
+            Ok(Ok(s)) => s.clone(),
+            _ => None,
+        };
+        let Some(session) = session else {
+            return Err(OpenError::Session(format!(
+                "no SSH connection within {:?} (reconnecting)",
+                self.wait
+            )));
+        };
+        session.open(target, originator).await
+    }
+}
+
+/// Reconnect behaviour.
+#[derive(Debug, Clone)]
+pub struct ReconnectPolicy {
+    pub enabled: bool,
+    /// Give up after this many failed attempts in a row (None: never).
+    pub max_attempts: Option<u32>,
+}
+
+/// What the supervisor reports once the first session is fully up.
+pub struct Ready {
+    /// The server-side port of each -R, in order (0 for unix sockets or failures).
+    pub remote_ports: Vec<u32>,
+    pub destination: String,
+}
+
+/// Everything the supervisor needs.
+pub struct Supervisor {
+    pub connect: ConnectSettings,
+    pub remote_forwards: Vec<RemoteForward>,
+    pub exit_on_forward_failure: bool,
+    pub reconnect: ReconnectPolicy,
+    pub quiet: bool,
+    pub slot: Arc<SessionSlot>,
+    pub cancel: CancellationToken,
+    /// SIGHUP: drop the session and reconnect now.
+    pub reconnect_now: Arc<Notify>,
+}
+
+impl Supervisor {
+    /// Runs until cancelled (`Ok`) or until the tunnel cannot be (re)established
+    /// (`Err`). `ready` fires once, after the first session has every forward.
+    pub async fn run(self, ready: oneshot::Sender<Ready>) -> Result<(), ClientError> {
+        let mut ready = Some(ready);
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            let attempt = tokio::select! {
+                r = Session::connect(&self.connect) => r,
+                _ = self.cancel.cancelled() => return Ok(()),
+            };
+            let session = match attempt {
+                Ok(s) => Arc::new(s),
+                // The first connection's failure is the user's to see, not to retry.
+                Err(e) if ready.is_some() => return Err(e),
+                // A changed host key or refused credentials will not fix themselves.
+                Err(e @ (ClientError::HostKey(_) | ClientError::Auth(_))) => return Err(e),
+                Err(e) => {
+                    if let Some(max) = self.reconnect.max_attempts
+                        && backoff.attempts() >= max
+                    {
+                        return Err(ClientError::Lost {
+                            host: self.connect.host.clone(),
+                            reason: format!("gave up after {max} reconnect attempts: {e}"),
+                        });
+                    }
+                    let wait = backoff.next();
+                    warn!(
+                        "reconnect failed: {e}; next attempt in {:.1}s",
+                        wait.as_secs_f64()
+                    );
+                    if self.sleep(wait).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let first = ready.is_some();
+            let ports = match self.request_remotes(&session, first).await {
+                Ok(p) => p,
+                Err(e) => {
+                    shutdown(&session).await;
+                    return Err(e);
+                }
+            };
+            self.slot.set(Some(session.clone()));
+            let connected_at = Instant::now();
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(Ready {
+                    remote_ports: ports,
+                    destination: session.destination.clone(),
+                });
+            } else {
+                info!("reconnected to {}", session.destination);
+            }
+
+            let reason = tokio::select! {
+                reason = session.closed() => reason,
+                _ = self.cancel.cancelled() => {
+                    self.slot.set(None);
+                    shutdown(&session).await;
+                    return Ok(());
+                }
+                _ = self.reconnect_now.notified() => {
+                    info!("SIGHUP: reconnecting now");
+                    self.slot.set(None);
+                    shutdown(&session).await;
+                    backoff.reset();
+                    continue;
+                }
+            };
+            self.slot.set(None);
+            if !self.reconnect.enabled {
+                return Err(ClientError::Lost {
+                    host: self.connect.host.clone(),
+                    reason,
+                });
+            }
+            if connected_at.elapsed() >= STABLE {
+                backoff.reset();
+            }
+            let wait = backoff.next();
+            warn!(
+                "connection to {} lost ({reason}); reconnecting in {:.1}s",
+                session.destination,
+                wait.as_secs_f64()
+            );
+            drop(session);
+            if self.sleep(wait).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sleeps unless cancelled first (then `true`).
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = self.cancel.cancelled() => true,
+        }
+    }
+
+    /// Asks for every -R. On the first connection a refusal is final (ExitOnForwardFailure);
+    /// after a reconnect it usually means the server still holds the port for our dead
+    /// session, so it is retried in the background until the port frees.
+    async fn request_remotes(
+        &self,
+        session: &Arc<Session>,
+        first: bool,
+    ) -> Result<Vec<u32>, ClientError> {
+        let mut ports = Vec::new();
+        for fwd in &self.remote_forwards {
+            match request_remote(session, fwd, self.quiet).await {
+                Ok(p) => ports.push(p),
+                Err(e) if first && self.exit_on_forward_failure => {
+                    return Err(ClientError::Forward(format!("{e} (-R {})", fwd.spec)));
+                }
+                Err(e) if first => {
+                    warn!(
+                        "{e} (-R {}); continuing without it (ExitOnForwardFailure=no)",
+                        fwd.spec
+                    );
+                    ports.push(0);
+                }
+                Err(e) => {
+                    warn!(
+                        "{e} (-R {}): the server probably still holds it for the previous connection; \
+                         retrying every {}s until it frees",
+                        fwd.spec,
+                        STALE_RETRY.as_secs()
+                    );
+                    tokio::spawn(retry_remote(session.clone(), fwd.clone(), self.quiet));
+                    ports.push(0);
+                }
+            }
+        }
+        Ok(ports)
+    }
+}
+
+async fn retry_remote(session: Arc<Session>, fwd: RemoteForward, quiet: bool) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(STALE_RETRY) => {}
+            _ = session.closed() => return,
+        }
+        if request_remote(&session, &fwd, quiet).await.is_ok() {
+            info!("-R {} is back", fwd.spec);
+            return;
+        }
+    }
+}
+
+/// Asks for one -R and reports the port, with OpenSSH's wording for allocated ports
+/// (scripts parse it).
+pub async fn request_remote(
+    session: &Session,
+    fwd: &RemoteForward,
+    quiet: bool,
+) -> Result<u32, String> {
+    let port = session.request_remote(fwd).await?;
+    let target = match &fwd.connect {
+        Some(Endpoint::Tcp { host, port }) => format!("{host}:{port}"),
+        Some(Endpoint::Unix(p)) => p.display().to_string(),
+        None => "dynamic (SOCKS/HTTP proxy)".to_string(),
+    };
+    if matches!(fwd.listen, Listen::Tcp { port: 0, .. }) && !quiet {
+        eprintln!("Allocated port {port} for remote forward to {target}");
+    }
+    info!(
+        "forward ready: -R {} listening on the server at port {port}",
+        fwd.spec
+    );
+    Ok(port)
+}
+
+/// Cancels -R listeners and says goodbye, bounded so a dead server cannot hold us.
+pub async fn shutdown(session: &Session) {
+    let bye = async {
+        session.cancel_remotes().await;
+        session.disconnect().await;
+    };
+    if tokio::time::timeout(Duration::from_secs(3), bye)
+        .await
+        .is_err()
+    {
+        warn!("the server did not acknowledge the shutdown in time");
+    }
+}
