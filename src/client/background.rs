@@ -7,6 +7,7 @@
 //! status, which is the child's: `warren -f ... && use-the-tunnel` is safe.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -64,11 +65,32 @@ pub fn spawn_and_wait() -> u8 {
     }
 }
 
-/// Runs in the child once ready: tells the parent, then detaches stdout so the parent's
-/// reader (and whoever holds its pipe) sees end-of-file.
+/// Runs in the child once ready: tells the parent, then lets go of the caller's stdout
+/// and stderr, so `out=$(warren -f ... 2>&1)` returns instead of waiting for the tunnel
+/// to end. Later diagnostics go to `<control dir>/<pid>.log`.
 pub fn signal_ready() {
+    use std::os::fd::AsRawFd;
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{READY}");
     let _ = stdout.flush();
     crate::forward::stdio::close_stdout();
+    let dir = super::control::control_dir();
+    let _ = super::control::create_private_dir(&dir);
+    let log = dir.join(format!("{}.log", std::process::id()));
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log)
+        .or_else(|_| std::fs::OpenOptions::new().write(true).open("/dev/null"));
+    if let Ok(file) = opened {
+        crate::forward::stdio::replace_fd(&file, std::io::stderr().as_raw_fd());
+    }
+}
+
+/// Removes the background log when the tunnel ends cleanly.
+pub fn remove_log() {
+    let _ = std::fs::remove_file(
+        super::control::control_dir().join(format!("{}.log", std::process::id())),
+    );
 }

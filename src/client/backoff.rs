@@ -29,7 +29,7 @@ impl Backoff {
     }
 
     /// [`Backoff::next_with`] with random jitter.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         self.next_with(0.5 + rand::random::<f64>() / 2.0)
     }
 
@@ -63,7 +63,7 @@ mod tests {
         b.reset();
         assert_eq!(b.next_with(1.0), Duration::from_millis(500));
         for _ in 0..100 {
-            let d = b.next();
+            let d = b.next_delay();
             assert!(d <= Duration::from_secs(8) && d >= Duration::from_millis(250));
         }
     }

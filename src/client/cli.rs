@@ -60,11 +60,11 @@ pub struct Cli {
     pub jump: Option<String>,
 
     /// Port to connect to on the remote host.
-    #[arg(short = 'p', value_name = "PORT")]
+    #[arg(short = 'p', value_name = "PORT", overrides_with = "port")]
     pub port: Option<u16>,
 
     /// User to log in as on the remote host.
-    #[arg(short = 'l', value_name = "LOGIN")]
+    #[arg(short = 'l', value_name = "LOGIN", overrides_with = "login")]
     pub login: Option<String>,
 
     /// Identity (private key) file; repeatable. The public key beside it (FILE.pub) lets
@@ -105,7 +105,8 @@ pub struct Cli {
     pub compression: bool,
 
     /// Go to the background once authenticated and every forward is established (so
-    /// `warren -f ... && use-the-tunnel` is safe); errors before that are reported here.
+    /// `warren -f ... && use-the-tunnel` is safe); errors before that are reported here,
+    /// later diagnostics go to $XDG_RUNTIME_DIR/warren/PID.log (or ~/.ssh/warren/PID.log).
     #[arg(short = 'f')]
     pub background: bool,
 

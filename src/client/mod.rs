@@ -43,6 +43,10 @@ use tracing::{info, warn};
 /// Runs the client until SIGINT/SIGTERM, the end of a remote command, -W stream or --exec
 /// command (`Ok` with the exit status), or a failure (`Err`, with its own exit status).
 pub async fn run(cli: Cli) -> Result<u8, ClientError> {
+    if cli.print_config {
+        print!("{}", settings::print_config(&cli)?);
+        return Ok(0);
+    }
     let settings = Settings::resolve(&cli)?;
     if cli.exec && settings.command.is_none() {
         return Err(ClientError::Usage(
@@ -219,6 +223,9 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut supervised).await;
     }
     tracker.wait().await;
+    if background::is_child() && result.is_ok() {
+        background::remove_log();
+    }
     result
 }
 

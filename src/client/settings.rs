@@ -10,7 +10,10 @@ use super::proxy_command;
 use super::session::{ConnectSettings, Transport};
 use crate::config::forward::{self, DynamicForward, Endpoint, LocalForward, RemoteForward};
 use crate::config::options::{ApplyOutcome, IdentityAgent, Options, StrictHostKeyChecking};
-use std::path::PathBuf;
+use crate::config::ssh_config::{
+    ConfigFile, Defaults, MatchContext, Tokens, apply_config_files, dump, expand_paths,
+};
+use std::path::{Path, PathBuf};
 use tracing::warn;
 
 /// Everything `run` needs, resolved.
@@ -218,38 +221,210 @@ fn local_user() -> Option<String> {
         })
 }
 
+/// The options for `dest`: `-o` first (first value wins), then ~/.ssh/config and
+/// /etc/ssh/ssh_config (or `-F`), with OpenSSH's token expansion.
+fn options_for(
+    dest: &Destination,
+    cli: &Cli,
+    user: Option<String>,
+    quiet_unsupported: bool,
+) -> Result<(Options, MatchContext), ClientError> {
+    let mut o = Options::default();
+    for arg in &cli.options {
+        match o
+            .apply_arg(arg)
+            .map_err(|e| ClientError::Usage(format!("-o {arg}: {e}")))?
+        {
+            ApplyOutcome::Unsupported if !quiet_unsupported => {
+                warn!("-o {arg}: this OpenSSH option is not supported by warren yet; ignored")
+            }
+            _ => {}
+        }
+    }
+    let ctx = MatchContext {
+        host: dest.host.clone(),
+        original_host: dest.host.clone(),
+        user,
+        local_user: local_user().unwrap_or_default(),
+        home: home(),
+    };
+    let explicit = cli.config_file.as_deref().map(Path::new);
+    let files = ConfigFile::standard(&home(), explicit);
+    let warnings =
+        apply_config_files(&mut o, &ctx, &files).map_err(|e| ClientError::Usage(e.to_string()))?;
+    for w in warnings {
+        warn!("{w}");
+    }
+    let tokens = Tokens::resolved(&o, &ctx);
+    expand_paths(&mut o, &tokens).map_err(ClientError::Usage)?;
+    Ok((o, ctx))
+}
+
+/// How to reach `dest`: the final destination (`hop == false`: -l, -p, -J apply) or a
+/// jump host. A jump host gets the command line's -o and -i too (one process, one
+/// intent; OpenSSH's separate `ssh -W` would not see them), and its own config block.
+fn resolve_connect(
+    dest: &Destination,
+    cli: &Cli,
+    hop: bool,
+    depth: usize,
+) -> Result<(ConnectSettings, Options), ClientError> {
+    if depth > 8 {
+        return Err(ClientError::Usage(format!(
+            "jump hosts nest more than 8 deep at {}",
+            dest.host
+        )));
+    }
+    let cli_user = if hop { None } else { cli.login.clone() };
+    let (o, ctx) = options_for(dest, cli, cli_user.clone().or(dest.user.clone()), hop)?;
+    let user = cli_user
+        .or(dest.user.clone())
+        .or(o.user.clone())
+        .or_else(local_user)
+        .ok_or_else(|| {
+            ClientError::Usage("cannot tell which user to log in as; use -l USER".into())
+        })?;
+    let port = (if hop { None } else { cli.port })
+        .or(dest.port)
+        .or(o.port)
+        .unwrap_or(22);
+    if port == 0 {
+        return Err(ClientError::Usage("bad port 0 (use 1-65535)".into()));
+    }
+    let host = o.host_name.clone().unwrap_or_else(|| dest.host.clone());
+
+    let batch = o.batch_mode.unwrap_or(false);
+    let prompter = Prompter::from_env(batch);
+    let mut identity_files: Vec<IdentityFile> = cli
+        .identity
+        .iter()
+        .cloned()
+        .chain(o.identity_files.iter().map(|f| expand_tilde(f)))
+        .map(|path| IdentityFile {
+            path,
+            explicit: true,
+        })
+        .collect();
+    if identity_files.is_empty() {
+        let ssh = home().join(".ssh");
+        identity_files = ["id_ed25519", "id_ecdsa", "id_rsa"]
+            .iter()
+            .map(|n| IdentityFile {
+                path: ssh.join(n),
+                explicit: false,
+            })
+            .collect();
+    }
+    let agent = match &o.identity_agent {
+        None => AgentSource::Env,
+        Some(IdentityAgent::Disabled) => AgentSource::None,
+        Some(IdentityAgent::Env(var)) if var == "SSH_AUTH_SOCK" => AgentSource::Env,
+        Some(IdentityAgent::Env(var)) => std::env::var_os(var)
+            .map(|v| AgentSource::Socket(PathBuf::from(v)))
+            .unwrap_or(AgentSource::None),
+        Some(IdentityAgent::Path(p)) => AgentSource::Socket(expand_tilde(p)),
+    };
+    let auth = AuthSettings {
+        user,
+        identity_files,
+        identities_only: o.identities_only.unwrap_or(false),
+        agent,
+        pubkey: o.pubkey_authentication.unwrap_or(true),
+        password: o.password_authentication.unwrap_or(true),
+        kbd_interactive: o.kbd_interactive_authentication.unwrap_or(true),
+        prompter: prompter.clone(),
+    };
+    let user_files = match &o.user_known_hosts_files {
+        None => vec![
+            home().join(".ssh/known_hosts"),
+            home().join(".ssh/known_hosts2"),
+        ],
+        Some(files) => known_hosts_list(files),
+    };
+    let global_files = match &o.global_known_hosts_files {
+        None => vec![
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+        ],
+        Some(files) => known_hosts_list(files),
+    };
+    let host_key = HostKeyPolicy {
+        host: o.host_key_alias.clone().unwrap_or_else(|| host.clone()),
+        port,
+        user_files,
+        global_files,
+        strict: o
+            .strict_host_key_checking
+            .unwrap_or(StrictHostKeyChecking::Ask),
+        hash_new_entries: o.hash_known_hosts.unwrap_or(false),
+        prompter,
+    };
+    let mut connect = ConnectSettings {
+        host: host.clone(),
+        port,
+        transport: Transport::Direct,
+        compression: cli.compression || o.compression.unwrap_or(false),
+        keepalive: keepalive(&o),
+        connect_timeout: o.connect_timeout,
+        host_key,
+        auth,
+        quiet: cli.quiet,
+    };
+    let jump = (if hop { None } else { cli.jump.clone() })
+        .or(o.proxy_jump.clone())
+        .filter(|j| j != "none");
+    if let Some(jump) = jump {
+        let mut hops = Vec::new();
+        for spec in jump.split(',') {
+            let (hop_user, hop_host, hop_port) = parse_hop(spec)?;
+            let hop_dest = Destination {
+                user: hop_user,
+                host: hop_host,
+                port: hop_port,
+            };
+            let (mut h, _) = resolve_connect(&hop_dest, cli, true, depth + 1)?;
+            // A jump host behind its own jump hosts: flatten into one chain.
+            if let Transport::Jump(inner) = std::mem::replace(&mut h.transport, Transport::Direct) {
+                hops.extend(inner);
+            }
+            hops.push(h);
+        }
+        connect.transport = Transport::Jump(hops);
+    } else if let Some(cmd) = o.proxy_command.as_deref().filter(|c| *c != "none") {
+        let expanded =
+            proxy_command::expand_tokens(cmd, &host, port, &connect.auth.user, &ctx.original_host)
+                .map_err(ClientError::Usage)?;
+        connect.transport = Transport::ProxyCommand(expanded);
+    }
+    Ok((connect, o))
+}
+
+/// `warren -G`: the resolved settings for the destination, like `ssh -G`.
+pub fn print_config(cli: &Cli) -> Result<String, ClientError> {
+    let dest = Destination::parse(&cli.destination)?;
+    let (mut o, ctx) = options_for(&dest, cli, cli.login.clone().or(dest.user.clone()), false)?;
+    if o.user.is_none() || cli.login.is_some() || dest.user.is_some() {
+        o.user = cli.login.clone().or(dest.user.clone()).or(o.user.take());
+    }
+    if let Some(p) = cli.port.or(dest.port) {
+        o.port = Some(p);
+    }
+    for spec in &cli.local {
+        o.local_forwards
+            .push(forward::parse_local(spec).map_err(|e| ClientError::Usage(e.to_string()))?);
+    }
+    if let Some(j) = &cli.jump {
+        o.proxy_jump = Some(j.clone());
+    }
+    Ok(dump(&o, &ctx, &Defaults::default()))
+}
+
 impl Settings {
     /// Applies OpenSSH's precedence: flags and `-o` first (first value wins), then the
     /// destination's own user and port, then defaults.
     pub fn resolve(cli: &Cli) -> Result<Settings, ClientError> {
-        let mut o = Options::default();
-        for arg in &cli.options {
-            match o
-                .apply_arg(arg)
-                .map_err(|e| ClientError::Usage(format!("-o {arg}: {e}")))?
-            {
-                ApplyOutcome::Unsupported => {
-                    warn!("-o {arg}: this OpenSSH option is not supported by warren yet; ignored")
-                }
-                ApplyOutcome::Applied | ApplyOutcome::Ignored => {}
-            }
-        }
         let dest = Destination::parse(&cli.destination)?;
-
-        let user = cli
-            .login
-            .clone()
-            .or(o.user.clone())
-            .or(dest.user.clone())
-            .or_else(local_user)
-            .ok_or_else(|| {
-                ClientError::Usage("cannot tell which user to log in as; use -l USER".into())
-            })?;
-        let port = cli.port.or(o.port).or(dest.port).unwrap_or(22);
-        if port == 0 {
-            return Err(ClientError::Usage("bad port 0 (use 1-65535)".into()));
-        }
-        let host = o.host_name.clone().unwrap_or_else(|| dest.host.clone());
+        let (connect, o) = resolve_connect(&dest, cli, false, 0)?;
 
         let mut local_forwards = Vec::new();
         for spec in &cli.local {
@@ -291,113 +466,6 @@ impl Settings {
             return Err(ClientError::Usage(
                 "-W and a remote command cannot be combined".into(),
             ));
-        }
-
-        let batch = o.batch_mode.unwrap_or(false);
-        let prompter = Prompter::from_env(batch);
-
-        let mut identity_files: Vec<IdentityFile> = cli
-            .identity
-            .iter()
-            .cloned()
-            .chain(o.identity_files.iter().map(|f| expand_tilde(f)))
-            .map(|path| IdentityFile {
-                path,
-                explicit: true,
-            })
-            .collect();
-        if identity_files.is_empty() {
-            let ssh = home().join(".ssh");
-            identity_files = ["id_ed25519", "id_ecdsa", "id_rsa"]
-                .iter()
-                .map(|n| IdentityFile {
-                    path: ssh.join(n),
-                    explicit: false,
-                })
-                .collect();
-        }
-        let agent = match &o.identity_agent {
-            None => AgentSource::Env,
-            Some(IdentityAgent::Disabled) => AgentSource::None,
-            Some(IdentityAgent::Env(var)) if var == "SSH_AUTH_SOCK" => AgentSource::Env,
-            Some(IdentityAgent::Env(var)) => std::env::var_os(var)
-                .map(|v| AgentSource::Socket(PathBuf::from(v)))
-                .unwrap_or(AgentSource::None),
-            Some(IdentityAgent::Path(p)) => AgentSource::Socket(expand_tilde(p)),
-        };
-        let auth = AuthSettings {
-            user,
-            identity_files,
-            identities_only: o.identities_only.unwrap_or(false),
-            agent,
-            pubkey: o.pubkey_authentication.unwrap_or(true),
-            password: o.password_authentication.unwrap_or(true),
-            kbd_interactive: o.kbd_interactive_authentication.unwrap_or(true),
-            prompter: prompter.clone(),
-        };
-
-        let user_files = match &o.user_known_hosts_files {
-            None => vec![
-                home().join(".ssh/known_hosts"),
-                home().join(".ssh/known_hosts2"),
-            ],
-            Some(files) => known_hosts_list(files),
-        };
-        let global_files = match &o.global_known_hosts_files {
-            None => vec![
-                PathBuf::from("/etc/ssh/ssh_known_hosts"),
-                PathBuf::from("/etc/ssh/ssh_known_hosts2"),
-            ],
-            Some(files) => known_hosts_list(files),
-        };
-        let host_key = HostKeyPolicy {
-            host: o.host_key_alias.clone().unwrap_or_else(|| host.clone()),
-            port,
-            user_files,
-            global_files,
-            strict: o
-                .strict_host_key_checking
-                .unwrap_or(StrictHostKeyChecking::Ask),
-            hash_new_entries: o.hash_known_hosts.unwrap_or(false),
-            prompter,
-        };
-
-        let mut connect = ConnectSettings {
-            host: host.clone(),
-            port,
-            transport: Transport::Direct,
-            compression: cli.compression || o.compression.unwrap_or(false),
-            keepalive: keepalive(&o),
-            connect_timeout: o.connect_timeout,
-            host_key,
-            auth,
-            quiet: cli.quiet,
-        };
-        let jump = cli
-            .jump
-            .clone()
-            .or(o.proxy_jump.clone())
-            .filter(|j| j != "none");
-        if let Some(jump) = jump {
-            let mut hops = Vec::new();
-            for hop in jump.split(',') {
-                let (hop_user, hop_host, hop_port) = parse_hop(hop)?;
-                let mut h = connect.clone();
-                h.host = hop_host.clone();
-                h.port = hop_port.unwrap_or(22);
-                h.auth.user = hop_user
-                    .or_else(local_user)
-                    .unwrap_or_else(|| connect.auth.user.clone());
-                h.host_key.host = hop_host;
-                h.host_key.port = h.port;
-                hops.push(h);
-            }
-            connect.transport = Transport::Jump(hops);
-        } else if let Some(cmd) = o.proxy_command.as_deref().filter(|c| *c != "none") {
-            let expanded =
-                proxy_command::expand_tokens(cmd, &host, port, &connect.auth.user, &dest.host)
-                    .map_err(ClientError::Usage)?;
-            connect.transport = Transport::ProxyCommand(expanded);
         }
 
         Ok(Settings {

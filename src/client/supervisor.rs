@@ -131,7 +131,7 @@ impl Supervisor {
                             reason: format!("gave up after {max} reconnect attempts: {e}"),
                         });
                     }
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     warn!(
                         "reconnect failed: {e}; next attempt in {:.1}s",
                         wait.as_secs_f64()
@@ -186,7 +186,7 @@ impl Supervisor {
             if connected_at.elapsed() >= STABLE {
                 backoff.reset();
             }
-            let wait = backoff.next();
+            let wait = backoff.next_delay();
             warn!(
                 "connection to {} lost ({reason}); reconnecting in {:.1}s",
                 session.destination,

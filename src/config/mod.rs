@@ -2,3 +2,4 @@
 pub mod forward;
 pub mod options;
 pub mod pattern;
+pub mod ssh_config;

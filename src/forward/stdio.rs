@@ -59,14 +59,17 @@ where
 /// put in place of fd 1 (dropping tokio's handle would leave the pipe open, and plainly
 /// closing fd 1 would let the next socket we open become "stdout").
 pub fn close_stdout() {
-    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
-        return;
-    };
-    let fd = std::io::stdout().as_raw_fd();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        replace_fd(&null, std::io::stdout().as_raw_fd());
+    }
+}
+
+/// Makes `fd` refer to `file` (dup2), atomically, so no other thread ever sees `fd` free.
+pub fn replace_fd(file: &std::fs::File, fd: std::os::fd::RawFd) {
     #[allow(unsafe_code)]
-    // SAFETY: dup2 on two descriptors we own; it atomically replaces fd 1, so no other
-    // thread can observe fd 1 unallocated. `null` stays valid for the call.
+    // SAFETY: dup2 on two descriptors we own; `file` stays open for the call, and the
+    // replacement is atomic, which is the point of using dup2 over close+open.
     unsafe {
-        libc::dup2(null.as_raw_fd(), fd);
+        libc::dup2(file.as_raw_fd(), fd);
     }
 }

@@ -12,11 +12,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 /// One read asks for at most this much, so a flood of early data is not slurped.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
-/// A stream with bytes read ahead of the parser.
+/// A stream with bytes read ahead of the parser. `storage[start..end]` holds them; the rest
+/// of `storage` is scratch space that reads land in, so a read cancelled by a timeout leaves
+/// nothing half-done behind.
 pub(crate) struct Buffered<S> {
     inner: S,
-    buf: Vec<u8>,
-    pos: usize,
+    storage: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
 impl<S> Buffered<S> {
@@ -26,24 +29,34 @@ impl<S> Buffered<S> {
 
     /// Wraps a stream whose first bytes were already read into `buf`.
     pub(crate) fn with_buffer(inner: S, buf: Vec<u8>) -> Self {
-        Buffered { inner, buf, pos: 0 }
+        let end = buf.len();
+        Buffered {
+            inner,
+            storage: buf,
+            start: 0,
+            end,
+        }
     }
 
     /// Bytes read but not yet consumed.
     pub(crate) fn buffered(&self) -> &[u8] {
-        self.buf.get(self.pos..).unwrap_or_default()
+        self.storage.get(self.start..self.end).unwrap_or_default()
     }
 
     pub(crate) fn consume(&mut self, n: usize) {
-        self.pos = self.pos.saturating_add(n).min(self.buf.len());
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
+        self.start = self.start.saturating_add(n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            // A connection that goes on to relay should not keep a head-sized buffer.
+            if self.storage.len() > 2 * READ_CHUNK {
+                self.storage = Vec::new();
+            }
         }
     }
 
     /// Takes `n` buffered bytes (fewer if fewer are buffered).
-    pub(crate) fn take(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn take_front(&mut self, n: usize) -> Vec<u8> {
         let n = n.min(self.buffered().len());
         let out = self.buffered().get(..n).unwrap_or_default().to_vec();
         self.consume(n);
@@ -61,26 +74,27 @@ impl<S: AsyncRead + Unpin> Buffered<S> {
     /// Reads once, keeping at most `cap` bytes buffered in total; `Ok(0)` is EOF. Callers
     /// check `buffered().len() < cap` first: a full buffer is a parser's size limit.
     pub(crate) async fn fill(&mut self, cap: usize) -> io::Result<usize> {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
+        if self.start > 0 {
+            self.storage.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
         }
-        let room = cap.saturating_sub(self.buf.len()).min(READ_CHUNK);
+        let room = cap.saturating_sub(self.end).min(READ_CHUNK);
         if room == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "message too long",
             ));
         }
-        let old = self.buf.len();
-        self.buf.resize(old + room, 0);
-        let read = match self.buf.get_mut(old..) {
-            Some(spare) => self.inner.read(spare).await,
-            None => Ok(0),
+        if self.storage.len() < self.end + room {
+            self.storage.resize(self.end + room, 0);
+        }
+        let n = match self.storage.get_mut(self.end..self.end + room) {
+            Some(spare) => self.inner.read(spare).await?,
+            None => 0,
         };
-        let n = *read.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
-        read
+        self.end += n;
+        Ok(n)
     }
 
     /// Makes sure `n` bytes are buffered; EOF before that is an error.
@@ -98,7 +112,7 @@ impl<S: AsyncRead + Unpin> Buffered<S> {
     pub(crate) async fn take_until_nul(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
         loop {
             if let Some(i) = self.buffered().iter().position(|&b| b == 0) {
-                let s = self.take(i);
+                let s = self.take_front(i);
                 self.consume(1);
                 return Ok(Some(s));
             }
@@ -116,7 +130,7 @@ impl<S: AsyncRead + Unpin> Buffered<S> {
     pub(crate) async fn take_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
         loop {
             if let Some(i) = self.buffered().iter().position(|&b| b == b'\n') {
-                return Ok(self.take(i + 1));
+                return Ok(self.take_front(i + 1));
             }
             if self.buffered().len() >= max {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));

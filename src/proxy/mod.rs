@@ -8,6 +8,7 @@ mod buffered;
 mod http;
 mod http_body;
 mod http_forward;
+mod http_rewrite;
 mod socks4;
 mod socks5;
 
@@ -184,13 +185,13 @@ where
     };
     let mut tunnel = match open(opener, &target, peer, &who, cfg).await {
         Ok(t) => t,
-        Err(f) => {
-            let _ = conn.write_all(&reply(Some(f))).await;
+        Err(e) => {
+            let _ = conn.write_all(&reply(Some(Failure::of(&e)))).await;
             let _ = conn.shutdown().await;
             return;
         }
     };
-    if conn.write_all(&reply(None)).await.is_err() {
+    if conn.write_all(&reply(None)).await.is_err() || conn.flush().await.is_err() {
         return;
     }
     match relay(&mut conn, &mut tunnel).await {
@@ -199,24 +200,23 @@ where
     }
 }
 
-/// Opens `target` with the configured time limit and logs the outcome; the caller only
-/// needs to know how to word a failure.
+/// Opens `target` with the configured time limit and logs the outcome.
 pub(crate) async fn open<O: Opener>(
     opener: &O,
     target: &Endpoint,
     peer: Option<SocketAddr>,
     who: &str,
     cfg: &ProxyConfig,
-) -> Result<O::Stream, Failure> {
+) -> Result<O::Stream, OpenError> {
     debug!("proxy client {who} asks for {target}");
     let result = match tokio::time::timeout(cfg.open_timeout, opener.open(target, peer)).await {
         Ok(r) => r,
         Err(_) => Err(OpenError::Timeout(cfg.open_timeout)),
     };
-    result.map_err(|e| {
+    if let Err(e) = &result {
         warn!("proxy client {who}: cannot open {target}: {e}");
-        Failure::of(&e)
-    })
+    }
+    result
 }
 
 /// Checks a host name from the wire before it goes into a channel-open request: sshd would

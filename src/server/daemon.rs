@@ -54,6 +54,9 @@ fn russh_config(config: &ServerConfig, keys: Vec<russh::keys::PrivateKey>) -> Co
 
 /// Runs warrend until a stop signal.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    // Installed before the "listening on" line: from then on SIGHUP must reload, never
+    // kill (the default action of an uncaught SIGHUP).
+    let sigs = install_signals().context("installing signal handlers")?;
     let mut config = load(&opts.config)?;
     let keys = host_keys::load_or_generate(&config.host_key_paths(), config.state_dir())
         .context("host keys")?;
@@ -100,7 +103,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await;
 
     let cancel = CancellationToken::new();
-    tokio::spawn(signals(cancel.clone(), shared.clone(), opts.config.clone()));
+    tokio::spawn(signals(
+        cancel.clone(),
+        shared.clone(),
+        opts.config.clone(),
+        sigs,
+    ));
     listener::serve(listeners, shared.clone(), ssh_config, cancel).await;
     audit
         .record(
@@ -117,18 +125,32 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM/SIGINT stop; SIGHUP reloads the config file (users, keys, rules, limits). A
-/// broken file is reported and the running configuration kept.
-async fn signals(cancel: CancellationToken, shared: Arc<Shared>, path: Option<PathBuf>) {
+/// TERM, INT and HUP, installed before anything is announced.
+type SignalStreams = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+
+fn install_signals() -> std::io::Result<SignalStreams> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return;
-    };
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::hangup())?,
+    ))
+}
+
+/// SIGTERM/SIGINT stop; SIGHUP reloads the config file (users, keys, rules, limits). A
+/// broken file is reported (and audited) and the running configuration kept.
+async fn signals(
+    cancel: CancellationToken,
+    shared: Arc<Shared>,
+    path: Option<PathBuf>,
+    sigs: SignalStreams,
+) {
+    let (mut term, mut int, mut hup) = sigs;
+    let shown = path.as_ref().map(|p| p.display().to_string());
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -137,10 +159,16 @@ async fn signals(cancel: CancellationToken, shared: Arc<Shared>, path: Option<Pa
                 Ok(mut new) => {
                     new.server.listen = shared.config().server.listen.clone();
                     shared.reload(new);
+                    shared.audit.record(0, AuditEvent::ConfigReload {
+                        path: shown.clone(), ok: true, error: None,
+                    }).await;
                     info!("configuration reloaded");
                     eprintln!("warrend: configuration reloaded");
                 }
                 Err(e) => {
+                    shared.audit.record(0, AuditEvent::ConfigReload {
+                        path: shown.clone(), ok: false, error: Some(format!("{e:#}")),
+                    }).await;
                     warn!("reload failed, keeping the running configuration: {e:#}");
                     eprintln!("warrend: reload failed, keeping the running configuration: {e:#}");
                 }

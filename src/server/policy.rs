@@ -296,6 +296,45 @@ impl UserPolicy {
         })
     }
 
+    /// For a name, the refusal that holds whatever the name resolves to (no connect
+    /// rule for the port could match it, or the key forbids it), so the caller need
+    /// not ask DNS; `None` when only the resolved addresses can decide.
+    pub fn refuse_before_resolving(
+        &self,
+        key: &KeyOptions,
+        raw_host: &str,
+        port: u32,
+    ) -> Option<Decision> {
+        let attempt = || -> Result<(), Decision> {
+            let port = tcp_port(port, false)?;
+            forwarding_gate(key)?;
+            let host = parse_host(raw_host).map_err(|e| Decision::deny(e, None))?;
+            key_permit_open(key, &host, port)?;
+            let Host::Name(name) = &host else {
+                return Ok(());
+            };
+            let possible = self.connect.iter().any(|r| {
+                r.ports.contains(port)
+                    && match &r.target {
+                        Target::AnyHost | Target::Net(_) => true,
+                        Target::Name(pattern) => match_pattern(name, pattern),
+                    }
+            });
+            if possible {
+                Ok(())
+            } else {
+                Err(Decision::deny(
+                    format!(
+                        "no connect rule for user {} allows {host}:{port}",
+                        self.user
+                    ),
+                    None,
+                ))
+            }
+        };
+        attempt().err()
+    }
+
     /// Decides a `direct-tcpip` to a rendezvous name (see [`Self::route_direct`]).
     pub fn decide_reach(&self, key: &KeyOptions, name: &str, port: u32) -> Decision {
         let attempt = || -> Result<Decision, Decision> {

@@ -27,6 +27,19 @@ pub async fn network(
     let resolved: Vec<IpAddr> = match &host {
         Host::Ip(ip) => vec![*ip],
         Host::Name(name) => {
+            // A name no connect rule could allow is refused before any DNS query.
+            if let Some(deny) = identity.policy.refuse_before_resolving(
+                &identity.options,
+                &raw_host,
+                u32::from(port),
+            ) {
+                ctx.audit_open(&deny, &[]).await;
+                info!(conn = ctx.conn, target = %ctx.target, "{deny}");
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return;
+            }
             match tokio::time::timeout(
                 ctx.connect_timeout,
                 tokio::net::lookup_host((name.as_str(), port)),

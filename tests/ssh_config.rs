@@ -1,0 +1,143 @@
+//! ~/.ssh/config driving real connections: a user's usual config with a ProxyJump and a
+//! LocalForward block just works (`warren internal-db`), `-o` beats the file, and `-G`
+//! prints what was resolved.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::process::Command;
+
+fn config_user(sshds: &[&Sshd]) -> WarrenUser {
+    let home = ClientHome::new();
+    let key = UserKey::generate(home.ssh_dir(), "ed25519", None);
+    let mut known = String::new();
+    for s in sshds {
+        s.authorize(&key.public_line);
+        for line in s.known_hosts_lines() {
+            known.push_str(&line);
+            known.push('\n');
+        }
+    }
+    fs::write(home.known_hosts(), known).unwrap();
+    WarrenUser { home, key }
+}
+
+fn warren_plain(user: &WarrenUser) -> Command {
+    let mut cmd = Command::new(warren_bin());
+    user.home.apply(&mut cmd);
+    cmd.env_remove("RUST_LOG").args([
+        "-v",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+    ]);
+    cmd
+}
+
+fn write_config(user: &WarrenUser, bastion: &Sshd, db: &Sshd, echo_port: u16) {
+    user.home.write_ssh_config(&format!(
+        "# a user's usual config\n\
+         Host bastion\n    HostName 127.0.0.1\n    Port {}\n    User root\n\n\
+         Host internal-db\n    HostName 127.0.0.1\n    Port {}\n    User root\n    ProxyJump bastion\n    \
+         LocalForward 127.0.0.1:0 127.0.0.1:{echo_port}\n    ServerAliveInterval 5\n\n\
+         Host *\n    IdentityFile ~/.ssh/id_ed25519\n    StrictHostKeyChecking yes\n",
+        bastion.port(),
+        db.port()
+    ));
+}
+
+#[test]
+fn proxy_jump_and_local_forward_from_the_config_just_work() {
+    let (bastion, db) = (Sshd::start(), Sshd::start());
+    let user = config_user(&[&bastion, &db]);
+    let echo = EchoServer::start();
+    write_config(&user, &bastion, &db, echo.port());
+    let mut cmd = warren_plain(&user);
+    cmd.arg("internal-db");
+    let warren = Proc::spawn(cmd);
+    warren
+        .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = warren
+        .stderr_lines()
+        .iter()
+        .find_map(|l| {
+            l.contains("forward ready: -L")
+                .then(|| forward_addr(l))
+                .flatten()
+        })
+        .expect("the config's LocalForward is up");
+    let conn = connect_with_retry(addr, READY_TIMEOUT).unwrap();
+    assert_eq!(
+        exchange(conn, b"from config", IO_TIMEOUT).unwrap(),
+        b"from config"
+    );
+    assert_eq!(
+        bastion.logs().matches("Accepted publickey").count(),
+        1,
+        "went through the bastion"
+    );
+    assert_eq!(db.logs().matches("Accepted publickey").count(), 1);
+}
+
+#[test]
+fn command_line_options_beat_the_config_file() {
+    let (bastion, db) = (Sshd::start(), Sshd::start());
+    let user = config_user(&[&bastion, &db]);
+    write_config(&user, &bastion, &db, 9);
+    // The file says ProxyJump bastion; -o ProxyJump=none wins, so this connects directly.
+    let mut cmd = warren_plain(&user);
+    cmd.args(["-o", "ProxyJump=none", "internal-db"]);
+    let warren = Proc::spawn(cmd);
+    warren
+        .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bastion.logs().matches("Accepted publickey").count(), 0);
+    assert_eq!(db.logs().matches("Accepted publickey").count(), 1);
+}
+
+#[test]
+fn dash_g_prints_the_resolved_settings() {
+    let (bastion, db) = (Sshd::start(), Sshd::start());
+    let user = config_user(&[&bastion, &db]);
+    write_config(&user, &bastion, &db, 4242);
+    let mut cmd = warren_plain(&user);
+    let out = cmd.args(["-G", "internal-db"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "hostname 127.0.0.1".to_string(),
+        format!("port {}", db.port()),
+        "user root".to_string(),
+        "proxyjump bastion".to_string(),
+        "serveraliveinterval 5".to_string(),
+        "stricthostkeychecking true".to_string(),
+        "exitonforwardfailure yes".to_string(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(text.contains("localforward"), "{text}");
+}
+
+#[test]
+fn a_broken_config_is_an_error_naming_file_and_line() {
+    let user = config_user(&[]);
+    user.home.write_ssh_config("Host x\n    Port notaport\n");
+    let mut cmd = warren_plain(&user);
+    let out = cmd.args(["-G", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config:2") && err.contains("notaport"),
+        "{err}"
+    );
+}
