@@ -230,3 +230,73 @@ fn unix_socket_forms_both_ends() {
         b"to a remote socket"
     );
 }
+
+/// One forwarded connection whose reader stops must not stall the others or the
+/// keepalives of the same SSH connection, and must get every byte once it reads again.
+/// (russh alone blocks its whole session loop in this case: shared/notes/russh.md §4.5.)
+#[test]
+fn a_stalled_reader_does_not_stall_the_session_and_loses_nothing() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let source = SourceServer::start(48 * MIB);
+    let echo = EchoServer::start();
+    let mut cmd = warren_client(&user.home, &sshd);
+    cmd.arg("-i")
+        .arg(&user.key.private)
+        .args(["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2"])
+        .args(["-L", &tcp_spec(source.addr()), "-L", &tcp_spec(echo.addr())])
+        .arg("root@127.0.0.1");
+    let warren = Proc::spawn(cmd);
+    warren
+        .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addrs: Vec<SocketAddr> = warren
+        .stderr_lines()
+        .iter()
+        .filter_map(|l| {
+            l.contains("forward ready: -L")
+                .then(|| forward_addr(l))
+                .flatten()
+        })
+        .collect();
+
+    // The stalled reader: connected, asked for everything, and then not read.
+    let mut stalled = TcpStream::connect(addrs[0]).unwrap();
+    stalled.shutdown(Shutdown::Write).unwrap();
+
+    // Meanwhile another connection of the same session keeps answering, for several
+    // keepalive intervals (a stalled session would also miss its keepalives and be
+    // dropped after ~3 s).
+    let mut echo_conn = connect_with_retry(addrs[1], READY_TIMEOUT).unwrap();
+    echo_conn
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let window = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut rounds = 0;
+    while window.elapsed() < Duration::from_secs(4) {
+        let t = std::time::Instant::now();
+        echo_conn.write_all(b"!").unwrap();
+        let mut b = [0u8; 1];
+        echo_conn
+            .read_exact(&mut b)
+            .expect("echo answered while the other reader stalls");
+        worst = worst.max(t.elapsed());
+        rounds += 1;
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "an echo took {worst:?} while one reader stalled"
+    );
+    assert!(rounds > 100, "only {rounds} round trips");
+
+    // The stalled reader resumes and gets every byte, in order.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut all = Vec::with_capacity(48 * MIB);
+    stalled.read_to_end(&mut all).unwrap();
+    assert_eq!(all.len(), 48 * MIB);
+    assert_eq!(sha256_hex(&all), source.expected_sha256());
+    assert!(warren.try_wait().is_none(), "the session survived");
+}

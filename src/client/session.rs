@@ -6,10 +6,11 @@ use super::error::ClientError;
 use super::handler::ClientHandler;
 use super::host_key::HostKeyPolicy;
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
+use crate::forward::decouple::{Decoupled, decouple};
 use crate::forward::remote::{SharedRemoteForwards, Target, request_address};
 use crate::forward::{OpenError, Opener};
 use russh::client::{self, Handle, Msg};
-use russh::{ChannelStream, Disconnect, Preferred};
+use russh::{Disconnect, Preferred};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -98,12 +99,12 @@ impl Session {
     }
 
     /// A direct-tcpip stream to the next hop, for stacking SSH sessions.
-    async fn tunnel_to(&self, next: &ConnectSettings) -> Result<ChannelStream<Msg>, ClientError> {
+    async fn tunnel_to(&self, next: &ConnectSettings) -> Result<Decoupled<Msg>, ClientError> {
         let target = Endpoint::Tcp {
             host: next.host.clone(),
             port: next.port,
         };
-        let open = self.open(&target, None);
+        let open = self.open_channel(&target, None);
         let opened = match next.connect_timeout {
             Some(t) => tokio::time::timeout(t, open).await.map_err(|_| {
                 connect_error(
@@ -116,7 +117,9 @@ impl Session {
             })?,
             None => open.await,
         };
-        opened.map_err(|e| connect_error(next, format!("via jump host {}: {e}", self.destination)))
+        opened
+            .map(decouple)
+            .map_err(|e| connect_error(next, format!("via jump host {}: {e}", self.destination)))
     }
 
     /// The SSH handshake and authentication over an established byte stream.
@@ -389,15 +392,15 @@ impl Session {
 }
 
 impl Opener for Session {
-    type Stream = ChannelStream<Msg>;
+    type Stream = Decoupled<Msg>;
 
+    /// Each forwarded connection reads through its own spill buffer, so one slow local
+    /// reader cannot stall the session (see `forward::decouple`).
     async fn open(
         &self,
         target: &Endpoint,
         originator: Option<SocketAddr>,
     ) -> Result<Self::Stream, OpenError> {
-        self.open_channel(target, originator)
-            .await
-            .map(|c| c.into_stream())
+        self.open_channel(target, originator).await.map(decouple)
     }
 }

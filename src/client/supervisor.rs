@@ -9,8 +9,8 @@ use super::backoff::Backoff;
 use super::error::ClientError;
 use super::session::{ConnectSettings, Session};
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
+use crate::forward::decouple::Decoupled;
 use crate::forward::{OpenError, Opener};
-use russh::ChannelStream;
 use russh::client::Msg;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ impl SessionSlot {
 }
 
 impl Opener for SessionSlot {
-    type Stream = ChannelStream<Msg>;
+    type Stream = Decoupled<Msg>;
 
     /// Waits (bounded) for a live session, so a connection made during a reconnect is
     /// carried once the tunnel is back instead of being refused.

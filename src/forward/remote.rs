@@ -153,7 +153,7 @@ async fn forward_fixed(channel: Channel<Msg>, endpoint: Endpoint, reply: Channel
     match tokio::time::timeout(DIAL_TIMEOUT, dial(&endpoint)).await {
         Ok(Ok(mut local)) => {
             reply.accept().await;
-            let mut tunnel = channel.into_stream();
+            let mut tunnel = super::decouple::decouple(channel);
             match relay(&mut local, &mut tunnel).await {
                 Ok((down, up)) => debug!(up, down, "forwarded connection to {endpoint} closed"),
                 Err(e) => debug!("forwarded connection to {endpoint} ended: {e}"),
@@ -175,7 +175,13 @@ async fn forward_fixed(channel: Channel<Msg>, endpoint: Endpoint, reply: Channel
 async fn serve_dynamic(channel: Channel<Msg>, reply: ChannelOpenHandle) {
     reply.accept().await;
     let config = crate::proxy::ProxyConfig::default();
-    crate::proxy::serve_client(channel.into_stream(), None, &LocalDialer, &config).await;
+    crate::proxy::serve_client(
+        super::decouple::decouple(channel),
+        None,
+        &LocalDialer,
+        &config,
+    )
+    .await;
 }
 
 /// Dials destinations from this machine: the "tunnel" for a remote dynamic forward.

@@ -2,6 +2,7 @@
 //! then relay; or reach a rendezvous through its publisher's session.
 
 use super::ChannelCtx;
+use crate::forward::decouple::decouple;
 use crate::server::address::Host;
 use crate::server::connection::Identity;
 use crate::server::policy::Decision;
@@ -93,7 +94,7 @@ pub async fn network(
                 let _ = tcp.set_nodelay(true);
                 ctx.audit_open(&decision, &[addr.to_string()]).await;
                 reply.accept().await;
-                let mut stream = channel.into_stream();
+                let mut stream = decouple(channel);
                 ctx.relay(&mut stream, &mut tcp).await;
                 return;
             }
@@ -134,8 +135,8 @@ pub async fn rendezvous(
     match opened {
         Ok(Ok(peer)) => {
             reply.accept().await;
-            let mut a = channel.into_stream();
-            let mut b = peer.into_stream();
+            let mut a = decouple(channel);
+            let mut b = decouple(peer);
             ctx.relay(&mut a, &mut b).await;
         }
         Ok(Err(e)) => {

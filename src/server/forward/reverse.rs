@@ -2,6 +2,7 @@
 //! accepted connection to the client as a forwarded-tcpip channel.
 
 use super::ChannelCtx;
+use crate::forward::decouple::decouple;
 use crate::forward::local::listen;
 use crate::server::policy::Decision;
 use russh::server::Handle;
@@ -90,7 +91,7 @@ async fn one(
                 &[peer.to_string()],
             )
             .await;
-            let mut stream = channel.into_stream();
+            let mut stream = decouple(channel);
             ctx.relay(&mut tcp, &mut stream).await;
         }
         Ok(Err(e)) => {
