@@ -300,3 +300,47 @@ fn a_stalled_reader_does_not_stall_the_session_and_loses_nothing() {
     assert_eq!(sha256_hex(&all), source.expected_sha256());
     assert!(warren.try_wait().is_none(), "the session survived");
 }
+
+#[test]
+fn sigterm_closes_listeners_at_once_but_lets_open_connections_finish() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let sink = ReplyAfterEofServer::start();
+    let (warren, addrs) = warren_forwards(&sshd, &user, &[&tcp_spec(sink.addr())]);
+    let mut open = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
+    open.write_all(b"first half, ").unwrap();
+    // The connection is carried before the signal (the sink has seen it).
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    while sink.connections() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connection never reached the sink"
+        );
+        std::thread::yield_now();
+    }
+    let mark = warren.stderr_line_count();
+    warren.signal(libc::SIGTERM);
+    warren
+        .wait_for_stderr_from(
+            mark,
+            |l| l.contains("letting active ones finish"),
+            READY_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The listener goes away promptly (its accept loop sees the stop right after the log).
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    while TcpStream::connect(addrs[0]).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
+        std::thread::yield_now();
+    }
+    open.write_all(b"second half").unwrap();
+    let reply = exchange(open, b"", IO_TIMEOUT).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        sha256_hex(b"first half, second half")
+    );
+    assert_eq!(warren.expect_exit(READY_TIMEOUT).code(), Some(0));
+}

@@ -20,7 +20,8 @@ Where warren differs from OpenSSH ssh:
   * `warren status` and `warren stop` list and stop running warren tunnels.
 
 Exit status:
-  0    stopped cleanly (SIGINT/SIGTERM), or the remote/--exec command's own status
+  0    stopped cleanly (SIGINT/SIGTERM: listeners close at once, open connections get up to
+       5 s to finish, -R forwards are cancelled), or the remote/--exec command's own status
   2    usage error: bad flag, malformed forward spec, bad -o option
   3    a forward could not be set up (local port in use, cannot bind)
   4    host key verification failed (changed, revoked, unknown with strict checking)

@@ -120,7 +120,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             reason = session.closed() => Err(ClientError::Lost { host: settings.connect.host.clone(), reason }),
         };
         cancel.cancel();
-        tracker.wait().await;
+        drain(&tracker).await;
         supervisor::shutdown(&session).await;
         return result;
     }
@@ -145,6 +145,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         info!("forward ready: {spec} listening on {}", addrs.join(" "));
     }
     let tracker = serve_listeners(locals, dynamics, slot.clone(), &cancel);
+    let session_stop = CancellationToken::new();
     let supervisor = Supervisor {
         connect: settings.connect.clone(),
         remote_forwards: settings.remote_forwards.clone(),
@@ -155,7 +156,8 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         },
         quiet: settings.connect.quiet,
         slot: slot.clone(),
-        cancel: cancel.clone(),
+        // Its own token: on stop, the session outlives the listeners by the drain time.
+        cancel: session_stop.clone(),
         reconnect_now,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -166,6 +168,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     };
     let Some(ready) = ready else {
         cancel.cancel();
+        session_stop.cancel();
         tracker.wait().await;
         return match supervised.await {
             Ok(Err(e)) => Err(e),
@@ -211,22 +214,43 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             cancel.cancel();
             status
         }
-        false => match (&mut supervised).await {
-            Ok(r) => r.map(|()| 0),
-            Err(e) => Err(ClientError::Other(e.into())),
+        false => tokio::select! {
+            r = &mut supervised => match r {
+                Ok(r) => r.map(|()| 0),
+                Err(e) => Err(ClientError::Other(e.into())),
+            },
+            _ = cancel.cancelled() => {
+                info!("stopping: no new connections; letting active ones finish (up to {}s)", DRAIN.as_secs());
+                Ok(0)
+            }
         },
     };
     cancel.cancel();
+    if !supervised.is_finished() {
+        drain(&tracker).await;
+    }
+    session_stop.cancel();
     // Lets the supervisor cancel -R forwards and say goodbye (it may already be done, and
     // a finished JoinHandle must not be polled again).
     if !supervised.is_finished() {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut supervised).await;
     }
-    tracker.wait().await;
+    // Whatever was still running ended with the session.
+    let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
     if background::is_child() && result.is_ok() {
         background::remove_log();
     }
     result
+}
+
+/// How long a stop waits for connections that are already open to finish.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Waits (bounded) for the listeners' active connections after they stopped accepting.
+async fn drain(tracker: &TaskTracker) {
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        warn!("closing connections still open after {}s", DRAIN.as_secs());
+    }
 }
 
 /// Starts serving every listener through `opener`; the tracker ends when they do.

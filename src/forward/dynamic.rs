@@ -2,16 +2,16 @@
 //! destination, reached through the tunnel.
 
 use super::Opener;
+use super::bind::{bind_addresses, bind_tcp};
 use crate::config::forward::DynamicForward;
 use crate::proxy::{ProxyConfig, ProxyCredentials, serve_client};
-use socket2::{Domain, Socket, Type};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info_span, warn};
 
 /// A bound `-D` forward, not yet serving.
 pub struct DynamicListener {
@@ -126,12 +126,10 @@ async fn accept_loop<O: Opener>(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let (opener, config, cancel) = (opener.clone(), config.clone(), cancel.clone());
+                let (opener, config) = (opener.clone(), config.clone());
+                // Not cut by `cancel`: accepted clients may finish (see LocalListener::serve).
                 let client = async move {
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        _ = serve_client(stream, Some(peer), &*opener, &config) => {}
-                    }
+                    serve_client(stream, Some(peer), &*opener, &config).await;
                 };
                 tracker.spawn(client.instrument(info_span!("proxy", %peer)));
             }
@@ -142,104 +140,6 @@ async fn accept_loop<O: Opener>(
             }
         }
     }
-}
-
-/// Where to listen, by OpenSSH's rules for bind addresses. (A copy of `-L`'s rules in
-/// `local.rs`, kept private there.)
-async fn bind_addresses(
-    bind: Option<&str>,
-    gateway_ports: bool,
-    port: u16,
-) -> Result<Vec<IpAddr>, String> {
-    let loopback = vec![
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(Ipv6Addr::LOCALHOST),
-    ];
-    let any = vec![
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    ];
-    Ok(match bind {
-        None if gateway_ports => any,
-        None | Some("localhost") => loopback,
-        Some("*") | Some("") => any,
-        Some(host) => match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => {
-                let mut v: Vec<IpAddr> = tokio::net::lookup_host((host, port))
-                    .await
-                    .map_err(|e| format!("cannot resolve bind address {host}: {e}"))?
-                    .map(|a| a.ip())
-                    .collect();
-                v.dedup();
-                v
-            }
-        },
-    })
-}
-
-/// Binds each address on `port` (port 0: the first bind picks it and the rest reuse it).
-/// A missing IPv6 loopback is skipped when another address bound, as OpenSSH does.
-fn bind_tcp(addrs: &[IpAddr], port: u16) -> Result<Vec<TcpListener>, (String, String)> {
-    let mut out = Vec::new();
-    let mut port = port;
-    let mut skipped = None;
-    for ip in addrs {
-        let addr = SocketAddr::new(*ip, port);
-        match listen(addr) {
-            Ok(l) => {
-                if port == 0 {
-                    port = l.local_addr().map(|a| a.port()).unwrap_or(0);
-                }
-                info!(
-                    "SOCKS/HTTP proxy listening on {}",
-                    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-                );
-                out.push(l);
-            }
-            Err(e)
-                if ip.is_ipv6()
-                    && addrs.len() > 1
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
-                    ) =>
-            {
-                skipped = Some((addr.to_string(), e.to_string()));
-            }
-            Err(e) => {
-                let reason = match e.kind() {
-                    std::io::ErrorKind::AddrInUse => {
-                        "address already in use (another program holds this port; pick another)"
-                            .into()
-                    }
-                    std::io::ErrorKind::PermissionDenied => {
-                        "permission denied (ports below 1024 need privileges)".into()
-                    }
-                    _ => e.to_string(),
-                };
-                return Err((addr.to_string(), reason));
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(skipped.unwrap_or_else(|| ("?".into(), "no address to listen on".into())));
-    }
-    Ok(out)
-}
-
-/// SO_REUSEADDR so a restart does not wait out TIME_WAIT; IPV6_V6ONLY so `::` and
-/// `0.0.0.0` can share a port.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
 }
 
 #[cfg(test)]

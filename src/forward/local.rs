@@ -1,11 +1,11 @@
 //! `-L`: listen locally (TCP or a unix socket) and send each accepted connection through
 //! the tunnel to a fixed destination.
 
+use super::bind::{bind_addresses, bind_tcp};
 use super::relay::relay;
 use super::{OpenError, Opener};
 use crate::config::forward::{Endpoint, Listen, LocalForward};
-use socket2::{Domain, Socket, Type};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 /// How long one channel open may take before the local connection is given up. sshd only
 /// answers after its own connect to the target, which can take minutes for a black hole.
@@ -87,7 +87,11 @@ impl LocalListener {
                 let addrs = bind_addresses(bind.as_deref(), gateway_ports, *port)
                     .await
                     .map_err(|e| err(format!("{}:{port}", bind.as_deref().unwrap_or("")), e))?;
-                bind_tcp(&addrs, *port).map_err(|(a, e)| err(a, e))?
+                bind_tcp(&addrs, *port)
+                    .map_err(|(a, e)| err(a, e))?
+                    .into_iter()
+                    .map(Bound::Tcp)
+                    .collect()
             }
         };
         Ok(LocalListener {
@@ -112,7 +116,8 @@ impl LocalListener {
             .collect()
     }
 
-    /// Accepts until `cancel`, sending each connection through `opener`. A refused or
+    /// Accepts until `cancel`, sending each connection through `opener`; returns once the
+    /// accepted connections have ended too (they are not cut by `cancel`). A refused or
     /// failed channel closes that one local connection and nothing else.
     pub async fn serve<O: Opener>(self, opener: Arc<O>, cancel: CancellationToken) {
         let tracker = TaskTracker::new();
@@ -156,14 +161,9 @@ impl<O: Opener> Ctx<O> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (o, t, c, st) = (
-            self.opener.clone(),
-            self.target.clone(),
-            self.cancel.clone(),
-            self.stats.clone(),
-        );
+        let (o, t, st) = (self.opener.clone(), self.target.clone(), self.stats.clone());
         self.tracker
-            .spawn(forward_one(stream, peer, o, t, c, st).instrument(span));
+            .spawn(forward_one(stream, peer, o, t, st).instrument(span));
     }
 }
 
@@ -207,7 +207,6 @@ async fn forward_one<S, O>(
     peer: Option<SocketAddr>,
     opener: Arc<O>,
     target: Arc<Endpoint>,
-    cancel: CancellationToken,
     stats: Arc<ForwardStats>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -216,10 +215,9 @@ async fn forward_one<S, O>(
     stats.connections.fetch_add(1, Ordering::Relaxed);
     stats.active.fetch_add(1, Ordering::Relaxed);
     let _active = scopeguard(stats.clone());
-    let opened = tokio::select! {
-        _ = cancel.cancelled() => return,
-        r = tokio::time::timeout(OPEN_TIMEOUT, opener.open(&target, peer)) => r,
-    };
+    // No cancel here: a connection accepted before a stop is allowed to finish (the caller
+    // bounds the drain by ending the session).
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, opener.open(&target, peer)).await;
     let mut tunnel = match opened {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
@@ -235,16 +233,13 @@ async fn forward_one<S, O>(
         }
     };
     debug!("forwarding to {target}");
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        r = relay(&mut local, &mut tunnel) => match r {
-            Ok((up, down)) => {
-                stats.bytes_up.fetch_add(up, Ordering::Relaxed);
-                stats.bytes_down.fetch_add(down, Ordering::Relaxed);
-                debug!(up, down, "connection closed");
-            }
-            Err(e) => debug!("connection ended: {e}"),
+    match relay(&mut local, &mut tunnel).await {
+        Ok((up, down)) => {
+            stats.bytes_up.fetch_add(up, Ordering::Relaxed);
+            stats.bytes_down.fetch_add(down, Ordering::Relaxed);
+            debug!(up, down, "connection closed");
         }
+        Err(e) => debug!("connection ended: {e}"),
     }
 }
 
@@ -259,105 +254,4 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Resolves where to listen, following OpenSSH's rules for -L bind addresses.
-async fn bind_addresses(
-    bind: Option<&str>,
-    gateway_ports: bool,
-    port: u16,
-) -> Result<Vec<IpAddr>, String> {
-    let loopback = vec![
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(Ipv6Addr::LOCALHOST),
-    ];
-    let any = vec![
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    ];
-    Ok(match bind {
-        None if gateway_ports => any,
-        None => loopback,
-        Some("*") | Some("") => any,
-        Some("localhost") => loopback,
-        Some(host) => {
-            if let Ok(ip) = host.parse::<IpAddr>() {
-                vec![ip]
-            } else {
-                let mut v: Vec<IpAddr> = tokio::net::lookup_host((host, port))
-                    .await
-                    .map_err(|e| format!("cannot resolve bind address {host}: {e}"))?
-                    .map(|a| a.ip())
-                    .collect();
-                v.dedup();
-                v
-            }
-        }
-    })
-}
-
-/// Binds each address on `port`; with port 0 the first bind picks the port and the rest
-/// reuse it. An IPv6 loopback that the machine lacks is skipped when another address
-/// bound, as OpenSSH does; any other failure fails the forward.
-fn bind_tcp(addrs: &[IpAddr], port: u16) -> Result<Vec<Bound>, (String, String)> {
-    let mut out = Vec::new();
-    let mut port = port;
-    let mut skipped = None;
-    for ip in addrs {
-        let addr = SocketAddr::new(*ip, port);
-        match listen(addr) {
-            Ok(l) => {
-                if port == 0 {
-                    port = l.local_addr().map(|a| a.port()).unwrap_or(0);
-                }
-                info!(
-                    "listening on {}",
-                    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-                );
-                out.push(Bound::Tcp(l));
-            }
-            Err(e) if ip.is_ipv6() && addrs.len() > 1 && is_missing_family(&e) => {
-                skipped = Some((addr.to_string(), e.to_string()));
-            }
-            Err(e) => return Err((addr.to_string(), describe_bind_error(&e))),
-        }
-    }
-    if out.is_empty() {
-        return Err(skipped.unwrap_or_else(|| ("?".into(), "no address to listen on".into())));
-    }
-    Ok(out)
-}
-
-fn is_missing_family(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EADDRNOTAVAIL) | Some(libc::EAFNOSUPPORT)
-    )
-}
-
-pub(crate) fn describe_bind_error(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            "address already in use (another program holds this port; pick another local port)"
-                .into()
-        }
-        std::io::ErrorKind::PermissionDenied => {
-            "permission denied (ports below 1024 need privileges)".into()
-        }
-        _ => e.to_string(),
-    }
-}
-
-/// A listening socket with SO_REUSEADDR (so a restart does not wait out TIME_WAIT) and
-/// IPV6_V6ONLY (so `::` and `0.0.0.0` can both be bound on one port).
-pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
 }

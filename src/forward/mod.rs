@@ -2,6 +2,7 @@
 //! destination, an [`Opener`] turns the destination into a tunnel stream, and
 //! [`relay::relay`] moves the bytes.
 
+pub mod bind;
 pub mod decouple;
 pub mod dynamic;
 pub mod local;

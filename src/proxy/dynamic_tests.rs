@@ -5,6 +5,7 @@
 use super::*;
 use crate::config::forward::Endpoint;
 use crate::forward::OpenError;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -2,8 +2,8 @@
 //! accepted connection to the client as a forwarded-tcpip channel.
 
 use super::ChannelCtx;
+use crate::forward::bind::listen;
 use crate::forward::decouple::decouple;
-use crate::forward::local::listen;
 use crate::server::policy::Decision;
 use russh::server::Handle;
 use std::net::{IpAddr, SocketAddr};
