@@ -88,14 +88,9 @@ fn warren_dynamic(sshd: &Sshd, user: &WarrenUser, env: &[(&str, &str)]) -> (Proc
     warren
         .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    let addr = warren
-        .stderr_lines()
-        .iter()
-        .find_map(|l| {
-            l.contains("forward ready: -D")
-                .then(|| forward_addr(l))
-                .flatten()
-        })
+    let addr = forward_addrs(&warren, "-D")
+        .into_iter()
+        .next()
         .expect("a -D address");
     (warren, addr)
 }

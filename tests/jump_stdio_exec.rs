@@ -9,22 +9,6 @@ use std::fs;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-/// One user authorized on every sshd, with all their host keys in known_hosts.
-fn user_for_all(sshds: &[&Sshd]) -> WarrenUser {
-    let home = ClientHome::new();
-    let key = UserKey::generate(home.ssh_dir(), "ed25519", None);
-    let mut known = String::new();
-    for s in sshds {
-        s.authorize(&key.public_line);
-        for line in s.known_hosts_lines() {
-            known.push_str(&line);
-            known.push('\n');
-        }
-    }
-    fs::write(home.known_hosts(), known).unwrap();
-    WarrenUser { home, key }
-}
-
 fn jump_spec(hops: &[&Sshd]) -> String {
     hops.iter()
         .map(|s| format!("root@127.0.0.1:{}", s.port()))
@@ -35,7 +19,7 @@ fn jump_spec(hops: &[&Sshd]) -> String {
 #[test]
 fn two_hop_jump_chain_carries_a_local_forward() {
     let (a, b, target) = (Sshd::start(), Sshd::start(), Sshd::start());
-    let user = user_for_all(&[&a, &b, &target]);
+    let user = warren_user_for(&[&a, &b, &target]);
     let echo = EchoServer::start();
     let mut cmd = warren_client(&user.home, &target);
     cmd.arg("-i")
@@ -47,15 +31,7 @@ fn two_hop_jump_chain_carries_a_local_forward() {
     warren
         .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    let addr = warren
-        .stderr_lines()
-        .iter()
-        .find_map(|l| {
-            l.contains("forward ready")
-                .then(|| forward_addr(l))
-                .flatten()
-        })
-        .unwrap();
+    let addr = forward_addrs(&warren, "-L").into_iter().next().unwrap();
     let data = pattern_bytes(2 * 1024 * 1024, 11);
     let conn = connect_with_retry(addr, READY_TIMEOUT).unwrap();
     assert!(exchange(conn, &data, IO_TIMEOUT).unwrap() == data);
@@ -75,7 +51,7 @@ fn two_hop_jump_chain_carries_a_local_forward() {
 #[test]
 fn each_jump_hop_has_its_own_host_key_check() {
     let (a, target) = (Sshd::start(), Sshd::start());
-    let user = user_for_all(&[&target]); // the jump host's key is not known
+    let user = warren_user_for(&[&target]); // the jump host's key is not known
     let mut cmd = warren_client(&user.home, &target);
     cmd.arg("-i")
         .arg(&user.key.private)
@@ -95,7 +71,7 @@ fn each_jump_hop_has_its_own_host_key_check() {
 #[test]
 fn openssh_uses_warren_dash_w_as_its_proxy_command() {
     let (bastion, inner) = (Sshd::start(), Sshd::start());
-    let user = user_for_all(&[&bastion, &inner]);
+    let user = warren_user_for(&[&bastion, &inner]);
     let proxy = format!(
         "ProxyCommand={} -q -o BatchMode=yes -o GlobalKnownHostsFile=/dev/null -i {} -p {} -W %h:%p root@127.0.0.1",
         warren_bin().display(),
@@ -155,7 +131,7 @@ fn dash_w_pipes_stdin_and_stdout_with_half_close() {
 #[test]
 fn proxy_command_carries_the_connection() {
     let (bastion, inner) = (Sshd::start(), Sshd::start());
-    let user = user_for_all(&[&bastion, &inner]);
+    let user = warren_user_for(&[&bastion, &inner]);
     // OpenSSH's own ssh -W as warren's transport.
     let proxy = format!(
         "ProxyCommand=ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -i {} -p {} -W %h:%p root@127.0.0.1",
@@ -222,7 +198,7 @@ fn remote_command_output_stdin_and_exit_status() {
 #[test]
 fn remote_command_through_a_jump_host() {
     let (bastion, worker) = (Sshd::start(), Sshd::start());
-    let user = user_for_all(&[&bastion, &worker]);
+    let user = warren_user_for(&[&bastion, &worker]);
     let log = worker.dir().join("app.log");
     fs::write(
         &log,

@@ -250,15 +250,7 @@ fn a_stalled_reader_does_not_stall_the_session_and_loses_nothing() {
     warren
         .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    let addrs: Vec<SocketAddr> = warren
-        .stderr_lines()
-        .iter()
-        .filter_map(|l| {
-            l.contains("forward ready: -L")
-                .then(|| forward_addr(l))
-                .flatten()
-        })
-        .collect();
+    let addrs = forward_addrs(&warren, "-L");
 
     // The stalled reader: connected, asked for everything, and then not read.
     let mut stalled = TcpStream::connect(addrs[0]).unwrap();

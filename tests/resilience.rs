@@ -28,14 +28,9 @@ fn warren_tunnel(sshd: &Sshd, user: &WarrenUser, args: &[&str]) -> Proc {
 }
 
 fn first_forward(warren: &Proc) -> SocketAddr {
-    warren
-        .stderr_lines()
-        .iter()
-        .find_map(|l| {
-            l.contains("forward ready: -L")
-                .then(|| forward_addr(l))
-                .flatten()
-        })
+    forward_addrs(&warren, "-L")
+        .into_iter()
+        .next()
         .expect("a -L address")
 }
 

@@ -5,23 +5,7 @@
 mod common;
 
 use common::*;
-use std::fs;
 use std::process::Command;
-
-fn config_user(sshds: &[&Sshd]) -> WarrenUser {
-    let home = ClientHome::new();
-    let key = UserKey::generate(home.ssh_dir(), "ed25519", None);
-    let mut known = String::new();
-    for s in sshds {
-        s.authorize(&key.public_line);
-        for line in s.known_hosts_lines() {
-            known.push_str(&line);
-            known.push('\n');
-        }
-    }
-    fs::write(home.known_hosts(), known).unwrap();
-    WarrenUser { home, key }
-}
 
 fn warren_plain(user: &WarrenUser) -> Command {
     let mut cmd = Command::new(warren_bin());
@@ -51,7 +35,7 @@ fn write_config(user: &WarrenUser, bastion: &Sshd, db: &Sshd, echo_port: u16) {
 #[test]
 fn proxy_jump_and_local_forward_from_the_config_just_work() {
     let (bastion, db) = (Sshd::start(), Sshd::start());
-    let user = config_user(&[&bastion, &db]);
+    let user = warren_user_for(&[&bastion, &db]);
     let echo = EchoServer::start();
     write_config(&user, &bastion, &db, echo.port());
     let mut cmd = warren_plain(&user);
@@ -60,14 +44,9 @@ fn proxy_jump_and_local_forward_from_the_config_just_work() {
     warren
         .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    let addr = warren
-        .stderr_lines()
-        .iter()
-        .find_map(|l| {
-            l.contains("forward ready: -L")
-                .then(|| forward_addr(l))
-                .flatten()
-        })
+    let addr = forward_addrs(&warren, "-L")
+        .into_iter()
+        .next()
         .expect("the config's LocalForward is up");
     let conn = connect_with_retry(addr, READY_TIMEOUT).unwrap();
     assert_eq!(
@@ -85,7 +64,7 @@ fn proxy_jump_and_local_forward_from_the_config_just_work() {
 #[test]
 fn command_line_options_beat_the_config_file() {
     let (bastion, db) = (Sshd::start(), Sshd::start());
-    let user = config_user(&[&bastion, &db]);
+    let user = warren_user_for(&[&bastion, &db]);
     write_config(&user, &bastion, &db, 9);
     // The file says ProxyJump bastion; -o ProxyJump=none wins, so this connects directly.
     let mut cmd = warren_plain(&user);
@@ -101,7 +80,7 @@ fn command_line_options_beat_the_config_file() {
 #[test]
 fn dash_g_prints_the_resolved_settings() {
     let (bastion, db) = (Sshd::start(), Sshd::start());
-    let user = config_user(&[&bastion, &db]);
+    let user = warren_user_for(&[&bastion, &db]);
     write_config(&user, &bastion, &db, 4242);
     let mut cmd = warren_plain(&user);
     let out = cmd.args(["-G", "internal-db"]).output().unwrap();
@@ -130,7 +109,7 @@ fn dash_g_prints_the_resolved_settings() {
 
 #[test]
 fn a_broken_config_is_an_error_naming_file_and_line() {
-    let user = config_user(&[]);
+    let user = warren_user_for(&[]);
     user.home.write_ssh_config("Host x\n    Port notaport\n");
     let mut cmd = warren_plain(&user);
     let out = cmd.args(["-G", "x"]).output().unwrap();

@@ -106,9 +106,7 @@ impl client::Handler for ClientHandler {
                     "refusing forwarded connection for {connected_address}:{connected_port} from \
                      {origin}: no such remote forward was requested"
                 );
-                reply
-                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-                    .await;
+                refuse(reply).await;
             }
         }
         Ok(())
@@ -125,9 +123,7 @@ impl client::Handler for ClientHandler {
             Some(target) => spawn_forwarded(channel, target, reply, socket_path.to_string()),
             None => {
                 warn!("refusing forwarded connection for {socket_path}: no such remote forward");
-                reply
-                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-                    .await;
+                refuse(reply).await;
             }
         }
         Ok(())
@@ -141,9 +137,7 @@ impl client::Handler for ClientHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
 
@@ -153,9 +147,7 @@ impl client::Handler for ClientHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
 
@@ -167,9 +159,7 @@ impl client::Handler for ClientHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
 
@@ -183,9 +173,14 @@ impl client::Handler for ClientHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        refuse(reply).await;
         Ok(())
     }
+}
+
+/// Declines a channel the server should not have opened (or that we no longer expect).
+async fn refuse(reply: client::ChannelOpenHandle) {
+    reply
+        .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+        .await;
 }

@@ -53,27 +53,7 @@ impl Destination {
                 Some((u, h)) => (Some(u.to_string()), h),
                 None => (None, rest),
             };
-            let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
-                let (h, after) = inner.split_once(']').ok_or_else(|| bad("unbalanced '['"))?;
-                match after.strip_prefix(':') {
-                    Some(p) => (h, Some(p)),
-                    None if after.is_empty() => (h, None),
-                    None => return Err(bad("junk after ']'")),
-                }
-            } else {
-                match hostport.split_once(':') {
-                    Some((h, p)) => (h, Some(p)),
-                    None => (hostport, None),
-                }
-            };
-            let port = port
-                .map(|p| {
-                    p.parse::<u16>()
-                        .ok()
-                        .filter(|p| *p != 0)
-                        .ok_or_else(|| bad("bad port"))
-                })
-                .transpose()?;
+            let (host, port) = split_host_port(hostport).map_err(bad)?;
             if host.is_empty() {
                 return Err(bad("empty host"));
             }
@@ -157,6 +137,28 @@ fn parse_stdio(spec: &str) -> Result<Endpoint, ClientError> {
     })
 }
 
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; the port must be 1-65535.
+fn split_host_port(s: &str) -> Result<(&str, Option<u16>), &'static str> {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(inner) => {
+            let (h, after) = inner.split_once(']').ok_or("unbalanced '['")?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None if after.is_empty() => (h, None),
+                None => return Err("junk after ']'"),
+            }
+        }
+        None => match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        },
+    };
+    let port = port
+        .map(|p| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or("bad port"))
+        .transpose()?;
+    Ok((host, port))
+}
+
 /// One -J hop: `[user@]host[:port]` or `ssh://[user@]host[:port]`.
 fn parse_hop(hop: &str) -> Result<(Option<String>, String, Option<u16>), ClientError> {
     let bad = |why: &str| {
@@ -173,30 +175,10 @@ fn parse_hop(hop: &str) -> Result<(Option<String>, String, Option<u16>), ClientE
         Some(_) => return Err(bad("empty user")),
         None => (None, hop),
     };
-    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(|| bad("unbalanced '['"))?;
-        match after.strip_prefix(':') {
-            Some(p) => (h, Some(p)),
-            None if after.is_empty() => (h, None),
-            None => return Err(bad("junk after ']'")),
-        }
-    } else {
-        match hostport.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
+    let (host, port) = split_host_port(hostport).map_err(bad)?;
     if host.is_empty() || host.contains(char::is_whitespace) || host.starts_with('-') {
         return Err(bad("empty or invalid host"));
     }
-    let port = port
-        .map(|p| {
-            p.parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("bad port"))
-        })
-        .transpose()?;
     Ok((user, host.to_string(), port))
 }
 

@@ -1567,3 +1567,32 @@ pub fn warren_forwards(sshd: &Sshd, user: &WarrenUser, specs: &[&str]) -> (Proc,
     (proc, addrs)
 }
 pub mod warrend;
+
+/// A user authorized on every sshd in `sshds`, whose known_hosts trusts all of them (for
+/// jump chains and config-driven tests).
+pub fn warren_user_for(sshds: &[&Sshd]) -> WarrenUser {
+    let home = ClientHome::new();
+    let key = UserKey::generate(home.ssh_dir(), "ed25519", None);
+    let mut known = String::new();
+    for s in sshds {
+        s.authorize(&key.public_line);
+        for line in s.known_hosts_lines() {
+            known.push_str(&line);
+            known.push('\n');
+        }
+    }
+    fs::write(home.known_hosts(), known).expect("write known_hosts");
+    WarrenUser { home, key }
+}
+
+/// The bound TCP address of each of warren's `forward ready: -L`/`-D` lines, in order
+/// (`kind` is "-L" or "-D").
+pub fn forward_addrs(warren: &Proc, kind: &str) -> Vec<SocketAddr> {
+    let needle = format!("forward ready: {kind}");
+    warren
+        .stderr_lines()
+        .iter()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| forward_addr(l))
+        .collect()
+}
