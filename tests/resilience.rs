@@ -28,7 +28,7 @@ fn warren_tunnel(sshd: &Sshd, user: &WarrenUser, args: &[&str]) -> Proc {
 }
 
 fn first_forward(warren: &Proc) -> SocketAddr {
-    forward_addrs(&warren, "-L")
+    forward_addrs(warren, "-L")
         .into_iter()
         .next()
         .expect("a -L address")
