@@ -22,20 +22,17 @@ where
 }
 
 /// [`relay`], but gives up when neither side has sent anything for `idle` (if set).
-/// Returns the bytes each way and, when it gave up, the idle time that ended it.
+/// Returns the bytes each way (also when the relay failed) and how it ended: `Ok(None)`
+/// both sides finished, `Ok(Some(idle))` the idle time ended it, `Err` an error did.
 pub async fn relay_with_idle<A, B>(
     a: &mut A,
     b: &mut B,
     idle: Option<std::time::Duration>,
-) -> std::io::Result<(u64, u64, Option<std::time::Duration>)>
+) -> (u64, u64, std::io::Result<Option<std::time::Duration>>)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let Some(idle) = idle else {
-        let (x, y) = relay(a, b).await?;
-        return Ok((x, y, None));
-    };
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let activity = Arc::new(AtomicU64::new(0));
@@ -45,18 +42,20 @@ where
     let mut tb = activity::Tracked::new(b, activity.clone(), read_b.clone(), start);
     let copy = relay(&mut ta, &mut tb);
     tokio::pin!(copy);
+    let never = std::time::Duration::from_secs(365 * 86_400);
     loop {
-        let last = start
-            + std::time::Duration::from_millis(activity.load(std::sync::atomic::Ordering::Relaxed));
+        let last = start + std::time::Duration::from_millis(activity.load(Ordering::Relaxed));
         tokio::select! {
             r = &mut copy => {
-                let (x, y) = r?;
-                return Ok((x, y, None));
+                return match r {
+                    Ok((x, y)) => (x, y, Ok(None)),
+                    Err(e) => (read_a.load(Ordering::Relaxed), read_b.load(Ordering::Relaxed), Err(e)),
+                };
             }
-            _ = tokio::time::sleep_until(last + idle) => {
-                let seen = start + std::time::Duration::from_millis(activity.load(std::sync::atomic::Ordering::Relaxed));
+            _ = tokio::time::sleep_until(last + idle.unwrap_or(never)), if idle.is_some() => {
+                let seen = start + std::time::Duration::from_millis(activity.load(Ordering::Relaxed));
                 if seen <= last {
-                    return Ok((read_a.load(Ordering::Relaxed), read_b.load(Ordering::Relaxed), Some(idle)));
+                    return (read_a.load(Ordering::Relaxed), read_b.load(Ordering::Relaxed), Ok(idle));
                 }
             }
         }

@@ -9,7 +9,7 @@ use super::audit::AuditEvent;
 use super::authorized_keys::find_key;
 use super::certificate::check_user_certificate;
 use super::config::ServerConfig;
-use super::forward::{ChannelCtx, direct, reverse};
+use super::forward::{ChannelCtx, OpenGuard, direct, reverse};
 use super::key_options::KeyOptions;
 use super::policy::{Decision, DirectRoute, ForwardPlan, UserPolicy};
 use super::rendezvous::Owner;
@@ -162,7 +162,9 @@ impl Connection {
     }
 
     fn refused_by_throttle(&self) -> Option<String> {
-        self.shared.throttle.refuse(self.peer.ip(), Instant::now())
+        self.shared
+            .throttle
+            .refuse_login(self.peer.ip(), Instant::now())
     }
 
     fn next_channel(&mut self) -> u64 {
@@ -181,6 +183,7 @@ impl Connection {
             open: self.channels.clone(),
             connect_timeout: identity.config.limits.connect_timeout.0,
             idle_timeout: identity.config.limits.channel_idle_timeout.non_zero(),
+            tasks: self.shared.channels.clone(),
         }
     }
 
@@ -243,6 +246,11 @@ impl server::Handler for Connection {
         };
         match find_key(&keys, offer.public_key, self.peer.ip(), SystemTime::now()) {
             Ok(_) => Ok(Auth::Accept),
+            // russh presents a certificate's probe as its bare key (same algorithm), and
+            // only the signed request reaches auth_openssh_certificate: with a CA
+            // configured, any key may be a certificate, so let the client sign and decide
+            // in auth_publickey / auth_openssh_certificate.
+            Err(_) if config.user_ca.is_some() => Ok(Auth::Accept),
             Err(reasons) if reasons.is_empty() => Ok(self
                 .fail_auth(
                     user,
@@ -414,7 +422,7 @@ impl server::Handler for Connection {
         let target = format!("{host_to_connect}:{port_to_connect}");
         let mut ctx = self.ctx(&identity, "direct-tcpip", target);
         let limit = identity.config.limits.max_channels_per_session;
-        if self.channels.load(Ordering::SeqCst) >= limit {
+        let Some(slot) = OpenGuard::try_new(self.channels.clone(), limit) else {
             let d = Decision::Deny {
                 reason: format!("{limit} channels already open (max_channels_per_session)"),
                 rule: None,
@@ -422,7 +430,7 @@ impl server::Handler for Connection {
             self.deny_channel(&ctx, reply, d, ChannelOpenFailure::ResourceShortage)
                 .await;
             return Ok(());
-        }
+        };
         let Ok(port) = u16::try_from(port_to_connect) else {
             let d = Decision::Deny {
                 reason: "port out of range".into(),
@@ -470,15 +478,19 @@ impl server::Handler for Connection {
                 ctx.audit_open(&decision, &[format!("rendezvous:{}", owner.user)])
                     .await;
                 let origin = (originator_address.to_string(), originator_port);
-                tokio::spawn(direct::rendezvous(
-                    ctx, channel, reply, owner, name, port, origin,
-                ));
+                let task = direct::rendezvous(ctx, channel, reply, owner, name, port, origin);
+                self.shared.channels.spawn(async move {
+                    let _slot = slot;
+                    task.await
+                });
             }
             Ok(DirectRoute::Network(host)) => {
                 let raw = host_to_connect.to_string();
-                tokio::spawn(direct::network(
-                    ctx, channel, reply, identity, host, raw, port,
-                ));
+                let task = direct::network(ctx, channel, reply, identity, host, raw, port);
+                self.shared.channels.spawn(async move {
+                    let _slot = slot;
+                    task.await
+                });
             }
         }
         Ok(())
@@ -709,11 +721,30 @@ pub fn decision_fields(d: &Decision) -> (String, Option<String>, Option<String>)
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        for (_, task) in self.listeners.drain() {
+        let listeners = std::mem::take(&mut self.listeners);
+        let published = std::mem::take(&mut self.published);
+        let user = self.identity.as_ref().map(|i| i.user.clone());
+        let stop = |kind: &str, address: String, port: u32| {
+            if let Some(user) = &user {
+                self.shared.audit.try_record(
+                    self.id,
+                    AuditEvent::ListenStop {
+                        user: user.clone(),
+                        kind: kind.to_string(),
+                        address,
+                        port,
+                        reason: "session closed".into(),
+                    },
+                );
+            }
+        };
+        for ((address, port), task) in listeners {
             task.abort();
+            stop("tcpip-forward", address, port);
         }
-        for (name, port) in self.published.drain(..) {
+        for (name, port) in published {
             self.shared.registry.unregister(&name, port, self.id);
+            stop("rendezvous-publish", name, u32::from(port));
         }
         let authenticated = self.authenticated.load(Ordering::SeqCst);
         if !authenticated && self.failures > 0 {

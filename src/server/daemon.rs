@@ -38,7 +38,9 @@ fn russh_config(config: &ServerConfig, keys: Vec<russh::keys::PrivateKey>) -> Co
         auth_rejection_time: l.auth_rejection_delay.0,
         auth_rejection_time_initial: Some(std::time::Duration::ZERO),
         keys,
-        max_auth_attempts: l.max_auth_tries as usize,
+        // russh counts the "none" request every OpenSSH client starts with as a rejected
+        // attempt; sshd does not (auth2.c), so MaxAuthTries N allows N refused keys.
+        max_auth_attempts: l.max_auth_tries as usize + 1,
         // Idle tunnels are legitimate; dead clients are found by keepalive instead.
         inactivity_timeout: None,
         keepalive_interval: l.keepalive_interval.non_zero(),

@@ -63,12 +63,16 @@ pub async fn serve(
             .await;
     }
     tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    if tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .is_err()
     {
         warn!("some sessions did not end within {SHUTDOWN_GRACE:?}");
     }
+    // Their forwarded connections end with them; let them write their channel_close.
+    shared.channels.close();
+    let _ = tokio::time::timeout_at(deadline, shared.channels.wait()).await;
 }
 
 type LoopCtx = (
@@ -157,6 +161,19 @@ async fn run_one(
             },
         )
         .await;
+    // A second handle on the socket, to cut it when the grace time is over: russh only
+    // reads a Disconnect from its handle once key exchange is done, and after one it
+    // waits for the client to close its side (forever, with no inactivity timeout).
+    let (stream, cutter) = match stream.into_std().and_then(|s| {
+        let cutter = s.try_clone()?;
+        Ok((TcpStream::from_std(s)?, cutter))
+    }) {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!("cannot set up the connection: {e}");
+            return;
+        }
+    };
     let grace = shared.config().limits.login_grace_time.0;
     let session = match tokio::time::timeout(grace, server::run_stream(config, stream, conn)).await
     {
@@ -186,6 +203,10 @@ async fn run_one(
                     "en".into(),
                 )
                 .await;
+            // Time for the goodbye to go out, then the socket is cut (this task is
+            // aborted if the session ends first).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = cutter.shutdown(std::net::Shutdown::Both);
         }
     });
     // Shutdown reaches the session as a disconnect through its handle, which lets the

@@ -14,6 +14,8 @@ pub struct Shared {
     pub audit: AuditSink,
     pub registry: Registry,
     pub throttle: Arc<Throttle>,
+    /// Forwarded-connection tasks, so shutdown can wait for their audit records.
+    pub channels: tokio_util::task::TaskTracker,
     sessions: Mutex<HashMap<String, u32>>,
 }
 
@@ -35,6 +37,7 @@ impl Shared {
             audit,
             registry: Registry::default(),
             throttle,
+            channels: tokio_util::task::TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
         })
     }

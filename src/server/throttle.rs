@@ -56,6 +56,23 @@ impl Throttle {
 
     /// Why `ip` may not start another login right now, if it may not.
     pub fn refuse(&self, ip: IpAddr, now: Instant) -> Option<String> {
+        self.refuse_login(ip, now)
+            .or_else(|| self.refuse_pending(ip))
+    }
+
+    fn refuse_pending(&self, ip: IpAddr) -> Option<String> {
+        let l = self.limits();
+        let block = self.block(ip);
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.get(&block).copied().unwrap_or(0) >= l.max_unauthenticated_per_source {
+            return Some(format!("too many unauthenticated connections from {block}"));
+        }
+        None
+    }
+
+    /// Why a connection from `ip`, already admitted (and so counted among the pending),
+    /// may not authenticate: too many recent failures.
+    pub fn refuse_login(&self, ip: IpAddr, now: Instant) -> Option<String> {
         let l = self.limits();
         let block = self.block(ip);
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -73,11 +90,6 @@ impl Throttle {
                     l.window
                 ));
             }
-        }
-        drop(failures);
-        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.get(&block).copied().unwrap_or(0) >= l.max_unauthenticated_per_source {
-            return Some(format!("too many unauthenticated connections from {block}"));
         }
         None
     }

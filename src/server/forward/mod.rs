@@ -26,6 +26,8 @@ pub struct ChannelCtx {
     pub open: Arc<AtomicU32>,
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
+    /// Where forwarded-connection tasks are spawned (shutdown waits for them).
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl ChannelCtx {
@@ -55,18 +57,13 @@ impl ChannelCtx {
         A: AsyncRead + AsyncWrite + Unpin + ?Sized,
         B: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
-        let _open = OpenGuard::new(self.open.clone());
         let started = Instant::now();
-        let (up, down, close_reason) =
-            match relay_with_idle(client_side, target_side, self.idle_timeout).await {
-                Ok((up, down, None)) => (up, down, "closed".to_string()),
-                Ok((up, down, Some(idle))) => (
-                    up,
-                    down,
-                    format!("idle for {idle:?} (channel_idle_timeout)"),
-                ),
-                Err(e) => (0, 0, format!("error: {e}")),
-            };
+        let (up, down, ended) = relay_with_idle(client_side, target_side, self.idle_timeout).await;
+        let close_reason = match ended {
+            Ok(None) => "closed".to_string(),
+            Ok(Some(idle)) => format!("idle for {idle:?} (channel_idle_timeout)"),
+            Err(e) => format!("error: {e}"),
+        };
         self.audit
             .record(
                 self.conn,
@@ -86,12 +83,23 @@ impl ChannelCtx {
 }
 
 /// Counts one open channel for as long as it lives.
-struct OpenGuard(Arc<AtomicU32>);
+pub struct OpenGuard(Arc<AtomicU32>);
 
 impl OpenGuard {
-    fn new(count: Arc<AtomicU32>) -> OpenGuard {
+    pub fn new(count: Arc<AtomicU32>) -> OpenGuard {
         count.fetch_add(1, Ordering::SeqCst);
         OpenGuard(count)
+    }
+
+    /// Takes a slot unless `limit` are taken; check and count are one atomic step, so
+    /// channels opened at the same time cannot overshoot the limit.
+    pub fn try_new(count: Arc<AtomicU32>, limit: u32) -> Option<OpenGuard> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(OpenGuard(count))
     }
 }
 

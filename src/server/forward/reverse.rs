@@ -43,7 +43,7 @@ pub async fn accept_loop(
                 match l.accept().await {
                     Ok((tcp, peer)) => {
                         let _ = tcp.set_nodelay(true);
-                        tokio::spawn(one(
+                        ctx.tasks.spawn(one(
                             ctx.clone(),
                             handle.clone(),
                             address.clone(),
@@ -71,6 +71,7 @@ async fn one(
     mut tcp: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
+    let _open = super::OpenGuard::new(ctx.open.clone());
     ctx.target = format!("{address}:{port} from {peer}");
     let opened = tokio::time::timeout(
         ctx.connect_timeout,
