@@ -1,0 +1,364 @@
+//! The benchmark's command line: the pairs, paths and phases it runs, and
+//! the sizes of the full and the smoke run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// Which SSH client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKind {
+    Ssh,
+    Warren,
+}
+
+/// Which SSH server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServerKind {
+    Sshd,
+    Warrend,
+}
+
+/// A client/server combination, or no tunnel at all (the upper bound).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pair {
+    SshSshd,
+    WarrenSshd,
+    SshWarrend,
+    WarrenWarrend,
+    Direct,
+}
+
+impl Pair {
+    /// Every pair, the OpenSSH reference first (the report's column order).
+    pub const ALL: [Pair; 5] = [
+        Pair::SshSshd,
+        Pair::WarrenSshd,
+        Pair::SshWarrend,
+        Pair::WarrenWarrend,
+        Pair::Direct,
+    ];
+
+    /// The pair every ratio is relative to.
+    pub const REFERENCE: Pair = Pair::SshSshd;
+
+    /// Name on the command line (`--only warren-sshd`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Pair::SshSshd => "ssh-sshd",
+            Pair::WarrenSshd => "warren-sshd",
+            Pair::SshWarrend => "ssh-warrend",
+            Pair::WarrenWarrend => "warren-warrend",
+            Pair::Direct => "direct",
+        }
+    }
+
+    /// Column heading in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Pair::SshSshd => "ssh→sshd (ref)",
+            Pair::WarrenSshd => "warren→sshd",
+            Pair::SshWarrend => "ssh→warrend",
+            Pair::WarrenWarrend => "warren→warrend",
+            Pair::Direct => "direct",
+        }
+    }
+
+    /// The client, `None` for the direct connection.
+    pub fn client(self) -> Option<ClientKind> {
+        match self {
+            Pair::SshSshd | Pair::SshWarrend => Some(ClientKind::Ssh),
+            Pair::WarrenSshd | Pair::WarrenWarrend => Some(ClientKind::Warren),
+            Pair::Direct => None,
+        }
+    }
+
+    /// The server, `None` for the direct connection.
+    pub fn server(self) -> Option<ServerKind> {
+        match self {
+            Pair::SshSshd | Pair::WarrenSshd => Some(ServerKind::Sshd),
+            Pair::SshWarrend | Pair::WarrenWarrend => Some(ServerKind::Warrend),
+            Pair::Direct => None,
+        }
+    }
+
+    fn parse(s: &str) -> Result<Pair> {
+        Pair::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .with_context(|| {
+                let names: Vec<_> = Pair::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown pair {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// How a connection enters the tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PathKind {
+    /// `-L`: the client listens, the server connects to the target.
+    Local,
+    /// `-D`: the client is a SOCKS5 proxy, the server connects to the target.
+    Dynamic,
+    /// `-R`: the server listens, the client connects to the target.
+    Remote,
+}
+
+impl PathKind {
+    pub fn flag(self) -> &'static str {
+        match self {
+            PathKind::Local => "-L",
+            PathKind::Dynamic => "-D",
+            PathKind::Remote => "-R",
+        }
+    }
+}
+
+/// A part of the run, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// `openssl speed`: the crypto ceiling.
+    Openssl,
+    /// Cipher and time to the first forward.
+    Startup,
+    /// Bulk, setup and latency through one path.
+    Path(PathKind),
+    /// One unread connection next to an echoing one.
+    Slow,
+    /// Many connections held open at once.
+    Concurrency,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Openssl,
+        Phase::Startup,
+        Phase::Path(PathKind::Local),
+        Phase::Path(PathKind::Dynamic),
+        Phase::Path(PathKind::Remote),
+        Phase::Slow,
+        Phase::Concurrency,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Openssl => "openssl",
+            Phase::Startup => "startup",
+            Phase::Path(p) => p.flag(),
+            Phase::Slow => "slow",
+            Phase::Concurrency => "concurrency",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Phase> {
+        let want = match s {
+            "L" | "D" | "R" => format!("-{s}"),
+            _ => s.to_string(),
+        };
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.name() == want)
+            .with_context(|| {
+                format!(
+                    "unknown phase {s:?}; expected openssl, startup, L, D, R, slow, concurrency"
+                )
+            })
+    }
+}
+
+/// Everything the run does, decided once from the command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub smoke: bool,
+    pub pairs: Vec<Pair>,
+    /// What to run, in [`Phase::ALL`] order.
+    pub phases: Vec<Phase>,
+    /// Bytes per direction of one `-L` bulk run.
+    pub bulk_size: usize,
+    /// Bytes per direction of one `-D` / `-R` bulk run.
+    pub side_bulk_size: usize,
+    /// Repetitions of bulk, setup and latency; the report shows medians.
+    pub runs: usize,
+    /// Sequential open/echo/close cycles per setup run...
+    pub setup_conns: usize,
+    /// ...or fewer if this time is up first (sshd's -R path manages about
+    /// 30 connections a second; 1,000 of them would take half a minute).
+    pub setup_budget: Duration,
+    /// Request/response exchanges per latency run.
+    pub latency_msgs: usize,
+    /// Size of one latency request (and its echo).
+    pub msg_size: usize,
+    /// Client starts measured for the time to the first ready forward.
+    pub startup_reps: usize,
+    /// Concurrent connection counts through one session.
+    pub concurrency: Vec<usize>,
+    /// What the stalled connection of the slow-reader scenario is sent.
+    pub slow_size: usize,
+    /// How long that connection is not read.
+    pub stall: Duration,
+    /// Where the markdown report is written as well as stdout.
+    pub report: PathBuf,
+}
+
+const MIB: usize = 1 << 20;
+const GIB: usize = 1 << 30;
+
+const USAGE: &str = "\
+usage: cargo bench --bench tunnel -- [OPTIONS]
+
+  --smoke              tiny functional run (a few MiB, tens of connections, 1 run)
+  --only PAIR[,PAIR]   pairs to run: ssh-sshd, warren-sshd, ssh-warrend, warren-warrend, direct
+  --phases P[,P]       what to run (default all): openssl, startup, L, D, R, slow, concurrency
+  --size SIZE          bytes per direction of a -L bulk run (e.g. 1GiB, 256MiB)
+  --side-size SIZE     bytes per direction of a -D/-R bulk run
+  --runs N             repetitions of bulk/setup/latency (medians are reported)
+  --conns N            sequential connections per setup run
+  --msgs N             request/response messages per latency run
+  --starts N           client starts measured for the time to ready
+  --concurrency N[,N]  concurrent connection counts (default 1000,10000)
+  --slow-size SIZE     bytes sent to the stalled connection (slow reader)
+  --stall SECS         how long the slow reader does not read
+  --report FILE        markdown report path (default target/bench-report.md)
+";
+
+impl Options {
+    /// Parses the arguments after `--` (cargo adds `--bench`, which is ignored).
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options> {
+        let mut args: Vec<String> = args.into_iter().filter(|a| a != "--bench").collect();
+        let smoke = args.iter().any(|a| a == "--smoke");
+        args.retain(|a| a != "--smoke");
+        let mut o = if smoke {
+            Options::smoke()
+        } else {
+            Options::full()
+        };
+        let mut it = args.into_iter();
+        while let Some(flag) = it.next() {
+            if flag == "--help" || flag == "-h" {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value = it
+                .next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+            match flag.as_str() {
+                "--only" => o.pairs = list(&value, Pair::parse)?,
+                "--phases" => {
+                    o.phases = list(&value, Phase::parse)?;
+                    o.phases.sort();
+                    o.phases.dedup();
+                }
+                "--size" => o.bulk_size = parse_size(&value)?,
+                "--side-size" => o.side_bulk_size = parse_size(&value)?,
+                "--runs" => o.runs = number(&flag, &value)?.max(1),
+                "--conns" => o.setup_conns = number(&flag, &value)?.max(1),
+                "--msgs" => o.latency_msgs = number(&flag, &value)?.max(1),
+                "--starts" => o.startup_reps = number(&flag, &value)?.max(1),
+                "--concurrency" => o.concurrency = list(&value, |s| number(&flag, s))?,
+                "--slow-size" => o.slow_size = parse_size(&value)?,
+                "--stall" => {
+                    let secs: f64 = value.parse().with_context(|| format!("{flag} {value}"))?;
+                    o.stall = Duration::from_secs_f64(secs.max(0.0));
+                }
+                "--report" => o.report = PathBuf::from(value),
+                _ => bail!("unknown option {flag}\n{USAGE}"),
+            }
+        }
+        Ok(o)
+    }
+
+    fn full() -> Options {
+        Options {
+            smoke: false,
+            pairs: Pair::ALL.to_vec(),
+            phases: Phase::ALL.to_vec(),
+            bulk_size: GIB,
+            side_bulk_size: GIB,
+            runs: 5,
+            setup_conns: 1000,
+            setup_budget: Duration::from_secs(10),
+            latency_msgs: 5000,
+            msg_size: 64,
+            startup_reps: 5,
+            concurrency: vec![1000, 10_000],
+            slow_size: 256 * MIB,
+            stall: Duration::from_secs(5),
+            report: default_report(),
+        }
+    }
+
+    fn smoke() -> Options {
+        Options {
+            smoke: true,
+            bulk_size: 4 * MIB,
+            side_bulk_size: 2 * MIB,
+            runs: 1,
+            setup_conns: 20,
+            latency_msgs: 100,
+            startup_reps: 1,
+            concurrency: vec![50],
+            slow_size: 8 * MIB,
+            stall: Duration::from_secs(1),
+            // The ceiling is a timing, which a smoke run has no use for.
+            phases: Phase::ALL[1..].to_vec(),
+            ..Options::full()
+        }
+    }
+
+    /// The largest payload any scenario sends: the size of the shared pattern.
+    pub fn max_payload(&self) -> usize {
+        self.bulk_size.max(self.side_bulk_size).max(self.slow_size)
+    }
+}
+
+/// `target/bench-report.md` next to the binaries cargo built.
+fn default_report() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("bench-report.md")
+}
+
+fn list<T>(value: &str, parse: impl Fn(&str) -> Result<T>) -> Result<Vec<T>> {
+    value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| parse(s.trim()))
+        .collect()
+}
+
+fn number(flag: &str, value: &str) -> Result<usize> {
+    value
+        .replace('_', "")
+        .parse()
+        .with_context(|| format!("{flag}: not a number: {value:?}"))
+}
+
+/// `1GiB`, `256MiB`, `64KiB`, `1G`, `4M` or a plain byte count.
+pub fn parse_size(s: &str) -> Result<usize> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().with_context(|| format!("bad size {s:?}"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => MIB,
+        "g" | "gib" | "gb" => GIB,
+        _ => bail!("bad size unit in {s:?}; use KiB, MiB or GiB"),
+    };
+    n.checked_mul(mult)
+        .with_context(|| format!("size {s:?} too large"))
+}
+
+/// `1.0 GiB`, `256 MiB`: sizes as the report prints them.
+pub fn format_size(n: usize) -> String {
+    if n >= GIB && n.is_multiple_of(GIB) {
+        format!("{} GiB", n / GIB)
+    } else if n >= MIB {
+        format!("{} MiB", n / MIB)
+    } else {
+        format!("{n} B")
+    }
+}

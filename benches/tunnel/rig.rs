@@ -1,0 +1,112 @@
+//! A rig: one pair's server and client, started for one path, and the route
+//! connections take into it. Every rig starts its own server, so that the
+//! CPU time and peak memory read from /proc belong to what it measures.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail};
+
+use crate::clients::{Client, Forward};
+use crate::env::Env;
+use crate::opts::{Pair, PathKind};
+use crate::procs::Usage;
+use crate::route::Route;
+use crate::servers::Server;
+use crate::targets::{Target, Targets};
+
+pub struct Rig {
+    pub pair: Pair,
+    pub route: Route,
+    pub client: Option<Client>,
+    // Declared after the client: fields drop in order, and the client should
+    // go before its server.
+    pub server: Option<Server>,
+}
+
+impl Rig {
+    /// Starts `pair` with one `path` forward per target in `wanted` (one -D
+    /// port serves them all). `verbose` starts the client with `-v`.
+    pub fn start(
+        env: &Env,
+        targets: &Targets,
+        pair: Pair,
+        path: PathKind,
+        wanted: &[Target],
+        verbose: bool,
+    ) -> Result<Rig> {
+        let all: HashMap<Target, u16> =
+            [Target::Echo, Target::EchoConc, Target::Source, Target::Sink]
+                .into_iter()
+                .map(|t| (t, targets.port(t)))
+                .collect();
+        let (Some(client_kind), Some(server_kind)) = (pair.client(), pair.server()) else {
+            return Ok(Rig {
+                pair,
+                route: Route::Direct(all),
+                client: None,
+                server: None,
+            });
+        };
+        let server = Server::start(env, server_kind, &targets.all_ports())
+            .with_context(|| format!("{}: server", pair.name()))?;
+        let forwards: Vec<Forward> = match path {
+            PathKind::Local => wanted.iter().map(|t| Forward::Local(all[t])).collect(),
+            PathKind::Dynamic => vec![Forward::Dynamic],
+            PathKind::Remote => wanted.iter().map(|t| Forward::Remote(all[t])).collect(),
+        };
+        let client = Client::start(env, client_kind, server.port, &forwards, verbose)
+            .with_context(|| {
+                format!("{}: {} client\n{}", pair.name(), path.flag(), server.tail())
+            })?;
+        let route = match path {
+            PathKind::Dynamic => Route::Socks {
+                proxy: client.ports[0],
+                targets: all,
+            },
+            _ => Route::Ports(
+                wanted
+                    .iter()
+                    .copied()
+                    .zip(client.ports.iter().copied())
+                    .collect(),
+            ),
+        };
+        Ok(Rig {
+            pair,
+            route,
+            client: Some(client),
+            server: Some(server),
+        })
+    }
+
+    /// CPU and memory of the client and of the server (with the processes
+    /// it forked), `None` for the direct connection.
+    pub fn usage(&self) -> (Option<Usage>, Option<Usage>) {
+        (
+            self.client.as_ref().map(|c| Usage::of_tree(c.pid())),
+            self.server.as_ref().map(|s| Usage::of_tree(s.pid())),
+        )
+    }
+
+    /// Fails with the client's last output if it died.
+    pub fn check_alive(&self) -> Result<()> {
+        if let Some(c) = &self.client
+            && !c.alive()
+        {
+            bail!("{}: the client exited\n{}", self.pair.name(), c.tail());
+        }
+        Ok(())
+    }
+
+    /// The recent output of both processes, to explain a failure.
+    pub fn tails(&self) -> String {
+        let mut s = String::new();
+        if let Some(c) = &self.client {
+            s.push_str(&c.tail());
+        }
+        if let Some(srv) = &self.server {
+            s.push_str(&srv.tail());
+        }
+        s
+    }
+}

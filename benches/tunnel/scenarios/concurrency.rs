@@ -1,0 +1,125 @@
+//! Many concurrent connections through one SSH session: each is opened and
+//! echoes one byte, all are held open, then all echo once more at the same
+//! time (every channel alive at once), while client and server memory is
+//! read. Failures are counted by kind, never fatal: running out of
+//! descriptors or channels is a result.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{SMALL_TIMEOUT, echo_once};
+use crate::procs::Usage;
+use crate::rig::Rig;
+use crate::targets::Target;
+
+/// Connections being opened at once. Opening all 10,000 at the same instant
+/// would only measure SYN retransmits of the client's listen backlog.
+const OPENING_AT_ONCE: usize = 100;
+
+#[derive(Clone, Debug, Default)]
+pub struct ConcurrencyRun {
+    pub wanted: usize,
+    /// Connections that echoed both times.
+    pub ok: usize,
+    /// Seconds to open (and echo on) all of them.
+    pub open_secs: f64,
+    /// Failure kind -> count.
+    pub failures: BTreeMap<String, usize>,
+    pub client: Option<Held>,
+    pub server: Option<Held>,
+}
+
+/// Memory of one side.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Held {
+    /// Peak RSS of the process tree, KiB.
+    pub peak_kib: u64,
+    /// (RSS with all connections open - RSS before) / connections, KiB.
+    pub per_conn_kib: f64,
+}
+
+pub async fn run(rig: &Rig, wanted: usize) -> ConcurrencyRun {
+    let (c0, s0) = rig.usage();
+    let mut failures = BTreeMap::new();
+    let start = Instant::now();
+    let gate = Arc::new(Semaphore::new(OPENING_AT_ONCE));
+    let mut set = JoinSet::new();
+    for i in 0..wanted {
+        let (gate, route) = (gate.clone(), rig.route.clone());
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+            let mut s = tokio::time::timeout(SMALL_TIMEOUT, route.dial(Target::EchoConc))
+                .await
+                .map_err(|_| "connect timeout".to_string())?
+                .map_err(|e| format!("connect: {}", e.kind()))?;
+            echo_once(&mut s, &[i as u8], &mut [0u8])
+                .await
+                .map_err(|e| kind("first echo", &e))?;
+            Ok::<TcpStream, String>(s)
+        });
+    }
+    let mut open = Vec::with_capacity(wanted);
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(s)) => open.push(s),
+            Ok(Err(e)) => *failures.entry(e).or_insert(0) += 1,
+            Err(e) => *failures.entry(format!("task: {e}")).or_insert(0) += 1,
+        }
+    }
+    let open_secs = start.elapsed().as_secs_f64();
+
+    // All at once: every held channel must still carry data.
+    let mut set = JoinSet::new();
+    for (i, mut s) in open.into_iter().enumerate() {
+        set.spawn(async move {
+            echo_once(&mut s, &[i as u8 ^ 0xFF], &mut [0u8])
+                .await
+                .map_err(|e| kind("second echo", &e))?;
+            Ok::<TcpStream, String>(s)
+        });
+    }
+    let mut held = Vec::with_capacity(wanted);
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => *failures.entry(e).or_insert(0) += 1,
+            Err(e) => *failures.entry(format!("task: {e}")).or_insert(0) += 1,
+        }
+    }
+    let (c1, s1) = rig.usage();
+    let ok = held.len();
+    drop(held);
+    let side = |before: Option<Usage>, during: Option<Usage>| {
+        let (b, d) = (before?, during?);
+        Some(Held {
+            peak_kib: d.hwm_kib,
+            per_conn_kib: (d.rss_kib as f64 - b.rss_kib as f64) / ok.max(1) as f64,
+        })
+    };
+    ConcurrencyRun {
+        wanted,
+        ok,
+        open_secs,
+        failures,
+        client: side(c0, c1),
+        server: side(s0, s1),
+    }
+}
+
+/// A short, countable name for a failure.
+fn kind(stage: &str, e: &anyhow::Error) -> String {
+    let root = e.root_cause().to_string();
+    let short = if root.contains("early eof") || root.contains("UnexpectedEof") {
+        "closed by the tunnel".to_string()
+    } else if root.contains("timed out") || root.contains("deadline") {
+        "timeout".to_string()
+    } else {
+        root
+    };
+    format!("{stage}: {short}")
+}

@@ -1,0 +1,272 @@
+//! The destinations behind every tunnel, served in-process on 127.0.0.1:
+//! an echo server, a source that sends the first N bytes of a fixed
+//! pseudo-random pattern, and a sink that stores what it receives and
+//! answers with its SHA-256.
+//!
+//! Payloads are prepared and received into memory that is allocated and
+//! touched before any timer starts, and hashed after the timer stops: on a
+//! 2-core machine, hashing during the transfer would take CPU from the
+//! processes being measured.
+
+use std::collections::HashMap;
+use std::io;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::procs::{Proc, Stream};
+
+/// What a connection is opened to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Echo for latency, setup and the slow reader's second connection.
+    Echo,
+    /// The echo server of the concurrency test, in a child process (see
+    /// [`EchoHelper`]); also keeps its 10,000 connections clear of the
+    /// TIME_WAIT ports the sequential setup test leaves behind.
+    EchoConc,
+    /// Sends `u64` little-endian N bytes of the pattern on request.
+    Source,
+    /// Receives until EOF, replies SHA-256 (32 bytes) + length (u64 LE).
+    Sink,
+}
+
+/// The payload every transfer uses: deterministic, incompressible and
+/// position-dependent (splitmix64), so a lost, duplicated or reordered
+/// chunk changes the hash.
+pub struct Pattern {
+    data: Vec<u8>,
+    hashes: Mutex<HashMap<usize, [u8; 32]>>,
+}
+
+impl Pattern {
+    pub fn new(len: usize) -> Pattern {
+        let mut data = Vec::with_capacity(len + 8);
+        let mut state: u64 = 0x5EED_0F5A_77E4;
+        while data.len() < len {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            data.extend_from_slice(&z.to_le_bytes());
+        }
+        data.truncate(len);
+        Pattern {
+            data,
+            hashes: Mutex::default(),
+        }
+    }
+
+    /// The first `n` bytes (the whole pattern if it is shorter).
+    pub fn prefix(&self, n: usize) -> &[u8] {
+        &self.data[..n.min(self.data.len())]
+    }
+
+    /// SHA-256 of the first `n` bytes, computed once per `n`.
+    pub fn sha256(&self, n: usize) -> [u8; 32] {
+        let mut h = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
+        *h.entry(n)
+            .or_insert_with(|| Sha256::digest(self.prefix(n)).into())
+    }
+}
+
+/// SHA-256 of received data.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// A receive buffer, allocated and touched once: page faults of a fresh
+/// gigabyte would otherwise be part of the first measured transfer.
+pub fn touched_buffer(len: usize) -> Vec<u8> {
+    vec![0xA5; len]
+}
+
+/// What the sink saw of the last upload.
+#[derive(Clone, Copy, Debug)]
+pub struct SinkReport {
+    /// When EOF arrived: the end of an upload, on the same clock as the sender.
+    pub eof_at: Instant,
+}
+
+/// The running target servers.
+pub struct Targets {
+    ports: HashMap<Target, u16>,
+    pub pattern: Arc<Pattern>,
+    last_sink: Arc<Mutex<Option<SinkReport>>>,
+}
+
+impl Targets {
+    /// Starts every target on the current tokio runtime. `sink_capacity`
+    /// is the largest upload the sink can store.
+    pub async fn start(
+        pattern: Arc<Pattern>,
+        sink_capacity: usize,
+        helper: &EchoHelper,
+    ) -> io::Result<Targets> {
+        let mut ports = HashMap::new();
+        ports.insert(Target::Echo, serve(echo).await?);
+        ports.insert(Target::EchoConc, helper.port);
+        let p = pattern.clone();
+        ports.insert(Target::Source, serve(move |s| source(s, p.clone())).await?);
+        let buffer = Arc::new(tokio::sync::Mutex::new(touched_buffer(sink_capacity)));
+        let last_sink: Arc<Mutex<Option<SinkReport>>> = Arc::default();
+        let last = last_sink.clone();
+        ports.insert(
+            Target::Sink,
+            serve(move |s| sink(s, buffer.clone(), last.clone())).await?,
+        );
+        Ok(Targets {
+            ports,
+            pattern,
+            last_sink,
+        })
+    }
+
+    pub fn port(&self, t: Target) -> u16 {
+        self.ports[&t]
+    }
+
+    /// Every target port (warrend's connect rule names exactly these).
+    pub fn all_ports(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self.ports.values().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Takes the sink's report of the upload that just finished.
+    pub fn take_sink_report(&self) -> Option<SinkReport> {
+        self.last_sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// An echo server in a child process (this benchmark binary run with
+/// `--echo-helper`). The concurrency test holds 10,000 connections open;
+/// with both of their ends in one process that is 20,000 descriptors, more
+/// than the hard limit of many machines (and of containers, which cannot
+/// raise it).
+pub struct EchoHelper {
+    pub port: u16,
+    _proc: Proc,
+}
+
+/// The argument that turns this binary into the echo helper.
+pub const HELPER_ARG: &str = "--echo-helper";
+const HELPER_READY: &str = "echo helper listening on port ";
+
+impl EchoHelper {
+    pub fn start() -> anyhow::Result<EchoHelper> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg(HELPER_ARG);
+        let proc = Proc::spawn(cmd)?;
+        let line = proc.wait_line(Stream::Stdout, Duration::from_secs(10), |l| {
+            l.starts_with(HELPER_READY)
+        })?;
+        let port = line.text[HELPER_READY.len()..].trim().parse()?;
+        Ok(EchoHelper { port, _proc: proc })
+    }
+
+    /// The helper's main: serve echo until killed, or until the benchmark
+    /// that started it is gone (then its parent changes).
+    pub fn main() -> anyhow::Result<()> {
+        let parent = std::os::unix::process::parent_id();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let port = serve(echo).await?;
+            println!("{HELPER_READY}{port}");
+            while std::os::unix::process::parent_id() == parent {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Binds 127.0.0.1:0 and runs `handler` on a task per connection.
+async fn serve<F, Fut>(handler: F) -> io::Result<u16>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = io::Result<()>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((s, _)) => {
+                    let _ = s.set_nodelay(true);
+                    tokio::spawn(handler(s));
+                }
+                // Out of descriptors during the concurrency test: let some close.
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    });
+    Ok(port)
+}
+
+/// Echoes until EOF, then half-closes.
+async fn echo(mut s: TcpStream) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return s.shutdown().await;
+        }
+        s.write_all(&buf[..n]).await?;
+    }
+}
+
+/// Reads the requested length, sends that much of the pattern, half-closes,
+/// then waits for the client to close (closing first with unread data
+/// would turn into a reset).
+async fn source(mut s: TcpStream, pattern: Arc<Pattern>) -> io::Result<()> {
+    let n = s.read_u64_le().await? as usize;
+    s.write_all(pattern.prefix(n)).await?;
+    s.shutdown().await?;
+    let mut scratch = [0u8; 1024];
+    while s.read(&mut scratch).await? > 0 {}
+    Ok(())
+}
+
+/// Stores everything until EOF, notes when EOF came, then replies with the
+/// hash and length (hashed off the async workers, after the clock stopped).
+async fn sink(
+    mut s: TcpStream,
+    buffer: Arc<tokio::sync::Mutex<Vec<u8>>>,
+    last: Arc<Mutex<Option<SinkReport>>>,
+) -> io::Result<()> {
+    let mut buf = buffer.lock_owned().await;
+    let mut len = 0;
+    let mut overflow = [0u8; 4096];
+    loop {
+        let n = if len < buf.len() {
+            s.read(&mut buf[len..]).await?
+        } else {
+            s.read(&mut overflow).await?
+        };
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    let eof_at = Instant::now();
+    *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(SinkReport { eof_at });
+    let stored = len.min(buf.len());
+    let digest = tokio::task::spawn_blocking(move || sha256(&buf[..stored]))
+        .await
+        .map_err(io::Error::other)?;
+    let mut reply = digest.to_vec();
+    reply.extend_from_slice(&(len as u64).to_le_bytes());
+    s.write_all(&reply).await?;
+    s.shutdown().await
+}
