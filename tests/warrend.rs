@@ -15,40 +15,6 @@ use std::process::{Command, Stdio};
 
 const MIB: usize = 1024 * 1024;
 
-/// What warrend tells `ssh host` and `ssh host command`.
-const NO_SHELL: &str = "this server only forwards ports; use ssh -N";
-
-/// A `[users.NAME]` section with `clients`' keys inline and `rules` (TOML lines).
-fn user(name: &str, clients: &[&SshClient], rules: &str) -> String {
-    let keys: Vec<String> = clients.iter().map(|c| c.key_toml()).collect();
-    format!("[users.{name}]\nkeys = [{}]\n{rules}\n\n", keys.join(", "))
-}
-
-/// Trusts `w` in every client's known_hosts.
-fn trust_all(w: &Warrend, clients: &[&SshClient]) {
-    for c in clients {
-        c.trust_warrend(w);
-    }
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Runs `ssh <dest> true` as `login` through `c` and tells whether warrend let it in:
-/// an authenticated session is refused its command with exit 1 and [`NO_SHELL`], a
-/// refused login ends with 255.
-fn can_log_in(w: &Warrend, c: &SshClient, login: &str) -> bool {
-    let mut cmd = c.ssh_warrend(w);
-    cmd.arg(SshClient::dest(login)).arg("true");
-    let ssh = Proc::spawn(cmd);
-    match exit_code(&ssh, READY_TIMEOUT) {
-        Some(1) if ssh.stderr_text().contains(NO_SHELL) => true,
-        Some(255) => false,
-        other => panic!("{}", ssh.report(&format!("unexpected exit {other:?}"))),
-    }
-}
-
 /// The port in OpenSSH's (and warren's) "Allocated port N for remote forward to ..." line.
 fn allocated_port(proc: &Proc, target: &str) -> u16 {
     let suffix = format!(" for remote forward to {target}");

@@ -24,15 +24,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-/// What warrend tells `ssh host command` once logged in.
-const NO_SHELL: &str = "this server only forwards ports; use ssh -N";
-
-/// A `[users.NAME]` section with `clients`' keys inline and `rules` (TOML lines).
-fn user(name: &str, clients: &[&SshClient], rules: &str) -> String {
-    let keys: Vec<String> = clients.iter().map(|c| c.key_toml()).collect();
-    user_keys(name, &keys, rules)
-}
-
 /// A `[users.NAME]` section with `keys` (TOML strings) and `rules`.
 fn user_keys(name: &str, keys: &[String], rules: &str) -> String {
     format!("[users.{name}]\nkeys = [{}]\n{rules}\n\n", keys.join(", "))
@@ -46,35 +37,6 @@ fn key_with_options(options: &str, client: &SshClient) -> String {
 /// `text` as a TOML basic string (JSON string syntax is valid TOML here).
 fn toml_string(text: &str) -> String {
     serde_json::to_string(text).expect("json string")
-}
-
-/// Trusts `w` in every client's known_hosts.
-fn trust_all(w: &Warrend, clients: &[&SshClient]) {
-    for c in clients {
-        c.trust_warrend(w);
-    }
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Runs `ssh <dest> true` as `login` and tells whether warrend let it in: a logged-in
-/// session is refused its command with exit 1 and [`NO_SHELL`]; a refused login ends
-/// with 255.
-fn can_log_in(w: &Warrend, c: &SshClient, login: &str) -> bool {
-    let mut cmd = c.ssh_warrend(w);
-    cmd.arg(SshClient::dest(login)).arg("true");
-    logged_in(&Proc::spawn(cmd))
-}
-
-/// [`can_log_in`]'s verdict on an `ssh ... true` already started.
-fn logged_in(ssh: &Proc) -> bool {
-    match exit_code(ssh, READY_TIMEOUT) {
-        Some(1) if ssh.stderr_text().contains(NO_SHELL) => true,
-        Some(255) => false,
-        other => panic!("{}", ssh.report(&format!("unexpected exit {other:?}"))),
-    }
 }
 
 /// `ssh -v -N -R <spec>` as `login`, once ssh says warrend accepted the forward.

@@ -416,3 +416,41 @@ impl Default for SshClient {
         Self::new()
     }
 }
+
+/// What warrend tells `ssh host` and `ssh host command`.
+pub const NO_SHELL: &str = "this server only forwards ports; use ssh -N";
+
+/// A `[users.NAME]` section with `clients`' keys inline and `rules` (TOML lines).
+pub fn user(name: &str, clients: &[&SshClient], rules: &str) -> String {
+    let keys: Vec<String> = clients.iter().map(|c| c.key_toml()).collect();
+    format!("[users.{name}]\nkeys = [{}]\n{rules}\n\n", keys.join(", "))
+}
+
+/// Trusts `w` in every client's known_hosts.
+pub fn trust_all(w: &Warrend, clients: &[&SshClient]) {
+    for c in clients {
+        c.trust_warrend(w);
+    }
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Runs `ssh <dest> true` as `login` and tells whether warrend let it in: a logged-in
+/// session is refused its command with exit 1 and [`NO_SHELL`]; a refused login ends
+/// with 255.
+pub fn can_log_in(w: &Warrend, c: &SshClient, login: &str) -> bool {
+    let mut cmd = c.ssh_warrend(w);
+    cmd.arg(SshClient::dest(login)).arg("true");
+    logged_in(&Proc::spawn(cmd))
+}
+
+/// [`can_log_in`]'s verdict on an `ssh ... true` already started.
+pub fn logged_in(ssh: &Proc) -> bool {
+    match exit_code(ssh, READY_TIMEOUT) {
+        Some(1) if ssh.stderr_text().contains(NO_SHELL) => true,
+        Some(255) => false,
+        other => panic!("{}", ssh.report(&format!("unexpected exit {other:?}"))),
+    }
+}
