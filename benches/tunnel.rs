@@ -21,7 +21,7 @@ mod clients;
 mod env;
 #[path = "tunnel/opts.rs"]
 mod opts;
-#[path = "tunnel/phases.rs"]
+#[path = "tunnel/phases/mod.rs"]
 mod phases;
 #[path = "tunnel/procs.rs"]
 mod procs;

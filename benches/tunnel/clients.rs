@@ -104,15 +104,28 @@ impl Client {
 
     /// The cipher the client reported negotiating (verbose clients only).
     pub fn cipher(&self) -> Option<String> {
+        // ssh -v: "debug1: kex: server->client cipher: aes256-gcm@openssh.com MAC: ..."
+        // russh:  "negotiated algorithms: Names { ..., cipher: Name(\"aes256-gcm@openssh.com\"), ..."
+        self.negotiated("server->client cipher: ", "cipher: ")
+    }
+
+    /// The key exchange the client reported negotiating (verbose clients only).
+    pub fn kex(&self) -> Option<String> {
+        // ssh -v: "debug1: kex: algorithm: sntrup761x25519-sha512@openssh.com"
+        // russh:  "negotiated algorithms: Names { kex: Name(\"curve25519-sha256\"), ..."
+        self.negotiated("kex: algorithm: ", "kex: ")
+    }
+
+    /// The algorithm name after `ssh_key` in ssh's -v output, or after
+    /// `russh_field` in russh's "negotiated algorithms" debug line.
+    fn negotiated(&self, ssh_key: &str, russh_field: &str) -> Option<String> {
         self.proc.lines(Stream::Stderr).iter().find_map(|l| {
             let t = &l.text;
-            // ssh -v:   "debug1: kex: server->client cipher: aes256-gcm@openssh.com MAC: ..."
-            // russh:    "negotiated algorithms: Names { ..., cipher: Name(\"aes256-gcm@openssh.com\"), ..."
-            let rest = if let Some(i) = t.find("server->client cipher: ") {
-                &t[i + "server->client cipher: ".len()..]
-            } else if t.contains("negotiated algorithms") {
-                let i = t.find("cipher: ")?;
-                t[i + "cipher: ".len()..].trim_start_matches("Name(\"")
+            let rest = if let Some(i) = t.find(ssh_key) {
+                &t[i + ssh_key.len()..]
+            } else if let Some(names) = t.split("negotiated algorithms: ").nth(1) {
+                let i = names.find(russh_field)?;
+                names[i + russh_field.len()..].trim_start_matches("Name(\"")
             } else {
                 return None;
             };

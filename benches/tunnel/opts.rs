@@ -207,7 +207,9 @@ const GIB: usize = 1 << 30;
 const USAGE: &str = "\
 usage: cargo bench --bench tunnel -- [OPTIONS]
 
-  --smoke              tiny functional run (a few MiB, tens of connections, 1 run)
+  --smoke              tiny functional run (a few MiB, tens of connections, 1 run);
+                       the default when not started by `cargo bench` (e.g. `cargo test --benches`)
+  --full               the full run even when not started by `cargo bench`
   --only PAIR[,PAIR]   pairs to run: ssh-sshd, warren-sshd, ssh-warrend, warren-warrend, direct
   --phases P[,P]       what to run (default all): openssl, startup, L, D, R, slow, concurrency
   --size SIZE          bytes per direction of a -L bulk run (e.g. 1GiB, 256MiB)
@@ -223,11 +225,14 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
 ";
 
 impl Options {
-    /// Parses the arguments after `--` (cargo adds `--bench`, which is ignored).
+    /// Parses the arguments after `--`. `cargo bench` adds `--bench`;
+    /// without it (`cargo test --benches`, which CI may run) the default is
+    /// the smoke run, so that no test command starts a 10-minute benchmark.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options> {
-        let mut args: Vec<String> = args.into_iter().filter(|a| a != "--bench").collect();
-        let smoke = args.iter().any(|a| a == "--smoke");
-        args.retain(|a| a != "--smoke");
+        let mut args: Vec<String> = args.into_iter().collect();
+        let has = |flag: &str| args.iter().any(|a| a == flag);
+        let smoke = has("--smoke") || !(has("--bench") || has("--full"));
+        args.retain(|a| !["--bench", "--smoke", "--full"].contains(&a.as_str()));
         let mut o = if smoke {
             Options::smoke()
         } else {

@@ -260,7 +260,10 @@ async fn sink(
         len += n;
     }
     let eof_at = Instant::now();
-    *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(SinkReport { eof_at });
+    if len > 0 {
+        // (An empty connection is a readiness probe, not an upload.)
+        *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(SinkReport { eof_at });
+    }
     let stored = len.min(buf.len());
     let digest = tokio::task::spawn_blocking(move || sha256(&buf[..stored]))
         .await

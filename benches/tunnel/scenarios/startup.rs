@@ -22,6 +22,7 @@ pub struct StartupRun {
     pub ready_ms: f64,
     pub first_echo_ms: f64,
     pub cipher: Option<String>,
+    pub kex: Option<String>,
 }
 
 /// Starts a verbose client with one -L to the echo server, measures, stops it.
@@ -42,6 +43,7 @@ pub fn run(
         ready_ms,
         first_echo_ms,
         cipher: client.cipher(),
+        kex: client.kex(),
     })
 }
 
