@@ -102,16 +102,22 @@ impl Spill {
         }
     }
 
-    /// Copies buffered data into `buf`: memory first, then the file.
+    /// Copies buffered data into `buf`: memory first (as many packets as fit, so one
+    /// wake-up moves a whole buffer's worth), then the file.
     fn read_into(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<bool> {
-        if let Some(front) = self.mem.front_mut() {
-            let n = front.len().min(buf.remaining());
-            buf.put_slice(&front[..n]);
-            self.mem_bytes -= n;
-            if n == front.len() {
-                self.mem.pop_front();
-            } else {
-                *front = front.slice(n..);
+        if !self.mem.is_empty() {
+            while buf.remaining() > 0 {
+                let Some(front) = self.mem.front_mut() else {
+                    break;
+                };
+                let n = front.len().min(buf.remaining());
+                buf.put_slice(&front[..n]);
+                self.mem_bytes -= n;
+                if n == front.len() {
+                    self.mem.pop_front();
+                } else {
+                    *front = front.slice(n..);
+                }
             }
             return Ok(true);
         }
