@@ -25,6 +25,8 @@ pub struct Env {
     pub sshd_host_key: PathBuf,
     /// HOME for warren, so it never reads the real ~/.ssh.
     pub home: PathBuf,
+    /// Copies of the binaries cargo built, taken at the start: a rebuild in
+    /// target/ during the run must not change what later phases measure.
     pub warren: PathBuf,
     pub warrend: PathBuf,
 }
@@ -45,14 +47,18 @@ impl Env {
             .to_string();
         let sshd_host_key = dir.path().join("ssh_host_ed25519_key");
         keygen(&sshd_host_key)?;
+        let bin = dir.path().join("bin");
+        fs::create_dir_all(&bin)?;
+        let warren = snapshot(env!("CARGO_BIN_EXE_warren"), &bin)?;
+        let warrend = snapshot(env!("CARGO_BIN_EXE_warrend"), &bin)?;
         Ok(Env {
             user: whoami::username(),
             key,
             public_line,
             sshd_host_key,
             home,
-            warren: PathBuf::from(env!("CARGO_BIN_EXE_warren")),
-            warrend: PathBuf::from(env!("CARGO_BIN_EXE_warrend")),
+            warren,
+            warrend,
             dir,
         })
     }
@@ -73,6 +79,14 @@ impl Env {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Copies `binary` into `dir` (keeping its name and mode).
+fn snapshot(binary: &str, dir: &Path) -> Result<PathBuf> {
+    let from = Path::new(binary);
+    let to = dir.join(from.file_name().context("binary name")?);
+    fs::copy(from, &to).with_context(|| format!("copy {binary}"))?;
+    Ok(to)
 }
 
 fn keygen(path: &Path) -> Result<()> {
