@@ -11,3 +11,4 @@ pub mod forward;
 pub mod logging;
 pub mod proxy;
 pub mod server;
+pub mod transport;

@@ -164,7 +164,7 @@ impl Session {
             closed: closed_tx,
             remote: remote.clone(),
         };
-        let handshake = client::connect_stream(config, stream, handler);
+        let handshake = client::connect_stream(config, crate::transport::buffered(stream), handler);
         let result = match s.connect_timeout {
             Some(t) => tokio::time::timeout(t, handshake).await.map_err(|_| {
                 connect_error(

@@ -1,35 +1,51 @@
-//! Keeping one slow reader from stalling a whole SSH connection.
+//! Keeping one slow reader from stalling a whole SSH connection, without giving up
+//! back-pressure for readers that are merely slower than the network.
 //!
 //! russh hands incoming channel data to a bounded per-channel queue and waits for room
-//! *inside its session loop*, while it grants the peer more window on receipt. So when
-//! one forwarded connection's local reader stops reading, the queue fills, the loop
-//! waits, and every other channel of the connection (and its keepalives) stalls with it
+//! *inside its session loop*, while it grants the peer more window on receipt. So the
+//! only way to make a sender pause is to stop taking data out of that queue, which
+//! pauses the whole session (every other channel and the keepalives), and the only way
+//! to keep the session moving is to take the data and park it somewhere
 //! (shared/notes/russh.md §4.5).
 //!
-//! The fix here: each channel gets a drain task that always takes what russh delivers at
-//! once and appends it to a spill buffer: memory first (bounded), then an unlinked
-//! temporary file (bounded, much larger). The local side reads from that buffer in order,
-//! so a stalled reader resumes later without losing a byte, and the session loop never
-//! waits on it. Only a reader stalled beyond both bounds costs its own connection (it is
-//! closed with an error); the others never notice.
+//! Each channel gets a drain task that does both, depending on how its local reader
+//! behaves. Data goes to a memory buffer (bounded). When that is full, the drain waits
+//! for the reader to make room, which pauses the session and so the sender: a bulk
+//! download into a reader that is a little slower than the tunnel runs at the reader's
+//! pace with bounded memory, as with OpenSSH. But it waits at most [`PATIENCE`] per
+//! packet: a reader that frees no room in that time counts as stalled, and its data goes
+//! to an unlinked temporary file (bounded, much larger) until it has caught up, so the
+//! other channels lose at most that one wait. The local side reads memory and file in order, so a
+//! stalled reader resumes later without losing a byte. Only a reader stalled beyond both
+//! bounds costs its own connection (it is closed with an error); the others never notice.
 
 use bytes::Bytes;
-use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use std::collections::VecDeque;
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-/// Bytes kept in memory per channel before spilling to disk: with 64 KiB socket buffers
-/// this absorbs ordinary hiccups without touching the file system.
+/// Bytes kept in memory per channel. Beyond it the drain waits for the reader (see
+/// [`PATIENCE`]); two SSH windows' worth, so a reader that keeps up never waits.
 pub const MEMORY_CAP: usize = 4 * 1024 * 1024;
 /// Bytes a stalled reader may fall behind in total before its connection is closed.
 pub const SPILL_CAP: u64 = 1024 * 1024 * 1024;
+/// How long the drain holds the session for one packet of a reader whose memory buffer
+/// is full. While the session is held, the other channels' packets wait behind this
+/// one, so this bounds what a slow reader can cost them: a reader that takes a 32 KiB
+/// packet within it (about 6.5 MB/s or faster) gets ordinary back-pressure and never
+/// touches the disk; a slower or stalled one costs the others one such wait, and its
+/// data goes to disk until it has caught up.
+pub const PATIENCE: Duration = Duration::from_millis(5);
 
 /// Received data waiting for the local reader, in order: `mem`, then the file's
 /// `[read_pos, write_pos)`. Once data goes to the file, everything after it does too,
@@ -63,6 +79,15 @@ impl Spill {
         }
     }
 
+    /// Whether `len` more bytes fit in memory without reordering behind spilled data.
+    fn has_room(&self, len: usize) -> bool {
+        !self.spilling() && self.mem_bytes + len <= self.mem_cap
+    }
+
+    fn spilling(&self) -> bool {
+        self.write_pos > self.read_pos
+    }
+
     fn backlog(&self) -> u64 {
         self.mem_bytes as u64 + (self.write_pos - self.read_pos)
     }
@@ -76,8 +101,7 @@ impl Spill {
                 self.spill_cap
             ));
         }
-        let spilling = self.write_pos > self.read_pos;
-        if !spilling && self.mem_bytes + data.len() <= self.mem_cap {
+        if self.has_room(data.len()) {
             self.mem_bytes += data.len();
             self.mem.push_back(data);
         } else {
@@ -144,10 +168,23 @@ impl Spill {
     }
 }
 
+/// What the drain task and the reader share: the buffer, and a signal for the drain that
+/// the reader has made room.
+struct Shared {
+    spill: Mutex<Spill>,
+    room: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Spill> {
+        self.spill.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A tunnel stream with a decoupled receive side (see the module docs). Writes go straight
 /// to the channel (they are bounded by the peer's window); dropping it closes the channel.
 pub struct Decoupled<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> {
-    spill: Arc<Mutex<Spill>>,
+    shared: Arc<Shared>,
     writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
     write_half: Arc<ChannelWriteHalf<S>>,
 }
@@ -167,49 +204,98 @@ where
 {
     let (mut read_half, write_half) = channel.split();
     let write_half = Arc::new(write_half);
-    let spill = Arc::new(Mutex::new(Spill::new(mem_cap, spill_cap)));
-    let (drain_spill, drain_writer) = (spill.clone(), write_half.clone());
+    let shared = Arc::new(Shared {
+        spill: Mutex::new(Spill::new(mem_cap, spill_cap)),
+        room: Notify::new(),
+    });
+    let (drain_shared, drain_writer) = (shared.clone(), write_half.clone());
     tokio::spawn(async move {
-        let mut overflowed = false;
-        while let Some(msg) = read_half.wait().await {
-            let close_now = {
-                let mut s = drain_spill.lock().unwrap_or_else(|e| e.into_inner());
-                match msg {
-                    ChannelMsg::Data { data } if !overflowed => match s.push(data) {
-                        Ok(()) => false,
-                        Err(e) => {
-                            warn!("{e}");
-                            s.error = Some(e);
-                            s.wake();
-                            overflowed = true;
-                            true
-                        }
-                    },
-                    ChannelMsg::Eof => {
-                        s.eof = true;
-                        s.wake();
-                        false
-                    }
-                    ChannelMsg::Close => break,
-                    _ => false,
-                }
-            };
-            if close_now {
-                // Keep draining (and discarding) until the peer confirms the close, so
-                // the session loop is never held.
-                let _ = drain_writer.close().await;
+        drain(&mut read_half, &drain_shared, PATIENCE, || {
+            let w = drain_writer.clone();
+            async move {
+                let _ = w.close().await;
             }
-        }
-        let mut s = drain_spill.lock().unwrap_or_else(|e| e.into_inner());
-        s.eof = true;
-        s.wake();
+        })
+        .await
     });
     let writer: Pin<Box<dyn AsyncWrite + Send + Sync>> = Box::pin(write_half.make_writer());
     Decoupled {
-        spill,
+        shared,
         writer,
         write_half,
     }
+}
+
+/// Where a drain gets its channel's messages: russh's read half (a plain queue in tests).
+trait Source {
+    fn next(&mut self) -> impl Future<Output = Option<ChannelMsg>> + Send;
+}
+
+impl Source for ChannelReadHalf {
+    fn next(&mut self) -> impl Future<Output = Option<ChannelMsg>> + Send {
+        self.wait()
+    }
+}
+
+/// Moves what russh delivers for one channel into the shared buffer until the channel
+/// closes. `next` yields the channel's messages; `close` asks the peer to close it (when
+/// the reader fell too far behind).
+async fn drain<M, C, CF>(source: &mut M, shared: &Shared, patience: Duration, close: C)
+where
+    M: Source,
+    C: Fn() -> CF,
+    CF: Future<Output = ()>,
+{
+    let mut overflowed = false;
+    while let Some(msg) = source.next().await {
+        match msg {
+            ChannelMsg::Data { data } if !overflowed => {
+                // Back-pressure first: wait (holding the session, so the sender pauses)
+                // while the reader is making room, but no longer than `patience`. A
+                // reader already found too slow is not waited for again until it has
+                // caught up.
+                let deadline = tokio::time::Instant::now() + patience;
+                loop {
+                    let room = shared.room.notified();
+                    {
+                        let s = shared.lock();
+                        if s.has_room(data.len()) || s.spilling() {
+                            break;
+                        }
+                    }
+                    if tokio::time::timeout_at(deadline, room).await.is_err() {
+                        break;
+                    }
+                }
+                let pushed = {
+                    let mut s = shared.lock();
+                    let pushed = s.push(data);
+                    if let Err(e) = &pushed {
+                        warn!("{e}");
+                        s.error = Some(e.clone());
+                        s.wake();
+                    }
+                    pushed
+                };
+                if pushed.is_err() {
+                    overflowed = true;
+                    // Keep draining (and discarding) until the peer confirms the close,
+                    // so the session loop is never held.
+                    close().await;
+                }
+            }
+            ChannelMsg::Eof => {
+                let mut s = shared.lock();
+                s.eof = true;
+                s.wake();
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let mut s = shared.lock();
+    s.eof = true;
+    s.wake();
 }
 
 impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> AsyncRead for Decoupled<S> {
@@ -218,19 +304,31 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> AsyncRead for Dec
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut s = self.spill.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = &s.error {
-            return Poll::Ready(Err(io::Error::other(e.clone())));
+        poll_read_shared(&self.shared, cx, buf)
+    }
+}
+
+fn poll_read_shared(
+    shared: &Shared,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    let mut s = shared.lock();
+    if let Some(e) = &s.error {
+        return Poll::Ready(Err(io::Error::other(e.clone())));
+    }
+    match s.read_into(buf) {
+        Ok(true) => {
+            drop(s);
+            shared.room.notify_one();
+            Poll::Ready(Ok(()))
         }
-        match s.read_into(buf) {
-            Ok(true) => Poll::Ready(Ok(())),
-            Ok(false) if s.eof => Poll::Ready(Ok(())),
-            Ok(false) => {
-                s.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-            Err(e) => Poll::Ready(Err(e)),
+        Ok(false) if s.eof => Poll::Ready(Ok(())),
+        Ok(false) => {
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
         }
+        Err(e) => Poll::Ready(Err(e)),
     }
 }
 
@@ -262,3 +360,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Drop for Decouple
         }
     }
 }
+
+#[cfg(test)]
+#[path = "decouple_tests.rs"]
+mod tests;

@@ -175,7 +175,11 @@ async fn run_one(
         }
     };
     let grace = shared.config().limits.login_grace_time.0;
-    let session = match tokio::time::timeout(grace, server::run_stream(config, stream, conn)).await
+    let session = match tokio::time::timeout(
+        grace,
+        server::run_stream(config, crate::transport::buffered(stream), conn),
+    )
+    .await
     {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {

@@ -61,9 +61,7 @@ impl Bench {
         for _ in 0..self.opts.runs {
             for rig in rigs {
                 let (n, budget) = (self.opts.setup_conns, self.opts.setup_budget);
-                let r = self.measure(rig, &failed, |b| {
-                    b.rt.block_on(setup::run(&rig.route, n, budget))
-                });
+                let r = self.measure(rig, &failed, |b| b.rt.block_on(setup::run(rig, n, budget)));
                 self.keep(rig, r, &mut out.setup, &mut failed, &what("setup"));
             }
         }
@@ -126,6 +124,21 @@ impl Bench {
             r.text(s, "setup cycles per run", p, format!("{done:.0}"));
             r.num(s, "setup p50, µs", Better::Lower, p, m(|x| x.p50_us));
             r.num(s, "setup p99, µs", Better::Lower, p, m(|x| x.p99_us));
+            let (cc, sc) = (m(|x| x.client_cpu_us), m(|x| x.server_cpu_us));
+            r.num(
+                s,
+                "setup: client CPU µs per connection",
+                Better::Lower,
+                p,
+                cc,
+            );
+            r.num(
+                s,
+                "setup: server CPU µs per connection",
+                Better::Lower,
+                p,
+                sc,
+            );
         }
         for (&p, runs) in &runs.latency {
             let m = |f: fn(&LatencyRun) -> Option<f64>| median(runs.iter().map(f));

@@ -1,0 +1,148 @@
+//! The drain's policy, with a plain queue standing in for russh's channel and tokio's
+//! paused clock: back-pressure for a reader that keeps up, the disk for one that stalls
+//! or crawls, and every byte in order either way.
+
+use super::*;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+impl Source for mpsc::Receiver<ChannelMsg> {
+    fn next(&mut self) -> impl Future<Output = Option<ChannelMsg>> + Send {
+        self.recv()
+    }
+}
+
+struct Reader(Arc<Shared>);
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        poll_read_shared(&self.0, cx, buf)
+    }
+}
+
+const CHUNK: usize = 32 * 1024;
+
+fn chunk(i: usize) -> Bytes {
+    Bytes::from(vec![(i % 251) as u8; CHUNK])
+}
+
+/// Starts a drain over a queue as russh's would be (bounded), with a 128 KiB memory cap.
+fn start() -> (
+    mpsc::Sender<ChannelMsg>,
+    Arc<Shared>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = mpsc::channel(4);
+    let shared = Arc::new(Shared {
+        spill: Mutex::new(Spill::new(4 * CHUNK, 1 << 30)),
+        room: Notify::new(),
+    });
+    let s = shared.clone();
+    let task = tokio::spawn(async move { drain(&mut rx, &s, PATIENCE, || async {}).await });
+    (tx, shared, task)
+}
+
+async fn send_all(tx: &mpsc::Sender<ChannelMsg>, n: usize) {
+    for i in 0..n {
+        tx.send(ChannelMsg::Data { data: chunk(i) }).await.unwrap();
+    }
+    tx.send(ChannelMsg::Eof).await.unwrap();
+}
+
+async fn read_all_and_check(shared: &Arc<Shared>, n: usize) {
+    let mut all = Vec::new();
+    Reader(shared.clone()).read_to_end(&mut all).await.unwrap();
+    assert_eq!(all.len(), n * CHUNK);
+    for (i, c) in all.chunks(CHUNK).enumerate() {
+        assert!(
+            c.iter().all(|&b| b == (i % 251) as u8),
+            "chunk {i} out of order"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_a_little_slower_than_the_tunnel_gets_back_pressure_not_the_disk() {
+    let (tx, shared, _task) = start();
+    // The tunnel delivers a packet every 1 ms, the reader takes one every 1.2 ms: without
+    // back-pressure the backlog outgrows the 4-packet memory cap within ~25 packets.
+    let reader = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut r = Reader(shared);
+            let mut buf = vec![0u8; CHUNK];
+            let mut all = Vec::new();
+            loop {
+                tokio::time::sleep(Duration::from_micros(1200)).await;
+                let n = r.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return all;
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    for i in 0..200 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tx.send(ChannelMsg::Data { data: chunk(i) }).await.unwrap();
+    }
+    tx.send(ChannelMsg::Eof).await.unwrap();
+    let all = reader.await.unwrap();
+    assert_eq!(all.len(), 200 * CHUNK);
+    for (i, c) in all.chunks(CHUNK).enumerate() {
+        assert!(
+            c.iter().all(|&b| b == (i % 251) as u8),
+            "chunk {i} out of order"
+        );
+    }
+    assert!(shared.lock().file.is_none(), "nothing may go to disk");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_reader_costs_the_session_one_wait_then_spills_and_loses_nothing() {
+    let (tx, shared, _task) = start();
+    let started = tokio::time::Instant::now();
+    // Nobody reads: after the memory cap, the drain waits once and then parks the rest.
+    send_all(&tx, 64).await;
+    let held = started.elapsed();
+    assert!(held <= PATIENCE * 2, "the session was held for {held:?}");
+    assert!(shared.lock().file.is_some(), "the backlog went to disk");
+    read_all_and_check(&shared, 64).await;
+    assert_eq!(shared.lock().write_pos, 0, "the spill file was emptied");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crawling_reader_goes_to_disk_rather_than_setting_the_sessions_pace() {
+    let (tx, shared, _task) = start();
+    let reader = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut r = Reader(shared);
+            let mut buf = vec![0u8; CHUNK];
+            let mut total = 0;
+            loop {
+                // One packet's worth every 15 ms: the session must not run at this pace.
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                let n = r.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return total;
+                }
+                total += n;
+            }
+        })
+    };
+    let started = tokio::time::Instant::now();
+    send_all(&tx, 100).await;
+    let held = started.elapsed();
+    // At the reader's pace 100 packets would take 1.5 s.
+    assert!(
+        held < Duration::from_millis(200),
+        "the session ran at the reader's pace: {held:?}"
+    );
+    assert!(shared.lock().file.is_some());
+    assert_eq!(reader.await.unwrap(), 100 * CHUNK);
+}
