@@ -41,7 +41,11 @@ fn main() -> ExitCode {
         config: args.config,
         listen: args.listen,
     };
-    match runtime.block_on(daemon::run(opts)) {
+    let outcome = runtime.block_on(daemon::run(opts));
+    // The audit writer's thread may still wait for a session task that never ended; the
+    // queue was flushed inside `run`, so nothing is lost by not waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("warrend: {e:#}");
