@@ -18,6 +18,10 @@ Where warren differs from OpenSSH ssh:
   * -L/-D port 0 picks a free port; --exec runs a local command with the tunnel up.
   * One -D port speaks SOCKS4/4a/5 and HTTP proxy (CONNECT and plain GET).
   * `warren status` and `warren stop` list and stop running warren tunnels.
+  * A forwarded connection whose local reader keeps up slows the sender down, as with ssh;
+    one that stops reading (takes no packet within 5 ms) has what arrives for it parked
+    (4 MiB in memory, then a temporary file, up to 1 GiB; beyond that it is closed), so
+    the other connections of the session never wait for it.
 
 Exit status:
   0    stopped cleanly (SIGINT/SIGTERM: listeners close at once, open connections get up to
