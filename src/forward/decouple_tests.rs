@@ -53,9 +53,8 @@ async fn send_all(tx: &mpsc::Sender<ChannelMsg>, n: usize) {
     tx.send(ChannelMsg::Eof).await.unwrap();
 }
 
-async fn read_all_and_check(shared: &Arc<Shared>, n: usize) {
-    let mut all = Vec::new();
-    Reader(shared.clone()).read_to_end(&mut all).await.unwrap();
+/// Every byte, in order: chunk `i` is all `i % 251`.
+fn check_in_order(all: &[u8], n: usize) {
     assert_eq!(all.len(), n * CHUNK);
     for (i, c) in all.chunks(CHUNK).enumerate() {
         assert!(
@@ -65,40 +64,35 @@ async fn read_all_and_check(shared: &Arc<Shared>, n: usize) {
     }
 }
 
+/// A local reader that takes at most one packet's worth every `pace`, until EOF.
+fn paced_reader(shared: &Arc<Shared>, pace: Duration) -> tokio::task::JoinHandle<Vec<u8>> {
+    let mut r = Reader(shared.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        let mut all = Vec::new();
+        loop {
+            tokio::time::sleep(pace).await;
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return all;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_reader_a_little_slower_than_the_tunnel_gets_back_pressure_not_the_disk() {
     let (tx, shared, _task) = start();
     // The tunnel delivers a packet every 1 ms, the reader takes one every 1.2 ms: without
     // back-pressure the backlog outgrows the 4-packet memory cap within ~25 packets.
-    let reader = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut r = Reader(shared);
-            let mut buf = vec![0u8; CHUNK];
-            let mut all = Vec::new();
-            loop {
-                tokio::time::sleep(Duration::from_micros(1200)).await;
-                let n = r.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    return all;
-                }
-                all.extend_from_slice(&buf[..n]);
-            }
-        })
-    };
+    let reader = paced_reader(&shared, Duration::from_micros(1200));
     for i in 0..200 {
         tokio::time::sleep(Duration::from_millis(1)).await;
         tx.send(ChannelMsg::Data { data: chunk(i) }).await.unwrap();
     }
     tx.send(ChannelMsg::Eof).await.unwrap();
-    let all = reader.await.unwrap();
-    assert_eq!(all.len(), 200 * CHUNK);
-    for (i, c) in all.chunks(CHUNK).enumerate() {
-        assert!(
-            c.iter().all(|&b| b == (i % 251) as u8),
-            "chunk {i} out of order"
-        );
-    }
+    check_in_order(&reader.await.unwrap(), 200);
     assert!(shared.lock().file.is_none(), "nothing may go to disk");
 }
 
@@ -111,30 +105,17 @@ async fn a_stalled_reader_costs_the_session_one_wait_then_spills_and_loses_nothi
     let held = started.elapsed();
     assert!(held <= PATIENCE * 2, "the session was held for {held:?}");
     assert!(shared.lock().file.is_some(), "the backlog went to disk");
-    read_all_and_check(&shared, 64).await;
+    let mut all = Vec::new();
+    Reader(shared.clone()).read_to_end(&mut all).await.unwrap();
+    check_in_order(&all, 64);
     assert_eq!(shared.lock().write_pos, 0, "the spill file was emptied");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_crawling_reader_goes_to_disk_rather_than_setting_the_sessions_pace() {
     let (tx, shared, _task) = start();
-    let reader = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut r = Reader(shared);
-            let mut buf = vec![0u8; CHUNK];
-            let mut total = 0;
-            loop {
-                // One packet's worth every 15 ms: the session must not run at this pace.
-                tokio::time::sleep(Duration::from_millis(15)).await;
-                let n = r.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    return total;
-                }
-                total += n;
-            }
-        })
-    };
+    // One packet's worth every 15 ms: the session must not run at this pace.
+    let reader = paced_reader(&shared, Duration::from_millis(15));
     let started = tokio::time::Instant::now();
     send_all(&tx, 100).await;
     let held = started.elapsed();
@@ -144,5 +125,5 @@ async fn a_crawling_reader_goes_to_disk_rather_than_setting_the_sessions_pace() 
         "the session ran at the reader's pace: {held:?}"
     );
     assert!(shared.lock().file.is_some());
-    assert_eq!(reader.await.unwrap(), 100 * CHUNK);
+    check_in_order(&reader.await.unwrap(), 100);
 }
