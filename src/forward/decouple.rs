@@ -14,10 +14,11 @@
 //! download into a reader that is a little slower than the tunnel runs at the reader's
 //! pace with bounded memory, as with OpenSSH. But it waits at most [`PATIENCE`] per
 //! packet: a reader that frees no room in that time counts as stalled, and its data goes
-//! to an unlinked temporary file (bounded, much larger) until it has caught up, so the
-//! other channels lose at most that one wait. The local side reads memory and file in order, so a
-//! stalled reader resumes later without losing a byte. Only a reader stalled beyond both
-//! bounds costs its own connection (it is closed with an error); the others never notice.
+//! to an unlinked temporary file (bounded, much larger, written by a blocking thread)
+//! until it has caught up, so the other channels lose at most that one wait. The local
+//! side reads memory and file in order, so a stalled reader resumes later without losing
+//! a byte. Only a reader stalled beyond both bounds costs its own connection (it is
+//! closed with an error); the others never notice.
 
 use bytes::Bytes;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
@@ -47,15 +48,35 @@ pub const SPILL_CAP: u64 = 1024 * 1024 * 1024;
 /// data goes to disk until it has caught up.
 pub const PATIENCE: Duration = Duration::from_millis(5);
 
-/// Received data waiting for the local reader, in order: `mem`, then the file's
-/// `[read_pos, write_pos)`. Once data goes to the file, everything after it does too,
-/// until the reader has caught up.
+/// Staged bytes (on their way to the spill file) beyond which the drain waits for the
+/// disk: a disk slower than the network may slow the session, but never grow memory.
+const STAGE_CAP: usize = 8 * 1024 * 1024;
+/// The most the flusher takes from the stage per round.
+const FLUSH_BATCH: usize = 1024 * 1024;
+
+/// Received data waiting for the local reader, in order: `mem`; then the file's
+/// `[read_pos, file_end)`; then `inflight` bytes being written to the file after it; then
+/// `staged`. Once data goes past memory, everything after it does too, until the reader
+/// has caught up.
+///
+/// The file is only ever written by the flusher, on a blocking thread: the drain and
+/// the reader run on the runtime (one thread in the client), and a write that the kernel
+/// throttles (dirty pages on a slow disk) must not freeze every tunnel with it.
 struct Spill {
     mem: VecDeque<Bytes>,
     mem_bytes: usize,
-    file: Option<File>,
+    file: Option<Arc<File>>,
     read_pos: u64,
-    write_pos: u64,
+    file_end: u64,
+    inflight: u64,
+    staged: VecDeque<Bytes>,
+    staged_bytes: usize,
+    /// A flusher is running (it exits once the stage is empty).
+    flushing: bool,
+    /// The reader caught up: the flusher empties the file before writing again.
+    truncate: bool,
+    /// Bytes that ever went past memory (diagnostics and tests).
+    spilled: u64,
     eof: bool,
     error: Option<String>,
     waker: Option<Waker>,
@@ -70,7 +91,13 @@ impl Spill {
             mem_bytes: 0,
             file: None,
             read_pos: 0,
-            write_pos: 0,
+            file_end: 0,
+            inflight: 0,
+            staged: VecDeque::new(),
+            staged_bytes: 0,
+            flushing: false,
+            truncate: false,
+            spilled: 0,
             eof: false,
             error: None,
             waker: None,
@@ -85,15 +112,27 @@ impl Spill {
     }
 
     fn spilling(&self) -> bool {
-        self.write_pos > self.read_pos
+        self.file_end > self.read_pos || self.inflight > 0 || !self.staged.is_empty()
+    }
+
+    /// The disk is behind: the drain waits (unless the flusher has failed).
+    fn stage_full(&self) -> bool {
+        self.staged_bytes >= STAGE_CAP && self.error.is_none()
     }
 
     fn backlog(&self) -> u64 {
-        self.mem_bytes as u64 + (self.write_pos - self.read_pos)
+        self.mem_bytes as u64
+            + (self.file_end - self.read_pos)
+            + self.inflight
+            + self.staged_bytes as u64
     }
 
-    /// Appends; `Err` when the reader is too far behind (the caller closes the channel).
-    fn push(&mut self, data: Bytes) -> Result<(), String> {
+    /// Appends. `Ok(true)`: a flusher must be started. `Err` when the reader is too far
+    /// behind or the spill file failed (the caller closes the channel).
+    fn push(&mut self, data: Bytes) -> Result<bool, String> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
         if self.backlog() + data.len() as u64 > self.spill_cap {
             return Err(format!(
                 "the local reader fell {} bytes behind (limit {}); closing this connection",
@@ -101,23 +140,21 @@ impl Spill {
                 self.spill_cap
             ));
         }
-        if self.has_room(data.len()) {
+        let start_flusher = if self.has_room(data.len()) {
             self.mem_bytes += data.len();
             self.mem.push_back(data);
+            false
         } else {
-            if self.file.is_none() {
-                self.file = Some(
-                    tempfile::tempfile().map_err(|e| format!("cannot create a spill file: {e}"))?,
-                );
+            if !self.spilling() {
                 debug!("reader is slow: spilling received data to a temporary file");
             }
-            let file = self.file.as_ref().ok_or("spill file missing")?;
-            file.write_all_at(&data, self.write_pos)
-                .map_err(|e| format!("cannot write the spill file: {e}"))?;
-            self.write_pos += data.len() as u64;
-        }
+            self.spilled += data.len() as u64;
+            self.staged_bytes += data.len();
+            self.staged.push_back(data);
+            !std::mem::replace(&mut self.flushing, true)
+        };
         self.wake();
-        Ok(())
+        Ok(start_flusher)
     }
 
     fn wake(&mut self) {
@@ -126,46 +163,120 @@ impl Spill {
         }
     }
 
-    /// Copies buffered data into `buf`: memory first (as many packets as fit, so one
-    /// wake-up moves a whole buffer's worth), then the file.
-    fn read_into(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<bool> {
+    /// Copies buffered data into `buf` in order: memory (as many packets as fit, so one
+    /// wake-up moves a whole buffer's worth), the file, and once the file is read and
+    /// nothing is on its way to it, the stage directly. `Ok(false)`: nothing readable
+    /// yet. The flag says the reader caught up and a flusher must empty the file.
+    fn read_into(&mut self, buf: &mut ReadBuf<'_>) -> io::Result<(bool, bool)> {
         if !self.mem.is_empty() {
-            while buf.remaining() > 0 {
-                let Some(front) = self.mem.front_mut() else {
-                    break;
-                };
-                let n = front.len().min(buf.remaining());
-                buf.put_slice(&front[..n]);
-                self.mem_bytes -= n;
-                if n == front.len() {
-                    self.mem.pop_front();
-                } else {
-                    *front = front.slice(n..);
-                }
-            }
-            return Ok(true);
+            self.mem_bytes -= take_chunks(&mut self.mem, buf);
+            return Ok((true, false));
         }
-        if self.write_pos > self.read_pos {
+        if self.file_end > self.read_pos {
             let Some(file) = self.file.as_ref() else {
                 return Err(io::Error::other("spill file missing"));
             };
-            let want = (self.write_pos - self.read_pos).min(buf.remaining() as u64) as usize;
+            let want = (self.file_end - self.read_pos).min(buf.remaining() as u64) as usize;
             let mut chunk = vec![0u8; want];
             let n = file.read_at(&mut chunk, self.read_pos)?;
             buf.put_slice(&chunk[..n]);
             self.read_pos += n as u64;
-            if self.read_pos == self.write_pos {
-                // Caught up: back to memory, and give the disk space back.
+            let mut start_flusher = false;
+            if self.read_pos == self.file_end && self.inflight == 0 {
+                // Caught up with the file: start it over, and give the disk space back.
                 self.read_pos = 0;
-                self.write_pos = 0;
-                if let Some(f) = &self.file {
-                    let _ = f.set_len(0);
+                self.file_end = 0;
+                self.truncate = true;
+                start_flusher = !std::mem::replace(&mut self.flushing, true);
+            }
+            return Ok((true, start_flusher));
+        }
+        if self.inflight == 0 && !self.staged.is_empty() {
+            self.staged_bytes -= take_chunks(&mut self.staged, buf);
+            return Ok((true, false));
+        }
+        Ok((false, false))
+    }
+}
+
+/// Moves whole or partial chunks from the front of `q` into `buf`; returns the bytes moved.
+fn take_chunks(q: &mut VecDeque<Bytes>, buf: &mut ReadBuf<'_>) -> usize {
+    let mut moved = 0;
+    while buf.remaining() > 0 {
+        let Some(front) = q.front_mut() else {
+            break;
+        };
+        let n = front.len().min(buf.remaining());
+        buf.put_slice(&front[..n]);
+        moved += n;
+        if n == front.len() {
+            q.pop_front();
+        } else {
+            *front = front.slice(n..);
+        }
+    }
+    moved
+}
+
+/// Writes the stage to the spill file until it is empty, on a blocking thread (see
+/// [`Spill`]); also empties the file when the reader has caught up.
+fn start_flusher(shared: Arc<Shared>) {
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let (file, batch, offset, truncate) = {
+                let mut s = shared.lock();
+                let truncate = std::mem::take(&mut s.truncate);
+                if s.error.is_some() || (s.staged.is_empty() && !truncate) {
+                    s.flushing = false;
+                    return;
+                }
+                let mut batch = Vec::new();
+                let mut n = 0;
+                while n < FLUSH_BATCH {
+                    let Some(b) = s.staged.pop_front() else {
+                        break;
+                    };
+                    n += b.len();
+                    batch.push(b);
+                }
+                s.staged_bytes -= n;
+                s.inflight = n as u64;
+                (s.file.clone(), batch, s.file_end, truncate)
+            };
+            // The stage shrank: a drain waiting for the disk may go on.
+            shared.room.notify_one();
+            let written = (|| -> io::Result<Arc<File>> {
+                let file = match file {
+                    Some(f) => f,
+                    None => Arc::new(tempfile::tempfile()?),
+                };
+                if truncate {
+                    file.set_len(0)?;
+                }
+                let mut at = offset;
+                for b in &batch {
+                    file.write_all_at(b, at)?;
+                    at += b.len() as u64;
+                }
+                Ok(file)
+            })();
+            let mut s = shared.lock();
+            match written {
+                Ok(file) => {
+                    s.file = Some(file);
+                    s.file_end += s.inflight;
+                    s.inflight = 0;
+                }
+                Err(e) => {
+                    warn!("cannot write the spill file: {e}");
+                    s.error = Some(format!("cannot write the spill file: {e}"));
                 }
             }
-            return Ok(true);
+            s.wake();
+            drop(s);
+            shared.room.notify_one();
         }
-        Ok(false)
-    }
+    });
 }
 
 /// What the drain task and the reader share: the buffer, and a signal for the drain that
@@ -240,7 +351,7 @@ impl Source for ChannelReadHalf {
 /// Moves what russh delivers for one channel into the shared buffer until the channel
 /// closes. `next` yields the channel's messages; `close` asks the peer to close it (when
 /// the reader fell too far behind).
-async fn drain<M, C, CF>(source: &mut M, shared: &Shared, patience: Duration, close: C)
+async fn drain<M, C, CF>(source: &mut M, shared: &Arc<Shared>, patience: Duration, close: C)
 where
     M: Source,
     C: Fn() -> CF,
@@ -267,6 +378,14 @@ where
                         break;
                     }
                 }
+                // A disk slower than the network: wait for the flusher, not for memory.
+                loop {
+                    let room = shared.room.notified();
+                    if !shared.lock().stage_full() {
+                        break;
+                    }
+                    room.await;
+                }
                 let pushed = {
                     let mut s = shared.lock();
                     let pushed = s.push(data);
@@ -277,6 +396,9 @@ where
                     }
                     pushed
                 };
+                if pushed == Ok(true) {
+                    start_flusher(shared.clone());
+                }
                 if pushed.is_err() {
                     overflowed = true;
                     // Keep draining (and discarding) until the peer confirms the close,
@@ -309,7 +431,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> AsyncRead for Dec
 }
 
 fn poll_read_shared(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
 ) -> Poll<io::Result<()>> {
@@ -318,13 +440,16 @@ fn poll_read_shared(
         return Poll::Ready(Err(io::Error::other(e.clone())));
     }
     match s.read_into(buf) {
-        Ok(true) => {
+        Ok((true, flush)) => {
             drop(s);
+            if flush {
+                start_flusher(shared.clone());
+            }
             shared.room.notify_one();
             Poll::Ready(Ok(()))
         }
-        Ok(false) if s.eof => Poll::Ready(Ok(())),
-        Ok(false) => {
+        Ok((false, _)) if s.eof && !s.spilling() => Poll::Ready(Ok(())),
+        Ok((false, _)) => {
             s.waker = Some(cx.waker().clone());
             Poll::Pending
         }
