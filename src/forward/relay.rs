@@ -12,8 +12,8 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// First buffer per direction. Most forwarded connections carry small messages, and a
-/// buffer is allocated only when its direction first has data (and never zeroed), so an
-/// idle or chatty connection costs a few KiB rather than two fixed 64 KiB buffers.
+/// buffer is never zeroed, so its pages become resident only as data lands in them: an
+/// idle or chatty connection costs a few KiB rather than two zeroed 64 KiB buffers.
 const INITIAL_BUF: usize = 8 * 1024;
 /// Largest buffer per direction. A buffer grows (doubling) each time a read fills it, so
 /// a bulk transfer soon moves 256 KiB per system call: fewer wake-ups of the peer and
