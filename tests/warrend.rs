@@ -965,3 +965,84 @@ fn warren_forwards_through_warrend() {
     });
     assert_eq!(s(&listen, "rule"), "users.alice.listen[0]", "{listen}");
 }
+
+/// A target that stops reading must not stall the other channels of the same SSH session
+/// (warrend's side of the slow-reader problem: russh would block its whole session loop,
+/// shared/notes/russh.md §4.5), and gets every byte once it reads again.
+#[test]
+fn a_target_that_stops_reading_does_not_stall_the_session_and_loses_nothing() {
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    // The stalled target: accepts, waits for the go, then reads everything and reports.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_port = listener.local_addr().unwrap().port();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let _ = go_rx.recv();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        let _ = done_tx.send(all);
+    });
+    let echo = EchoServer::start();
+    let alice = SshClient::new();
+    let w = Warrend::start(&user(
+        "alice",
+        &[&alice],
+        &format!(
+            "connect = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]",
+            sink_port,
+            echo.port()
+        ),
+    ));
+    trust_all(&w, &[&alice]);
+    let sink_t = format!("127.0.0.1:{sink_port}");
+    let echo_t = format!("127.0.0.1:{}", echo.port());
+    let (ssh, addrs) = alice.local_forwards(&w, "alice", &[Some(&sink_t), Some(&echo_t)]);
+
+    // Far more than the target's socket buffers and one SSH window hold.
+    let data = pattern_bytes(48 * MIB, 21);
+    let expected = sha256_hex(&data);
+    let mut up = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
+    let writer = std::thread::spawn(move || {
+        up.write_all(&data).unwrap();
+        up.shutdown(Shutdown::Write).unwrap();
+        up
+    });
+
+    // Meanwhile the other channel keeps answering, for several seconds.
+    let mut echo_conn = connect_with_retry(addrs[1], READY_TIMEOUT).unwrap();
+    echo_conn
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let window = Instant::now();
+    let (mut worst, mut rounds) = (Duration::ZERO, 0);
+    while window.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        echo_conn.write_all(b"!").unwrap();
+        let mut b = [0u8; 1];
+        echo_conn
+            .read_exact(&mut b)
+            .expect("echo answered while the target stalls");
+        worst = worst.max(t.elapsed());
+        rounds += 1;
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "an echo took {worst:?} while a target stalled"
+    );
+    assert!(rounds > 100, "only {rounds} round trips");
+
+    // The target reads again: every byte, in order.
+    go_tx.send(()).unwrap();
+    let got = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the target got its data");
+    assert_eq!(got.len(), 48 * MIB);
+    assert_eq!(sha256_hex(&got), expected);
+    drop(writer.join().unwrap());
+    assert!(ssh.try_wait().is_none(), "the session survived");
+}

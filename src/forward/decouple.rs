@@ -298,6 +298,17 @@ pub struct Decoupled<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> {
     shared: Arc<Shared>,
     writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
     write_half: Arc<ChannelWriteHalf<S>>,
+    closed: bool,
+}
+
+impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Decoupled<S> {
+    /// Tells the peer we are done with the channel, now. Dropping does the same from a
+    /// task of its own; a caller that is finishing anyway saves that task (on a busy
+    /// server, one spawned task per channel is one more thread wake-up).
+    pub async fn close(mut self) {
+        self.closed = true;
+        let _ = self.write_half.close().await;
+    }
 }
 
 /// Splits `channel` and starts its drain task.
@@ -313,6 +324,46 @@ pub fn decouple_with<S>(channel: Channel<S>, mem_cap: usize, spill_cap: u64) -> 
 where
     S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
 {
+    let (stream, drain) = decouple_parts(channel, mem_cap, spill_cap);
+    tokio::spawn(drain);
+    stream
+}
+
+/// [`decouple`] without the task: the caller polls the returned drain alongside its use of
+/// the stream, with [`with_drain`]. A server saves a spawned task (a thread wake-up) per
+/// channel.
+pub fn decouple_inline<S>(channel: Channel<S>) -> (Decoupled<S>, impl Future<Output = ()> + Send)
+where
+    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    decouple_parts(channel, MEMORY_CAP, SPILL_CAP)
+}
+
+/// Runs `work` (which uses the stream of [`decouple_inline`]) while polling its `drain`,
+/// and returns when `work` is done. The drain is dropped then: once the stream has been
+/// closed, a dropped receiver makes russh discard whatever still arrives for the channel
+/// instead of waiting for room, so nothing needs to keep draining.
+pub async fn with_drain<T>(drain: impl Future<Output = ()>, work: impl Future<Output = T>) -> T {
+    let mut drain = std::pin::pin!(drain);
+    let mut work = std::pin::pin!(work);
+    let mut drained = false;
+    std::future::poll_fn(|cx| {
+        if !drained && drain.as_mut().poll(cx).is_ready() {
+            drained = true;
+        }
+        work.as_mut().poll(cx)
+    })
+    .await
+}
+
+fn decouple_parts<S>(
+    channel: Channel<S>,
+    mem_cap: usize,
+    spill_cap: u64,
+) -> (Decoupled<S>, impl Future<Output = ()> + Send + 'static)
+where
+    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
     let (mut read_half, write_half) = channel.split();
     let write_half = Arc::new(write_half);
     let shared = Arc::new(Shared {
@@ -320,7 +371,7 @@ where
         room: Notify::new(),
     });
     let (drain_shared, drain_writer) = (shared.clone(), write_half.clone());
-    tokio::spawn(async move {
+    let drain = async move {
         drain(&mut read_half, &drain_shared, PATIENCE, || {
             let w = drain_writer.clone();
             async move {
@@ -328,13 +379,15 @@ where
             }
         })
         .await
-    });
+    };
     let writer: Pin<Box<dyn AsyncWrite + Send + Sync>> = Box::pin(write_half.make_writer());
-    Decoupled {
+    let stream = Decoupled {
         shared,
         writer,
         write_half,
-    }
+        closed: false,
+    };
+    (stream, drain)
 }
 
 /// Where a drain gets its channel's messages: russh's read half (a plain queue in tests).
@@ -477,6 +530,9 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Drop for Decouple
     fn drop(&mut self) {
         // As ChannelStream does on drop: tell the peer we are done with the channel. The
         // drain task ends when the peer's CLOSE (or the session's end) arrives.
+        if self.closed {
+            return;
+        }
         let w = self.write_half.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
