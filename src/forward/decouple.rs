@@ -329,33 +329,6 @@ where
     stream
 }
 
-/// [`decouple`] without the task: the caller polls the returned drain alongside its use of
-/// the stream, with [`with_drain`]. A server saves a spawned task (a thread wake-up) per
-/// channel.
-pub fn decouple_inline<S>(channel: Channel<S>) -> (Decoupled<S>, impl Future<Output = ()> + Send)
-where
-    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
-{
-    decouple_parts(channel, MEMORY_CAP, SPILL_CAP)
-}
-
-/// Runs `work` (which uses the stream of [`decouple_inline`]) while polling its `drain`,
-/// and returns when `work` is done. The drain is dropped then: once the stream has been
-/// closed, a dropped receiver makes russh discard whatever still arrives for the channel
-/// instead of waiting for room, so nothing needs to keep draining.
-pub async fn with_drain<T>(drain: impl Future<Output = ()>, work: impl Future<Output = T>) -> T {
-    let mut drain = std::pin::pin!(drain);
-    let mut work = std::pin::pin!(work);
-    let mut drained = false;
-    std::future::poll_fn(|cx| {
-        if !drained && drain.as_mut().poll(cx).is_ready() {
-            drained = true;
-        }
-        work.as_mut().poll(cx)
-    })
-    .await
-}
-
 fn decouple_parts<S>(
     channel: Channel<S>,
     mem_cap: usize,

@@ -2,7 +2,7 @@
 //! then relay; or reach a rendezvous through its publisher's session.
 
 use super::ChannelCtx;
-use crate::forward::decouple::{decouple, decouple_inline, with_drain};
+use crate::forward::decouple::decouple;
 use crate::server::address::Host;
 use crate::server::connection::Identity;
 use crate::server::policy::Decision;
@@ -94,12 +94,9 @@ pub async fn network(
                 let _ = tcp.set_nodelay(true);
                 ctx.audit_open(&decision, &[addr.to_string()]).await;
                 reply.accept().await;
-                let (mut stream, drain) = decouple_inline(channel);
-                let relay = async {
-                    ctx.relay(&mut stream, &mut tcp).await;
-                    stream.close().await;
-                };
-                with_drain(drain, relay).await;
+                let mut stream = decouple(channel);
+                ctx.relay(&mut stream, &mut tcp).await;
+                stream.close().await;
                 return;
             }
             Ok(Err(e)) => last = format!("{addr}: {e}"),

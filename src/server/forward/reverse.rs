@@ -3,7 +3,7 @@
 
 use super::ChannelCtx;
 use crate::forward::bind::listen;
-use crate::forward::decouple::{decouple_inline, with_drain};
+use crate::forward::decouple::decouple;
 use crate::server::policy::Decision;
 use russh::server::Handle;
 use std::net::{IpAddr, SocketAddr};
@@ -92,12 +92,9 @@ async fn one(
                 &[peer.to_string()],
             )
             .await;
-            let (mut stream, drain) = decouple_inline(channel);
-            let relay = async {
-                ctx.relay(&mut tcp, &mut stream).await;
-                stream.close().await;
-            };
-            with_drain(drain, relay).await;
+            let mut stream = decouple(channel);
+            ctx.relay(&mut tcp, &mut stream).await;
+            stream.close().await;
         }
         Ok(Err(e)) => {
             debug!("client refused forwarded connection: {e}");
