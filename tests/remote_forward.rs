@@ -187,3 +187,45 @@ fn the_remote_port_is_released_when_warren_stops() {
         "port {port} still listening"
     );
 }
+
+/// sshd leaves Nagle's algorithm on for `-N` sessions: when a forwarded connection ends,
+/// sshd's last small packet can wait for warren's acknowledgement before the next channel
+/// open leaves, and Linux delays that acknowledgement by 40 ms. OpenSSH's ssh pays it on
+/// every -R connection (~27 connections/s); warren used to on about one in ten. It now
+/// acknowledges as soon as it has nothing to send (src/transport.rs).
+#[test]
+fn short_connections_through_sshd_do_not_wait_for_delayed_acks() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let warren = warren_remote(
+        &sshd,
+        &user,
+        &[&format!("0:127.0.0.1:{}", echo.port())],
+        &[],
+    );
+    let port = allocated_port(&warren, 0);
+    let mut cycles = Vec::new();
+    for i in 0..150u8 {
+        let start = std::time::Instant::now();
+        let mut conn = connect_with_retry(server_side(port), READY_TIMEOUT).unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        conn.write_all(&[i]).unwrap();
+        let mut byte = [0u8; 1];
+        conn.read_exact(&mut byte).unwrap();
+        assert_eq!(byte[0], i);
+        drop(conn);
+        cycles.push(start.elapsed());
+    }
+    // A delayed acknowledgement costs 40 ms or more; a cycle without one takes about a
+    // millisecond, even in a debug build. A few slow cycles are allowed for a busy machine.
+    let stalled = cycles
+        .iter()
+        .filter(|c| **c >= std::time::Duration::from_millis(39))
+        .count();
+    eprintln!("cycles of 39 ms or more: {stalled} of {}", cycles.len());
+    assert!(
+        stalled <= 3,
+        "{stalled} of 150 cycles took 39 ms or more: {cycles:?}"
+    );
+}

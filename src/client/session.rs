@@ -67,12 +67,12 @@ impl Session {
         match &s.transport {
             Transport::Direct => {
                 let tcp = dial(s).await?;
-                Session::handshake(s, tcp, None).await
+                Session::handshake(s, crate::transport::buffered_tcp(tcp), None).await
             }
             Transport::ProxyCommand(cmd) => {
                 let (stream, child) =
                     super::proxy_command::spawn(cmd).map_err(|e| connect_error(s, e))?;
-                Session::handshake(s, stream, Some(child)).await
+                Session::handshake(s, crate::transport::buffered(stream), Some(child)).await
             }
             Transport::Jump(hops) => {
                 let mut via: Vec<Session> = Vec::new();
@@ -81,7 +81,8 @@ impl Session {
                         None => Box::pin(Session::connect(hop)).await?,
                         Some(prev) => {
                             let stream = prev.tunnel_to(hop).await?;
-                            Session::handshake(hop, stream, None).await?
+                            Session::handshake(hop, crate::transport::buffered(stream), None)
+                                .await?
                         }
                     };
                     info!("connected to jump host {}", hop_session.destination);
@@ -91,7 +92,8 @@ impl Session {
                     .last()
                     .ok_or_else(|| connect_error(s, "empty jump host list".into()))?;
                 let stream = last.tunnel_to(s).await?;
-                let mut session = Session::handshake(s, stream, None).await?;
+                let mut session =
+                    Session::handshake(s, crate::transport::buffered(stream), None).await?;
                 session.via = via;
                 Ok(session)
             }
@@ -122,7 +124,8 @@ impl Session {
             .map_err(|e| connect_error(next, format!("via jump host {}: {e}", self.destination)))
     }
 
-    /// The SSH handshake and authentication over an established byte stream.
+    /// The SSH handshake and authentication over an established byte stream (already
+    /// wrapped by [`crate::transport`]).
     async fn handshake<S>(
         s: &ConnectSettings,
         stream: S,
@@ -164,7 +167,7 @@ impl Session {
             closed: closed_tx,
             remote: remote.clone(),
         };
-        let handshake = client::connect_stream(config, crate::transport::buffered(stream), handler);
+        let handshake = client::connect_stream(config, stream, handler);
         let result = match s.connect_timeout {
             Some(t) => tokio::time::timeout(t, handshake).await.map_err(|_| {
                 connect_error(
