@@ -2,7 +2,7 @@
 //! and warrend, and a direct connection as the upper bound, through one
 //! forward on loopback.
 //!
-//! `cargo bench --bench tunnel` runs everything (about 10-15 minutes on two
+//! `cargo bench --bench tunnel` runs everything (about 12-17 minutes on two
 //! cores); `cargo bench --bench tunnel -- --smoke` is a functional run in
 //! well under a minute that exits non-zero only when a path does not work,
 //! never because of a timing. `-- --help` lists the options. Method and
@@ -19,6 +19,8 @@ mod ceiling;
 mod clients;
 #[path = "tunnel/env.rs"]
 mod env;
+#[path = "tunnel/link.rs"]
+mod link;
 #[path = "tunnel/opts.rs"]
 mod opts;
 #[path = "tunnel/phases/mod.rs"]
@@ -46,7 +48,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::opts::{Options, Phase, format_size};
+use crate::opts::{Options, Phase, format_ms, format_size};
 use crate::phases::Bench;
 use crate::targets::{EchoHelper, Pattern, Targets};
 
@@ -97,6 +99,7 @@ fn run() -> Result<bool> {
             Phase::Openssl => bench.ceiling(),
             Phase::Startup => bench.startup(),
             Phase::Path(p) => bench.path(*p),
+            Phase::Link => bench.link(),
             Phase::Slow => bench.slow_reader(),
             Phase::Concurrency => bench.concurrency(),
         }
@@ -155,7 +158,7 @@ fn header(opts: &Options, nofile: u64) -> Vec<String> {
             load.join(" ")
         ),
         format!(
-            "Sizes: -L bulk {} each way, -D/-R bulk {}, {} runs; setup {} connections; latency {} × {}-byte messages; {} client starts.",
+            "Sizes: -L bulk {} each way, -D/-R bulk {}, {} runs; setup {} connections; latency {} × {}-byte messages; {} client starts; link {} connections across a {} ms round trip.",
             format_size(opts.bulk_size),
             format_size(opts.side_bulk_size),
             opts.runs,
@@ -163,6 +166,8 @@ fn header(opts: &Options, nofile: u64) -> Vec<String> {
             opts.latency_msgs,
             opts.msg_size,
             opts.startup_reps,
+            opts.link_conns,
+            format_ms(opts.link_rtt),
         ),
         "Cells: median value (×ratio to ssh→sshd of the same run). ↑ higher is better, ↓ lower is better.".to_string(),
     ]

@@ -34,6 +34,16 @@ pub enum Forward {
     Remote(u16),
 }
 
+/// How a client is started beyond its forwards; `Default` is a quiet
+/// client with no extra features (what every measured tunnel uses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// `-v` (readiness from log lines, and the negotiated algorithms).
+    pub verbose: bool,
+    /// warren's opt-in `--preconnect` (ssh has no such option).
+    pub preconnect: bool,
+}
+
 /// A running client with its forwards up.
 pub struct Client {
     /// Where each forward is entered, in the order given: the local port
@@ -52,8 +62,12 @@ impl Client {
         kind: ClientKind,
         server_port: u16,
         forwards: &[Forward],
-        verbose: bool,
+        opts: ClientOptions,
     ) -> Result<Client> {
+        if opts.preconnect && kind != ClientKind::Warren {
+            bail!("{kind:?} has no --preconnect");
+        }
+        let verbose = opts.verbose;
         let mut last = String::new();
         for _attempt in 0..4 {
             let local: Vec<Option<u16>> = forwards
@@ -63,7 +77,7 @@ impl Client {
                     _ => free_port().map(Some),
                 })
                 .collect::<Result<_>>()?;
-            let cmd = command(env, kind, server_port, forwards, &local, verbose);
+            let cmd = command(env, kind, server_port, forwards, &local, opts);
             let proc = Proc::spawn(cmd)?;
             match wait_ready(&proc, kind, forwards, &local, verbose) {
                 Ok((ports, ready)) => {
@@ -138,14 +152,26 @@ impl Client {
     }
 }
 
+/// Whether the warren under test has the opt-in `--preconnect` (its
+/// `--help` names it); a tree without it gets no preconnect rows.
+pub fn warren_has_preconnect(env: &Env) -> bool {
+    Command::new(&env.warren)
+        .arg("--help")
+        .env("HOME", &env.home)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--preconnect"))
+}
+
 fn command(
     env: &Env,
     kind: ClientKind,
     server_port: u16,
     forwards: &[Forward],
     local: &[Option<u16>],
-    verbose: bool,
+    opts: ClientOptions,
 ) -> Command {
+    let verbose = opts.verbose;
     let mut cmd = match kind {
         ClientKind::Ssh => Command::new("ssh"),
         ClientKind::Warren => Command::new(&env.warren),
@@ -178,6 +204,9 @@ fn command(
                     .env("RUST_LOG", "warn,warren=info,russh::client::kex=debug");
             } else {
                 cmd.arg("--print-ports");
+            }
+            if opts.preconnect {
+                cmd.arg("--preconnect");
             }
         }
     }

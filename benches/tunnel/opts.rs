@@ -124,6 +124,8 @@ pub enum Phase {
     Startup,
     /// Bulk, setup and latency through one path.
     Path(PathKind),
+    /// -L connection setup across a slower (delayed) link.
+    Link,
     /// One unread connection next to an echoing one.
     Slow,
     /// Many connections held open at once.
@@ -131,12 +133,13 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Openssl,
         Phase::Startup,
         Phase::Path(PathKind::Local),
         Phase::Path(PathKind::Dynamic),
         Phase::Path(PathKind::Remote),
+        Phase::Link,
         Phase::Slow,
         Phase::Concurrency,
     ];
@@ -146,6 +149,7 @@ impl Phase {
             Phase::Openssl => "openssl",
             Phase::Startup => "startup",
             Phase::Path(p) => p.flag(),
+            Phase::Link => "link",
             Phase::Slow => "slow",
             Phase::Concurrency => "concurrency",
         }
@@ -161,7 +165,7 @@ impl Phase {
             .find(|p| p.name() == want)
             .with_context(|| {
                 format!(
-                    "unknown phase {s:?}; expected openssl, startup, L, D, R, slow, concurrency"
+                    "unknown phase {s:?}; expected openssl, startup, L, D, R, link, slow, concurrency"
                 )
             })
     }
@@ -191,6 +195,11 @@ pub struct Options {
     pub msg_size: usize,
     /// Client starts measured for the time to the first ready forward.
     pub startup_reps: usize,
+    /// Round trip of the delayed link of the link phase (half each way).
+    pub link_rtt: Duration,
+    /// Sequential open/echo/close cycles per link run (or fewer if
+    /// `setup_budget` is up first).
+    pub link_conns: usize,
     /// Concurrent connection counts through one session.
     pub concurrency: Vec<usize>,
     /// What the stalled connection of the slow-reader scenario is sent.
@@ -211,13 +220,15 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
                        the default when not started by `cargo bench` (e.g. `cargo test --benches`)
   --full               the full run even when not started by `cargo bench`
   --only PAIR[,PAIR]   pairs to run: ssh-sshd, warren-sshd, ssh-warrend, warren-warrend, direct
-  --phases P[,P]       what to run (default all): openssl, startup, L, D, R, slow, concurrency
+  --phases P[,P]       what to run (default all): openssl, startup, L, D, R, link, slow, concurrency
   --size SIZE          bytes per direction of a -L bulk run (e.g. 1GiB, 256MiB)
   --side-size SIZE     bytes per direction of a -D/-R bulk run
-  --runs N             repetitions of bulk/setup/latency (medians are reported)
+  --runs N             repetitions of bulk/setup/latency/link (medians are reported)
   --conns N            sequential connections per setup run
   --msgs N             request/response messages per latency run
   --starts N           client starts measured for the time to ready
+  --link-rtt MS        round trip of the link phase's delayed link, in ms (default 10)
+  --link-conns N       sequential -L connections per link run (default 200)
   --concurrency N[,N]  concurrent connection counts (default 1000,10000)
   --slow-size SIZE     bytes sent to the stalled connection (slow reader)
   --stall SECS         how long the slow reader does not read
@@ -260,6 +271,19 @@ impl Options {
                 "--conns" => o.setup_conns = number(&flag, &value)?.max(1),
                 "--msgs" => o.latency_msgs = number(&flag, &value)?.max(1),
                 "--starts" => o.startup_reps = number(&flag, &value)?.max(1),
+                "--link-rtt" => {
+                    let t = value.trim();
+                    let ms: f64 = t
+                        .strip_suffix("ms")
+                        .unwrap_or(t)
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|ms: &f64| ms.is_finite() && *ms >= 0.0)
+                        .with_context(|| format!("{flag}: not a time in ms: {value:?}"))?;
+                    o.link_rtt = Duration::from_secs_f64(ms / 1e3);
+                }
+                "--link-conns" => o.link_conns = number(&flag, &value)?.max(1),
                 "--concurrency" => o.concurrency = list(&value, |s| number(&flag, s))?,
                 "--slow-size" => o.slow_size = parse_size(&value)?,
                 "--stall" => {
@@ -286,6 +310,8 @@ impl Options {
             latency_msgs: 5000,
             msg_size: 64,
             startup_reps: 5,
+            link_rtt: Duration::from_millis(10),
+            link_conns: 200,
             concurrency: vec![1000, 10_000],
             slow_size: 256 * MIB,
             stall: Duration::from_secs(5),
@@ -302,6 +328,7 @@ impl Options {
             setup_conns: 20,
             latency_msgs: 100,
             startup_reps: 1,
+            link_conns: 20,
             concurrency: vec![50],
             slow_size: 8 * MIB,
             stall: Duration::from_secs(1),
@@ -365,5 +392,16 @@ pub fn format_size(n: usize) -> String {
         format!("{} MiB", n / MIB)
     } else {
         format!("{n} B")
+    }
+}
+
+/// `10`, `0.5`: a duration in milliseconds, as the report prints it.
+pub fn format_ms(d: Duration) -> String {
+    let us = d.as_micros();
+    if us.is_multiple_of(1000) {
+        format!("{}", us / 1000)
+    } else {
+        let t = format!("{:.3}", us as f64 / 1e3);
+        t.trim_end_matches('0').to_string()
     }
 }

@@ -3,36 +3,51 @@
 //! CPU time and peak memory read from /proc belong to what it measures.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tokio::runtime::Handle;
 
-use crate::clients::{Client, Forward};
+use crate::clients::{Client, ClientOptions, Forward};
 use crate::env::Env;
+use crate::link::DelayLine;
 use crate::opts::{Pair, PathKind};
 use crate::procs::Usage;
 use crate::route::Route;
 use crate::servers::Server;
 use crate::targets::{Target, Targets};
 
+/// How a rig is started; `Default` is a plain, quiet client connected
+/// straight to its server (what the loopback phases measure).
+#[derive(Clone, Debug, Default)]
+pub struct RigOptions {
+    pub client: ClientOptions,
+    /// A [`DelayLine`] between client and server, run on this runtime with
+    /// this one-way delay: the client connects to the line, not the server.
+    pub link: Option<(Handle, Duration)>,
+}
+
 pub struct Rig {
     pub pair: Pair,
     pub route: Route,
     pub client: Option<Client>,
     // Declared after the client: fields drop in order, and the client should
-    // go before its server.
+    // go before the link and its server. The link is only held, so that it
+    // lives as long as the rig.
+    _link: Option<DelayLine>,
     pub server: Option<Server>,
 }
 
 impl Rig {
     /// Starts `pair` with one `path` forward per target in `wanted` (one -D
-    /// port serves them all). `verbose` starts the client with `-v`.
+    /// port serves them all), the client started as `opts` says.
     pub fn start(
         env: &Env,
         targets: &Targets,
         pair: Pair,
         path: PathKind,
         wanted: &[Target],
-        verbose: bool,
+        opts: &RigOptions,
     ) -> Result<Rig> {
         let all: HashMap<Target, u16> =
             [Target::Echo, Target::EchoConc, Target::Source, Target::Sink]
@@ -44,6 +59,7 @@ impl Rig {
                 pair,
                 route: Route::Direct(all),
                 client: None,
+                _link: None,
                 server: None,
             });
         };
@@ -54,8 +70,16 @@ impl Rig {
             PathKind::Dynamic => vec![Forward::Dynamic],
             PathKind::Remote => wanted.iter().map(|t| Forward::Remote(all[t])).collect(),
         };
-        let client = Client::start(env, client_kind, server.port, &forwards, verbose)
-            .with_context(|| {
+        let link = match &opts.link {
+            Some((rt, one_way)) => Some(
+                DelayLine::start(rt, server.port, *one_way)
+                    .with_context(|| format!("{}: delay line", pair.name()))?,
+            ),
+            None => None,
+        };
+        let port = link.as_ref().map_or(server.port, DelayLine::port);
+        let client =
+            Client::start(env, client_kind, port, &forwards, opts.client).with_context(|| {
                 format!("{}: {} client\n{}", pair.name(), path.flag(), server.tail())
             })?;
         let route = match path {
@@ -75,6 +99,7 @@ impl Rig {
             pair,
             route,
             client: Some(client),
+            _link: link,
             server: Some(server),
         })
     }

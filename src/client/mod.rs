@@ -72,7 +72,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     let mut locals = Vec::new();
     for fwd in &settings.local_forwards {
         match LocalListener::bind(fwd, settings.gateway_ports).await {
-            Ok(l) => locals.push(l),
+            Ok(l) => locals.push(l.with_preconnect(cli.preconnect)),
             Err(e) if settings.exit_on_forward_failure => {
                 return Err(ClientError::Forward(e.to_string()));
             }

@@ -406,4 +406,8 @@ impl Opener for Session {
     ) -> Result<Self::Stream, OpenError> {
         self.open_channel(target, originator).await.map(decouple)
     }
+
+    fn still_open(stream: &Self::Stream) -> bool {
+        stream.is_open()
+    }
 }

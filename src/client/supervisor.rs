@@ -75,6 +75,10 @@ impl Opener for SessionSlot {
         };
         session.open(target, originator).await
     }
+
+    fn still_open(stream: &Self::Stream) -> bool {
+        stream.is_open()
+    }
 }
 
 /// Reconnect behaviour.

@@ -309,6 +309,14 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Decoupled<S> {
         self.closed = true;
         let _ = self.write_half.close().await;
     }
+
+    /// False once the peer ended the channel (EOF, close) or the session died: a channel
+    /// opened ahead of need (`forward::spare`) is checked with it before a connection is
+    /// handed a stream that is already over.
+    pub fn is_open(&self) -> bool {
+        let s = self.shared.lock();
+        !s.eof && s.error.is_none()
+    }
 }
 
 /// Splits `channel` and starts its drain task.

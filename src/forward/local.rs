@@ -3,6 +3,7 @@
 
 use super::bind::{bind_addresses, bind_tcp};
 use super::relay::relay;
+use super::spare::{Early, Spare};
 use super::{OpenError, Opener};
 use crate::config::forward::{Endpoint, Listen, LocalForward};
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct LocalListener {
     target: Endpoint,
     sockets: Vec<Bound>,
     pub stats: Arc<ForwardStats>,
+    /// Keep a channel opened ahead of the next connection (`--preconnect`).
+    preconnect: bool,
 }
 
 enum Bound {
@@ -99,7 +102,15 @@ impl LocalListener {
             target: fwd.connect.clone(),
             sockets,
             stats: Arc::default(),
+            preconnect: false,
         })
+    }
+
+    /// Keeps one channel to the target opened ahead of the next connection, saving each
+    /// connection the channel-open round trip (see [`super::spare`]).
+    pub fn with_preconnect(mut self, on: bool) -> Self {
+        self.preconnect = on;
+        self
     }
 
     /// The addresses actually bound (with the real port when 0 was asked for).
@@ -122,6 +133,10 @@ impl LocalListener {
     pub async fn serve<O: Opener>(self, opener: Arc<O>, cancel: CancellationToken) {
         let tracker = TaskTracker::new();
         let target = Arc::new(self.target);
+        let spare = self.preconnect.then(|| {
+            let (o, t) = (opener.clone(), target.clone());
+            Spare::start(o, t, OPEN_TIMEOUT, cancel.clone(), &tracker)
+        });
         for socket in self.sockets {
             let ctx = Ctx {
                 opener: opener.clone(),
@@ -129,6 +144,7 @@ impl LocalListener {
                 cancel: cancel.clone(),
                 tracker: tracker.clone(),
                 stats: self.stats.clone(),
+                spare: spare.clone(),
             };
             tracker.spawn(async move {
                 match socket {
@@ -148,12 +164,13 @@ impl LocalListener {
 }
 
 /// What each accepted connection needs.
-struct Ctx<O> {
+struct Ctx<O: Opener> {
     opener: Arc<O>,
     target: Arc<Endpoint>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     stats: Arc<ForwardStats>,
+    spare: Option<Arc<Spare<O>>>,
 }
 
 impl<O: Opener> Ctx<O> {
@@ -162,8 +179,10 @@ impl<O: Opener> Ctx<O> {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (o, t, st) = (self.opener.clone(), self.target.clone(), self.stats.clone());
+        let early = self.spare.as_ref().map_or(Early::None, |s| s.take());
+        let spare = self.spare.clone();
         self.tracker
-            .spawn(forward_one(stream, peer, o, t, st).instrument(span));
+            .spawn(forward_one(stream, peer, (early, spare), o, t, st).instrument(span));
     }
 }
 
@@ -205,6 +224,7 @@ async fn accept_error(e: std::io::Error) {
 async fn forward_one<S, O>(
     mut local: S,
     peer: Option<SocketAddr>,
+    (early, spare): (Early<O::Stream>, Option<Arc<Spare<O>>>),
     opener: Arc<O>,
     target: Arc<Endpoint>,
     stats: Arc<ForwardStats>,
@@ -217,7 +237,22 @@ async fn forward_one<S, O>(
     let _active = scopeguard(stats.clone());
     // No cancel here: a connection accepted before a stop is allowed to finish (the caller
     // bounds the drain by ending the session).
-    let opened = tokio::time::timeout(OPEN_TIMEOUT, opener.open(&target, peer)).await;
+    let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
+    let early = match early {
+        Early::None => None,
+        Early::Ready(stream) => Some(stream),
+        Early::Pending(spare) => match tokio::time::timeout_at(deadline, spare).await {
+            Ok(Ok(stream)) => stream,
+            _ => None,
+        },
+    };
+    let opened = match early {
+        Some(stream) => {
+            debug!("using the preconnected channel");
+            Ok(Ok(stream))
+        }
+        None => tokio::time::timeout_at(deadline, opener.open(&target, peer)).await,
+    };
     let mut tunnel = match opened {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
@@ -240,6 +275,14 @@ async fn forward_one<S, O>(
             debug!(up, down, "connection closed");
         }
         Err(e) => debug!("connection ended: {e}"),
+    }
+    drop(tunnel);
+    // The last connection of the forward is over: a pause, in which the next one's
+    // channel can be opened without delaying anyone's data (see `Spare::refill`).
+    if let Some(spare) = spare
+        && stats.active() == 1
+    {
+        spare.refill();
     }
 }
 

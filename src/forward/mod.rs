@@ -8,6 +8,7 @@ pub mod dynamic;
 pub mod local;
 pub mod relay;
 pub mod remote;
+pub mod spare;
 pub mod stdio;
 
 use crate::config::forward::Endpoint;
@@ -28,6 +29,12 @@ pub trait Opener: Send + Sync + 'static {
         target: &Endpoint,
         originator: Option<SocketAddr>,
     ) -> impl Future<Output = Result<Self::Stream, OpenError>> + Send;
+
+    /// Whether a stream opened earlier and not used yet can still carry a connection (a
+    /// [`spare`] checks before handing one out). Streams that cannot tell say yes.
+    fn still_open(_stream: &Self::Stream) -> bool {
+        true
+    }
 }
 
 /// Why one forwarded connection could not be opened; the rest keep working.

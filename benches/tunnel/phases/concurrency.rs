@@ -3,7 +3,7 @@
 use super::{Bench, KIB_PER_MIB};
 use crate::opts::{Pair, PathKind};
 use crate::report::Better;
-use crate::rig::Rig;
+use crate::rig::{Rig, RigOptions};
 use crate::scenarios::concurrency::{self, ConcurrencyRun};
 use crate::targets::Target;
 
@@ -20,7 +20,7 @@ impl Bench {
                     pair,
                     PathKind::Local,
                     &wanted,
-                    false,
+                    &RigOptions::default(),
                 ) {
                     Ok(rig) => rig,
                     Err(e) => {

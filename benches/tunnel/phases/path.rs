@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::Bench;
 use crate::opts::{Pair, PathKind, format_size};
 use crate::report::Better;
-use crate::rig::Rig;
+use crate::rig::{Rig, RigOptions};
 use crate::scenarios::bulk::{self, BulkRun};
 use crate::scenarios::latency::{self, LatencyRun};
 use crate::scenarios::setup::{self, SetupRun};
@@ -34,7 +34,14 @@ impl Bench {
                 continue;
             }
             let wanted = [Target::Echo, Target::Source, Target::Sink];
-            match Rig::start(&self.env, &self.targets, pair, path, &wanted, false) {
+            match Rig::start(
+                &self.env,
+                &self.targets,
+                pair,
+                path,
+                &wanted,
+                &RigOptions::default(),
+            ) {
                 Ok(rig) => rigs.push(rig),
                 Err(e) => self.error(pair, path.flag(), &e),
             }

@@ -5,7 +5,7 @@ use anyhow::Context;
 use super::{Bench, KIB_PER_MIB};
 use crate::opts::{PathKind, format_size};
 use crate::report::Better;
-use crate::rig::Rig;
+use crate::rig::{Rig, RigOptions};
 use crate::scenarios::slow_reader::{self, STALL};
 use crate::targets::Target;
 
@@ -26,7 +26,7 @@ impl Bench {
                 pair,
                 PathKind::Local,
                 &wanted,
-                false,
+                &RigOptions::default(),
             )
             .and_then(|rig| {
                 let (rt, targets, buf) = (&self.rt, &self.targets, &mut self.buf);

@@ -26,8 +26,19 @@ pub struct SetupRun {
     pub server_cpu_us: Option<f64>,
 }
 
-/// Runs `conns` cycles, or as many as fit in `budget`.
+/// Runs `conns` cycles back to back, or as many as fit in `budget`.
 pub async fn run(rig: &Rig, conns: usize, budget: Duration) -> Result<SetupRun> {
+    run_paced(rig, conns, budget, Duration::ZERO).await
+}
+
+/// [`run`] with `pause` between cycles (not counted in their times): a client that
+/// makes a request now and then rather than a stream of them.
+pub async fn run_paced(
+    rig: &Rig,
+    conns: usize,
+    budget: Duration,
+    pause: Duration,
+) -> Result<SetupRun> {
     let route = &rig.route;
     let mut samples = Samples::with_capacity(conns);
     let (c0, s0) = rig.usage();
@@ -46,6 +57,9 @@ pub async fn run(rig: &Rig, conns: usize, budget: Duration) -> Result<SetupRun> 
         samples.push(t.elapsed());
         if start.elapsed() > budget {
             break;
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
     let secs = start.elapsed().as_secs_f64();

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use tokio::runtime::Runtime;
 
 use super::echo_once;
-use crate::clients::{Client, Forward};
+use crate::clients::{Client, ClientOptions, Forward};
 use crate::env::Env;
 use crate::opts::ClientKind;
 use crate::route::Route;
@@ -33,7 +33,12 @@ pub fn run(
     server: &Server,
     echo_port: u16,
 ) -> Result<StartupRun> {
-    let client = Client::start(env, kind, server.port, &[Forward::Local(echo_port)], true)?;
+    let verbose = ClientOptions {
+        verbose: true,
+        ..ClientOptions::default()
+    };
+    let forwards = [Forward::Local(echo_port)];
+    let client = Client::start(env, kind, server.port, &forwards, verbose)?;
     let ready_ms = ms(client.ready.at.duration_since(client.started()));
     let route = Route::Ports(HashMap::from([(Target::Echo, client.ports[0])]));
     rt.block_on(first_echo(&route))
