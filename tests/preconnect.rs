@@ -5,9 +5,11 @@
 
 mod common;
 
+use common::warrend::*;
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -85,9 +87,9 @@ fn greet_and_echo(mut s: TcpStream, n: usize, tx: &mpsc::Sender<Seen>) {
     let _ = s.shutdown(Shutdown::Write);
 }
 
-/// Connects through the forward, checks the greeting, echoes `data` (half-closing after
-/// it) and returns the connection number the target gave it.
-fn use_once(addr: SocketAddr, data: &[u8]) -> usize {
+/// Connects through the forward and reads the greeting: the connection's number at the
+/// target, and the connection, still open.
+fn greeted(addr: SocketAddr) -> (usize, BufReader<TcpStream>, TcpStream) {
     let conn = connect_with_retry(addr, READY_TIMEOUT).unwrap();
     conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
@@ -97,7 +99,11 @@ fn use_once(addr: SocketAddr, data: &[u8]) -> usize {
         .strip_prefix("conn ")
         .and_then(|r| r.trim().parse().ok())
         .unwrap_or_else(|| panic!("unexpected greeting {greeting:?}"));
-    let mut writer = conn;
+    (n, reader, conn)
+}
+
+/// Echoes `data` through a greeted connection (half-closing after it) and checks it.
+fn echo_and_close(n: usize, mut reader: BufReader<TcpStream>, mut writer: TcpStream, data: &[u8]) {
     let payload = data.to_vec();
     let w = std::thread::spawn(move || {
         writer.write_all(&payload).unwrap();
@@ -107,6 +113,12 @@ fn use_once(addr: SocketAddr, data: &[u8]) -> usize {
     reader.read_to_end(&mut back).unwrap();
     w.join().unwrap();
     assert!(back == data, "connection {n}: echo differs");
+}
+
+/// One whole connection; returns the number the target gave it.
+fn use_once(addr: SocketAddr, data: &[u8]) -> usize {
+    let (n, reader, writer) = greeted(addr);
+    echo_and_close(n, reader, writer, data);
     n
 }
 
@@ -132,8 +144,12 @@ fn the_next_connection_gets_a_channel_opened_before_it_arrived() {
     let (warren, addr) = warren_preconnect(&sshd, &user, target.addr);
 
     // An idle forward has opened nothing: the first connection is the target's first.
-    assert_eq!(use_once(addr, b"first"), 1);
+    // sshd holds small packets for acknowledgements (Nagle), so no spare is opened while
+    // a connection is in use: a round trip through it later, the target still saw one.
+    let (n, reader, writer) = greeted(addr);
+    assert_eq!(n, 1);
     assert_eq!(target.next(READY_TIMEOUT), Some(Seen::Accepted(1)));
+    echo_and_close(n, reader, writer, b"first");
 
     // Its arrival asked for a spare: the target sees connection 2 with no client yet.
     assert_eq!(
@@ -189,4 +205,59 @@ fn without_the_flag_nothing_is_opened_ahead() {
     }
     // The target saw exactly the clients' connections, as with ssh.
     assert_eq!(target.connections(), 3);
+}
+
+#[test]
+fn through_warrend_the_spare_is_opened_while_a_connection_is_in_use() {
+    let alice = SshClient::new();
+    let target = GreetingEcho::start();
+    let rule = format!("connect = [\"{}\"]", target.addr);
+    let w = Warrend::start(&user("alice", &[&alice], &rule));
+    alice.trust_warrend(&w);
+    let mut cmd = Command::new(warren_bin());
+    alice.home.apply(&mut cmd);
+    cmd.env_remove("RUST_LOG")
+        .arg("-v")
+        .arg("-F")
+        .arg(alice.config())
+        .arg("-p")
+        .arg(w.port().to_string())
+        .arg("--preconnect")
+        .arg("-L")
+        .arg(format!("127.0.0.1:0:{}", target.addr))
+        .arg(SshClient::dest("alice"));
+    let warren = Proc::spawn(cmd);
+    if let Err(e) = warren.wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT) {
+        panic!("warren not ready:\n{e}");
+    }
+    assert!(
+        warren
+            .stderr_text()
+            .contains("remote software version SSH-2.0-warrend_"),
+        "{}",
+        warren.stderr_text()
+    );
+    let addr = forward_addrs(&warren, "-L")[0];
+
+    // warrend sends at once, so the first connection's arrival already asks for the next
+    // channel: the target sees two connections while connection 1 is still open (its own
+    // and the spare, in either order: warrend dials both at once).
+    let (first, reader, writer) = greeted(addr);
+    let mut seen = [target.next(READY_TIMEOUT), target.next(READY_TIMEOUT)];
+    seen.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        seen,
+        [Some(Seen::Accepted(1)), Some(Seen::Accepted(2))],
+        "no spare while a connection is in use\n{}",
+        warren.stderr_text()
+    );
+    echo_and_close(first, reader, writer, b"first");
+    // Back to back, each connection gets the spare its predecessor's arrival opened: the
+    // other of the first two, then one after the other.
+    let mut want = 3 - first;
+    for i in 0..20u64 {
+        let data = pattern_bytes(1 + (i as usize * 331) % 3000, i);
+        assert_eq!(use_once(addr, &data), want);
+        want = if i == 0 { 3 } else { want + 1 };
+    }
 }

@@ -24,8 +24,8 @@ Where warren differs from OpenSSH ssh:
     the other connections of the session never wait for it.
   * Data from the server is acknowledged as soon as warren has nothing to send back, so
     sshd's Nagle pause (40 ms per new -R connection with ssh) does not apply.
-  * --preconnect (opt-in) saves a -L connection that follows a pause the channel-open
-    round trip: the channel is opened in advance while the forward is idle.
+  * --preconnect (opt-in) saves -L connections the channel-open round trip by opening
+    the next channel in advance (after a pause through sshd; always through warrend).
 
 Exit status:
   0    stopped cleanly (SIGINT/SIGTERM: listeners close at once, open connections get up to
@@ -153,11 +153,12 @@ pub struct Cli {
     #[arg(long = "print-ports")]
     pub print_ports: bool,
 
-    /// After a -L connection ends, open the next one's channel in advance, so a connection
-    /// that comes after a pause moves its first bytes without waiting for the server's
-    /// channel-open round trip (half the setup time of a short request across a real link).
-    /// The target sees that connection before any client does; an unused one is closed
-    /// after 3 s. Not for targets that punish idle or abandoned connections.
+    /// Open each -L forward's next channel in advance, so a new connection moves its first
+    /// bytes without waiting for the server's channel-open round trip (half the setup time
+    /// of a short request across a real link). Opened when the forward goes idle; through
+    /// warrend also while connections are in use. The target sees that connection before
+    /// any client does; an unused one is closed after 3 s. Not for targets that punish
+    /// idle or abandoned connections.
     #[arg(long = "preconnect")]
     pub preconnect: bool,
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod background;
 pub mod backoff;
 pub mod cli;
+pub mod compat;
 pub mod control;
 pub mod error;
 pub mod exec;

@@ -58,6 +58,8 @@ pub struct Session {
     via: Vec<Session>,
     /// The ProxyCommand process carrying this connection; killed with the session.
     _proxy: Option<tokio::process::Child>,
+    /// The server sends small packets at once (no Nagle), see [`super::compat`].
+    sends_at_once: bool,
 }
 
 impl Session {
@@ -128,12 +130,13 @@ impl Session {
     /// wrapped by [`crate::transport`]).
     async fn handshake<S>(
         s: &ConnectSettings,
-        stream: S,
+        stream: crate::transport::Transport<S>,
         proxy: Option<tokio::process::Child>,
     ) -> Result<Session, ClientError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let peer_id = stream.peer_id();
         let destination = format!("{}@{}:{}", s.auth.user, s.host, s.port);
         let mut preferred = Preferred {
             cipher: Cow::Borrowed(crate::crypto::ciphers()),
@@ -186,6 +189,9 @@ impl Session {
                 return Err(connect_error(s, format!("SSH handshake failed: {e}")));
             }
         };
+        let server_id = peer_id.get().unwrap_or_default();
+        info!("remote software version {server_id}");
+        let sends_at_once = super::compat::sends_at_once(server_id);
         info!("authenticating as {}", s.auth.user);
         auth::authenticate(&mut handle, &s.auth, &destination).await?;
         info!("authenticated to {destination}");
@@ -196,6 +202,7 @@ impl Session {
             remote,
             via: Vec::new(),
             _proxy: proxy,
+            sends_at_once,
         })
     }
 
@@ -409,5 +416,9 @@ impl Opener for Session {
 
     fn still_open(stream: &Self::Stream) -> bool {
         stream.is_open()
+    }
+
+    fn server_sends_at_once(&self) -> bool {
+        self.sends_at_once
     }
 }

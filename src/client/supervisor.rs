@@ -79,6 +79,10 @@ impl Opener for SessionSlot {
     fn still_open(stream: &Self::Stream) -> bool {
         stream.is_open()
     }
+
+    fn server_sends_at_once(&self) -> bool {
+        self.get().is_some_and(|s| s.server_sends_at_once())
+    }
 }
 
 /// Reconnect behaviour.

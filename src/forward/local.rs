@@ -183,6 +183,15 @@ impl<O: Opener> Ctx<O> {
         let spare = self.spare.clone();
         self.tracker
             .spawn(forward_one(stream, peer, (early, spare), o, t, st).instrument(span));
+        // A server that sends at once can take the next spare's open while this
+        // connection is in use (asked after its task is queued, so that on the client's
+        // one thread its first bytes go out first); others get it when the forward is
+        // idle (the end of `forward_one`).
+        if let Some(spare) = &self.spare
+            && self.opener.server_sends_at_once()
+        {
+            spare.refill();
+        }
     }
 }
 

@@ -35,6 +35,13 @@ pub trait Opener: Send + Sync + 'static {
     fn still_open(_stream: &Self::Stream) -> bool {
         true
     }
+
+    /// Whether the server sends each small packet at once (no Nagle), so that a channel
+    /// opened while another connection waits for its reply cannot hold that reply back
+    /// (see [`spare`]). Unknown servers are assumed not to.
+    fn server_sends_at_once(&self) -> bool {
+        false
+    }
 }
 
 /// Why one forwarded connection could not be opened; the rest keep working.

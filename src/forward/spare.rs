@@ -5,9 +5,10 @@
 //! move, because SSH gives a channel no number to send on until the server confirms it.
 //! Across a real link that round trip is half of a short request's life. A spare opened
 //! in the pause after a connection takes it off the path: the next local connection gets
-//! a channel that is already confirmed and only pays for its data. Connections that come
-//! back to back get nothing from it (see [`Spare::refill`] for why no spare is opened
-//! while one is in use); one arriving while a spare is on its way waits for that one.
+//! a channel that is already confirmed and only pays for its data. Through sshd,
+//! connections that come back to back get nothing from it (see [`Spare::refill`] for why
+//! no spare is opened while one is in use); through warrend they do. One arriving while
+//! a spare is on its way waits for that one.
 //!
 //! The price is why this is opt-in and bounded: the target sees a connection before any
 //! client exists (and one that is never used when no further connection comes), so a
@@ -102,12 +103,14 @@ impl<O: Opener> Spare<O> {
 
     /// Have a spare ready for the next connection (unless one still is).
     ///
-    /// Called when the forward goes idle (its last connection ended), not when a
-    /// connection arrives: sshd holds a small packet while an earlier small one is
-    /// unacknowledged (Nagle, on for port-forwarding sessions), so a spare's
+    /// Called when the forward goes idle (its last connection ended), and when a
+    /// connection arrives only if the server is known to send at once
+    /// ([`Opener::server_sends_at_once`]): sshd holds a small packet while an earlier
+    /// small one is unacknowledged (Nagle, on for port-forwarding sessions), so a spare's
     /// confirmation sent while another connection of the forward waits for its reply
     /// would hold that reply back a round trip. Opened in a pause, it costs nobody a
-    /// wait, and connections that come back to back simply open their own as with ssh.
+    /// wait, and connections that come back to back simply open their own as with ssh;
+    /// through warrend the next spare travels with the current connection's data.
     pub fn refill(&self) {
         self.want.notify_one();
     }

@@ -46,6 +46,11 @@ fn russh_config(config: &ServerConfig, keys: Vec<russh::keys::PrivateKey>) -> Co
         keepalive_interval: l.keepalive_interval.non_zero(),
         keepalive_max: l.keepalive_max as usize,
         nodelay: true,
+        // Named, so that warren knows it may pipeline channel opens (client::compat).
+        server_id: russh::SshId::Standard(Cow::Borrowed(concat!(
+            "SSH-2.0-warrend_",
+            env!("CARGO_PKG_VERSION")
+        ))),
         preferred: Preferred {
             cipher: Cow::Borrowed(crate::crypto::ciphers()),
             ..Preferred::DEFAULT
