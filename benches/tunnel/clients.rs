@@ -152,17 +152,6 @@ impl Client {
     }
 }
 
-/// Whether the warren under test has the opt-in `--preconnect` (its
-/// `--help` names it); a tree without it gets no preconnect rows.
-pub fn warren_has_preconnect(env: &Env) -> bool {
-    Command::new(&env.warren)
-        .arg("--help")
-        .env("HOME", &env.home)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--preconnect"))
-}
-
 fn command(
     env: &Env,
     kind: ClientKind,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::Bench;
-use crate::clients::{ClientOptions, warren_has_preconnect};
+use crate::clients::ClientOptions;
 use crate::link::DelayLine;
 use crate::opts::{ClientKind, Pair, PathKind, format_ms};
 use crate::report::{Better, Report, format_num};
@@ -36,12 +36,11 @@ impl Bench {
         let rtt = self.opts.link_rtt;
         let one_way = rtt / 2;
         let line_rtt = self.line_rtt(one_way);
-        let has_preconnect = warren_has_preconnect(&self.env);
         let mut rigs: Vec<(Rig, bool)> = Vec::new();
         for pair in self.tunnel_pairs() {
             let warren = pair.client() == Some(ClientKind::Warren);
             for preconnect in [false, true] {
-                if preconnect && !(warren && has_preconnect) {
+                if preconnect && !warren {
                     continue;
                 }
                 let opts = RigOptions {
@@ -94,7 +93,7 @@ impl Bench {
             }
         }
         drop(rigs);
-        self.file_link(&runs, &paced, has_preconnect, line_rtt);
+        self.file_link(&runs, &paced, line_rtt);
     }
 
     /// p50 of 1-byte echoes through a delay line straight to the echo
@@ -131,7 +130,6 @@ impl Bench {
         &mut self,
         runs: &[HashMap<Pair, Vec<SetupRun>>; 2],
         paced: &[HashMap<Pair, Vec<SetupRun>>; 2],
-        has_preconnect: bool,
         line_rtt: Option<f64>,
     ) {
         let rtt = format_ms(self.opts.link_rtt);
@@ -147,12 +145,10 @@ impl Bench {
                 file_rows(r, s, "", p, v);
             }
         }
-        if has_preconnect {
-            for &p in &pairs {
-                let plain = p.client() == Some(ClientKind::Ssh);
-                if let Some(v) = runs[usize::from(!plain)].get(&p) {
-                    file_rows(r, s, PRECONNECT_ROWS, p, v);
-                }
+        for &p in &pairs {
+            let plain = p.client() == Some(ClientKind::Ssh);
+            if let Some(v) = runs[usize::from(!plain)].get(&p) {
+                file_rows(r, s, PRECONNECT_ROWS, p, v);
             }
         }
         for &p in &pairs {
@@ -160,12 +156,10 @@ impl Bench {
                 file_latency_rows(r, s, &apart, p, v);
             }
         }
-        if has_preconnect {
-            for &p in &pairs {
-                let plain = p.client() == Some(ClientKind::Ssh);
-                if let Some(v) = paced[usize::from(!plain)].get(&p) {
-                    file_latency_rows(r, s, &format!("{apart}{PRECONNECT_ROWS}"), p, v);
-                }
+        for &p in &pairs {
+            let plain = p.client() == Some(ClientKind::Ssh);
+            if let Some(v) = paced[usize::from(!plain)].get(&p) {
+                file_latency_rows(r, s, &format!("{apart}{PRECONNECT_ROWS}"), p, v);
             }
         }
         let measured = match line_rtt {
@@ -175,7 +169,7 @@ impl Bench {
             ),
             None => String::new(),
         };
-        let mut note = format!(
+        let note = format!(
             "Link: the SSH connection crosses a user-space delay line (benches/tunnel/link.rs; \
              the machine has no netem) that holds every chunk for half the {rtt} ms round trip \
              in each direction; the benchmark's connections, the client's -L port and the target \
@@ -192,9 +186,6 @@ impl Bench {
             self.opts.link_conns,
             self.opts.setup_budget.as_secs(),
         );
-        if !has_preconnect {
-            note.push_str(" This warren has no `--preconnect`: its rows are left out.");
-        }
         let r = &mut self.report;
         r.notes.push(note);
         r.notes.push(String::new());
