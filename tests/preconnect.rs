@@ -1,7 +1,9 @@
 //! `warren --preconnect -L` through a real OpenSSH sshd: the target sees the next
 //! connection's channel before the client exists, the client gets that channel (with what
 //! the target already said on it), every byte still arrives once and in order, and an
-//! unused spare is closed after its time instead of being held or replaced.
+//! unused spare is closed after its time instead of being held or replaced, and a spare
+//! from a session that was replaced is never handed out. Through warrend, which sends
+//! without Nagle, the spare is opened while a connection is still in use.
 
 mod common;
 
@@ -260,4 +262,32 @@ fn through_warrend_the_spare_is_opened_while_a_connection_is_in_use() {
         assert_eq!(use_once(addr, &data), want);
         want = if i == 0 { 3 } else { want + 1 };
     }
+}
+
+#[test]
+fn a_spare_from_a_lost_session_is_never_handed_out() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let target = GreetingEcho::start();
+    let (warren, addr) = warren_preconnect(&sshd, &user, target.addr);
+    assert_eq!(use_once(addr, b"first"), 1);
+    assert_eq!(target.next(READY_TIMEOUT), Some(Seen::Accepted(1)));
+    assert_eq!(target.next(READY_TIMEOUT), Some(Seen::Accepted(2)));
+
+    // A new session (SIGHUP reconnects at once): the spare belonged to the old one, whose
+    // channels are gone; its greeting still sits in warren's buffer.
+    let mark = warren.stderr_line_count();
+    warren.signal(libc::SIGHUP);
+    warren
+        .wait_for_stderr_from(mark, |l| l.contains("reconnected to"), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        target.next(READY_TIMEOUT),
+        Some(Seen::ClosedUnused(2)),
+        "the old session's spare is closed at the target"
+    );
+    // The next client gets a channel of the new session, not the dead spare.
+    let data = pattern_bytes(64 * 1024, 3);
+    assert_eq!(use_once(addr, &data), 3);
+    assert_eq!(sshd.logs().matches("Accepted publickey").count(), 2);
 }
