@@ -106,8 +106,8 @@ impl LocalListener {
         })
     }
 
-    /// Keeps one channel to the target opened ahead of the next connection, saving each
-    /// connection the channel-open round trip (see [`super::spare`]).
+    /// Keeps one channel to the target opened ahead of the next connection, saving that
+    /// connection the channel-open round trip (when and why: [`super::spare`]).
     pub fn with_preconnect(mut self, on: bool) -> Self {
         self.preconnect = on;
         self

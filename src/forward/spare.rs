@@ -120,8 +120,8 @@ impl<O: Opener> Spare<O> {
     }
 }
 
-/// Opens a spare each time the last one was taken, holds it for [`SPARE_TTL`], and
-/// closes it unused after that. A failed open is not retried until the next connection
+/// Opens a spare whenever one is asked for ([`Spare::refill`]) and none is held, holds it
+/// for [`SPARE_TTL`], and closes it unused after that. A failed open is not retried until the next connection
 /// (the connection itself then reports why), so a refusing target costs nothing extra.
 async fn keep<O: Opener>(
     spare: Arc<Spare<O>>,
