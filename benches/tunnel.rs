@@ -19,6 +19,8 @@ mod ceiling;
 mod clients;
 #[path = "tunnel/env.rs"]
 mod env;
+#[path = "tunnel/floor.rs"]
+mod floor;
 #[path = "tunnel/link.rs"]
 mod link;
 #[path = "tunnel/opts.rs"]
@@ -62,6 +64,19 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(role) = std::env::args()
+        .nth(1)
+        .filter(|a| [floor::CLIENT_ARG, floor::SERVER_ARG].contains(&a.as_str()))
+    {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        return match floor::main(&role, &args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{role}: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -99,6 +114,7 @@ fn run() -> Result<bool> {
             Phase::Openssl => bench.ceiling(),
             Phase::Startup => bench.startup(),
             Phase::Path(p) => bench.path(*p),
+            Phase::Floor => bench.floor(),
             Phase::Link => bench.link(),
             Phase::Slow => bench.slow_reader(),
             Phase::Concurrency => bench.concurrency(),

@@ -124,6 +124,8 @@ pub enum Phase {
     Startup,
     /// Bulk, setup and latency through one path.
     Path(PathKind),
+    /// -L connection setup against a plaintext mux: the floor.
+    Floor,
     /// -L connection setup across a slower (delayed) link.
     Link,
     /// One unread connection next to an echoing one.
@@ -133,10 +135,11 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Openssl,
         Phase::Startup,
         Phase::Path(PathKind::Local),
+        Phase::Floor,
         Phase::Path(PathKind::Dynamic),
         Phase::Path(PathKind::Remote),
         Phase::Link,
@@ -149,6 +152,7 @@ impl Phase {
             Phase::Openssl => "openssl",
             Phase::Startup => "startup",
             Phase::Path(p) => p.flag(),
+            Phase::Floor => "floor",
             Phase::Link => "link",
             Phase::Slow => "slow",
             Phase::Concurrency => "concurrency",
@@ -165,7 +169,7 @@ impl Phase {
             .find(|p| p.name() == want)
             .with_context(|| {
                 format!(
-                    "unknown phase {s:?}; expected openssl, startup, L, D, R, link, slow, concurrency"
+                    "unknown phase {s:?}; expected openssl, startup, L, floor, D, R, link, slow, concurrency"
                 )
             })
     }
@@ -220,7 +224,7 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
                        the default when not started by `cargo bench` (e.g. `cargo test --benches`)
   --full               the full run even when not started by `cargo bench`
   --only PAIR[,PAIR]   pairs to run: ssh-sshd, warren-sshd, ssh-warrend, warren-warrend, direct
-  --phases P[,P]       what to run (default all): openssl, startup, L, D, R, link, slow, concurrency
+  --phases P[,P]       what to run (default all): openssl, startup, L, floor, D, R, link, slow, concurrency
   --size SIZE          bytes per direction of a -L bulk run (e.g. 1GiB, 256MiB)
   --side-size SIZE     bytes per direction of a -D/-R bulk run
   --runs N             repetitions of bulk/setup/latency/link (medians are reported)

@@ -104,6 +104,18 @@ impl Rig {
         })
     }
 
+    /// A rig whose route leads into something started elsewhere (the
+    /// setup floor's mux): no client or server here to measure.
+    pub fn external(pair: Pair, route: Route) -> Rig {
+        Rig {
+            pair,
+            route,
+            client: None,
+            _link: None,
+            server: None,
+        }
+    }
+
     /// CPU and memory of the client and of the server (with the processes
     /// it forked), `None` for the direct connection.
     pub fn usage(&self) -> (Option<Usage>, Option<Usage>) {

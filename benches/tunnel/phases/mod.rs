@@ -5,6 +5,7 @@
 //! lands on all pairs alike instead of skewing one pair's ratio.
 
 mod concurrency;
+mod floor;
 mod link;
 mod path;
 mod slow;
