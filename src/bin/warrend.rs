@@ -30,7 +30,12 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     warren::logging::init(args.verbose, args.quiet);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // This runtime only accepts connections, handles signals and feeds the audit log;
+    // sessions run on session threads of their own (src/server/session_threads.rs).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("warrend: cannot start the async runtime: {e}");

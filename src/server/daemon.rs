@@ -5,6 +5,7 @@ use super::audit::{AuditEvent, AuditSink};
 use super::config::ServerConfig;
 use super::host_keys;
 use super::listener;
+use super::session_threads::SessionThreads;
 use super::state::Shared;
 use anyhow::Context;
 use russh::server::Config;
@@ -116,7 +117,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         opts.config.clone(),
         sigs,
     ));
-    listener::serve(listeners, shared.clone(), ssh_config, cancel).await;
+    let threads = SessionThreads::per_core().context("starting the session threads")?;
+    listener::serve(listeners, threads, shared.clone(), ssh_config, cancel).await;
     audit
         .record(
             0,

@@ -1,9 +1,11 @@
 //! The accept loop: admission limits before any SSH work (throttled sources, unauthenticated
-//! connection caps), one task per connection with a login-grace timer, and a graceful
-//! shutdown that disconnects every session.
+//! connection caps), one task per connection with a login-grace timer, run on one of the
+//! session threads ([`SessionThreads`]), and a graceful shutdown that disconnects every
+//! session.
 
 use super::audit::{AuditEvent, next_conn_id};
 use super::connection::Connection;
+use super::session_threads::{Seat, SessionThreads};
 use super::state::Shared;
 use russh::server::{self, Handle};
 use std::collections::HashMap;
@@ -24,10 +26,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// they have ended (or after a short grace period).
 pub async fn serve(
     listeners: Vec<TcpListener>,
+    threads: SessionThreads,
     shared: Arc<Shared>,
     russh_config: Arc<server::Config>,
     cancel: CancellationToken,
 ) {
+    let threads = Arc::new(threads);
     let limits = shared.config().limits.clone();
     let unauth = Arc::new(Semaphore::new(limits.max_unauthenticated as usize));
     let sessions: Arc<Mutex<HashMap<u64, Handle>>> = Arc::default();
@@ -40,7 +44,7 @@ pub async fn serve(
             unauth.clone(),
             sessions.clone(),
             tracker.clone(),
-            cancel.clone(),
+            threads.clone(),
         );
         loops.push(tokio::spawn(accept_loop(listener, ctx)));
     }
@@ -81,11 +85,11 @@ type LoopCtx = (
     Arc<Semaphore>,
     Arc<Mutex<HashMap<u64, Handle>>>,
     TaskTracker,
-    CancellationToken,
+    Arc<SessionThreads>,
 );
 
 async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
-    let (shared, config, unauth, sessions, tracker, _cancel) = ctx;
+    let (shared, config, unauth, sessions, tracker, threads) = ctx;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -125,33 +129,41 @@ async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
                 .await;
             continue;
         };
+        // Off this runtime's reactor: the session thread registers it with its own.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, "cannot hand the connection over: {e}");
+                continue;
+            }
+        };
         let id = next_conn_id();
         let pending = shared.throttle.pending(peer.ip());
         let conn = Connection::new(id, peer, shared.clone(), permit, pending);
         let span = info_span!("conn", id, %peer);
+        let (thread, seat) = threads.pick();
         let task = run_one(
             stream,
             peer,
-            conn,
+            (conn, seat),
             shared.clone(),
             config.clone(),
             sessions.clone(),
         );
-        tracker.spawn(task.instrument(span));
+        tracker.spawn_on(task.instrument(span), thread);
     }
 }
 
 async fn run_one(
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
-    conn: Connection,
+    (conn, _seat): (Connection, Seat),
     shared: Arc<Shared>,
     config: Arc<server::Config>,
     sessions: Arc<Mutex<HashMap<u64, Handle>>>,
 ) {
     let id = conn.id;
     let authenticated = conn.authenticated.clone();
-    let _ = stream.set_nodelay(true);
     shared
         .audit
         .record(
@@ -164,9 +176,10 @@ async fn run_one(
     // A second handle on the socket, to cut it when the grace time is over: russh only
     // reads a Disconnect from its handle once key exchange is done, and after one it
     // waits for the client to close its side (forever, with no inactivity timeout).
-    let (stream, cutter) = match stream.into_std().and_then(|s| {
-        let cutter = s.try_clone()?;
-        Ok((TcpStream::from_std(s)?, cutter))
+    let (stream, cutter) = match stream.try_clone().and_then(|cutter| {
+        let stream = TcpStream::from_std(stream)?;
+        stream.set_nodelay(true)?;
+        Ok((stream, cutter))
     }) {
         Ok(pair) => pair,
         Err(e) => {

@@ -15,5 +15,6 @@ pub mod listener;
 pub mod policy;
 pub mod rendezvous;
 pub mod rules;
+pub mod session_threads;
 pub mod state;
 pub mod throttle;
