@@ -4,10 +4,11 @@
 //! A forwarded connection is a chain of short hand-offs: SSH socket → session task →
 //! channel task → target socket, and back. On tokio's multi-threaded runtime each
 //! hand-off may land on another worker, and waking a sleeping thread is most of what a
-//! short connection costs: ~10 context switches per open / 1-byte echo / close cycle,
-//! 42 % of warrend's profile in the scheduler (`finish_task_switch`), against ~3 for a
-//! one-thread relay. With a session pinned to one thread those hand-offs are task
-//! switches within it. The bastion still uses every core, for many sessions: there is
+//! short connection costs: ~10 context switches per open / 1-byte echo / close cycle
+//! across warrend's threads, 42 % of its profile in the scheduler (`finish_task_switch`).
+//! With a session pinned to one thread those hand-offs are task switches within it: ~5
+//! context switches per cycle, and ~15 % more connections per second (docs/benchmark.md,
+//! fifth run). The bastion still uses every core, for many sessions: there is
 //! one thread per core, and each new connection goes to the one with the fewest
 //! sessions. What it gives up is spreading one session's channels over cores, which
 //! bought little: a session's packets are encrypted and decrypted in one task anyway.
@@ -81,14 +82,6 @@ impl SessionThreads {
             .expect("at least one session thread");
         t.sessions.fetch_add(1, Ordering::Relaxed);
         (&t.handle, Seat(t.sessions.clone()))
-    }
-
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
     }
 }
 
