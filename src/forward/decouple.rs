@@ -20,6 +20,7 @@
 //! a byte. Only a reader stalled beyond both bounds costs its own connection (it is
 //! closed with an error); the others never notice.
 
+use super::budget::Budget;
 use bytes::Bytes;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use std::collections::VecDeque;
@@ -33,6 +34,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// Bytes kept in memory per channel. Beyond it the drain waits for the reader (see
@@ -82,10 +84,23 @@ struct Spill {
     waker: Option<Waker>,
     mem_cap: usize,
     spill_cap: u64,
+    /// What the owner (user, server) may hold in all its channels together; `charged`
+    /// bytes of the backlog are counted in it and given back as the reader takes them
+    /// (or when the channel ends).
+    budget: Option<Arc<Budget>>,
+    charged: u64,
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.release(self.charged);
+        }
+    }
 }
 
 impl Spill {
-    fn new(mem_cap: usize, spill_cap: u64) -> Spill {
+    fn new(mem_cap: usize, spill_cap: u64, budget: Option<Arc<Budget>>) -> Spill {
         Spill {
             mem: VecDeque::new(),
             mem_bytes: 0,
@@ -103,6 +118,8 @@ impl Spill {
             waker: None,
             mem_cap,
             spill_cap,
+            budget,
+            charged: 0,
         }
     }
 
@@ -139,6 +156,11 @@ impl Spill {
                 self.backlog(),
                 self.spill_cap
             ));
+        }
+        if let Some(b) = &self.budget {
+            b.try_charge(data.len() as u64)
+                .map_err(|e| format!("buffer budget used up: {e}; closing this connection"))?;
+            self.charged += data.len() as u64;
         }
         let start_flusher = if self.has_room(data.len()) {
             self.mem_bytes += data.len();
@@ -262,6 +284,8 @@ fn start_flusher(shared: Arc<Shared>) {
             })();
             let mut s = shared.lock();
             match written {
+                // A failed channel has let its file go; this batch goes with it.
+                Ok(_) if s.error.is_some() => s.inflight = 0,
                 Ok(file) => {
                     s.file = Some(file);
                     s.file_end += s.inflight;
@@ -269,7 +293,7 @@ fn start_flusher(shared: Arc<Shared>) {
                 }
                 Err(e) => {
                     warn!("cannot write the spill file: {e}");
-                    s.error = Some(format!("cannot write the spill file: {e}"));
+                    shared.fail(&mut s, format!("cannot write the spill file: {e}"));
                 }
             }
             s.wake();
@@ -284,11 +308,34 @@ fn start_flusher(shared: Arc<Shared>) {
 struct Shared {
     spill: Mutex<Spill>,
     room: Notify,
+    /// Cancelled when the channel fails (reader too far behind, budget used up, spill
+    /// file broken), so whoever relays it stops even while blocked on the other side.
+    failed: CancellationToken,
 }
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Spill> {
         self.spill.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the channel's failure: the reader sees it as an error, the relay stops,
+    /// and what was held for it (memory, spill file, budget) is let go now rather than
+    /// when the peer gets round to confirming the close.
+    fn fail(&self, s: &mut Spill, error: String) {
+        s.error = Some(error);
+        s.mem.clear();
+        s.mem_bytes = 0;
+        s.staged.clear();
+        s.staged_bytes = 0;
+        s.file = None;
+        s.read_pos = 0;
+        s.file_end = 0;
+        if let Some(b) = &s.budget {
+            b.release(s.charged);
+        }
+        s.charged = 0;
+        s.wake();
+        self.failed.cancel();
     }
 }
 
@@ -317,6 +364,16 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Decoupled<S> {
         let s = self.shared.lock();
         !s.eof && s.error.is_none()
     }
+
+    /// Completes with the reason once the channel has failed (see [`Shared::failed`]);
+    /// owned, so it can be awaited while the stream itself is being relayed.
+    pub fn failure(&self) -> impl Future<Output = String> + Send + 'static {
+        let shared = self.shared.clone();
+        async move {
+            shared.failed.cancelled().await;
+            shared.lock().error.clone().unwrap_or_default()
+        }
+    }
 }
 
 /// Splits `channel` and starts its drain task.
@@ -327,12 +384,24 @@ where
     decouple_with(channel, MEMORY_CAP, SPILL_CAP)
 }
 
+/// [`decouple`] for a server, where what a channel's slow reader makes us hold is also
+/// charged to `budget` (its user's, inside the server's): a channel that would take more
+/// than the budget has left fails instead.
+pub fn decouple_budgeted<S>(channel: Channel<S>, budget: Arc<Budget>) -> Decoupled<S>
+where
+    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    let (stream, drain) = decouple_parts(channel, MEMORY_CAP, SPILL_CAP, Some(budget));
+    tokio::spawn(drain);
+    stream
+}
+
 /// [`decouple`] with explicit bounds (tests use small ones).
 pub fn decouple_with<S>(channel: Channel<S>, mem_cap: usize, spill_cap: u64) -> Decoupled<S>
 where
     S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
 {
-    let (stream, drain) = decouple_parts(channel, mem_cap, spill_cap);
+    let (stream, drain) = decouple_parts(channel, mem_cap, spill_cap, None);
     tokio::spawn(drain);
     stream
 }
@@ -341,6 +410,7 @@ fn decouple_parts<S>(
     channel: Channel<S>,
     mem_cap: usize,
     spill_cap: u64,
+    budget: Option<Arc<Budget>>,
 ) -> (Decoupled<S>, impl Future<Output = ()> + Send + 'static)
 where
     S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
@@ -348,8 +418,9 @@ where
     let (mut read_half, write_half) = channel.split();
     let write_half = Arc::new(write_half);
     let shared = Arc::new(Shared {
-        spill: Mutex::new(Spill::new(mem_cap, spill_cap)),
+        spill: Mutex::new(Spill::new(mem_cap, spill_cap, budget)),
         room: Notify::new(),
+        failed: CancellationToken::new(),
     });
     let (drain_shared, drain_writer) = (shared.clone(), write_half.clone());
     let drain = async move {
@@ -425,8 +496,7 @@ where
                     let pushed = s.push(data);
                     if let Err(e) = &pushed {
                         warn!("{e}");
-                        s.error = Some(e.clone());
-                        s.wake();
+                        shared.fail(&mut s, e.clone());
                     }
                     pushed
                 };
@@ -473,8 +543,15 @@ fn poll_read_shared(
     if let Some(e) = &s.error {
         return Poll::Ready(Err(io::Error::other(e.clone())));
     }
+    let before = buf.filled().len();
     match s.read_into(buf) {
         Ok((true, flush)) => {
+            let moved = (buf.filled().len() - before) as u64;
+            let n = moved.min(s.charged);
+            s.charged -= n;
+            if let Some(b) = &s.budget {
+                b.release(n);
+            }
             drop(s);
             if flush {
                 start_flusher(shared.clone());

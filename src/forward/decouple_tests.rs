@@ -36,10 +36,21 @@ fn start() -> (
     Arc<Shared>,
     tokio::task::JoinHandle<()>,
 ) {
+    start_budgeted(None)
+}
+
+fn start_budgeted(
+    budget: Option<Arc<Budget>>,
+) -> (
+    mpsc::Sender<ChannelMsg>,
+    Arc<Shared>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, mut rx) = mpsc::channel(4);
     let shared = Arc::new(Shared {
-        spill: Mutex::new(Spill::new(4 * CHUNK, 1 << 30)),
+        spill: Mutex::new(Spill::new(4 * CHUNK, 1 << 30, budget)),
         room: Notify::new(),
+        failed: CancellationToken::new(),
     });
     let s = shared.clone();
     let task = tokio::spawn(async move { drain(&mut rx, &s, PATIENCE, || async {}).await });
@@ -138,4 +149,65 @@ async fn a_crawling_reader_goes_to_disk_rather_than_setting_the_sessions_pace() 
     );
     assert!(shared.lock().spilled > 0);
     check_in_order(&reader.await.unwrap(), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_bytes_are_charged_to_the_budget_and_given_back_as_read_or_dropped() {
+    let server = Budget::new("server", 64 * CHUNK as u64);
+    let user = Budget::within(&server, "user", 16 * CHUNK as u64);
+    let (tx, shared, task) = start_budgeted(Some(user.clone()));
+    for i in 0..10 {
+        tx.send(ChannelMsg::Data { data: chunk(i) }).await.unwrap();
+    }
+    // The drain has taken them all (memory, then the disk): all ten are charged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while user.used() < 10 * CHUNK as u64 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(user.used(), 10 * CHUNK as u64);
+    assert_eq!(server.used(), 10 * CHUNK as u64);
+    let mut buf = vec![0u8; 3 * CHUNK];
+    Reader(shared.clone()).read_exact(&mut buf).await.unwrap();
+    assert_eq!(
+        user.used(),
+        7 * CHUNK as u64,
+        "what the reader took is given back"
+    );
+    drop(tx);
+    task.await.unwrap();
+    drop(shared);
+    assert_eq!(
+        (user.used(), server.used()),
+        (0, 0),
+        "the rest is given back at the end"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_channel_beyond_its_budget_fails_and_says_so() {
+    let user = Budget::new("max_buffered_per_user (mallory)", 8 * CHUNK as u64);
+    let (tx, shared, _task) = start_budgeted(Some(user.clone()));
+    let failure = {
+        let shared = shared.clone();
+        async move {
+            shared.failed.cancelled().await;
+            shared.lock().error.clone().unwrap_or_default()
+        }
+    };
+    // Nobody reads; the ninth packet is over budget. The drain keeps taking (and
+    // discarding) packets after the failure, so the sender is never stuck.
+    for i in 0..20 {
+        tx.send(ChannelMsg::Data { data: chunk(i) }).await.unwrap();
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(5), failure)
+        .await
+        .expect("the channel failed");
+    assert!(
+        reason.contains("max_buffered_per_user (mallory)"),
+        "{reason}"
+    );
+    assert!(user.used() <= 8 * CHUNK as u64);
+    let mut buf = vec![0u8; CHUNK];
+    let err = Reader(shared.clone()).read(&mut buf).await.unwrap_err();
+    assert!(err.to_string().contains("budget"), "{err}");
 }

@@ -3,6 +3,7 @@
 //! [`relay::relay`] moves the bytes.
 
 pub mod bind;
+pub mod budget;
 pub mod decouple;
 pub mod dynamic;
 pub mod local;

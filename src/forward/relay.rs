@@ -121,14 +121,30 @@ impl Pump {
     }
 }
 
-/// [`relay`], but gives up when neither side has sent anything for `idle` (if set).
-/// Returns the bytes each way (also when the relay failed) and how it ended: `Ok(None)`
-/// both sides finished, `Ok(Some(idle))` the idle time ended it, `Err` an error did.
+/// How a [`relay_with_idle`] ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Both directions finished (EOF each way).
+    Done,
+    /// Neither side sent anything for this long.
+    Idle(std::time::Duration),
+    /// The owner stopped it (session closed, channel failed); the reason says why.
+    Stopped(String),
+    /// A read or write failed.
+    Failed(io::Error),
+}
+
+/// [`relay`], but gives up when neither side has sent anything for `idle` (if set), or
+/// as soon as `stop` completes: a relay blocked writing to a peer that never reads would
+/// otherwise hold its sockets and buffers for as long as that peer likes, long after the
+/// session that asked for it has gone. Returns the bytes each way (also when the relay
+/// did not finish) and how it ended.
 pub async fn relay_with_idle<A, B>(
     a: &mut A,
     b: &mut B,
     idle: Option<std::time::Duration>,
-) -> (u64, u64, std::io::Result<Option<std::time::Duration>>)
+    stop: impl std::future::Future<Output = String>,
+) -> (u64, u64, Ended)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -142,20 +158,35 @@ where
     let mut tb = activity::Tracked::new(b, activity.clone(), read_b.clone(), start);
     let copy = relay(&mut ta, &mut tb);
     tokio::pin!(copy);
+    tokio::pin!(stop);
     let never = std::time::Duration::from_secs(365 * 86_400);
+    let so_far = || {
+        (
+            read_a.load(Ordering::Relaxed),
+            read_b.load(Ordering::Relaxed),
+        )
+    };
     loop {
         let last = start + std::time::Duration::from_millis(activity.load(Ordering::Relaxed));
         tokio::select! {
             r = &mut copy => {
                 return match r {
-                    Ok((x, y)) => (x, y, Ok(None)),
-                    Err(e) => (read_a.load(Ordering::Relaxed), read_b.load(Ordering::Relaxed), Err(e)),
+                    Ok((x, y)) => (x, y, Ended::Done),
+                    Err(e) => {
+                        let (x, y) = so_far();
+                        (x, y, Ended::Failed(e))
+                    }
                 };
+            }
+            reason = &mut stop => {
+                let (x, y) = so_far();
+                return (x, y, Ended::Stopped(reason));
             }
             _ = tokio::time::sleep_until(last + idle.unwrap_or(never)), if idle.is_some() => {
                 let seen = start + std::time::Duration::from_millis(activity.load(Ordering::Relaxed));
                 if seen <= last {
-                    return (read_a.load(Ordering::Relaxed), read_b.load(Ordering::Relaxed), Ok(idle));
+                    let (x, y) = so_far();
+                    return (x, y, Ended::Idle(idle.unwrap_or(never)));
                 }
             }
         }

@@ -178,6 +178,14 @@ fn invalid_configs_name_file_and_field() {
             ],
         ),
         (
+            "[limits]\nmax_session_channels = 0\nmax_buffered_per_user = '2GiB'\nmax_buffered = 1000",
+            &[
+                "limits.max_session_channels: must be at least 1",
+                "limits.max_buffered: must be at least 4MiB",
+                "limits.max_buffered_per_user: cannot exceed limits.max_buffered",
+            ],
+        ),
+        (
             "[server]\nlisten = []\naudit_log = ''",
             &["server.listen: must list", "server.audit_log: must be"],
         ),
@@ -216,6 +224,7 @@ fn parse_errors_name_the_file_and_line() {
             "[limits]\nlogin_grace_time = '30x'",
             "invalid duration '30x'",
         ),
+        ("[limits]\nmax_buffered = '1TB'", "invalid size '1TB'"),
         ("[server]\nlisten = ['localhost:22']", "line 2"),
         (
             "[forwarding]\ngateway_ports = 'maybe'",

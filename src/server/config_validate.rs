@@ -157,6 +157,7 @@ impl ServerConfig {
             ("max_channels_per_session", l.max_channels_per_session),
             ("max_listeners_per_session", l.max_listeners_per_session),
             ("keepalive_max", l.keepalive_max),
+            ("max_session_channels", l.max_session_channels),
         ];
         for (field, value) in at_least_one {
             if value == 0 {
@@ -180,6 +181,22 @@ impl ServerConfig {
             p.push(
                 "limits.max_unauthenticated_per_source",
                 "cannot exceed limits.max_unauthenticated",
+            );
+        }
+        // Below one SSH window a single channel's sender could not even be paused.
+        const MIN_BUFFERED: u64 = 4 << 20;
+        for (field, value) in [
+            ("max_buffered_per_user", l.max_buffered_per_user.0),
+            ("max_buffered", l.max_buffered.0),
+        ] {
+            if value < MIN_BUFFERED {
+                p.push(format!("limits.{field}"), "must be at least 4MiB");
+            }
+        }
+        if l.max_buffered_per_user.0 > l.max_buffered.0 {
+            p.push(
+                "limits.max_buffered_per_user",
+                "cannot exceed limits.max_buffered",
             );
         }
         if l.source_netblock_v4 > 32 {

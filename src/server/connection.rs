@@ -15,6 +15,7 @@ use super::policy::{Decision, DirectRoute, ForwardPlan, UserPolicy};
 use super::rendezvous::Owner;
 use super::state::{Shared, UserSession};
 use super::throttle::PendingGuard;
+use crate::forward::budget::Budget;
 use russh::keys::ssh_key::{Algorithm, Certificate, HashAlg, PublicKey};
 use russh::server::{self, Auth, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
@@ -25,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// What users of `ssh host` (without -N) see.
@@ -39,6 +41,8 @@ pub struct Identity {
     pub options: KeyOptions,
     pub policy: UserPolicy,
     pub config: Arc<ServerConfig>,
+    /// The user's byte budget for slow readers (all their sessions share it).
+    pub budget: Arc<Budget>,
 }
 
 /// Per-connection state (russh's `Handler`).
@@ -59,6 +63,12 @@ pub struct Connection {
     user_session: Option<UserSession>,
     unauth_permit: Option<OwnedSemaphorePermit>,
     pending: Option<PendingGuard>,
+    /// Cancelled when this connection ends (the handler is dropped): every task it
+    /// started (relays, dials, listeners' connections) ends with it.
+    session: CancellationToken,
+    /// Open "session" channels (audit channel number, opened at), for
+    /// max_session_channels and their close records.
+    session_channels: HashMap<ChannelId, (u64, Instant)>,
 }
 
 impl Connection {
@@ -84,6 +94,8 @@ impl Connection {
             user_session: None,
             unauth_permit: Some(unauth_permit),
             pending: Some(pending),
+            session: CancellationToken::new(),
+            session_channels: HashMap::new(),
         }
     }
 
@@ -141,6 +153,7 @@ impl Connection {
             );
             return self.fail_auth(user, method, Some(key_fp), reason).await;
         };
+        let budget = slot.budget.clone();
         self.user_session = Some(slot);
         self.audit(AuditEvent::AuthSuccess {
             user: user.to_string(),
@@ -157,6 +170,7 @@ impl Connection {
             options,
             policy,
             config,
+            budget,
         });
         Auth::Accept
     }
@@ -184,6 +198,8 @@ impl Connection {
             connect_timeout: identity.config.limits.connect_timeout.0,
             idle_timeout: identity.config.limits.channel_idle_timeout.non_zero(),
             tasks: self.shared.channels.clone(),
+            session: self.session.clone(),
+            budget: identity.budget.clone(),
         }
     }
 
@@ -351,13 +367,51 @@ impl server::Handler for Connection {
 
     async fn channel_open_session(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         reply: server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         // Accepted only so the refusal can be said in words when a shell, command or
-        // subsystem is requested; nothing ever runs.
+        // subsystem is requested; nothing ever runs. Capped like sshd's MaxSessions:
+        // each costs russh's channel state, and nothing legitimate needs many.
+        let Some(identity) = self.identity.clone() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let limit = identity.config.limits.max_session_channels;
+        let ctx = self.ctx(&identity, "session", String::new());
+        if self.session_channels.len() >= limit as usize {
+            let d = Decision::Deny {
+                reason: format!("{limit} session channels already open (max_session_channels)"),
+                rule: None,
+            };
+            self.deny_channel(&ctx, reply, d, ChannelOpenFailure::ResourceShortage)
+                .await;
+            return Ok(());
+        }
+        self.session_channels
+            .insert(channel.id(), (ctx.channel, Instant::now()));
+        ctx.audit_open(
+            &Decision::Allow {
+                rule: "session channel (only to refuse shells in words)".into(),
+            },
+            &[],
+        )
+        .await;
         reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some((number, opened)) = self.session_channels.remove(&channel) {
+            self.audit_session_close(number, opened, "closed");
+        }
         Ok(())
     }
 
@@ -558,13 +612,30 @@ impl server::Handler for Connection {
                 let owner = Owner {
                     conn: self.id,
                     user: identity.user.clone(),
+                    key_fp: identity.key_fp.clone(),
                     handle: session.handle(),
+                    session: self.session.clone(),
+                    budget: identity.budget.clone(),
                 };
-                if let Some(old) = self.shared.registry.register(&name, p, owner) {
-                    info!(
+                match self.shared.registry.register(&name, p, owner) {
+                    Ok(Some(old)) => info!(
                         conn = self.id,
-                        "{name}:{p} taken over from connection {old}"
-                    );
+                        "{name:?}:{p} taken over from connection {old} of the same user"
+                    ),
+                    Ok(None) => {}
+                    Err(_) => {
+                        // Neither who holds it nor anything else about them is said.
+                        let d = Decision::Deny {
+                            reason: format!("{name}:{p} is published by another user"),
+                            rule: None,
+                        };
+                        self.audit_listen(&identity, kind, address, *port, &d).await;
+                        info!(
+                            conn = self.id,
+                            "-R {name:?}:{p} refused: published by another user"
+                        );
+                        return Ok(false);
+                    }
                 }
                 self.published.push((name, p));
                 self.audit_listen(&identity, kind, address, *port, &decision)
@@ -647,6 +718,27 @@ impl server::Handler for Connection {
 }
 
 impl Connection {
+    /// Closes the record of a "session" channel (never carries bytes). Not awaited:
+    /// also called from `Drop`.
+    fn audit_session_close(&self, number: u64, opened: Instant, reason: &str) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        self.shared.audit.try_record(
+            self.id,
+            AuditEvent::ChannelClose {
+                channel: number,
+                kind: "session".into(),
+                user: identity.user.clone(),
+                target: String::new(),
+                bytes_up: 0,
+                bytes_down: 0,
+                duration_ms: opened.elapsed().as_millis() as u64,
+                close_reason: reason.into(),
+            },
+        );
+    }
+
     async fn refuse_session(
         &mut self,
         channel: ChannelId,
@@ -721,6 +813,10 @@ pub fn decision_fields(d: &Decision) -> (String, Option<String>, Option<String>)
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.session.cancel();
+        for (_, (number, opened)) in std::mem::take(&mut self.session_channels) {
+            self.audit_session_close(number, opened, "session closed");
+        }
         let listeners = std::mem::take(&mut self.listeners);
         let published = std::mem::take(&mut self.published);
         let user = self.identity.as_ref().map(|i| i.user.clone());

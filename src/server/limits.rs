@@ -43,6 +43,14 @@ pub struct Limits {
     pub keepalive_interval: ConfigDuration,
     /// Unanswered keepalives before the client is considered dead.
     pub keepalive_max: u32,
+    /// "session" channels per connection (sshd `MaxSessions`); warrend only opens them to
+    /// refuse shells in words, so a few suffice.
+    pub max_session_channels: u32,
+    /// Bytes warrend may hold for one user's slow readers, over all their channels and
+    /// sessions (memory and spill file together).
+    pub max_buffered_per_user: ConfigSize,
+    /// The same, for all users together.
+    pub max_buffered: ConfigSize,
 }
 
 impl Default for Limits {
@@ -65,6 +73,9 @@ impl Default for Limits {
             channel_idle_timeout: secs(0),
             keepalive_interval: secs(30),
             keepalive_max: 3,
+            max_session_channels: 10,
+            max_buffered_per_user: ConfigSize(256 << 20),
+            max_buffered: ConfigSize(1 << 30),
         }
     }
 }
@@ -98,6 +109,48 @@ impl TryFrom<DurationRepr> for ConfigDuration {
             DurationRepr::Text(t) => parse_duration(&t).map(ConfigDuration),
         }
     }
+}
+
+/// A byte count written as a number (`1048576`) or with a binary unit (`"64KiB"`,
+/// `"256MiB"`, `"1GiB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SizeRepr")]
+pub struct ConfigSize(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Bytes(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeRepr> for ConfigSize {
+    type Error = String;
+
+    fn try_from(repr: SizeRepr) -> Result<Self, String> {
+        match repr {
+            SizeRepr::Bytes(n) => Ok(ConfigSize(n)),
+            SizeRepr::Text(t) => parse_size(&t).map(ConfigSize),
+        }
+    }
+}
+
+/// Parses `"4096"`, `"64KiB"`, `"256MiB"`, `"1GiB"`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let bad = || {
+        format!("invalid size '{s}': expected a number of bytes, optionally with KiB, MiB or GiB")
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
 }
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"1d"`, `"0"`, `"off"`.

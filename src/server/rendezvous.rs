@@ -1,9 +1,11 @@
 //! The rendezvous namespace: `-R name:port` registrations that other users reach with
 //! `-L`/`-W`/`-J`, without any socket on the host.
 
+use crate::forward::budget::Budget;
 use russh::server::Handle;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 /// Who currently serves a name.
 #[derive(Clone)]
@@ -11,9 +13,19 @@ pub struct Owner {
     /// Connection id of the publishing session (for takeover and cleanup).
     pub conn: u64,
     pub user: String,
+    /// Fingerprint of the key (or certificate key) the publisher logged in with.
+    pub key_fp: String,
     /// The publisher's session, to open forwarded channels on.
     pub handle: Handle,
+    /// Cancelled when the publisher's session ends: connections through the name end too.
+    pub session: CancellationToken,
+    /// The publisher's byte budget: what its slow readers make warrend hold.
+    pub budget: Arc<Budget>,
 }
+
+/// A registration refused because another user serves the name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Taken;
 
 /// `(name, port)` to the session serving it.
 #[derive(Default)]
@@ -22,14 +34,21 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Registers `name:port` for `owner`. A newer registration takes the name over at once
-    /// and returns the connection id it replaced: a reconnecting device must never be
-    /// locked out by its own stale session, which keepalive will reap later anyway.
-    pub fn register(&self, name: &str, port: u16, owner: Owner) -> Option<u64> {
+    /// Registers `name:port` for `owner`. A live name belongs to the user who published
+    /// it: another user's registration is refused ([`Taken`]), whatever their publish
+    /// rules say, so nobody can step between a name's clients and its owner. The same
+    /// user takes the name over at once (any of their keys; the old connection id is
+    /// returned): a reconnecting device must never be locked out by its own stale
+    /// session, which keepalive will reap later anyway.
+    pub fn register(&self, name: &str, port: u16, owner: Owner) -> Result<Option<u64>, Taken> {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        names
-            .insert((name.to_string(), port), owner)
-            .map(|old| old.conn)
+        let key = (name.to_string(), port);
+        if let Some(current) = names.get(&key)
+            && current.user != owner.user
+        {
+            return Err(Taken);
+        }
+        Ok(names.insert(key, owner).map(|old| old.conn))
     }
 
     /// Removes `name:port` if `conn` still owns it (a taken-over name stays with its new

@@ -5,8 +5,9 @@ use super::audit::AuditSink;
 use super::config::ServerConfig;
 use super::rendezvous::Registry;
 use super::throttle::{Throttle, ThrottleLimits};
+use crate::forward::budget::Budget;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 /// Server-wide state, one per process.
 pub struct Shared {
@@ -17,6 +18,11 @@ pub struct Shared {
     /// Forwarded-connection tasks, so shutdown can wait for their audit records.
     pub channels: tokio_util::task::TaskTracker,
     sessions: Mutex<HashMap<String, u32>>,
+    /// What all slow readers together may make warrend hold (`max_buffered`).
+    buffered: Arc<Budget>,
+    /// Each user's share of it (`max_buffered_per_user`), alive while the user has a
+    /// session or a channel still holding bytes.
+    user_buffered: Mutex<HashMap<String, Weak<Budget>>>,
 }
 
 fn throttle_limits(c: &ServerConfig) -> ThrottleLimits {
@@ -32,6 +38,7 @@ fn throttle_limits(c: &ServerConfig) -> ThrottleLimits {
 impl Shared {
     pub fn new(config: ServerConfig, audit: AuditSink) -> Arc<Shared> {
         let throttle = Arc::new(Throttle::new(throttle_limits(&config)));
+        let buffered = Budget::new("limits.max_buffered", config.limits.max_buffered.0);
         Arc::new(Shared {
             config: RwLock::new(Arc::new(config)),
             audit,
@@ -39,7 +46,26 @@ impl Shared {
             throttle,
             channels: tokio_util::task::TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
+            buffered,
+            user_buffered: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `user`'s byte budget for slow readers, shared by all their sessions; a new one
+    /// (with the limit in force now) when they hold none.
+    fn user_budget(&self, user: &str, limit: u64) -> Arc<Budget> {
+        let mut budgets = self.user_buffered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = budgets.get(user).and_then(Weak::upgrade) {
+            return b;
+        }
+        budgets.retain(|_, w| w.strong_count() > 0);
+        let b = Budget::within(
+            &self.buffered,
+            format!("limits.max_buffered_per_user for {user:?}"),
+            limit,
+        );
+        budgets.insert(user.to_string(), Arc::downgrade(&b));
+        b
     }
 
     /// The configuration in force now. Each login takes a snapshot, so a reload applies
@@ -65,9 +91,12 @@ impl Shared {
             return None;
         }
         *n += 1;
+        drop(sessions);
+        let limit = self.config().limits.max_buffered_per_user.0;
         Some(UserSession {
             shared: self.clone(),
             user: user.to_string(),
+            budget: self.user_budget(user, limit),
         })
     }
 }
@@ -76,6 +105,8 @@ impl Shared {
 pub struct UserSession {
     shared: Arc<Shared>,
     user: String,
+    /// The user's byte budget, charged by this session's channels.
+    pub budget: Arc<Budget>,
 }
 
 impl Drop for UserSession {

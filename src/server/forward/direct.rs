@@ -2,7 +2,7 @@
 //! then relay; or reach a rendezvous through its publisher's session.
 
 use super::ChannelCtx;
-use crate::forward::decouple::decouple;
+use crate::forward::decouple::decouple_budgeted;
 use crate::server::address::Host;
 use crate::server::connection::Identity;
 use crate::server::policy::Decision;
@@ -89,27 +89,32 @@ pub async fn network(
     let mut last = String::from("no address");
     for ip in &resolved {
         let addr = SocketAddr::new(*ip, port);
-        match tokio::time::timeout(ctx.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(mut tcp)) => {
+        let dial = tokio::time::timeout(ctx.connect_timeout, TcpStream::connect(addr));
+        match ctx.unless_session_ends(dial).await {
+            Some(Ok(Ok(mut tcp))) => {
                 let _ = tcp.set_nodelay(true);
                 ctx.audit_open(&decision, &[addr.to_string()]).await;
                 reply.accept().await;
-                let mut stream = decouple(channel);
-                ctx.relay(&mut stream, &mut tcp).await;
+                let mut stream = decouple_budgeted(channel, ctx.budget.clone());
+                let failed = stream.failure();
+                let cut = ctx.relay(&mut stream, &mut tcp, failed).await;
+                super::close_tcp(tcp, cut);
                 stream.close().await;
                 return;
             }
-            Ok(Err(e)) => last = format!("{addr}: {e}"),
-            Err(_) => last = format!("{addr}: timed out"),
+            Some(Ok(Err(e))) => last = format!("{addr}: {e}"),
+            Some(Err(_)) => last = format!("{addr}: timed out"),
+            None => {
+                last = "the session closed while connecting".into();
+                break;
+            }
         }
     }
-    refuse(
-        &ctx,
-        reply,
-        format!("connect failed: {last}"),
-        ChannelOpenFailure::ConnectFailed,
-    )
-    .await;
+    // Allowed, but the target could not be reached: the audit says both.
+    let reason = format!("connect failed: {last}");
+    info!(conn = ctx.conn, target = %ctx.target, "{reason}");
+    ctx.audit_open_failed(&decision, &shown, reason).await;
+    reply.reject(ChannelOpenFailure::ConnectFailed).await;
 }
 
 /// A rendezvous: open a forwarded-tcpip channel on the publisher's session, as if its
@@ -131,14 +136,33 @@ pub async fn rendezvous(
             origin.0,
             origin.1,
         ),
-    )
-    .await;
+    );
+    let Some(opened) = ctx.unless_session_ends(opened).await else {
+        return refuse(
+            &ctx,
+            reply,
+            "the session closed while the publisher was asked".into(),
+            ChannelOpenFailure::ConnectFailed,
+        )
+        .await;
+    };
     match opened {
         Ok(Ok(peer)) => {
             reply.accept().await;
-            let mut a = decouple(channel);
-            let mut b = decouple(peer);
-            ctx.relay(&mut a, &mut b).await;
+            // What each side's slow reader makes us hold is charged to the user who
+            // sent it; the relay ends with either session.
+            let mut a = decouple_budgeted(channel, ctx.budget.clone());
+            let mut b = decouple_budgeted(peer, owner.budget.clone());
+            let (fa, fb) = (a.failure(), b.failure());
+            let publisher_gone = owner.session.clone();
+            let failed = async move {
+                tokio::select! {
+                    r = fa => r,
+                    r = fb => r,
+                    _ = publisher_gone.cancelled() => "the publisher's session closed".into(),
+                }
+            };
+            ctx.relay(&mut a, &mut b, failed).await;
             a.close().await;
             b.close().await;
         }

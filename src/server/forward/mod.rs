@@ -7,11 +7,14 @@ pub mod reverse;
 use super::audit::{AuditEvent, AuditSink};
 use super::connection::decision_fields;
 use super::policy::Decision;
-use crate::forward::relay::relay_with_idle;
+use crate::forward::budget::Budget;
+use crate::forward::relay::{Ended, relay_with_idle};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 /// Everything a forwarded connection needs to audit itself, captured when it opens.
 #[derive(Clone)]
@@ -28,6 +31,11 @@ pub struct ChannelCtx {
     pub idle_timeout: Option<Duration>,
     /// Where forwarded-connection tasks are spawned (shutdown waits for them).
     pub tasks: tokio_util::task::TaskTracker,
+    /// Cancelled when the SSH session ends: everything the channel holds (target socket,
+    /// buffers, spill file) is released then, whatever the target is doing.
+    pub session: CancellationToken,
+    /// The user's byte budget for data held for slow readers.
+    pub budget: Arc<Budget>,
 }
 
 impl ChannelCtx {
@@ -50,19 +58,73 @@ impl ChannelCtx {
             .await;
     }
 
-    /// Relays until both directions end (or the idle timeout), then records bytes and
-    /// duration. The channel counts as open for the whole relay.
-    pub async fn relay<A, B>(&self, client_side: &mut A, target_side: &mut B)
+    /// Records an allowed channel whose target could not be reached: the decision
+    /// stays "allow" (with its rule), the reason says what failed.
+    pub async fn audit_open_failed(
+        &self,
+        decision: &Decision,
+        resolved: &[String],
+        reason: String,
+    ) {
+        let (decision, rule, _) = decision_fields(decision);
+        self.audit
+            .record(
+                self.conn,
+                AuditEvent::ChannelOpen {
+                    channel: self.channel,
+                    kind: self.kind.clone(),
+                    user: self.user.clone(),
+                    target: self.target.clone(),
+                    resolved: resolved.to_vec(),
+                    decision,
+                    rule,
+                    reason: Some(reason),
+                },
+            )
+            .await;
+    }
+
+    /// Runs `work` (a DNS lookup, a dial, a channel open) unless the session ends
+    /// first; `None` then, and the caller gives up.
+    pub async fn unless_session_ends<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            r = work => Some(r),
+            _ = self.session.cancelled() => None,
+        }
+    }
+
+    /// Relays until both directions end, the idle timeout, the session's end or
+    /// `channel_failed` (the tunnel side gave up: reader too far behind, budget used
+    /// up), then records bytes and duration. The channel counts as open for the whole
+    /// relay; its sockets and buffers go when this returns. Returns whether the relay
+    /// was cut short (stopped or failed) rather than finished: the caller then resets
+    /// its TCP socket, so the target sees an aborted stream, never a clean EOF after a
+    /// truncated upload.
+    pub async fn relay<A, B>(
+        &self,
+        client_side: &mut A,
+        target_side: &mut B,
+        channel_failed: impl Future<Output = String>,
+    ) -> bool
     where
         A: AsyncRead + AsyncWrite + Unpin + ?Sized,
         B: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
         let started = Instant::now();
-        let (up, down, ended) = relay_with_idle(client_side, target_side, self.idle_timeout).await;
+        let stop = async {
+            tokio::select! {
+                _ = self.session.cancelled() => "session closed".to_string(),
+                reason = channel_failed => format!("error: {reason}"),
+            }
+        };
+        let (up, down, ended) =
+            relay_with_idle(client_side, target_side, self.idle_timeout, stop).await;
+        let cut = matches!(ended, Ended::Stopped(_) | Ended::Failed(_));
         let close_reason = match ended {
-            Ok(None) => "closed".to_string(),
-            Ok(Some(idle)) => format!("idle for {idle:?} (channel_idle_timeout)"),
-            Err(e) => format!("error: {e}"),
+            Ended::Done => "closed".to_string(),
+            Ended::Idle(idle) => format!("idle for {idle:?} (channel_idle_timeout)"),
+            Ended::Stopped(reason) => reason,
+            Ended::Failed(e) => format!("error: {e}"),
         };
         self.audit
             .record(
@@ -79,7 +141,17 @@ impl ChannelCtx {
                 },
             )
             .await;
+        cut
     }
+}
+
+/// Closes `tcp` with a reset when its relay was cut short (see [`ChannelCtx::relay`]):
+/// also frees the kernel from sending what is still queued to a peer that is not reading.
+pub fn close_tcp(tcp: tokio::net::TcpStream, cut: bool) {
+    if cut {
+        let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    }
+    drop(tcp);
 }
 
 /// Counts one open channel for as long as it lives.

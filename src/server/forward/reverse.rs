@@ -3,7 +3,7 @@
 
 use super::ChannelCtx;
 use crate::forward::bind::listen;
-use crate::forward::decouple::decouple;
+use crate::forward::decouple::decouple_budgeted;
 use crate::server::policy::Decision;
 use russh::server::Handle;
 use std::net::{IpAddr, SocketAddr};
@@ -81,8 +81,10 @@ async fn one(
             peer.ip().to_string(),
             u32::from(peer.port()),
         ),
-    )
-    .await;
+    );
+    let Some(opened) = ctx.unless_session_ends(opened).await else {
+        return;
+    };
     match opened {
         Ok(Ok(channel)) => {
             ctx.audit_open(
@@ -92,8 +94,10 @@ async fn one(
                 &[peer.to_string()],
             )
             .await;
-            let mut stream = decouple(channel);
-            ctx.relay(&mut tcp, &mut stream).await;
+            let mut stream = decouple_budgeted(channel, ctx.budget.clone());
+            let failed = stream.failure();
+            let cut = ctx.relay(&mut tcp, &mut stream, failed).await;
+            super::close_tcp(tcp, cut);
             stream.close().await;
         }
         Ok(Err(e)) => {

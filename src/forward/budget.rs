@@ -1,0 +1,127 @@
+//! Byte budgets for data we hold on a peer's behalf.
+//!
+//! A channel whose reader does not keep up makes us hold what its sender already sent
+//! (`forward::decouple`), in memory and then on disk. A per-channel cap bounds one
+//! channel, but a user with many channels (or many users) could still make a server hold
+//! their product. A [`Budget`] is shared by everything one owner holds, and budgets nest:
+//! a user's budget inside the server's, so no user can take more than their share and
+//! all users together no more than the server's. Charging fails rather than waits: the
+//! caller ends the connection that asked for more, and the others go on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bytes held for one owner, with a limit; optionally inside a parent budget.
+#[derive(Debug)]
+pub struct Budget {
+    /// Says whose budget ran out, e.g. `max_buffered_per_user (alice)`.
+    name: String,
+    limit: u64,
+    used: AtomicU64,
+    parent: Option<Arc<Budget>>,
+}
+
+impl Budget {
+    /// A top-level budget of `limit` bytes.
+    pub fn new(name: impl Into<String>, limit: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            name: name.into(),
+            limit,
+            used: AtomicU64::new(0),
+            parent: None,
+        })
+    }
+
+    /// A budget of `limit` bytes whose charges also count against `parent`.
+    pub fn within(parent: &Arc<Budget>, name: impl Into<String>, limit: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            name: name.into(),
+            limit,
+            used: AtomicU64::new(0),
+            parent: Some(parent.clone()),
+        })
+    }
+
+    /// Takes `n` bytes from this budget and every parent, or from none of them. The
+    /// error names the budget that ran out.
+    pub fn try_charge(&self, n: u64) -> Result<(), String> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&u| u <= self.limit)
+            })
+            .map_err(|used| {
+                format!(
+                    "{} of {} bytes already held ({})",
+                    used, self.limit, self.name
+                )
+            })?;
+        if let Some(parent) = &self.parent
+            && let Err(e) = parent.try_charge(n)
+        {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Gives back `n` bytes taken by [`Budget::try_charge`].
+    pub fn release(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        // Saturating: a release never exceeds what was charged, but an accounting slip
+        // must not wrap the counter around and lock everyone out.
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(n))
+            });
+        if let Some(parent) = &self.parent {
+            parent.release(n);
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_cannot_exceed_its_limit_or_its_parents() {
+        let server = Budget::new("server", 100);
+        let alice = Budget::within(&server, "alice", 60);
+        let bob = Budget::within(&server, "bob", 60);
+        assert!(alice.try_charge(60).is_ok());
+        let e = alice.try_charge(1).unwrap_err();
+        assert!(e.contains("alice"), "{e}");
+        // Bob's own limit allows 50, the server's only 40 more.
+        let e = bob.try_charge(50).unwrap_err();
+        assert!(e.contains("server"), "{e}");
+        assert_eq!(
+            bob.used(),
+            0,
+            "a refused charge takes nothing from the child"
+        );
+        assert!(bob.try_charge(40).is_ok());
+        assert_eq!(server.used(), 100);
+        alice.release(60);
+        assert_eq!(server.used(), 40);
+        assert!(bob.try_charge(20).is_ok());
+        bob.release(60);
+        assert_eq!((server.used(), bob.used()), (0, 0));
+    }
+
+    #[test]
+    fn over_release_saturates_instead_of_wrapping() {
+        let b = Budget::new("b", 10);
+        b.try_charge(5).unwrap();
+        b.release(7);
+        assert_eq!(b.used(), 0);
+        assert!(b.try_charge(10).is_ok());
+    }
+}
