@@ -13,7 +13,7 @@ use common::warrend::*;
 use common::*;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -484,4 +484,86 @@ async fn session_channels_are_capped_and_audited() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(again.is_some(), "the freed slot was never given back");
+}
+
+#[test]
+fn compression_is_never_negotiated_so_idle_ssh_c_sessions_survive_keepalives() {
+    let alice = SshClient::new();
+    let echo = EchoServer::start();
+    let target = format!("127.0.0.1:{}", echo.port());
+    let w = Warrend::start_with(
+        &user("alice", &[&alice], &format!("connect = [\"{target}\"]")),
+        &[("keepalive_interval", "\"1s\"")],
+    );
+    trust_all(&w, &[&alice]);
+    let port = free_port();
+    let mut cmd = alice.ssh_warrend(&w);
+    // -C offers zlib@openssh.com and zlib first, as dbclient does by default.
+    cmd.args(["-v", "-C", "-N", "-L"])
+        .arg(format!("127.0.0.1:{port}:{target}"))
+        .arg(SshClient::dest("alice"));
+    let ssh = Proc::spawn(cmd);
+    ssh.wait_for_stderr(|l| l == local_forward_ready(port), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("ssh -C not ready:\n{e}"));
+    let text = ssh.stderr_text();
+    assert!(
+        text.contains("compression: none") && !text.contains("compression: zlib"),
+        "{}",
+        ssh.report("compression was negotiated")
+    );
+    // Idle across two keepalives, then the tunnel still carries data.
+    let keepalives = || {
+        ssh.stderr_lines()
+            .iter()
+            .filter(|l| l.contains("keepalive@openssh.com"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(8), || keepalives() >= 2),
+        "{}",
+        ssh.report("no keepalives seen")
+    );
+    let mut conn =
+        connect_with_retry(SocketAddr::from(([127, 0, 0, 1], port)), READY_TIMEOUT).unwrap();
+    conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    conn.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    conn.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+    assert!(ssh.try_wait().is_none(), "{}", ssh.report("ssh died"));
+}
+
+#[test]
+fn default_host_keys_are_ed25519_and_ecdsa_never_rsa() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("warrend.toml");
+    fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nstate_dir = {}\n",
+            toml_str(&state)
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(warrend_bin());
+    cmd.env_remove("RUST_LOG").arg("-f").arg(&config);
+    let warrend = Proc::spawn(cmd);
+    warrend
+        .wait_for_stderr(|l| l.starts_with("warrend: listening on "), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("warrend did not start:\n{e}"));
+    let mut names: Vec<String> = fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".pub"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ssh_host_ecdsa_key", "ssh_host_ed25519_key"]);
+    let announced = warrend.stderr_text();
+    assert!(
+        announced.contains("host key ED25519") && announced.contains("host key ECDSA"),
+        "{announced}"
+    );
+    assert!(!announced.contains("RSA"), "{announced}");
 }

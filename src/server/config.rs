@@ -288,13 +288,15 @@ impl ServerConfig {
     }
 
     /// Host key paths: as configured (relative to the state dir), or
-    /// `ssh_host_ed25519_key` in the state dir, created on first start.
+    /// `ssh_host_ed25519_key` and `ssh_host_ecdsa_key` in the state dir, created on first start.
     pub fn host_key_paths(&self) -> Vec<PathBuf> {
         if self.server.host_keys.is_empty() {
-            // Ed25519 for everyone, RSA for old clients that know nothing newer.
+            // Ed25519 for everyone, ECDSA for clients limited to NIST curves. No RSA
+            // unless configured: the rsa crate has a timing side channel with no fix
+            // (RUSTSEC-2023-0071), and every OpenSSH since 6.5 speaks Ed25519.
             return vec![
                 self.state_dir.join("ssh_host_ed25519_key"),
-                self.state_dir.join("ssh_host_rsa_key"),
+                self.state_dir.join("ssh_host_ecdsa_key"),
             ];
         }
         self.server

@@ -35,7 +35,7 @@ fn shipped_example_loads_and_means_what_it_says() {
         config.host_key_paths(),
         vec![
             PathBuf::from("/var/lib/warrend/ssh_host_ed25519_key"),
-            PathBuf::from("/var/lib/warrend/ssh_host_rsa_key")
+            PathBuf::from("/var/lib/warrend/ssh_host_ecdsa_key")
         ]
     );
     assert_eq!(config.audit_destination(), AuditDestination::Stdout);

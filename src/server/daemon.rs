@@ -54,6 +54,11 @@ fn russh_config(config: &ServerConfig, keys: Vec<russh::keys::PrivateKey>) -> Co
         ))),
         preferred: Preferred {
             cipher: Cow::Borrowed(crate::crypto::ciphers()),
+            // No compression: russh's pre-auth "zlib" inflates untrusted input before
+            // login, and its delayed zlib@openssh.com kills an idle session at the first
+            // keepalive (sent before compression is switched on). Tunnelled traffic is
+            // mostly compressed or encrypted already.
+            compression: Cow::Borrowed(&[russh::compression::NONE]),
             ..Preferred::DEFAULT
         },
         ..Default::default()

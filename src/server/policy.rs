@@ -401,15 +401,29 @@ impl UserPolicy {
         let key_rule = key_permit_listen(key, address, port)?;
         let addrs = gateway_bind_addrs(bind, self.gateway_ports)
             .ok_or_else(|| Decision::deny("not a bind address", None))?;
+        // Ports below 1024 are where a host's own services live (and warrend may run
+        // as root): only a rule that names the port opens one, never `*`.
+        let privileged = (1..1024).contains(&port16);
         let rule = self
             .listen
             .iter()
-            .find(|r| r.ports.contains(port16) && addrs.iter().all(|a| r.host.allows(*a)))
+            .find(|r| {
+                (if privileged {
+                    r.ports.names(port16)
+                } else {
+                    r.ports.contains(port16)
+                }) && addrs.iter().all(|a| r.host.allows(*a))
+            })
             .ok_or_else(|| {
                 let shown: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+                let why = if privileged {
+                    " (ports below 1024 need a listen rule naming them; '*' does not)"
+                } else {
+                    ""
+                };
                 Decision::deny(
                     format!(
-                        "no listen rule for user {} allows binding [{}] port {port16} (gateway_ports = {:?})",
+                        "no listen rule for user {} allows binding [{}] port {port16} (gateway_ports = {:?}){why}",
                         self.user,
                         shown.join(", "),
                         self.gateway_ports

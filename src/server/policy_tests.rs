@@ -510,3 +510,43 @@ fn decisions_render_for_the_audit_log() {
         "denied: no connect rule for user alice allows db.internal:5432"
     );
 }
+
+#[test]
+fn privileged_listen_ports_need_a_rule_that_names_them() {
+    let k = open_key();
+    let any = user(&[], &["localhost:*"], &[], &[]);
+    let d = any.decide_tcpip_forward(&k, "localhost", 80).decision;
+    match &d {
+        Decision::Deny { reason, .. } => assert!(reason.contains("below 1024"), "{reason}"),
+        d => panic!("'*' opened port 80: {d}"),
+    }
+    assert!(
+        any.decide_tcpip_forward(&k, "localhost", 1024)
+            .decision
+            .is_allowed()
+    );
+    assert!(
+        any.decide_tcpip_forward(&k, "localhost", 0)
+            .decision
+            .is_allowed()
+    );
+    let named = user(&[], &["localhost:80", "localhost:440-450"], &[], &[]);
+    assert!(
+        named
+            .decide_tcpip_forward(&k, "localhost", 80)
+            .decision
+            .is_allowed()
+    );
+    assert!(
+        named
+            .decide_tcpip_forward(&k, "localhost", 443)
+            .decision
+            .is_allowed()
+    );
+    assert!(
+        !named
+            .decide_tcpip_forward(&k, "localhost", 22)
+            .decision
+            .is_allowed()
+    );
+}

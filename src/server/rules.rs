@@ -65,6 +65,12 @@ impl PortSet {
             PortSet::Ranges(r) => r.iter().any(|&(lo, hi)| lo <= port && port <= hi),
         }
     }
+
+    /// True if the set names `port` in a port list or range (`*` names nothing): what a
+    /// privileged port needs before a user may listen on it.
+    pub fn names(&self, port: u16) -> bool {
+        matches!(self, PortSet::Ranges(_)) && self.contains(port)
+    }
 }
 
 /// What a `connect` rule's host part matches.
