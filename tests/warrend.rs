@@ -637,7 +637,7 @@ fn shell_and_commands_are_refused_with_the_message() {
         is(
             v,
             "channel_open",
-            &[("kind", "session"), ("target", "exec echo hi")],
+            &[("kind", "session"), ("target", "exec (7 bytes)")],
         )
     });
     assert_eq!(s(&exec, "decision"), "deny", "{exec}");

@@ -567,3 +567,90 @@ fn default_host_keys_are_ed25519_and_ecdsa_never_rsa() {
     );
     assert!(!announced.contains("RSA"), "{announced}");
 }
+
+#[test]
+fn every_refused_request_is_audited_with_a_reason_and_without_secrets() {
+    let alice = SshClient::new();
+    let w = Warrend::start(&user("alice", &[&alice], "listen = [\"localhost:9000\"]"));
+    trust_all(&w, &[&alice]);
+    let secret = "hunter2-in-a-command";
+    // X11 and environment forwarding, and a command: all refused.
+    let mut cmd = alice.ssh_warrend(&w);
+    // ssh asks for X11 forwarding only with a display (xauth may be missing: it then
+    // sends made-up credentials, which is all this needs).
+    cmd.env("DISPLAY", "127.0.0.1:0")
+        .args(["-X", "-o", "SetEnv=WARREN_TOKEN=hunter2-value"])
+        .arg(SshClient::dest("alice"))
+        .arg(format!("echo {secret}"));
+    let ssh = Proc::spawn(cmd);
+    ssh.expect_exit(READY_TIMEOUT);
+    // (ssh 9.2 here sends no auth-agent-req for -A under this fixture's config; warrend
+    // answers it the same way, src/server/connection.rs agent_request.)
+    for kind in ["x11-req", "env"] {
+        let r = w.wait_audit(kind, |v| is(v, "session_request", &[("kind", kind)]));
+        assert_eq!(s(&r, "decision"), "deny", "{r}");
+        assert!(!s(&r, "reason").is_empty(), "{r}");
+    }
+    let exec = w.wait_audit("the exec", |v| {
+        is(
+            v,
+            "channel_open",
+            &[("kind", "session"), ("decision", "deny")],
+        )
+    });
+    assert!(s(&exec, "target").starts_with("exec ("), "{exec}");
+    let log = w.proc().stdout_text();
+    assert!(
+        !log.contains("hunter2"),
+        "a secret reached the audit log:\n{log}"
+    );
+    assert!(
+        log.contains("WARREN_TOKEN"),
+        "the variable name is kept:\n{log}"
+    );
+
+    // A refused rendezvous publish is labelled as one; a unix-socket -R is audited.
+    let mut cmd = alice.ssh_warrend(&w);
+    cmd.args([
+        "-N",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-R",
+        "pi-home:22:127.0.0.1:22",
+    ])
+    .arg(SshClient::dest("alice"));
+    Proc::spawn(cmd).expect_exit(READY_TIMEOUT);
+    let publish = w.wait_audit("the refused publish", |v| {
+        is(
+            v,
+            "listen_start",
+            &[("kind", "rendezvous-publish"), ("decision", "deny")],
+        )
+    });
+    assert!(!s(&publish, "reason").is_empty(), "{publish}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = alice.ssh_warrend(&w);
+    cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-R"])
+        .arg(format!(
+            "{}:127.0.0.1:22",
+            dir.path().join("s.sock").display()
+        ))
+        .arg(SshClient::dest("alice"));
+    Proc::spawn(cmd).expect_exit(READY_TIMEOUT);
+    w.wait_audit("the refused unix-socket -R", |v| {
+        is(
+            v,
+            "listen_start",
+            &[("kind", "streamlocal-forward"), ("decision", "deny")],
+        )
+    });
+
+    // An IPv6 target is written in brackets.
+    let mut cmd = alice.ssh_warrend(&w);
+    cmd.args(["-W", "[::1]:5432"]).arg(SshClient::dest("alice"));
+    Proc::spawn(cmd).expect_exit(READY_TIMEOUT);
+    let v6 = w.wait_audit("the IPv6 target", |v| {
+        is(v, "channel_open", &[("kind", "direct-tcpip")])
+    });
+    assert_eq!(s(&v6, "target"), "[::1]:5432", "{v6}");
+}

@@ -179,6 +179,20 @@ pub enum AuditEvent {
         /// `cancelled`, `session closed`, ...
         reason: String,
     },
+    /// A request on a session channel that warrend does not serve (X11, agent or
+    /// environment forwarding); a review sees what a client tried.
+    SessionRequest {
+        /// Authenticated user.
+        user: String,
+        /// `x11-req`, `auth-agent-req@openssh.com`, `env`, ...
+        kind: String,
+        /// What was asked, minus anything secret (never an X11 cookie or a value).
+        detail: String,
+        /// Always `deny` today.
+        decision: String,
+        /// Why.
+        reason: String,
+    },
     /// A connection or attempt was refused by a rate or resource limit.
     Throttled {
         /// Peer `ip:port`.

@@ -217,6 +217,26 @@ impl Connection {
     }
 }
 
+/// Why a key was refused, never empty: `find_key` lists reasons only for entries that
+/// matched the key but refused it (expired, wrong source, ...).
+fn refusal_reason(reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        "key not authorized for this user".into()
+    } else {
+        reasons.join("; ")
+    }
+}
+
+/// `host:port` as the audit log shows a target: IPv6 literals in brackets, so the
+/// port cannot be mistaken for part of the address.
+fn show_target(host: &str, port: u32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
@@ -267,16 +287,8 @@ impl server::Handler for Connection {
             // configured, any key may be a certificate, so let the client sign and decide
             // in auth_publickey / auth_openssh_certificate.
             Err(_) if config.user_ca.is_some() => Ok(Auth::Accept),
-            Err(reasons) if reasons.is_empty() => Ok(self
-                .fail_auth(
-                    user,
-                    "publickey",
-                    Some(fp),
-                    "key not authorized for this user".into(),
-                )
-                .await),
             Err(reasons) => Ok(self
-                .fail_auth(user, "publickey", Some(fp), reasons.join("; "))
+                .fail_auth(user, "publickey", Some(fp), refusal_reason(&reasons))
                 .await),
         }
     }
@@ -306,7 +318,7 @@ impl server::Handler for Connection {
                     .await)
             }
             Err(reasons) => Ok(self
-                .fail_auth(user, "publickey", Some(fp), reasons.join("; "))
+                .fail_auth(user, "publickey", Some(fp), refusal_reason(&reasons))
                 .await),
         }
     }
@@ -443,7 +455,8 @@ impl server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let what = format!("exec {}", String::from_utf8_lossy(data));
+        // The command text is not recorded: people paste secrets into commands.
+        let what = format!("exec ({} bytes)", data.len());
         self.refuse_session(channel, &what, session).await
     }
 
@@ -473,7 +486,7 @@ impl server::Handler for Connection {
                 .await;
             return Ok(());
         };
-        let target = format!("{host_to_connect}:{port_to_connect}");
+        let target = show_target(host_to_connect, port_to_connect);
         let mut ctx = self.ctx(&identity, "direct-tcpip", target);
         let limit = identity.config.limits.max_channels_per_session;
         let Some(slot) = OpenGuard::try_new(self.channels.clone(), limit) else {
@@ -597,9 +610,16 @@ impl server::Handler for Connection {
                 .policy
                 .decide_tcpip_forward(&identity.options, address, *port)
         };
-        let (kind, decision) = match &fd.plan {
-            Some(ForwardPlan::Publish { .. }) => ("rendezvous-publish", fd.decision.clone()),
-            _ => ("tcpip-forward", fd.decision.clone()),
+        // Labelled by what was asked, also when refused (no plan).
+        let publish = matches!(fd.plan, Some(ForwardPlan::Publish { .. }))
+            || matches!(
+                super::policy::classify_bind_address(address),
+                Ok(super::policy::BindAddress::Rendezvous(_))
+            );
+        let (kind, decision) = if publish {
+            ("rendezvous-publish", fd.decision.clone())
+        } else {
+            ("tcpip-forward", fd.decision.clone())
         };
         let Some(plan) = fd.plan else {
             self.audit_listen(&identity, kind, address, *port, &decision)
@@ -674,6 +694,61 @@ impl server::Handler for Connection {
         }
     }
 
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if let Some(identity) = self.identity.clone() {
+            let d = Decision::Deny {
+                reason: "unix-socket forwarding is not offered by warrend".into(),
+                rule: None,
+            };
+            self.audit_listen(&identity, "streamlocal-forward", socket_path, 0, &d)
+                .await;
+        }
+        Ok(false)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        single_connection: bool,
+        x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let detail = format!(
+            "protocol {x11_auth_protocol:?}, screen {x11_screen_number}, single {single_connection}"
+        );
+        self.refuse_request("x11-req", detail).await;
+        session.channel_failure(channel)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_request("auth-agent-req@openssh.com", String::new())
+            .await;
+        Ok(false)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The name only: values (tokens, LC_* tricks) stay out of the log.
+        self.refuse_request("env", format!("{variable_name:?}"))
+            .await;
+        session.channel_failure(channel)
+    }
+
     async fn cancel_tcpip_forward(
         &mut self,
         address: &str,
@@ -718,6 +793,21 @@ impl server::Handler for Connection {
 }
 
 impl Connection {
+    /// Records a refused session request (X11, agent, env).
+    async fn refuse_request(&self, kind: &str, detail: String) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        self.audit(AuditEvent::SessionRequest {
+            user: identity.user.clone(),
+            kind: kind.into(),
+            detail,
+            decision: "deny".into(),
+            reason: "warrend forwards ports only".into(),
+        })
+        .await;
+    }
+
     /// Closes the record of a "session" channel (never carries bytes). Not awaited:
     /// also called from `Drop`.
     fn audit_session_close(&self, number: u64, opened: Instant, reason: &str) {
