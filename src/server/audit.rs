@@ -9,19 +9,29 @@
 //! connection id that the connection's tracing span also carries, so the
 //! two streams can be joined.
 //!
+//! A log that cannot be written (full disk, vanished file) must not let the bastion go
+//! on unaudited, nor stop auditing for good once the cause is fixed: the writer keeps
+//! the batch it could not write, tries again (opening the file's path anew) until it
+//! can, and meanwhile [`AuditSink::refusal`] tells the server to refuse new logins,
+//! channels and listeners unless the operator chose `audit_on_failure = "continue"`.
+//! A file never keeps half a line: what a failed write left is cut off again. Stdout
+//! cannot take bytes back, so there the rest of the line follows on the next attempt.
+//!
 //! Records never contain secrets: keys appear only as fingerprints, and
 //! warrend accepts no passwords.
 
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::config::AuditDestination;
+use super::config::{AuditDestination, AuditOnFailure};
 
 /// How many events may wait for the writer before [`AuditSink::record`]
 /// makes its caller wait: deep enough to absorb a burst of connections,
@@ -237,6 +247,7 @@ pub enum AuditEvent {
 #[derive(Clone)]
 pub struct AuditSink {
     inner: Inner,
+    health: Arc<Health>,
 }
 
 #[derive(Clone)]
@@ -248,6 +259,71 @@ enum Inner {
     Memory(Arc<watch::Sender<Vec<Value>>>),
 }
 
+/// What the sinks and the writer share about the destination.
+struct Health {
+    /// Why the destination cannot be written right now; `None` while it can. A watch
+    /// rather than a flag so that a recorder waiting for room in a full queue learns at
+    /// once that no room will come until the destination is fixed.
+    failure: watch::Sender<Option<String>>,
+    /// `audit_on_failure = "continue"`: the operator prefers unaudited forwarding to
+    /// refused forwarding.
+    fail_open: AtomicBool,
+    /// SIGHUP asked for the path to be opened again before the next write (logrotate).
+    reopen: AtomicBool,
+}
+
+impl Health {
+    fn new() -> Arc<Health> {
+        Arc::new(Health {
+            failure: watch::Sender::new(None),
+            fail_open: AtomicBool::new(false),
+            reopen: AtomicBool::new(false),
+        })
+    }
+
+    /// Notes a failed attempt. Says so on stderr when writing stops working or fails in a
+    /// new way, not at every retry: the refusals it causes are logged one by one.
+    fn failed(&self, dest: &str, e: &io::Error) {
+        let why = format!("{dest}: {e}");
+        let new = self.failure.send_if_modified(|failure| {
+            if failure.as_deref() == Some(why.as_str()) {
+                return false;
+            }
+            *failure = Some(why.clone());
+            true
+        });
+        if !new {
+            return;
+        }
+        if self.fail_open.load(Ordering::Relaxed) {
+            tracing::error!(
+                "cannot write the audit log {why}; forwarding goes on UNAUDITED \
+                 (audit_on_failure = \"continue\"); retrying"
+            );
+        } else {
+            tracing::error!(
+                "cannot write the audit log {why}; refusing new logins, channels and -R \
+                 listeners until it can be written; retrying"
+            );
+        }
+    }
+
+    /// Notes a write that worked after failures.
+    fn recovered(&self, dest: &str, since: Instant) {
+        if self
+            .failure
+            .send_if_modified(|failure| failure.take().is_some())
+        {
+            // A warning like the refusals were, so that their end shows at the same level.
+            tracing::warn!(
+                "the audit log {dest} can be written again after {:.1?}; records kept \
+                 meanwhile are written, logins and channels are accepted again",
+                since.elapsed()
+            );
+        }
+    }
+}
+
 impl AuditSink {
     /// Opens `dest` and returns the sink plus the writer that must be run
     /// (usually spawned) for events to reach it. A file is opened for
@@ -256,36 +332,29 @@ impl AuditSink {
     ///
     /// Await [`AuditWriter::run`] at shutdown, after dropping every sink,
     /// to be sure the queued events were written.
-    pub fn open(dest: &AuditDestination) -> std::io::Result<(AuditSink, AuditWriter)> {
-        match dest {
-            AuditDestination::Stdout => Ok(Self::with_out(
-                Out::Blocking(Box::new(std::io::stdout())),
-                QUEUE_CAPACITY,
-            )),
+    pub fn open(dest: &AuditDestination) -> io::Result<(AuditSink, AuditWriter)> {
+        let mut out = match dest {
+            AuditDestination::Stdout => Reopening::new("stdout", || {
+                Ok(Box::new(StreamDest(Box::new(io::stdout()))) as Box<dyn Dest>)
+            }),
             AuditDestination::File(path) => {
-                use std::os::unix::fs::OpenOptionsExt;
-                let file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| {
-                        std::io::Error::new(
-                            e.kind(),
-                            format!("cannot open audit log {}: {e}", path.display()),
-                        )
-                    })?;
-                Ok(Self::with_out(
-                    Out::Blocking(Box::new(file)),
-                    QUEUE_CAPACITY,
-                ))
+                let path = path.clone();
+                Reopening::new(path.display().to_string(), move || {
+                    open_file(&path).map(|file| Box::new(FileDest(file)) as Box<dyn Dest>)
+                })
             }
-        }
+        };
+        // Opened here rather than by the writer so that a path that cannot be opened at
+        // all stops warrend at start, naming the file.
+        let first = (out.open)().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot open audit log {}: {e}", out.name))
+        })?;
+        out.dest = Some(first);
+        Ok(Self::with_out(Out::Blocking(out), QUEUE_CAPACITY))
     }
 
     /// A sink writing JSON lines to `out` through a queue of `capacity`
-    /// events; what [`AuditSink::open`] uses, and what tests use to see
-    /// the exact bytes or to provoke backpressure.
+    /// events; what tests use to see the exact bytes or to provoke backpressure.
     pub fn with_writer(
         out: impl AsyncWrite + Send + Unpin + 'static,
         capacity: usize,
@@ -296,13 +365,21 @@ impl AuditSink {
     fn with_out(out: Out, capacity: usize) -> (AuditSink, AuditWriter) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
+        let health = Health::new();
         let sink = AuditSink {
             inner: Inner::Queue {
                 tx,
                 dropped: dropped.clone(),
             },
+            health: health.clone(),
         };
-        let writer = AuditWriter { rx, out, dropped };
+        let writer = AuditWriter {
+            rx,
+            out,
+            dropped,
+            health,
+            retry: RETRY_INTERVAL,
+        };
         (sink, writer)
     }
 
@@ -312,8 +389,40 @@ impl AuditSink {
         let (tx, rx) = watch::channel(Vec::new());
         let sink = AuditSink {
             inner: Inner::Memory(Arc::new(tx)),
+            health: Health::new(),
         };
         (sink, MemoryAudit { rx })
+    }
+
+    /// Why new logins, channels and listeners must be refused right now: the audit log
+    /// cannot be written, and the operator did not choose to go on without it
+    /// (`audit_on_failure`). `None` while it is written, or with "continue".
+    ///
+    /// Cheap enough to ask at every login and channel: an atomic load and an
+    /// uncontended read lock.
+    pub fn refusal(&self) -> Option<String> {
+        if self.health.fail_open.load(Ordering::Relaxed) {
+            return None;
+        }
+        let failure = self.health.failure.borrow();
+        failure
+            .as_ref()
+            .map(|why| format!("the audit log cannot be written ({why}); refused until it can"))
+    }
+
+    /// Applies `[server] audit_on_failure`, at start and on every reload.
+    pub fn set_on_failure(&self, mode: AuditOnFailure) {
+        self.health
+            .fail_open
+            .store(mode == AuditOnFailure::Continue, Ordering::Relaxed);
+    }
+
+    /// Asks the writer to open the destination's path again before its next write, so
+    /// that after logrotate moved the file away records go to a new file at the
+    /// configured path instead of following the old one. The daemon records the reload
+    /// right after asking, so the switch happens at once.
+    pub fn reopen(&self) {
+        self.health.reopen.store(true, Ordering::Relaxed);
     }
 
     /// Records `event` for connection `conn`, waiting for room in the queue
@@ -323,12 +432,30 @@ impl AuditSink {
     /// session, so awaiting this inside russh handler callbacks cannot
     /// deadlock; it slows connections down only while the destination is
     /// slower than the event rate, which is the point: events are not lost.
+    /// While the destination cannot be written at all, nothing frees room, so
+    /// an event finding the queue full is lost instead (counted, and reported
+    /// by an [`AuditEvent::AuditDropped`] record once writing works again):
+    /// refusals and session ends must not hang until an operator fixes the disk.
     pub async fn record(&self, conn: u64, event: AuditEvent) {
         let record = AuditRecord::now(conn, event);
         match &self.inner {
             Inner::Queue { tx, dropped } => {
-                if tx.send(record).await.is_err() {
-                    note_dropped(dropped, "the audit writer has stopped");
+                let record = match tx.try_send(record) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return note_dropped(dropped, WRITER_STOPPED);
+                    }
+                    Err(mpsc::error::TrySendError::Full(record)) => record,
+                };
+                let mut failure = self.health.failure.subscribe();
+                tokio::select! {
+                    permit = tx.reserve() => match permit {
+                        Ok(permit) => permit.send(record),
+                        Err(_) => note_dropped(dropped, WRITER_STOPPED),
+                    },
+                    _ = failure.wait_for(Option::is_some) => {
+                        note_dropped(dropped, "the audit log cannot be written and the queue is full");
+                    }
                 }
             }
             Inner::Memory(tx) => push_memory(tx, &record),
@@ -347,12 +474,24 @@ impl AuditSink {
                     note_dropped(dropped, "the audit queue is full");
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    note_dropped(dropped, "the audit writer has stopped");
+                    note_dropped(dropped, WRITER_STOPPED);
                 }
             },
             Inner::Memory(tx) => push_memory(tx, &record),
         }
     }
+}
+
+const WRITER_STOPPED: &str = "the audit writer has stopped";
+
+/// Opens the audit file for appending, creating it private to warrend.
+fn open_file(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
 }
 
 impl AuditRecord {
@@ -388,7 +527,15 @@ pub struct AuditWriter {
     rx: mpsc::Receiver<AuditRecord>,
     out: Out,
     dropped: Arc<AtomicU64>,
+    health: Arc<Health>,
+    /// Pause between attempts while the destination fails ([`RETRY_INTERVAL`]).
+    retry: Duration,
 }
+
+/// How often a failing destination is tried again (and a file path opened again): soon
+/// enough that service resumes within a moment of the disk being freed, rarely enough
+/// that a dead destination costs nothing worth measuring.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Where the lines go.
 enum Out {
@@ -396,9 +543,155 @@ enum Out {
     /// tokio's file and stdout types hand every write to the blocking pool and wait for
     /// it, which costs several thread wake-ups per line; with two lines per forwarded
     /// connection that was most of warrend's per-connection system calls.
-    Blocking(Box<dyn std::io::Write + Send>),
+    Blocking(Reopening),
     /// Any async writer (tests use in-memory pipes).
     Async(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+/// A destination written with blocking calls, and the way to open it again.
+struct Reopening {
+    /// For messages: the path, or `stdout`.
+    name: String,
+    open: Box<dyn FnMut() -> io::Result<Box<dyn Dest>> + Send>,
+    /// `None` after a failure or a reopen request: opened again before the next write,
+    /// so that a path fixed or replaced meanwhile is picked up.
+    dest: Option<Box<dyn Dest>>,
+}
+
+/// Where the blocking writer puts bytes.
+trait Dest: Send {
+    /// Writes and flushes all of `buf`, counting in `done` the bytes that got out, also
+    /// when it fails part way.
+    fn write_counted(&mut self, buf: &[u8], done: &mut usize) -> io::Result<()>;
+
+    /// Removes the last `n` bytes written, so that a failed batch leaves only whole
+    /// lines. `Ok(false)` when this destination cannot take bytes back (stdout, a pipe, a
+    /// device): the writer then writes the rest of the batch on its next attempt, which
+    /// completes the torn line unless the process dies first.
+    fn take_back(&mut self, n: usize) -> io::Result<bool>;
+}
+
+/// A file opened by path.
+struct FileDest(std::fs::File);
+
+impl Dest for FileDest {
+    fn write_counted(&mut self, buf: &[u8], done: &mut usize) -> io::Result<()> {
+        write_counted(&mut self.0, buf, done)
+    }
+
+    fn take_back(&mut self, n: usize) -> io::Result<bool> {
+        if n == 0 {
+            return Ok(true);
+        }
+        let meta = self.0.metadata()?;
+        if !meta.is_file() {
+            return Ok(false);
+        }
+        // The length now minus what this batch added, rather than a length remembered
+        // before every write: the same with warrend the only writer (O_APPEND puts our
+        // bytes last), without an fstat per batch when nothing fails.
+        self.0.set_len(meta.len().saturating_sub(n as u64))?;
+        Ok(true)
+    }
+}
+
+/// Stdout: nothing to reopen, nothing can be taken back.
+struct StreamDest(Box<dyn io::Write + Send>);
+
+impl Dest for StreamDest {
+    fn write_counted(&mut self, buf: &[u8], done: &mut usize) -> io::Result<()> {
+        write_counted(&mut self.0, buf, done)
+    }
+
+    fn take_back(&mut self, n: usize) -> io::Result<bool> {
+        Ok(n == 0)
+    }
+}
+
+/// `write_all` + `flush` that tells how far it got. A buffered writer (stdout) counts
+/// bytes it accepted into its buffer; its failed flush keeps them, and the next
+/// attempt's flush sends them first, so the order holds either way.
+fn write_counted(out: &mut impl io::Write, buf: &[u8], done: &mut usize) -> io::Result<()> {
+    while *done < buf.len() {
+        match out.write(&buf[*done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.flush()
+}
+
+impl Reopening {
+    fn new(
+        name: impl Into<String>,
+        open: impl FnMut() -> io::Result<Box<dyn Dest>> + Send + 'static,
+    ) -> Reopening {
+        Reopening {
+            name: name.into(),
+            open: Box::new(open),
+            dest: None,
+        }
+    }
+
+    /// Writes all of `batch`, trying again every `retry` until it can: a full disk or a
+    /// vanished file must not end auditing for good. Gives up only if it still fails
+    /// once every sink is gone (shutdown): nobody is left to refuse or to wait for.
+    fn deliver(
+        &mut self,
+        batch: &[u8],
+        health: &Health,
+        rx: &mpsc::Receiver<AuditRecord>,
+        retry: Duration,
+    ) -> io::Result<()> {
+        // Bytes of `batch` already out that could not be taken back.
+        let mut kept = 0;
+        let mut trouble = Trouble::default();
+        loop {
+            match self.attempt(&batch[kept..], health) {
+                Ok(()) => {
+                    trouble.over(&self.name, health);
+                    return Ok(());
+                }
+                Err((e, stayed)) => {
+                    kept += stayed;
+                    trouble.failed(&self.name, e, health, rx)?;
+                    std::thread::sleep(retry);
+                }
+            }
+        }
+    }
+
+    /// One try; on failure, how many bytes stayed out (0 when they were taken back).
+    fn attempt(&mut self, buf: &[u8], health: &Health) -> Result<(), (io::Error, usize)> {
+        if health.reopen.swap(false, Ordering::Relaxed) {
+            self.dest = None;
+        }
+        let mut dest = match self.dest.take() {
+            Some(dest) => dest,
+            None => (self.open)().map_err(|e| (e, 0))?,
+        };
+        let mut done = 0;
+        match dest.write_counted(buf, &mut done) {
+            Ok(()) => {
+                self.dest = Some(dest);
+                Ok(())
+            }
+            // `dest` is dropped: the next attempt opens the path again.
+            Err(e) => match dest.take_back(done) {
+                Ok(true) => Err((e, 0)),
+                Ok(false) => Err((e, done)),
+                Err(te) => {
+                    tracing::error!(
+                        "audit log {}: cannot remove a partial line: {te}",
+                        self.name
+                    );
+                    Err((e, done))
+                }
+            },
+        }
+    }
 }
 
 /// How long the writer thread lets records gather after a write before it waits for
@@ -418,13 +711,18 @@ impl AuditWriter {
     /// Writes records until `server_stop` is written or every [`AuditSink`] is
     /// dropped (then once the queue is drained and flushed).
     ///
-    /// An `Err` means the destination failed and later events are being
-    /// lost; a bastion that must not run unaudited should treat it as fatal.
-    pub async fn run(self) -> std::io::Result<()> {
+    /// A batch that cannot be written is kept and tried again every
+    /// [`RETRY_INTERVAL`] (a file path opened anew each time) while the sinks
+    /// refuse new work (see [`AuditSink::refusal`]); queued events wait behind it.
+    /// An `Err` means the destination still failed when every sink was gone, so
+    /// the last events are lost.
+    pub async fn run(self) -> io::Result<()> {
         let AuditWriter {
             mut rx,
             out,
             dropped,
+            health,
+            retry,
         } = self;
         match out {
             Out::Blocking(mut out) => {
@@ -434,8 +732,7 @@ impl AuditWriter {
                         let last = fill_batch(&mut batch, record, &mut rx, &dropped);
                         // Whole lines in one write each, so an O_APPEND file never
                         // interleaves half lines.
-                        out.write_all(&batch)?;
-                        out.flush()?;
+                        out.deliver(&batch, &health, &rx, retry)?;
                         if last {
                             return Ok(());
                         }
@@ -444,26 +741,100 @@ impl AuditWriter {
                         }
                     }
                     report_dropped(&mut batch, &dropped);
-                    out.write_all(&batch)?;
-                    out.flush()
+                    out.deliver(&batch, &health, &rx, retry)
                 })
                 .await
-                .map_err(std::io::Error::other)?
+                .map_err(io::Error::other)?
             }
             Out::Async(mut out) => {
                 let mut batch = Vec::new();
                 while let Some(record) = rx.recv().await {
                     let last = fill_batch(&mut batch, record, &mut rx, &dropped);
-                    out.write_all(&batch).await?;
-                    out.flush().await?;
+                    deliver_async(&mut out, &batch, &health, &rx, retry).await?;
                     if last {
                         return Ok(());
                     }
                 }
                 report_dropped(&mut batch, &dropped);
-                out.write_all(&batch).await?;
-                out.flush().await
+                deliver_async(&mut out, &batch, &health, &rx, retry).await
             }
+        }
+    }
+}
+
+/// [`Reopening::deliver`] for an async stream: nothing to reopen and nothing to take
+/// back, so each attempt goes on where the previous one stopped.
+async fn deliver_async(
+    out: &mut (dyn AsyncWrite + Send + Unpin),
+    batch: &[u8],
+    health: &Health,
+    rx: &mpsc::Receiver<AuditRecord>,
+    retry: Duration,
+) -> io::Result<()> {
+    let mut done = 0;
+    let mut trouble = Trouble::default();
+    loop {
+        let attempt = async {
+            while done < batch.len() {
+                match out.write(&batch[done..]).await? {
+                    0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    n => done += n,
+                }
+            }
+            out.flush().await
+        };
+        match attempt.await {
+            Ok(()) => {
+                trouble.over("stream", health);
+                return Ok(());
+            }
+            Err(e) => {
+                trouble.failed("stream", e, health, rx)?;
+                tokio::time::sleep(retry).await;
+            }
+        }
+    }
+}
+
+/// Once every sink is gone (shutdown), how many more attempts a failing destination
+/// gets: a moment for a passing error (a pipe's EAGAIN) to clear, while the daemon
+/// waits for the last records, but no hanging on for a fix that may never come.
+const ATTEMPTS_AFTER_CLOSE: u32 = 4;
+
+/// The failures of one batch.
+#[derive(Default)]
+struct Trouble {
+    since: Option<Instant>,
+    after_close: u32,
+}
+
+impl Trouble {
+    /// Notes a failed attempt: `Ok` to try again, or the error to give up with.
+    fn failed(
+        &mut self,
+        dest: &str,
+        e: io::Error,
+        health: &Health,
+        rx: &mpsc::Receiver<AuditRecord>,
+    ) -> io::Result<()> {
+        self.since.get_or_insert_with(Instant::now);
+        health.failed(dest, &e);
+        if rx.is_closed() {
+            self.after_close += 1;
+            if self.after_close > ATTEMPTS_AFTER_CLOSE {
+                tracing::error!(
+                    "audit log {dest}: giving up at shutdown, the last records are lost: {e}"
+                );
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch was written.
+    fn over(&self, dest: &str, health: &Health) {
+        if let Some(since) = self.since {
+            health.recovered(dest, since);
         }
     }
 }
@@ -925,5 +1296,278 @@ mod tests {
                 json!({"conn": 1, "event": "session_start", "source": "a"}),
             ]
         );
+    }
+
+    /// A real file that fails while `broken` is set, after writing half of what it was
+    /// given (a disk filling up mid-batch), and counts the attempts.
+    struct Flaky {
+        file: FileDest,
+        broken: Arc<AtomicBool>,
+        attempts: Arc<watch::Sender<usize>>,
+        /// Holds each write until the test says go, when set.
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Dest for Flaky {
+        fn write_counted(&mut self, buf: &[u8], done: &mut usize) -> io::Result<()> {
+            self.attempts.send_modify(|n| *n += 1);
+            if let Some(gate) = &self.gate {
+                let _ = gate.recv();
+            }
+            if self.broken.load(Ordering::SeqCst) {
+                self.file.write_counted(&buf[..buf.len() / 2], done)?;
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.file.write_counted(buf, done)
+        }
+
+        fn take_back(&mut self, n: usize) -> io::Result<bool> {
+            self.file.take_back(n)
+        }
+    }
+
+    struct FlakyFile {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        broken: Arc<AtomicBool>,
+        attempts: Arc<watch::Sender<usize>>,
+        opens: Arc<AtomicU64>,
+    }
+
+    /// A sink over a [`Flaky`] file retrying every 5 ms, `gated` writes waiting for the
+    /// returned sender; the path is opened anew as after every failure.
+    fn flaky_sink(
+        capacity: usize,
+        gated: bool,
+    ) -> (
+        AuditSink,
+        AuditWriter,
+        FlakyFile,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let ff = FlakyFile {
+            path: path.clone(),
+            _dir: dir,
+            broken: Arc::new(AtomicBool::new(false)),
+            attempts: Arc::new(watch::Sender::new(0)),
+            opens: Arc::new(AtomicU64::new(0)),
+        };
+        let (go, gate) = std::sync::mpsc::channel();
+        let mut gate = gated.then_some(gate);
+        let (broken, attempts, opens) = (ff.broken.clone(), ff.attempts.clone(), ff.opens.clone());
+        let out = Reopening::new(path.display().to_string(), move || {
+            opens.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(Flaky {
+                file: FileDest(open_file(&path)?),
+                broken: broken.clone(),
+                attempts: attempts.clone(),
+                gate: gate.take(),
+            }) as Box<dyn Dest>)
+        });
+        let (sink, mut writer) = AuditSink::with_out(Out::Blocking(out), capacity);
+        writer.retry = Duration::from_millis(5);
+        (sink, writer, ff, go)
+    }
+
+    async fn wait_health(sink: &AuditSink, failing: bool) {
+        let mut rx = sink.health.failure.subscribe();
+        tokio::time::timeout(WAIT, rx.wait_for(|f| f.is_some() == failing))
+            .await
+            .expect("health change in time")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_file_is_retried_refused_meanwhile_and_keeps_only_whole_lines() {
+        let (sink, writer, ff, _go) = flaky_sink(64, false);
+        let task = tokio::spawn(writer.run());
+        assert_eq!(sink.refusal(), None);
+        sink.record(1, channel_open()).await;
+        // Written while healthy, so the retries below must not duplicate it.
+        let mut attempts = ff.attempts.subscribe();
+        tokio::time::timeout(WAIT, attempts.wait_for(|n| *n >= 1))
+            .await
+            .unwrap()
+            .unwrap();
+
+        ff.broken.store(true, Ordering::SeqCst);
+        sink.record(2, channel_open()).await;
+        wait_health(&sink, true).await;
+        let reason = sink.refusal().expect("refused while failing");
+        assert!(reason.contains("No space left on device"), "{reason}");
+        assert!(reason.contains(&ff.path.display().to_string()), "{reason}");
+        sink.set_on_failure(AuditOnFailure::Continue);
+        assert_eq!(sink.refusal(), None, "continue never refuses");
+        sink.set_on_failure(AuditOnFailure::Refuse);
+        assert!(sink.refusal().is_some());
+
+        // Queued behind the failing batch, not lost.
+        for conn in 3..=5 {
+            sink.record(conn, channel_open()).await;
+        }
+        // Several failed attempts, each leaving half a batch that must be cut off again.
+        tokio::time::timeout(WAIT, attempts.wait_for(|n| *n >= 5))
+            .await
+            .unwrap()
+            .unwrap();
+        ff.broken.store(false, Ordering::SeqCst);
+        wait_health(&sink, false).await;
+        assert_eq!(sink.refusal(), None);
+        drop(sink);
+        task.await.unwrap().unwrap();
+
+        let records = lines(&std::fs::read_to_string(&ff.path).unwrap());
+        let conns: Vec<_> = records.iter().map(|r| r["conn"].clone()).collect();
+        assert_eq!(conns, [json!(1), json!(2), json!(3), json!(4), json!(5)]);
+        assert!(
+            ff.opens.load(Ordering::SeqCst) >= 4,
+            "the path is opened again for every retry"
+        );
+    }
+
+    /// A recorder already waiting for room when the destination fails is let go (the
+    /// event counted as lost) instead of waiting until the disk is fixed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn recorders_never_wait_on_a_failing_destination() {
+        let (sink, writer, ff, go) = flaky_sink(1, true);
+        ff.broken.store(true, Ordering::SeqCst);
+        let task = tokio::spawn(writer.run());
+        // The writer takes 1 and holds it in the gated write; 2 fills the queue.
+        sink.record(1, channel_open()).await;
+        let mut attempts = ff.attempts.subscribe();
+        tokio::time::timeout(WAIT, attempts.wait_for(|n| *n >= 1))
+            .await
+            .unwrap()
+            .unwrap();
+        sink.record(2, channel_open()).await;
+        let waiting = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.record(3, channel_open()).await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiting.is_finished(),
+            "a healthy full queue makes recorders wait"
+        );
+        // Let every write through; they fail until `broken` is cleared.
+        let gate = std::thread::spawn(move || while go.send(()).is_ok() {});
+        tokio::time::timeout(WAIT, waiting)
+            .await
+            .expect("the waiting recorder gave up")
+            .unwrap();
+        assert!(sink.refusal().is_some());
+        tokio::time::timeout(WAIT, sink.record(4, channel_open()))
+            .await
+            .expect("a full queue loses the event at once while failing");
+
+        ff.broken.store(false, Ordering::SeqCst);
+        wait_health(&sink, false).await;
+        drop(sink);
+        task.await.unwrap().unwrap();
+        gate.join().unwrap();
+        let events: Vec<_> = lines(&std::fs::read_to_string(&ff.path).unwrap())
+            .into_iter()
+            .map(|r| (r["conn"].clone(), r["event"].clone(), r["count"].clone()))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                (json!(1), json!("channel_open"), Value::Null),
+                (json!(0), json!("audit_dropped"), json!(2)),
+                (json!(2), json!("channel_open"), Value::Null),
+            ]
+        );
+    }
+
+    /// Stdout and pipes cannot take bytes back: the next attempt writes the rest of the
+    /// line where the failed one stopped, so the stream still holds whole lines.
+    #[tokio::test]
+    async fn a_stream_resumes_a_torn_line_instead_of_repeating_it() {
+        #[derive(Clone)]
+        struct Torn {
+            out: Arc<std::sync::Mutex<Vec<u8>>>,
+            fail_after: Arc<AtomicU64>,
+        }
+        impl io::Write for Torn {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                // Refuses once after accepting 10 bytes, like a pipe whose reader stalls.
+                let n = if self.fail_after.load(Ordering::SeqCst) == 0 {
+                    self.fail_after.store(u64::MAX, Ordering::SeqCst);
+                    return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+                } else {
+                    buf.len()
+                        .min(self.fail_after.load(Ordering::SeqCst) as usize)
+                };
+                self.fail_after.fetch_sub(n as u64, Ordering::SeqCst);
+                self.out.lock().unwrap().extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let torn = Torn {
+            out: Default::default(),
+            fail_after: Arc::new(AtomicU64::new(10)),
+        };
+        let opened = torn.clone();
+        let out = Reopening::new("stdout", move || {
+            Ok(Box::new(StreamDest(Box::new(opened.clone()))) as Box<dyn Dest>)
+        });
+        let (sink, mut writer) = AuditSink::with_out(Out::Blocking(out), 8);
+        writer.retry = Duration::from_millis(5);
+        let task = tokio::spawn(writer.run());
+        sink.record(1, channel_open()).await;
+        sink.record(2, channel_open()).await;
+        drop(sink);
+        task.await.unwrap().unwrap();
+        let text = String::from_utf8(torn.out.lock().unwrap().clone()).unwrap();
+        let conns: Vec<_> = lines(&text).iter().map(|r| r["conn"].clone()).collect();
+        assert_eq!(conns, [json!(1), json!(2)]);
+    }
+
+    /// SIGHUP after logrotate moved the file: the next records land in a new file at the
+    /// configured path, private like the first.
+    #[tokio::test]
+    async fn reopen_starts_a_new_file_at_the_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotated = dir.path().join("audit.jsonl.1");
+        let (sink, writer) = AuditSink::open(&AuditDestination::File(path.clone())).unwrap();
+        let task = tokio::spawn(writer.run());
+        sink.record(1, channel_open()).await;
+        let written = || std::fs::read_to_string(&path).is_ok_and(|t| t.ends_with('\n'));
+        let deadline = Instant::now() + WAIT;
+        while !written() {
+            assert!(Instant::now() < deadline, "first record never written");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.reopen();
+        sink.record(2, channel_open()).await;
+        drop(sink);
+        task.await.unwrap().unwrap();
+
+        let conns = |p: &Path| -> Vec<Value> {
+            lines(&std::fs::read_to_string(p).unwrap())
+                .iter()
+                .map(|r| r["conn"].clone())
+                .collect()
+        };
+        assert_eq!(conns(&rotated), [json!(1)]);
+        assert_eq!(conns(&path), [json!(2)]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn memory_sinks_never_refuse() {
+        let (sink, _audit) = AuditSink::memory();
+        assert_eq!(sink.refusal(), None);
     }
 }

@@ -62,6 +62,8 @@ pub struct ServerSection {
     pub host_keys: Vec<PathBuf>,
     /// `"stdout"` or a file path (relative to the config file).
     pub audit_log: String,
+    /// What to do while the audit log cannot be written.
+    pub audit_on_failure: AuditOnFailure,
 }
 
 impl Default for ServerSection {
@@ -71,6 +73,7 @@ impl Default for ServerSection {
             state_dir: None,
             host_keys: Vec::new(),
             audit_log: "stdout".into(),
+            audit_on_failure: AuditOnFailure::default(),
         }
     }
 }
@@ -150,6 +153,20 @@ pub enum AuditDestination {
     Stdout,
     /// Appended to this file.
     File(PathBuf),
+}
+
+/// `[server] audit_on_failure`: whether a bastion whose audit log cannot be written
+/// keeps letting people in. Refusing is the default because an unaudited bastion is
+/// what the audit log exists to rule out; "continue" is for sites that value the
+/// tunnels more and watch their disks (errors are still logged and writing retried).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOnFailure {
+    /// Refuse new logins, channels and -R listeners until records can be written.
+    #[default]
+    Refuse,
+    /// Keep accepting them, unaudited.
+    Continue,
 }
 
 /// One invalid field.

@@ -305,3 +305,25 @@ fn user_keys_are_read_from_files_relative_to_the_config() {
     ));
     assert_eq!(config.user_ca_fingerprints().map(|f| f.len()).ok(), Some(1));
 }
+
+#[test]
+fn audit_on_failure_defaults_to_refuse_and_rejects_other_words() {
+    let example = ServerConfig::load(&example_path()).expect("example loads");
+    assert_eq!(example.server.audit_on_failure, AuditOnFailure::Refuse);
+    assert_eq!(
+        parse("").expect("empty").server.audit_on_failure,
+        AuditOnFailure::Refuse
+    );
+    let go_on = parse("[server]\naudit_on_failure = \"continue\"").expect("continue");
+    assert_eq!(go_on.server.audit_on_failure, AuditOnFailure::Continue);
+    let err = invalid("[server]\naudit_on_failure = \"ignore\"");
+    assert!(err.starts_with("/etc/warrend/warrend.toml: "), "{err}");
+    for want in [
+        "audit_on_failure",
+        "unknown variant `ignore`",
+        "`refuse`",
+        "`continue`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

@@ -138,6 +138,10 @@ impl Connection {
         options: KeyOptions,
         config: Arc<ServerConfig>,
     ) -> Auth {
+        if let Some(reason) = self.shared.audit.refusal() {
+            warn!(conn = self.id, user, "login refused: {reason}");
+            return self.fail_auth(user, method, Some(key_fp), reason).await;
+        }
         let Some(policy) = config.policy().user(user).cloned() else {
             return self
                 .fail_auth(user, method, Some(key_fp), "no such user".into())
@@ -480,6 +484,20 @@ impl server::Handler for Connection {
         reply: server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let Some(reason) = self.shared.audit.refusal() {
+            let target = format!("{host_to_connect}:{port_to_connect}");
+            warn!(conn = self.id, ?target, "channel refused: {reason}");
+            let failure = ChannelOpenFailure::ResourceShortage;
+            match self.identity.clone() {
+                Some(identity) => {
+                    let ctx = self.ctx(&identity, "direct-tcpip", target);
+                    let d = Decision::Deny { reason, rule: None };
+                    self.deny_channel(&ctx, reply, d, failure).await;
+                }
+                None => reply.reject(failure).await,
+            }
+            return Ok(());
+        }
         let Some(identity) = self.identity.clone() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -593,6 +611,20 @@ impl server::Handler for Connection {
         port: &mut u32,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        if let Some(reason) = self.shared.audit.refusal() {
+            warn!(
+                conn = self.id,
+                address,
+                port = *port,
+                "-R refused: {reason}"
+            );
+            if let Some(identity) = self.identity.clone() {
+                let d = Decision::Deny { reason, rule: None };
+                self.audit_listen(&identity, "tcpip-forward", address, *port, &d)
+                    .await;
+            }
+            return Ok(false);
+        }
         let Some(identity) = self.identity.clone() else {
             return Ok(false);
         };

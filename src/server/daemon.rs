@@ -79,6 +79,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let (audit, writer) = AuditSink::open(&config.audit_destination())
         .with_context(|| format!("opening the audit log {:?}", config.audit_destination()))?;
+    audit.set_on_failure(config.server.audit_on_failure);
     let writer = tokio::spawn(writer.run());
     let addrs = if opts.listen.is_empty() {
         config.server.listen.clone()
@@ -155,8 +156,9 @@ fn install_signals() -> std::io::Result<SignalStreams> {
     ))
 }
 
-/// SIGTERM/SIGINT stop; SIGHUP reloads the config file (users, keys, rules, limits). A
-/// broken file is reported (and audited) and the running configuration kept.
+/// SIGTERM/SIGINT stop; SIGHUP reloads the config file (users, keys, rules, limits,
+/// audit_on_failure) and reopens the audit file for logrotate. A broken file is reported
+/// (and audited) and the running configuration kept.
 async fn signals(
     cancel: CancellationToken,
     shared: Arc<Shared>,
@@ -169,24 +171,29 @@ async fn signals(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match load(&path) {
-                Ok(mut new) => {
-                    new.server.listen = shared.config().server.listen.clone();
-                    shared.reload(new);
-                    shared.audit.record(0, AuditEvent::ConfigReload {
-                        path: shown.clone(), ok: true, error: None,
-                    }).await;
-                    info!("configuration reloaded");
-                    eprintln!("warrend: configuration reloaded");
+            _ = hup.recv() => {
+                // Before the reload's own record, so that record opens the new file.
+                shared.audit.reopen();
+                match load(&path) {
+                    Ok(mut new) => {
+                        new.server.listen = shared.config().server.listen.clone();
+                        shared.audit.set_on_failure(new.server.audit_on_failure);
+                        shared.reload(new);
+                        shared.audit.record(0, AuditEvent::ConfigReload {
+                            path: shown.clone(), ok: true, error: None,
+                        }).await;
+                        info!("configuration reloaded");
+                        eprintln!("warrend: configuration reloaded");
+                    }
+                    Err(e) => {
+                        shared.audit.record(0, AuditEvent::ConfigReload {
+                            path: shown.clone(), ok: false, error: Some(format!("{e:#}")),
+                        }).await;
+                        warn!("reload failed, keeping the running configuration: {e:#}");
+                        eprintln!("warrend: reload failed, keeping the running configuration: {e:#}");
+                    }
                 }
-                Err(e) => {
-                    shared.audit.record(0, AuditEvent::ConfigReload {
-                        path: shown.clone(), ok: false, error: Some(format!("{e:#}")),
-                    }).await;
-                    warn!("reload failed, keeping the running configuration: {e:#}");
-                    eprintln!("warrend: reload failed, keeping the running configuration: {e:#}");
-                }
-            },
+            }
         }
     }
     cancel.cancel();

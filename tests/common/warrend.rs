@@ -454,3 +454,84 @@ pub fn logged_in(ssh: &Proc) -> bool {
         other => panic!("{}", ssh.report(&format!("unexpected exit {other:?}"))),
     }
 }
+
+impl Warrend {
+    /// Like [`Warrend::start_with`], with `server` (`("key", "toml value")`) replacing or
+    /// adding to the fixture's `[server]` keys, e.g. an `audit_log` file instead of
+    /// stdout. Readiness comes from warrend's "listening on" line on stderr, which does
+    /// not depend on where the audit goes; with a file, [`Warrend::audit`] is empty.
+    pub fn start_with_server(
+        users: &str,
+        limits: &[(&str, &str)],
+        server: &[(&str, &str)],
+    ) -> Warrend {
+        let dir = tempfile::Builder::new()
+            .prefix("warrend-")
+            .tempdir()
+            .expect("create warrend tempdir");
+        let state = dir.path().join("state");
+        let merge = |base: Vec<(String, String)>, over: &[(&str, &str)]| {
+            let mut merged = base;
+            for (k, v) in over {
+                match merged.iter_mut().find(|(mk, _)| mk == k) {
+                    Some(slot) => slot.1 = v.to_string(),
+                    None => merged.push((k.to_string(), v.to_string())),
+                }
+            }
+            merged
+        };
+        let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let server_keys = merge(
+            vec![
+                ("listen".into(), "[\"127.0.0.1:0\"]".into()),
+                ("state_dir".into(), toml_str(&state)),
+                ("host_keys".into(), "[\"ssh_host_ed25519_key\"]".into()),
+                ("audit_log".into(), "\"stdout\"".into()),
+            ],
+            server,
+        );
+        let limit_keys = merge(owned(DEFAULT_LIMITS), limits);
+        let mut header = String::from("[server]\n");
+        for (k, v) in &server_keys {
+            let _ = writeln!(header, "{k} = {v}");
+        }
+        header.push_str("\n[limits]\n");
+        for (k, v) in &limit_keys {
+            let _ = writeln!(header, "{k} = {v}");
+        }
+        header.push('\n');
+        let config = dir.path().join("warrend.toml");
+        fs::write(&config, format!("{header}{users}")).expect("write warrend.toml");
+
+        let mut cmd = Command::new(warrend_bin());
+        cmd.env_remove("RUST_LOG").arg("-f").arg(&config);
+        let proc = Proc::spawn(cmd);
+        let line = proc
+            .wait_for_stderr(|l| l.starts_with("warrend: listening on "), READY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("warrend did not start:\n{e}"));
+        let addr: SocketAddr = line
+            .trim_start_matches("warrend: listening on ")
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("bad listening line {line:?}: {e}"));
+        assert!(addr.ip().is_loopback(), "{line}");
+        let pub_file = state.join("ssh_host_ed25519_key.pub");
+        let text = fs::read_to_string(&pub_file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", pub_file.display()));
+        let host_key: Vec<&str> = text.split_whitespace().take(2).collect();
+        assert_eq!(host_key.len(), 2, "malformed host key {text:?}");
+        Warrend {
+            host_key: host_key.join(" "),
+            dir,
+            config,
+            header,
+            port: addr.port(),
+            proc,
+        }
+    }
+}
