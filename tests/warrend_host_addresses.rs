@@ -238,7 +238,8 @@ fn wide_rules_cannot_reach_the_hosts_own_addresses_but_explicit_ones_can() {
                 let got = through(*forward);
                 assert!(
                     got.is_empty(),
-                    "{name} reached the host's own {addr} through a wide rule: {got:?}"
+                    "{name} reached the host's own {addr} through a wide rule: {:?}",
+                    String::from_utf8_lossy(&got)
                 );
                 let rule = format!("host address {addr} (default deny)");
                 let d = w.wait_audit(&format!("{name} denied {addr}"), |v| {
