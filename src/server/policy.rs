@@ -9,7 +9,8 @@
 //! - A name rule (`db.internal:5432`, `*.internal:22`, `*:443`) matches
 //!   names (only `*` also matches addresses). A DNS record pointing at
 //!   127.0.0.1 cannot turn it into a door to the server itself, because of
-//!   the deny networks (default: loopback, `0.0.0.0/8`, `::`, link-local).
+//!   the deny networks (default: loopback, `0.0.0.0/8`, `::`, link-local, cloud
+//!   metadata) and of the host's own addresses.
 //! - A network rule (`10.0.0.0/8:*`) matches addresses: a literal address
 //!   in any spelling, or a name all of whose addresses lie inside it.
 //! - Whatever rule matched, every address must be outside the deny networks,
