@@ -197,15 +197,32 @@ pub fn is_localhost_name(name: &str) -> bool {
 }
 
 /// Networks a name rule may never reach unless a network rule names them:
-/// this host (loopback, `0.0.0.0`, `::`, which Linux routes to the host) and
-/// link-local, home of cloud metadata services at 169.254.169.254.
+/// this host (loopback, `0.0.0.0`, `::`, which Linux routes to the host),
+/// link-local, and the cloud metadata and agent endpoints that live outside
+/// it. Each of those hands out the machine's credentials or configuration to
+/// whoever asks from the machine, which through a tunnel means the user.
+/// New entries go at the end: the audit names them by index when an operator
+/// copies the list into their config.
 pub const DEFAULT_DENY_NETWORKS: &[&str] = &[
     "127.0.0.0/8",
     "0.0.0.0/8",
+    // Every cloud's 169.254.169.254 (AWS, GCP, Azure, OpenStack, ...), AWS
+    // ECS/EKS credential agents (169.254.170.2, .23), Tencent's 169.254.0.23.
     "169.254.0.0/16",
     "::1/128",
     "::/128",
+    // Link-local v6, including OpenStack's metadata at fe80::a9fe:a9fe.
     "fe80::/10",
+    // Alibaba Cloud ECS metadata.
+    "100.100.100.200/32",
+    // Oracle Cloud's legacy metadata address.
+    "192.0.0.192/32",
+    // Azure WireServer: VM agent configuration, extensions and their secrets.
+    "168.63.129.16/32",
+    // AWS instance metadata (IMDS) over IPv6 on Nitro instances.
+    "fd00:ec2::254/128",
+    // AWS EKS Pod Identity Agent over IPv6: pod role credentials.
+    "fd00:ec2::23/128",
 ];
 
 /// Parses a network or single address as written in config or key options.

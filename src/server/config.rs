@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::address::{DEFAULT_DENY_NETWORKS, parse_net};
 use super::authorized_keys::{KeyEntry, parse_authorized_keys, parse_key_line};
+use super::host_addresses::HostAddresses;
 pub use super::limits::{ConfigDuration, Limits, parse_duration};
 use super::policy::{DenyNet, GatewayPorts, Policy, UserPolicy};
 use super::rules::{parse_connect, parse_listen, parse_name_rule};
@@ -86,6 +87,9 @@ pub struct Forwarding {
     pub gateway_ports: GatewayPorts,
     /// Networks name rules may not reach; `None` means the built-in list.
     pub deny_networks: Option<Vec<String>>,
+    /// Deny the host's own interface addresses too, whatever `deny_networks`
+    /// says; `None` means the default, yes.
+    pub deny_host_addresses: Option<bool>,
 }
 
 /// `[user_ca]`.
@@ -120,6 +124,8 @@ pub struct UserConfig {
     pub gateway_ports: Option<GatewayPorts>,
     /// Overrides `forwarding.deny_networks`.
     pub deny_networks: Option<Vec<String>>,
+    /// Overrides `forwarding.deny_host_addresses`.
+    pub deny_host_addresses: Option<bool>,
 }
 
 /// A path or a list of paths: `authorized_keys = "a"` or `= ["a", "b"]`.
@@ -292,6 +298,15 @@ impl ServerConfig {
     /// The compiled rules of every user.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Points every user's policy at the server's refreshed host addresses. A
+    /// config fresh from the file knows no host addresses (only `0.0.0.0` and
+    /// `::`), so the server calls this before putting a config in force.
+    pub fn share_host_addresses(&mut self, hosts: &HostAddresses) {
+        for user in self.policy.users.values_mut() {
+            user.host_addresses = hosts.clone();
+        }
     }
 
     /// The file this config came from; `None` for the embedded default.

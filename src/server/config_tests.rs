@@ -327,3 +327,87 @@ fn audit_on_failure_defaults_to_refuse_and_rejects_other_words() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+#[test]
+fn host_addresses_are_denied_unless_opted_out_and_the_audit_names_the_origin() {
+    let keys = format!("keys = ['{ALICE_KEY}']");
+    let origin = |text: &str| -> Vec<Option<String>> {
+        let config = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        ["a", "b"]
+            .iter()
+            .map(|u| {
+                config
+                    .policy()
+                    .user(u)
+                    .expect("user")
+                    .deny_host_addresses
+                    .clone()
+            })
+            .collect()
+    };
+    let some = |s: &str| Some(s.to_owned());
+    // Default, also when the operator writes their own deny_networks.
+    assert_eq!(
+        origin(&format!(
+            "[forwarding]\ndeny_networks = []\n[users.a]\n{keys}\n[users.b]\n{keys}\ndeny_networks = ['10.0.0.0/8']"
+        )),
+        vec![some("default deny"), some("default deny")]
+    );
+    assert_eq!(
+        origin(&format!(
+            "[forwarding]\ndeny_host_addresses = false\n[users.a]\n{keys}\n[users.b]\n{keys}\ndeny_host_addresses = true"
+        )),
+        vec![None, some("users.b.deny_host_addresses")]
+    );
+    assert_eq!(
+        origin(&format!(
+            "[forwarding]\ndeny_host_addresses = true\n[users.a]\n{keys}\n[users.b]\n{keys}\ndeny_host_addresses = false"
+        )),
+        vec![some("forwarding.deny_host_addresses"), None]
+    );
+    let example = ServerConfig::load(&example_path()).expect("example loads");
+    assert_eq!(
+        example
+            .policy()
+            .user("bob")
+            .map(|u| u.deny_host_addresses.clone()),
+        Some(some("forwarding.deny_host_addresses"))
+    );
+    for text in [
+        "[forwarding]\ndeny_host_addresses = 'no'",
+        "[users.a]\ndeny_host_addresses = 0",
+    ] {
+        let err = invalid(text);
+        assert!(
+            err.starts_with("/etc/warrend/warrend.toml: ") && err.contains("expected a boolean"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_loaded_config_reads_the_shared_host_addresses() {
+    use crate::server::host_addresses::{HostAddresses, HostSet};
+    let mut config = parse(&format!(
+        "[users.a]\nkeys = ['{ALICE_KEY}']\nconnect = ['*:*']"
+    ))
+    .expect("valid");
+    let key = KeyOptions::unrestricted("test");
+    let a = |c: &ServerConfig| c.policy().user("a").expect("a").clone();
+    assert!(
+        a(&config)
+            .decide_connect(&key, "10.9.9.9", 80, &[])
+            .is_allowed()
+    );
+    let hosts = HostAddresses::with(HostSet::from_interfaces(["10.9.9.9/24"
+        .parse()
+        .expect("literal")]));
+    config.share_host_addresses(&hosts);
+    match a(&config).decide_connect(&key, "10.9.9.9", 80, &[]) {
+        Decision::Deny { rule, .. } => assert_eq!(
+            rule.as_deref(),
+            Some("host address 10.9.9.9 (default deny)")
+        ),
+        d => panic!("{d}"),
+    }
+}

@@ -109,6 +109,14 @@ impl ServerConfig {
                 Some(list) => p.each(&format!("{base}.deny_networks"), list, deny_net),
                 None => global_deny.clone(),
             };
+            // The audit names where the setting came from, so an operator can tell
+            // the built-in default from their own choice.
+            let deny_host_addresses =
+                match (cfg.deny_host_addresses, self.forwarding.deny_host_addresses) {
+                    (Some(on), _) => on.then(|| format!("{base}.deny_host_addresses")),
+                    (None, Some(on)) => on.then(|| "forwarding.deny_host_addresses".to_owned()),
+                    (None, None) => Some("default deny".to_owned()),
+                };
             let user = UserPolicy {
                 user: name.clone(),
                 connect: p.each(&format!("{base}.connect"), &cfg.connect, parse_connect),
@@ -116,6 +124,8 @@ impl ServerConfig {
                 publish: p.each(&format!("{base}.publish"), &cfg.publish, parse_name_rule),
                 reach: p.each(&format!("{base}.reach"), &cfg.reach, parse_name_rule),
                 deny_networks,
+                deny_host_addresses,
+                host_addresses: Default::default(),
                 gateway_ports: cfg.gateway_ports.unwrap_or(self.forwarding.gateway_ports),
             };
             users.insert(name.clone(), user);

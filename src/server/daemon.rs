@@ -3,6 +3,7 @@
 
 use super::audit::{AuditEvent, AuditSink};
 use super::config::ServerConfig;
+use super::host_addresses;
 use super::host_keys;
 use super::listener;
 use super::session_threads::SessionThreads;
@@ -106,6 +107,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         keys.iter().map(|k| k.key.clone()).collect(),
     ));
     let shared = Shared::new(config, audit.clone());
+    // Without the host's addresses the policy could not deny them: refuse to start.
+    shared
+        .host_addresses
+        .refresh()
+        .context("reading this host's interface addresses")?;
     audit
         .record(
             0,
@@ -123,6 +129,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         opts.config.clone(),
         sigs,
     ));
+    tokio::spawn(
+        shared
+            .host_addresses
+            .clone()
+            .refresh_every(host_addresses::REFRESH_INTERVAL, cancel.clone()),
+    );
     let threads = SessionThreads::per_core().context("starting the session threads")?;
     listener::serve(listeners, threads, shared.clone(), ssh_config, cancel).await;
     audit

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod daemon;
 pub mod forward;
 pub mod gateway;
+pub mod host_addresses;
 pub mod host_keys;
 pub mod key_options;
 pub mod limits;

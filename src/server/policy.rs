@@ -9,13 +9,22 @@
 //! - A name rule (`db.internal:5432`, `*.internal:22`, `*:443`) matches
 //!   names (only `*` also matches addresses). A DNS record pointing at
 //!   127.0.0.1 cannot turn it into a door to the server itself, because of
-//!   the deny networks (default: loopback, `0.0.0.0/8`, `::`, link-local).
+//!   the deny networks (default: loopback, `0.0.0.0/8`, `::`, link-local, cloud
+//!   metadata) and of the host's own addresses.
 //! - A network rule (`10.0.0.0/8:*`) matches addresses: a literal address
 //!   in any spelling, or a name all of whose addresses lie inside it.
 //! - Whatever rule matched, every address must be outside the deny networks,
 //!   except where a network rule for that port lies inside the deny network
 //!   (`127.0.0.1:5432`, `[::1]:5432`): only naming part of a denied network
 //!   opens it, so `0.0.0.0/0:443` still cannot reach loopback.
+//! - The host's own interface addresses (and `0.0.0.0`, `::`) are denied the same
+//!   way unless the operator opted out (`deny_host_addresses = false`): services
+//!   bound to `0.0.0.0` answer on them too. A network rule for the port that holds
+//!   the address and lies inside the network the address is configured in
+//!   (`10.0.5.10:5432` or `10.0.5.0/24:*` for `10.0.5.10/24`) opens it; `*` and
+//!   `/0` rules never do. The current addresses are data passed in
+//!   ([`UserPolicy::decide_connect_with_hosts`]); refreshing them is
+//!   [`super::host_addresses`]' business.
 //! - Key options (`restrict`, `permitopen`, `permitlisten`) are checked in
 //!   addition and can only narrow.
 //!
@@ -33,6 +42,7 @@ use serde::Serialize;
 use super::address::{Host, canonical_ip, is_localhost_name, parse_host};
 use super::gateway::LOOPBACK;
 pub use super::gateway::{BindAddress, GatewayPorts, classify_bind_address, gateway_bind_addrs};
+use super::host_addresses::{HostAddresses, HostSet};
 use super::key_options::KeyOptions;
 use super::rules::{ConnectRule, ListenRule, NameRule, Target};
 use crate::config::pattern::match_pattern;
@@ -130,6 +140,13 @@ pub struct UserPolicy {
     pub reach: Vec<NameRule>,
     /// Networks name rules may not reach (see the module docs).
     pub deny_networks: Vec<DenyNet>,
+    /// Whether the host's own addresses are denied, with the config origin the
+    /// audit names (`default deny`, `forwarding.deny_host_addresses`); `None`
+    /// when the operator opted out.
+    pub deny_host_addresses: Option<String>,
+    /// Where [`Self::decide_connect`] reads the host's current addresses; the
+    /// server's `Shared` attaches its refreshed set to every loaded config.
+    pub host_addresses: HostAddresses,
     /// The user's `GatewayPorts`.
     pub gateway_ports: GatewayPorts,
 }
@@ -194,6 +211,21 @@ impl UserPolicy {
             })
     }
 
+    /// The rule id refusing `addr` for being this host, if any. Like
+    /// [`Self::denied`], a network rule for `port` holding `addr` opens it when it
+    /// lies inside the network `addr` is configured in (and is not `/0`): naming
+    /// the host's own subnet is deliberate, "everywhere" is not.
+    fn host_denied(&self, addr: IpAddr, port: u16, hosts: &HostSet) -> Option<String> {
+        let origin = self.deny_host_addresses.as_deref()?;
+        let home = hosts.network_of(addr)?;
+        let opened = self.connect.iter().any(|r| {
+            r.ports.contains(port)
+                && matches!(&r.target, Target::Net(n)
+                    if n.prefix_len() > 0 && n.contains(&addr) && home.contains(n))
+        });
+        (!opened).then(|| format!("host address {addr} ({origin})"))
+    }
+
     /// Sends `host` to the rendezvous namespace when it matches one of the
     /// user's `reach` patterns (whatever the port), else to the network.
     /// Deciding by the user's rules, not by what is registered right now,
@@ -210,7 +242,8 @@ impl UserPolicy {
 
     /// Decides a `direct-tcpip` to the network. For a name, `resolved` must
     /// hold every address the caller got for it and may dial; for an address
-    /// (any spelling) it is ignored.
+    /// (any spelling) it is ignored. The host's addresses are the latest
+    /// snapshot of [`Self::host_addresses`].
     pub fn decide_connect(
         &self,
         key: &KeyOptions,
@@ -218,7 +251,20 @@ impl UserPolicy {
         port: u32,
         resolved: &[IpAddr],
     ) -> Decision {
-        self.try_connect(key, host, port, resolved)
+        let hosts = self.host_addresses.current();
+        self.decide_connect_with_hosts(key, host, port, resolved, &hosts)
+    }
+
+    /// [`Self::decide_connect`] with the host's addresses given as data.
+    pub fn decide_connect_with_hosts(
+        &self,
+        key: &KeyOptions,
+        host: &str,
+        port: u32,
+        resolved: &[IpAddr],
+        hosts: &HostSet,
+    ) -> Decision {
+        self.try_connect(key, host, port, resolved, hosts)
             .unwrap_or_else(|deny| deny)
     }
 
@@ -228,6 +274,7 @@ impl UserPolicy {
         raw_host: &str,
         port: u32,
         resolved: &[IpAddr],
+        hosts: &HostSet,
     ) -> Result<Decision, Decision> {
         let port = tcp_port(port, false)?;
         forwarding_gate(key)?;
@@ -289,6 +336,15 @@ impl UserPolicy {
                     deny.net
                 ),
                 Some(deny.id.clone()),
+            ));
+        }
+        if let Some((addr, id)) = addrs
+            .iter()
+            .find_map(|&a| Some((a, self.host_denied(a, port, hosts)?)))
+        {
+            return Err(Decision::deny(
+                format!("{host} matches {rule} but {addr} is an address of this host"),
+                Some(id),
             ));
         }
         Ok(Decision::Allow {

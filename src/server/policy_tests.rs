@@ -3,6 +3,7 @@
 use super::*;
 use crate::server::address::{DEFAULT_DENY_NETWORKS, parse_net};
 use crate::server::authorized_keys::parse_key_line;
+use crate::server::host_addresses::{HostAddresses, HostSet};
 use crate::server::rules::{parse_connect, parse_listen, parse_name_rule};
 
 const KEY: &str =
@@ -40,6 +41,8 @@ fn user(connect: &[&str], listen: &[&str], publish: &[&str], reach: &[&str]) -> 
                 id: format!("forwarding.deny_networks[{i}]"),
             })
             .collect(),
+        deny_host_addresses: Some("default deny".into()),
+        host_addresses: Default::default(),
         gateway_ports: GatewayPorts::No,
     }
 }
@@ -549,4 +552,183 @@ fn privileged_listen_ports_need_a_rule_that_names_them() {
             .decision
             .is_allowed()
     );
+}
+
+/// A host with a LAN address in a /24, a v6 address in a /64 and loopback.
+fn host_set() -> HostSet {
+    HostSet::from_interfaces(
+        ["10.9.9.9/24", "fd00:7::1/64", "127.0.0.1/8", "::1/128"]
+            .iter()
+            .map(|s| s.parse().expect("test literal")),
+    )
+}
+
+fn denied_as_host(d: &Decision) -> Option<(&str, &str)> {
+    match d {
+        Decision::Deny {
+            rule: Some(rule),
+            reason,
+        } if rule.starts_with("host address ") => Some((rule, reason)),
+        _ => None,
+    }
+}
+
+#[test]
+fn wide_rules_do_not_reach_the_host_itself() {
+    let hosts = host_set();
+    for rules in [&["*:*"][..], &["0.0.0.0/0:*", "[::/0]:*"], &["*:5432"]] {
+        let u = user(rules, &[], &[], &[]);
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("10.9.9.9", &[], "10.9.9.9"),
+            ("0x0a090909", &[], "10.9.9.9"),
+            ("[::ffff:10.9.9.9]", &[], "10.9.9.9"),
+            ("[fd00:7::1]", &[], "fd00:7::1"),
+            // A DNS name pointing at the host, alone or among others.
+            ("me.example", &["10.9.9.9"], "10.9.9.9"),
+            ("me.example", &["192.0.2.1", "fd00:7::1"], "fd00:7::1"),
+        ];
+        for (host, resolved, addr) in cases {
+            let d = u.decide_connect_with_hosts(&open_key(), host, 5432, &ips(resolved), &hosts);
+            let (rule, reason) =
+                denied_as_host(&d).unwrap_or_else(|| panic!("{rules:?} {host}: got {d}"));
+            assert_eq!(rule, format!("host address {addr} (default deny)"));
+            assert!(
+                reason.contains("is an address of this host")
+                    && reason.contains("matches users.alice.connect["),
+                "{reason}"
+            );
+        }
+        // Neighbours in the same networks are not the host.
+        for (host, resolved) in [("10.9.9.10", &[][..]), ("peer.example", &["fd00:7::2"])] {
+            let d = u.decide_connect_with_hosts(&open_key(), host, 5432, &ips(resolved), &hosts);
+            assert!(d.is_allowed(), "{rules:?} {host}: {d}");
+        }
+    }
+}
+
+#[test]
+fn the_unspecified_address_is_the_host_even_with_no_deny_networks() {
+    let mut u = user(&["*:*"], &[], &[], &[]);
+    u.deny_networks.clear();
+    let none = HostSet::default();
+    for (host, addr) in [("0.0.0.0", "0.0.0.0"), ("0", "0.0.0.0"), ("[::]", "::")] {
+        let d = u.decide_connect_with_hosts(&open_key(), host, 22, &[], &none);
+        assert_eq!(
+            denied_as_host(&d).map(|(r, _)| r.to_owned()),
+            Some(format!("host address {addr} (default deny)")),
+            "{host}: {d}"
+        );
+    }
+    // Loopback is a host address too, so an operator's empty deny list does not open it.
+    let d = u.decide_connect_with_hosts(&open_key(), "127.0.0.1", 22, &[], &host_set());
+    assert!(denied_as_host(&d).is_some(), "{d}");
+}
+
+#[test]
+fn explicit_rules_inside_the_host_network_open_host_addresses() {
+    let hosts = host_set();
+    let cases: &[(&str, &str, bool)] = &[
+        ("10.9.9.9:5432", "10.9.9.9", true),
+        ("10.9.9.0/24:*", "10.9.9.9", true),
+        ("10.9.9.0/25:5432", "10.9.9.9", true),
+        ("[fd00:7::1]:5432", "[fd00:7::1]", true),
+        ("[fd00:7::/64]:*", "[fd00:7::1]", true),
+        // Wider than the network the address is configured in: not deliberate.
+        ("10.0.0.0/8:*", "10.9.9.9", false),
+        ("[fd00::/8]:*", "[fd00:7::1]", false),
+        // Another port only.
+        ("10.9.9.9:22", "10.9.9.9", false),
+        // Loopback: the deny network already has its own exception.
+        ("127.0.0.1:5432", "127.0.0.1", true),
+        ("[::1]:5432", "[::1]", true),
+    ];
+    for (rule, host, open) in cases {
+        let u = user(&["*:*", rule], &[], &[], &[]);
+        let d = u.decide_connect_with_hosts(&open_key(), host, 5432, &[], &hosts);
+        if *open {
+            assert_eq!(
+                allowed_by(&d),
+                Some("users.alice.connect[0]"),
+                "{rule}: {d}"
+            );
+        } else {
+            assert!(!d.is_allowed(), "{rule} must not open {host}: {d}");
+        }
+    }
+    // A name with one host address needs that address opened too.
+    let u = user(&["*:*", "10.9.9.9:5432"], &[], &[], &[]);
+    let both = ips(&["10.9.9.9", "fd00:7::1"]);
+    let d = u.decide_connect_with_hosts(&open_key(), "me.example", 5432, &both, &hosts);
+    assert_eq!(
+        denied_as_host(&d).map(|(r, _)| r),
+        Some("host address fd00:7::1 (default deny)")
+    );
+}
+
+#[test]
+fn opting_out_and_the_audit_origin() {
+    let hosts = host_set();
+    let mut u = user(&["*:*"], &[], &[], &[]);
+    u.deny_host_addresses = None;
+    assert!(
+        u.decide_connect_with_hosts(&open_key(), "10.9.9.9", 80, &[], &hosts)
+            .is_allowed()
+    );
+    // The default deny networks still hold without the host addresses.
+    assert!(
+        !u.decide_connect_with_hosts(&open_key(), "127.0.0.1", 80, &[], &hosts)
+            .is_allowed()
+    );
+    u.deny_host_addresses = Some("forwarding.deny_host_addresses".into());
+    let d = u.decide_connect_with_hosts(&open_key(), "10.9.9.9", 80, &[], &hosts);
+    assert_eq!(
+        denied_as_host(&d).map(|(r, _)| r),
+        Some("host address 10.9.9.9 (forwarding.deny_host_addresses)")
+    );
+}
+
+#[test]
+fn decide_connect_reads_the_shared_host_addresses() {
+    let shared = HostAddresses::with(HostSet::default());
+    let mut u = user(&["*:*"], &[], &[], &[]);
+    u.host_addresses = shared.clone();
+    assert!(
+        u.decide_connect(&open_key(), "10.9.9.9", 80, &[])
+            .is_allowed()
+    );
+    shared.replace(host_set());
+    assert!(
+        !u.decide_connect(&open_key(), "10.9.9.9", 80, &[])
+            .is_allowed()
+    );
+}
+
+#[test]
+fn cloud_metadata_addresses_are_denied_by_default() {
+    let u = user(&["*:*", "0.0.0.0/0:*", "[::/0]:*"], &[], &[], &[]);
+    for addr in [
+        "169.254.169.254",
+        "100.100.100.200",
+        "192.0.0.192",
+        "168.63.129.16",
+        "[fd00:ec2::254]",
+        "[fd00:ec2::23]",
+        "[fe80::a9fe:a9fe]",
+    ] {
+        let d = u.decide_connect_with_hosts(&open_key(), addr, 80, &[], &HostSet::default());
+        match d {
+            Decision::Deny { rule: Some(r), .. } => {
+                assert!(r.starts_with("forwarding.deny_networks["), "{addr}: {r}")
+            }
+            d => panic!("{addr}: {d}"),
+        }
+        let d = u.decide_connect_with_hosts(
+            &open_key(),
+            "metadata.example",
+            80,
+            &ips(&[addr.trim_matches(['[', ']'])]),
+            &HostSet::default(),
+        );
+        assert!(!d.is_allowed(), "a name resolving to {addr}: {d}");
+    }
 }

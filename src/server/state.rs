@@ -3,6 +3,7 @@
 
 use super::audit::AuditSink;
 use super::config::ServerConfig;
+use super::host_addresses::HostAddresses;
 use super::rendezvous::Registry;
 use super::throttle::{Throttle, ThrottleLimits};
 use crate::forward::budget::Budget;
@@ -14,6 +15,9 @@ pub struct Shared {
     config: RwLock<Arc<ServerConfig>>,
     pub audit: AuditSink,
     pub registry: Registry,
+    /// This host's interface addresses, which every user's policy reads; empty
+    /// until the daemon's first [`HostAddresses::refresh`].
+    pub host_addresses: HostAddresses,
     pub throttle: Arc<Throttle>,
     /// Forwarded-connection tasks, so shutdown can wait for their audit records.
     pub channels: tokio_util::task::TaskTracker,
@@ -36,13 +40,16 @@ fn throttle_limits(c: &ServerConfig) -> ThrottleLimits {
 }
 
 impl Shared {
-    pub fn new(config: ServerConfig, audit: AuditSink) -> Arc<Shared> {
+    pub fn new(mut config: ServerConfig, audit: AuditSink) -> Arc<Shared> {
         let throttle = Arc::new(Throttle::new(throttle_limits(&config)));
         let buffered = Budget::new("limits.max_buffered", config.limits.max_buffered.0);
+        let host_addresses = HostAddresses::default();
+        config.share_host_addresses(&host_addresses);
         Arc::new(Shared {
             config: RwLock::new(Arc::new(config)),
             audit,
             registry: Registry::default(),
+            host_addresses,
             throttle,
             channels: tokio_util::task::TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
@@ -77,8 +84,13 @@ impl Shared {
             .clone()
     }
 
-    /// Swaps in a reloaded configuration (users, keys, rules, limits).
-    pub fn reload(&self, config: ServerConfig) {
+    /// Swaps in a reloaded configuration (users, keys, rules, limits), and re-reads
+    /// the host's addresses, so SIGHUP also applies an address change at once.
+    pub fn reload(&self, mut config: ServerConfig) {
+        if let Err(e) = self.host_addresses.refresh() {
+            tracing::warn!("cannot re-read the host's addresses, keeping the last ones: {e}");
+        }
+        config.share_host_addresses(&self.host_addresses);
         self.throttle.set_limits(throttle_limits(&config));
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
