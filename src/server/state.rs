@@ -4,6 +4,7 @@
 use super::audit::AuditSink;
 use super::config::ServerConfig;
 use super::rendezvous::Registry;
+use super::resolver::Resolver;
 use super::throttle::{Throttle, ThrottleLimits};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,6 +15,9 @@ pub struct Shared {
     pub audit: AuditSink,
     pub registry: Registry,
     pub throttle: Arc<Throttle>,
+    /// The process's resolver (the channel code, which has no `Shared`, reaches it as
+    /// `Resolver::global()`); held here so that a reload re-reads resolv.conf and hosts.
+    pub resolver: &'static Resolver,
     /// Forwarded-connection tasks, so shutdown can wait for their audit records.
     pub channels: tokio_util::task::TaskTracker,
     sessions: Mutex<HashMap<String, u32>>,
@@ -37,6 +41,7 @@ impl Shared {
             audit,
             registry: Registry::default(),
             throttle,
+            resolver: Resolver::global(),
             channels: tokio_util::task::TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
         })
@@ -54,6 +59,7 @@ impl Shared {
     /// Swaps in a reloaded configuration (users, keys, rules, limits).
     pub fn reload(&self, config: ServerConfig) {
         self.throttle.set_limits(throttle_limits(&config));
+        self.resolver.reload();
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
