@@ -887,7 +887,12 @@ fn every_spelling_of_loopback_is_denied() {
         );
     }
     for (login, given, sent, _) in &attempts {
-        let target = format!("{sent}:{p}");
+        // The audit writes IPv6 literals in brackets, so the port stands apart.
+        let target = if sent.contains(':') {
+            format!("[{sent}]:{p}")
+        } else {
+            format!("{sent}:{p}")
+        };
         let recs = w.wait_audit(&format!("{login}'s deny of {given}"), |v| {
             is(v, "channel_open", &[("user", *login), ("target", &target)])
         });

@@ -411,3 +411,43 @@ fn a_loaded_config_reads_the_shared_host_addresses() {
         d => panic!("{d}"),
     }
 }
+
+#[test]
+fn dns_limits_have_safe_defaults_and_refuse_nonsense() {
+    let defaults = parse("").expect("empty config").limits;
+    assert_eq!(defaults.dns_timeout.0, Duration::from_secs(5));
+    assert_eq!(defaults.max_dns_lookups, 32);
+    assert_eq!(defaults.max_dns_lookups_per_user, 4);
+    let example = ServerConfig::load(&example_path()).expect("example").limits;
+    assert_eq!(example.dns_timeout, defaults.dns_timeout);
+    assert_eq!(example.max_dns_lookups, defaults.max_dns_lookups);
+    assert_eq!(
+        example.max_dns_lookups_per_user,
+        defaults.max_dns_lookups_per_user
+    );
+    let set =
+        parse("[limits]\ndns_timeout = '750ms'\nmax_dns_lookups = 8\nmax_dns_lookups_per_user = 8")
+            .expect("valid")
+            .limits;
+    assert_eq!(set.dns_timeout.0, Duration::from_millis(750));
+    assert_eq!((set.max_dns_lookups, set.max_dns_lookups_per_user), (8, 8));
+
+    let err = invalid("[limits]\ndns_timeout = 0\nmax_dns_lookups = 0");
+    assert!(err.contains("limits.dns_timeout: cannot be 0"), "{err}");
+    assert!(
+        err.contains("limits.max_dns_lookups: must be at least 1"),
+        "{err}"
+    );
+    let err = invalid("[limits]\nmax_dns_lookups_per_user = 0");
+    assert!(
+        err.contains("limits.max_dns_lookups_per_user: must be at least 1"),
+        "{err}"
+    );
+    let err = invalid("[limits]\nmax_dns_lookups = 4\nmax_dns_lookups_per_user = 5");
+    assert!(
+        err.contains("limits.max_dns_lookups_per_user: cannot exceed limits.max_dns_lookups"),
+        "{err}"
+    );
+    let err = invalid("[limits]\ndns_timeout = '5 minutes'");
+    assert!(err.contains("invalid duration"), "{err}");
+}

@@ -168,6 +168,8 @@ impl ServerConfig {
             ("max_listeners_per_session", l.max_listeners_per_session),
             ("keepalive_max", l.keepalive_max),
             ("max_session_channels", l.max_session_channels),
+            ("max_dns_lookups", l.max_dns_lookups),
+            ("max_dns_lookups_per_user", l.max_dns_lookups_per_user),
         ];
         for (field, value) in at_least_one {
             if value == 0 {
@@ -178,6 +180,7 @@ impl ServerConfig {
             ("login_grace_time", l.login_grace_time),
             ("failed_auth_window", l.failed_auth_window),
             ("connect_timeout", l.connect_timeout),
+            ("dns_timeout", l.dns_timeout),
         ];
         for (field, value) in required {
             if value.0.is_zero() {
@@ -207,6 +210,12 @@ impl ServerConfig {
             p.push(
                 "limits.max_buffered_per_user",
                 "cannot exceed limits.max_buffered",
+            );
+        }
+        if l.max_dns_lookups_per_user > l.max_dns_lookups {
+            p.push(
+                "limits.max_dns_lookups_per_user",
+                "cannot exceed limits.max_dns_lookups",
             );
         }
         if l.source_netblock_v4 > 32 {

@@ -37,6 +37,14 @@ pub struct Limits {
     pub max_listeners_per_session: u32,
     /// Timeout for dialling a `direct-tcpip` destination.
     pub connect_timeout: ConfigDuration,
+    /// Time a `direct-tcpip` name may take to resolve; a resolver that never answers
+    /// must not hold a lookup (and its slot) for longer.
+    pub dns_timeout: ConfigDuration,
+    /// DNS lookups in flight server-wide; more are refused at once, not queued.
+    pub max_dns_lookups: u32,
+    /// DNS lookups in flight per user, so one user's stuck names cannot use up the
+    /// server-wide budget.
+    pub max_dns_lookups_per_user: u32,
     /// Close a forwarded connection idle this long; 0 disables.
     pub channel_idle_timeout: ConfigDuration,
     /// Keepalive probe interval; 0 disables.
@@ -70,6 +78,9 @@ impl Default for Limits {
             max_channels_per_session: 128,
             max_listeners_per_session: 16,
             connect_timeout: secs(10),
+            dns_timeout: secs(5),
+            max_dns_lookups: 32,
+            max_dns_lookups_per_user: 4,
             channel_idle_timeout: secs(0),
             keepalive_interval: secs(30),
             keepalive_max: 3,

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod listener;
 pub mod policy;
 pub mod rendezvous;
+pub mod resolver;
 pub mod rules;
 pub mod session_threads;
 pub mod state;

@@ -352,9 +352,14 @@ impl UserPolicy {
         })
     }
 
-    /// For a name, the refusal that holds whatever the name resolves to (no connect
-    /// rule for the port could match it, or the key forbids it), so the caller need
-    /// not ask DNS; `None` when only the resolved addresses can decide.
+    /// For a name, the refusal that holds before asking DNS (no connect rule for the
+    /// port names it, or the key forbids it); `None` when only the resolved addresses
+    /// can decide. A network rule lets a name through to DNS only when it is a whole
+    /// address family (`0.0.0.0/0`: whoever may reach every address learns nothing
+    /// new from DNS) or the name is `localhost` (answered without a query). Otherwise
+    /// a user allowed only `10.0.0.0/8` could make warrend query any name: an oracle,
+    /// and a channel out through the resolvers. A name inside a narrower network needs
+    /// a rule naming it.
     pub fn refuse_before_resolving(
         &self,
         key: &KeyOptions,
@@ -372,7 +377,8 @@ impl UserPolicy {
             let possible = self.connect.iter().any(|r| {
                 r.ports.contains(port)
                     && match &r.target {
-                        Target::AnyHost | Target::Net(_) => true,
+                        Target::AnyHost => true,
+                        Target::Net(net) => net.prefix_len() == 0 || is_localhost_name(name),
                         Target::Name(pattern) => match_pattern(name, pattern),
                     }
             });

@@ -732,3 +732,51 @@ fn cloud_metadata_addresses_are_denied_by_default() {
         assert!(!d.is_allowed(), "a name resolving to {addr}: {d}");
     }
 }
+
+#[test]
+fn names_go_to_dns_only_when_a_rule_could_allow_them() {
+    let refused = |u: &UserPolicy, host: &str, port: u32| {
+        u.refuse_before_resolving(&open_key(), host, port)
+            .map(|d| d.to_string())
+    };
+    // Address rules only: no name is worth a DNS query, or the user could make the
+    // server look up anything (an oracle, and a way out through the resolvers).
+    let u = user(
+        &["10.0.0.0/8:*", "[fd00::/8]:443", "192.0.2.7:22"],
+        &[],
+        &[],
+        &[],
+    );
+    for (host, port) in [
+        ("exfil.example", 22),
+        ("anything.corp", 443),
+        ("db.internal", 5432),
+    ] {
+        let why = refused(&u, host, port).unwrap_or_else(|| panic!("{host}:{port} goes to DNS"));
+        assert!(
+            why.contains("no connect rule for user alice allows"),
+            "{why}"
+        );
+    }
+    // localhost resolves without a query, so network rules may still judge it.
+    assert_eq!(refused(&u, "localhost", 22), None);
+    assert_eq!(refused(&u, "LocalHost.", 22), None);
+    // A whole address family is "anywhere": names may go to DNS for its ports only.
+    let u = user(&["0.0.0.0/0:443", "[::/0]:8443"], &[], &[], &[]);
+    assert_eq!(refused(&u, "www.example.com", 443), None);
+    assert_eq!(refused(&u, "www.example.com", 8443), None);
+    assert!(refused(&u, "www.example.com", 80).is_some());
+    // Name rules and `*` let names through, for their ports; the resolved addresses
+    // are judged later.
+    let u = user(&["*.internal:22", "*:443", "10.0.0.0/8:*"], &[], &[], &[]);
+    assert_eq!(refused(&u, "db.internal", 22), None);
+    assert_eq!(refused(&u, "anything.example", 443), None);
+    assert!(refused(&u, "db.internal", 5432).is_some());
+    assert!(refused(&u, "anything.example", 22).is_some());
+    // Addresses are never refused here: there is nothing to resolve.
+    assert_eq!(refused(&u, "10.1.2.3", 5432), None);
+    // The key and the port are checked before anything else.
+    let k = key_with("restrict");
+    assert!(u.refuse_before_resolving(&k, "db.internal", 22).is_some());
+    assert!(refused(&u, "db.internal", 0).is_some());
+}

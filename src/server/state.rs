@@ -5,6 +5,7 @@ use super::audit::AuditSink;
 use super::config::ServerConfig;
 use super::host_addresses::HostAddresses;
 use super::rendezvous::Registry;
+use super::resolver::Resolver;
 use super::throttle::{Throttle, ThrottleLimits};
 use crate::forward::budget::Budget;
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ pub struct Shared {
     /// until the daemon's first [`HostAddresses::refresh`].
     pub host_addresses: HostAddresses,
     pub throttle: Arc<Throttle>,
+    /// The process's resolver (the channel code, which has no `Shared`, reaches it as
+    /// `Resolver::global()`); held here so that a reload re-reads resolv.conf and hosts.
+    pub resolver: &'static Resolver,
     /// Forwarded-connection tasks, so shutdown can wait for their audit records.
     pub channels: tokio_util::task::TaskTracker,
     sessions: Mutex<HashMap<String, u32>>,
@@ -51,6 +55,7 @@ impl Shared {
             registry: Registry::default(),
             host_addresses,
             throttle,
+            resolver: Resolver::global(),
             channels: tokio_util::task::TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
             buffered,
@@ -92,6 +97,7 @@ impl Shared {
         }
         config.share_host_addresses(&self.host_addresses);
         self.throttle.set_limits(throttle_limits(&config));
+        self.resolver.reload();
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 

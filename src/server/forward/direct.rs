@@ -7,6 +7,7 @@ use crate::server::address::Host;
 use crate::server::connection::Identity;
 use crate::server::policy::Decision;
 use crate::server::rendezvous::Owner;
+use crate::server::resolver::Resolver;
 use russh::server::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelOpenFailure};
 use std::net::{IpAddr, SocketAddr};
@@ -41,34 +42,11 @@ pub async fn network(
                     .await;
                 return;
             }
-            match tokio::time::timeout(
-                ctx.connect_timeout,
-                tokio::net::lookup_host((name.as_str(), port)),
-            )
-            .await
-            {
-                Ok(Ok(addrs)) => {
-                    let mut v: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-                    v.dedup();
-                    v
-                }
-                Ok(Err(e)) => {
-                    return refuse(
-                        &ctx,
-                        reply,
-                        format!("cannot resolve {name}: {e}"),
-                        ChannelOpenFailure::ConnectFailed,
-                    )
-                    .await;
-                }
-                Err(_) => {
-                    return refuse(
-                        &ctx,
-                        reply,
-                        format!("resolving {name} timed out"),
-                        ChannelOpenFailure::ConnectFailed,
-                    )
-                    .await;
+            let limits = (&identity.config.limits).into();
+            match Resolver::global().lookup(&limits, &ctx.user, name).await {
+                Ok(addrs) => addrs,
+                Err(reason) => {
+                    return refuse(&ctx, reply, reason, ChannelOpenFailure::ConnectFailed).await;
                 }
             }
         }
