@@ -156,61 +156,71 @@ fn logout_frees_every_channel_target_socket_buffer_and_spill_file_within_two_sec
     let (fds_before, _) = fds(pid);
     let rss_before = rss_kib(pid);
 
-    let (ssh, addrs) = alice.local_forwards(&w, "alice", &[Some(&target)]);
-    let mut targets = Vec::new();
-    let mut pushers = Vec::new();
-    for _ in 0..CHANNELS {
-        let conn = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
-        targets.push(sink.next());
-        pushers.push(push(conn, PER_CHANNEL));
-    }
-    // warrend takes what the client sends (its windows are granted on receipt) and holds
-    // it for targets that never read: in memory, then in spill files.
-    let holding = eventually(Duration::from_secs(20), || fds(pid).1 >= CHANNELS / 2);
-    assert!(
-        holding,
-        "warrend never spilled: fds {:?}, rss {} KiB",
-        fds(pid),
-        rss_kib(pid)
-    );
-    let rss_loaded = rss_kib(pid);
-
-    ssh.kill();
-    let ended = Instant::now();
-    let deadline = ended + Duration::from_secs(2);
-    for (i, t) in targets.iter_mut().enumerate() {
+    // One round: a session fills warrend with what targets never read, then dies.
+    // Returns RSS while loaded and after the logout.
+    let round = |n: usize| -> (u64, u64) {
+        let (ssh, addrs) = alice.local_forwards(&w, "alice", &[Some(&target)]);
+        let mut targets = Vec::new();
+        let mut pushers = Vec::new();
+        for _ in 0..CHANNELS {
+            let conn = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
+            targets.push(sink.next());
+            pushers.push(push(conn, PER_CHANNEL));
+        }
+        // warrend takes what the client sends (its windows are granted on receipt)
+        // and holds it for targets that never read: in memory, then spill files.
+        let holding = eventually(Duration::from_secs(20), || fds(pid).1 >= CHANNELS / 2);
         assert!(
-            closed_by(t, deadline),
-            "target connection {i} still open {:?} after the session ended",
-            ended.elapsed()
+            holding,
+            "round {n}: warrend never spilled: fds {:?}, rss {} KiB",
+            fds(pid),
+            rss_kib(pid)
         );
-    }
+        let loaded = rss_kib(pid);
+
+        ssh.kill();
+        let ended = Instant::now();
+        let deadline = ended + Duration::from_secs(2);
+        for (i, t) in targets.iter_mut().enumerate() {
+            assert!(
+                closed_by(t, deadline),
+                "round {n}: target connection {i} still open {:?} after the session ended",
+                ended.elapsed()
+            );
+        }
+        assert!(
+            eventually(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100),
+                || fds(pid) == (fds_before, 0)
+            ),
+            "round {n}: descriptors not back within 2 s: {:?}, before {fds_before}: {}",
+            fds(pid),
+            fd_list(pid)
+        );
+        let closes = w.wait_audit_count("every channel's close", CHANNELS * n, |v| {
+            is(
+                v,
+                "channel_close",
+                &[("target", &target), ("close_reason", "session closed")],
+            )
+        });
+        assert_eq!(closes.len(), CHANNELS * n);
+        for p in pushers {
+            let _ = p.join();
+        }
+        (loaded, rss_kib(pid))
+    };
+    let (loaded1, after1) = round(1);
+    let (loaded2, after2) = round(2);
+    // Memory: what was held goes back to the allocator at the logout. glibc keeps
+    // freed pages of a thread's arena resident rather than handing them to the kernel,
+    // so the test is that nothing accumulates: a second identical round fits in what
+    // the first one used.
     assert!(
-        eventually(
-            deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100),
-            || fds(pid) == (fds_before, 0)
-        ),
-        "descriptors not back within 2 s: {:?}, before {fds_before}: {}",
-        fds(pid),
-        fd_list(pid)
+        after2 <= loaded1 + 4 * 1024 && loaded2 <= loaded1 + (loaded1 - rss_before) / 4 + 4 * 1024,
+        "RSS {rss_before} KiB before, {loaded1} loaded / {after1} after round 1, \
+         {loaded2} loaded / {after2} after round 2"
     );
-    let closes = w.wait_audit_count("every channel's close", CHANNELS, |v| {
-        is(
-            v,
-            "channel_close",
-            &[("target", &target), ("close_reason", "session closed")],
-        )
-    });
-    assert_eq!(closes.len(), CHANNELS);
-    // Memory: what was held for the targets is given back (allocator slack allowed).
-    let rss_after = rss_kib(pid);
-    assert!(
-        rss_after < rss_before + (rss_loaded - rss_before) / 2 + 8 * 1024,
-        "RSS {rss_before} KiB before, {rss_loaded} loaded, {rss_after} after logout"
-    );
-    for p in pushers {
-        let _ = p.join();
-    }
 }
 
 #[test]
@@ -653,4 +663,70 @@ fn every_refused_request_is_audited_with_a_reason_and_without_secrets() {
         is(v, "channel_open", &[("kind", "direct-tcpip")])
     });
     assert_eq!(s(&v6, "target"), "[::1]:5432", "{v6}");
+}
+
+#[test]
+fn a_reload_ends_removed_users_sessions_and_live_sessions_follow_the_new_rules() {
+    let alice = SshClient::new();
+    let bob = SshClient::new();
+    let echo = EchoServer::start();
+    let other = EchoServer::start();
+    let target = format!("127.0.0.1:{}", echo.port());
+    let other_target = format!("127.0.0.1:{}", other.port());
+    let both = format!("connect = [\"{target}\", \"{other_target}\"]");
+    let w = Warrend::start(&format!(
+        "{}{}",
+        user("alice", &[&alice], &both),
+        user("bob", &[&bob], &both),
+    ));
+    trust_all(&w, &[&alice, &bob]);
+    let (alice_ssh, alice_addrs) =
+        alice.local_forwards(&w, "alice", &[Some(&target), Some(&other_target)]);
+    let (bob_ssh, _) = bob.local_forwards(&w, "bob", &[Some(&target)]);
+    let round_trip = |addr: SocketAddr| -> bool {
+        let Ok(mut c) = connect_with_retry(addr, READY_TIMEOUT) else {
+            return false;
+        };
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut back = [0u8; 4];
+        c.write_all(b"ping").is_ok() && c.read_exact(&mut back).is_ok() && &back == b"ping"
+    };
+    assert!(round_trip(alice_addrs[1]));
+
+    // bob is removed; alice keeps only the first target.
+    w.rewrite_users(&user(
+        "alice",
+        &[&alice],
+        &format!("connect = [\"{target}\"]"),
+    ));
+    w.reload();
+    bob_ssh.expect_exit(READY_TIMEOUT);
+    let end = w.wait_audit("bob's revoked session", |v| {
+        is(v, "session_end", &[("user", "bob")])
+    });
+    assert!(s(&end, "reason").contains("was removed"), "{end}");
+    assert!(
+        alice_ssh.try_wait().is_none(),
+        "alice's session must survive"
+    );
+    assert!(
+        round_trip(alice_addrs[0]),
+        "alice's allowed target still works"
+    );
+    assert!(
+        !round_trip(alice_addrs[1]),
+        "a live session's new channel was judged by the old rules"
+    );
+    let deny = w.wait_audit("the re-judged channel", |v| {
+        is(
+            v,
+            "channel_open",
+            &[
+                ("user", "alice"),
+                ("target", &other_target),
+                ("decision", "deny"),
+            ],
+        )
+    });
+    assert!(s(&deny, "reason").contains("no connect rule"), "{deny}");
 }

@@ -11,6 +11,7 @@ use super::certificate::check_user_certificate;
 use super::config::ServerConfig;
 use super::forward::{ChannelCtx, OpenGuard, direct, reverse};
 use super::key_options::KeyOptions;
+use super::live_sessions::LiveSession;
 use super::policy::{Decision, DirectRoute, ForwardPlan, UserPolicy};
 use super::rendezvous::Owner;
 use super::state::{Shared, UserSession};
@@ -41,6 +42,8 @@ pub struct Identity {
     pub options: KeyOptions,
     pub policy: UserPolicy,
     pub config: Arc<ServerConfig>,
+    /// `publickey` or `certificate`.
+    pub method: String,
     /// The user's byte budget for slow readers (all their sessions share it).
     pub budget: Arc<Budget>,
 }
@@ -174,9 +177,30 @@ impl Connection {
             options,
             policy,
             config,
+            method: method.to_string(),
             budget,
         });
         Auth::Accept
+    }
+
+    /// The login's identity judged by the rules in force now: after a reload, a live
+    /// session's next channel or listener follows the new rules (a removed user's
+    /// session is being closed; until then it may do nothing).
+    fn current_identity(&self) -> Option<Identity> {
+        let mut identity = self.identity.clone()?;
+        let config = self.shared.config();
+        if !Arc::ptr_eq(&config, &identity.config) {
+            identity.policy = config
+                .policy()
+                .user(&identity.user)
+                .cloned()
+                .unwrap_or_else(|| UserPolicy {
+                    user: identity.user.clone(),
+                    ..UserPolicy::default()
+                });
+            identity.config = config;
+        }
+        Some(identity)
     }
 
     fn refused_by_throttle(&self) -> Option<String> {
@@ -374,8 +398,19 @@ impl server::Handler for Connection {
         }
     }
 
-    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.authenticated.store(true, Ordering::SeqCst);
+        if let Some(identity) = &self.identity {
+            self.shared.live.insert(
+                self.id,
+                LiveSession::new(
+                    identity.user.clone(),
+                    identity.key_fp.clone(),
+                    identity.method == "certificate",
+                    session.handle(),
+                ),
+            );
+        }
         self.unauth_permit = None;
         self.pending = None;
         Ok(())
@@ -498,7 +533,7 @@ impl server::Handler for Connection {
             }
             return Ok(());
         }
-        let Some(identity) = self.identity.clone() else {
+        let Some(identity) = self.current_identity() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -625,7 +660,7 @@ impl server::Handler for Connection {
             }
             return Ok(false);
         }
-        let Some(identity) = self.identity.clone() else {
+        let Some(identity) = self.current_identity() else {
             return Ok(false);
         };
         let limit = identity.config.limits.max_listeners_per_session;
@@ -970,6 +1005,7 @@ impl Drop for Connection {
                 .throttle
                 .record_failure(self.peer.ip(), Instant::now());
         }
+        let revoked = self.shared.live.remove(self.id);
         debug!(conn = self.id, "connection closed");
         self.shared.audit.try_record(
             self.id,
@@ -977,10 +1013,10 @@ impl Drop for Connection {
                 user: self.identity.as_ref().map(|i| i.user.clone()),
                 source: self.source(),
                 duration_ms: self.started.elapsed().as_millis() as u64,
-                reason: if authenticated {
-                    "closed".into()
-                } else {
-                    "closed before authentication".into()
+                reason: match (authenticated, revoked) {
+                    (_, Some(why)) => why,
+                    (true, None) => "closed".into(),
+                    (false, None) => "closed before authentication".into(),
                 },
             },
         );

@@ -194,6 +194,7 @@ async fn signals(
                         shared.audit.record(0, AuditEvent::ConfigReload {
                             path: shown.clone(), ok: true, error: None,
                         }).await;
+                        end_revoked_sessions(&shared).await;
                         info!("configuration reloaded");
                         eprintln!("warrend: configuration reloaded");
                     }
@@ -209,4 +210,15 @@ async fn signals(
         }
     }
     cancel.cancel();
+}
+
+/// Disconnects the sessions the reloaded configuration no longer admits (user removed,
+/// key no longer listed, user CA gone); each one's `session_end` record says why.
+async fn end_revoked_sessions(shared: &Shared) {
+    for (conn, handle, reason) in shared.live.revoke(&shared.config()) {
+        info!(conn, "ending session: {reason}");
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, reason, "en".into())
+            .await;
+    }
 }

@@ -13,6 +13,7 @@ pub mod host_keys;
 pub mod key_options;
 pub mod limits;
 pub mod listener;
+pub mod live_sessions;
 pub mod policy;
 pub mod rendezvous;
 pub mod resolver;

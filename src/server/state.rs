@@ -4,6 +4,7 @@
 use super::audit::AuditSink;
 use super::config::ServerConfig;
 use super::host_addresses::HostAddresses;
+use super::live_sessions::LiveSessions;
 use super::rendezvous::Registry;
 use super::resolver::Resolver;
 use super::throttle::{Throttle, ThrottleLimits};
@@ -16,6 +17,8 @@ pub struct Shared {
     config: RwLock<Arc<ServerConfig>>,
     pub audit: AuditSink,
     pub registry: Registry,
+    /// Authenticated sessions, for ending revoked ones at a reload.
+    pub live: LiveSessions,
     /// This host's interface addresses, which every user's policy reads; empty
     /// until the daemon's first [`HostAddresses::refresh`].
     pub host_addresses: HostAddresses,
@@ -53,6 +56,7 @@ impl Shared {
             config: RwLock::new(Arc::new(config)),
             audit,
             registry: Registry::default(),
+            live: LiveSessions::default(),
             host_addresses,
             throttle,
             resolver: Resolver::global(),
