@@ -730,3 +730,44 @@ fn a_reload_ends_removed_users_sessions_and_live_sessions_follow_the_new_rules()
     });
     assert!(s(&deny, "reason").contains("no connect rule"), "{deny}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_text_cannot_forge_or_colour_diagnostic_lines() {
+    let alice = SshClient::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warrend.toml");
+    fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nstate_dir = {}\nhost_keys = [\"ssh_host_ed25519_key\"]\n\n[limits]\nauth_rejection_delay = \"1ms\"\n\n{}",
+            toml_str(&dir.path().join("state")),
+            user("alice", &[&alice], "")
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(warrend_bin());
+    cmd.env_remove("RUST_LOG").arg("-v").arg("-f").arg(&config);
+    let warrend = Proc::spawn(cmd);
+    let line = warrend
+        .wait_for_stderr(|l| l.starts_with("warrend: listening on "), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("warrend did not start:\n{e}"));
+    let addr: SocketAddr = line["warrend: listening on ".len()..].trim().parse().unwrap();
+
+    let forged = "mallory\n WARN forged line\u{1b}[2J";
+    let config = std::sync::Arc::new(russh::client::Config::default());
+    let mut session = russh::client::connect(config, addr, Accept).await.unwrap();
+    let key = russh::keys::load_secret_key(&alice.key.private, None).unwrap();
+    let key = russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None);
+    let auth = session.authenticate_publickey(forged, key).await.unwrap();
+    assert!(!auth.success());
+    warrend
+        .wait_for_stderr(|l| l.contains("forged line"), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the refusal was not logged:\n{e}"));
+    let text = warrend.stderr_text();
+    assert!(
+        !text.lines().any(|l| l.starts_with(" WARN forged")),
+        "a client forged a log line:\n{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "a raw escape reached stderr:\n{text}");
+    assert!(text.contains("\\n WARN forged line\\u{1b}[2J"), "{text}");
+}
