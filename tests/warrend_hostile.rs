@@ -751,7 +751,10 @@ async fn client_text_cannot_forge_or_colour_diagnostic_lines() {
     let line = warrend
         .wait_for_stderr(|l| l.starts_with("warrend: listening on "), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("warrend did not start:\n{e}"));
-    let addr: SocketAddr = line["warrend: listening on ".len()..].trim().parse().unwrap();
+    let addr: SocketAddr = line["warrend: listening on ".len()..]
+        .trim()
+        .parse()
+        .unwrap();
 
     let forged = "mallory\n WARN forged line\u{1b}[2J";
     let config = std::sync::Arc::new(russh::client::Config::default());
@@ -768,6 +771,9 @@ async fn client_text_cannot_forge_or_colour_diagnostic_lines() {
         !text.lines().any(|l| l.starts_with(" WARN forged")),
         "a client forged a log line:\n{text}"
     );
-    assert!(!text.contains('\u{1b}'), "a raw escape reached stderr:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw escape reached stderr:\n{text}"
+    );
     assert!(text.contains("\\n WARN forged line\\u{1b}[2J"), "{text}");
 }

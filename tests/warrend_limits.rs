@@ -319,6 +319,34 @@ fn user_ca_certificates_log_in_and_principals_and_validity_are_checked() {
 // ---------------------------------------------------------------------------
 
 #[test]
+fn with_a_user_ca_the_key_probe_does_not_tell_which_users_exist() {
+    let ca = Ca::new();
+    let stranger = SshClient::new();
+    let w = Warrend::start(&format!("{}[users.alice]\nconnect = []\n\n", ca.section()));
+    trust_all(&w, &[&stranger]);
+    // The same uncertified key, as an existing and as an unknown user: the probe's
+    // answer must not differ, and neither may log in.
+    let probe = |login: &str| -> (bool, String) {
+        let mut cmd = stranger.ssh_warrend(&w);
+        cmd.args(["-v", "-N"]).arg(SshClient::dest(login));
+        let ssh = Proc::spawn(cmd);
+        let code = exit_code(&ssh, READY_TIMEOUT);
+        assert_eq!(code, Some(255), "{}", ssh.report(""));
+        let text = ssh.stderr_text();
+        (text.contains("Server accepts key"), text)
+    };
+    let (known, known_text) = probe("alice");
+    let (unknown, unknown_text) = probe("nosuchuser");
+    assert_eq!(
+        known, unknown,
+        "the probe answers differ:\n--- alice ---\n{known_text}\n--- nosuchuser ---\n{unknown_text}"
+    );
+    w.wait_audit("the unknown user's refusal", |v| {
+        is(v, "auth_failure", &[("user", "nosuchuser")])
+    });
+}
+
+#[test]
 fn restrict_key_logs_in_but_cannot_forward() {
     let alice = SshClient::new();
     let echo = EchoServer::start();

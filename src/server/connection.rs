@@ -300,6 +300,14 @@ impl server::Handler for Connection {
                 .await);
         }
         let config = self.shared.config();
+        // russh presents a certificate's probe as its bare key (same algorithm), and only
+        // the signed request reaches auth_openssh_certificate: with a CA configured, any
+        // key may be a certificate, so the client is let sign and the decision is made
+        // in auth_publickey / auth_openssh_certificate. The same answer for every user
+        // name, known or not, so the probe tells nobody which users exist.
+        if config.user_ca.is_some() {
+            return Ok(Auth::Accept);
+        }
         let keys = match config.load_user_keys(user) {
             Ok(k) => k,
             Err(e) => {
@@ -310,11 +318,6 @@ impl server::Handler for Connection {
         };
         match find_key(&keys, offer.public_key, self.peer.ip(), SystemTime::now()) {
             Ok(_) => Ok(Auth::Accept),
-            // russh presents a certificate's probe as its bare key (same algorithm), and
-            // only the signed request reaches auth_openssh_certificate: with a CA
-            // configured, any key may be a certificate, so let the client sign and decide
-            // in auth_publickey / auth_openssh_certificate.
-            Err(_) if config.user_ca.is_some() => Ok(Auth::Accept),
             Err(reasons) => Ok(self
                 .fail_auth(user, "publickey", Some(fp), refusal_reason(&reasons))
                 .await),
