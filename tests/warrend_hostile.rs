@@ -777,3 +777,43 @@ async fn client_text_cannot_forge_or_colour_diagnostic_lines() {
     );
     assert!(text.contains("\\n WARN forged line\\u{1b}[2J"), "{text}");
 }
+
+#[test]
+fn channels_are_capped_per_user_across_sessions() {
+    let alice = SshClient::new();
+    let echo = EchoServer::start();
+    let target = format!("127.0.0.1:{}", echo.port());
+    let w = Warrend::start_with(
+        &user("alice", &[&alice], &format!("connect = [\"{target}\"]")),
+        &[("max_channels_per_user", "2")],
+    );
+    trust_all(&w, &[&alice]);
+    let ping = |c: &mut TcpStream| -> bool {
+        c.set_read_timeout(Some(READY_TIMEOUT)).unwrap();
+        let mut b = [0u8; 1];
+        c.write_all(b"!").is_ok() && c.read_exact(&mut b).is_ok()
+    };
+    let (_one, a) = alice.local_forwards(&w, "alice", &[Some(&target)]);
+    let (_two, b) = alice.local_forwards(&w, "alice", &[Some(&target)]);
+    let mut first = connect_with_retry(a[0], READY_TIMEOUT).unwrap();
+    assert!(ping(&mut first));
+    let mut second = connect_with_retry(b[0], READY_TIMEOUT).unwrap();
+    assert!(ping(&mut second));
+    let mut third = connect_with_retry(b[0], READY_TIMEOUT).unwrap();
+    assert!(!ping(&mut third), "a third channel of the user was opened");
+    let deny = w.wait_audit("the refused third channel", |v| {
+        is(v, "channel_open", &[("decision", "deny")])
+    });
+    assert!(
+        s(&deny, "reason").contains("max_channels_per_user"),
+        "{deny}"
+    );
+    // Closing one (in the other session) makes room.
+    drop(first);
+    w.wait_audit("the first channel's close", |v| {
+        is(v, "channel_close", &[("target", &target)])
+    });
+    let mut fourth = connect_with_retry(b[0], READY_TIMEOUT).unwrap();
+    assert!(ping(&mut fourth));
+    assert!(ping(&mut second));
+}

@@ -1,4 +1,4 @@
-//! Byte budgets for data we hold on a peer's behalf.
+//! Budgets for what we hold on a peer's behalf: bytes, or open channels.
 //!
 //! A channel whose reader does not keep up makes us hold what its sender already sent
 //! (`forward::decouple`), in memory and then on disk. A per-channel cap bounds one
@@ -11,7 +11,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Bytes held for one owner, with a limit; optionally inside a parent budget.
+/// Units (bytes, channels) held for one owner, with a limit; optionally inside a parent
+/// budget.
 #[derive(Debug)]
 pub struct Budget {
     /// Says whose budget ran out, e.g. `max_buffered_per_user (alice)`.
@@ -49,12 +50,7 @@ impl Budget {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(n).filter(|&u| u <= self.limit)
             })
-            .map_err(|used| {
-                format!(
-                    "{} of {} bytes already held ({})",
-                    used, self.limit, self.name
-                )
-            })?;
+            .map_err(|used| format!("{} of {} already in use ({})", used, self.limit, self.name))?;
         if let Some(parent) = &self.parent
             && let Err(e) = parent.try_charge(n)
         {
@@ -81,9 +77,24 @@ impl Budget {
         }
     }
 
-    /// Bytes held now.
+    /// Units held now.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes one unit, given back when the returned guard is dropped.
+    pub fn take_one(self: &Arc<Self>) -> Result<BudgetGuard, String> {
+        self.try_charge(1)?;
+        Ok(BudgetGuard(self.clone()))
+    }
+}
+
+/// One unit of a [`Budget`], held while this lives (an open channel, say).
+pub struct BudgetGuard(Arc<Budget>);
+
+impl Drop for BudgetGuard {
+    fn drop(&mut self) {
+        self.0.release(1);
     }
 }
 

@@ -178,11 +178,12 @@ fn invalid_configs_name_file_and_field() {
             ],
         ),
         (
-            "[limits]\nmax_session_channels = 0\nmax_buffered_per_user = '2GiB'\nmax_buffered = 1000",
+            "[limits]\nmax_session_channels = 0\nmax_buffered_per_user = '2GiB'\nmax_buffered = 1000\nmax_channels_per_user = 9000",
             &[
                 "limits.max_session_channels: must be at least 1",
                 "limits.max_buffered: must be at least 4MiB",
                 "limits.max_buffered_per_user: cannot exceed limits.max_buffered",
+                "limits.max_channels_per_user: cannot exceed limits.max_channels",
             ],
         ),
         (

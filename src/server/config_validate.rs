@@ -165,6 +165,8 @@ impl ServerConfig {
             ),
             ("max_sessions_per_user", l.max_sessions_per_user),
             ("max_channels_per_session", l.max_channels_per_session),
+            ("max_channels_per_user", l.max_channels_per_user),
+            ("max_channels", l.max_channels),
             ("max_listeners_per_session", l.max_listeners_per_session),
             ("keepalive_max", l.keepalive_max),
             ("max_session_channels", l.max_session_channels),
@@ -210,6 +212,12 @@ impl ServerConfig {
             p.push(
                 "limits.max_buffered_per_user",
                 "cannot exceed limits.max_buffered",
+            );
+        }
+        if l.max_channels_per_user > l.max_channels {
+            p.push(
+                "limits.max_channels_per_user",
+                "cannot exceed limits.max_channels",
             );
         }
         if l.max_dns_lookups_per_user > l.max_dns_lookups {

@@ -9,7 +9,7 @@ use super::audit::AuditEvent;
 use super::authorized_keys::find_key;
 use super::certificate::check_user_certificate;
 use super::config::ServerConfig;
-use super::forward::{ChannelCtx, OpenGuard, direct, reverse};
+use super::forward::{ChannelCtx, direct, reverse};
 use super::key_options::KeyOptions;
 use super::live_sessions::LiveSession;
 use super::policy::{Decision, DirectRoute, ForwardPlan, UserPolicy};
@@ -23,7 +23,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
@@ -46,6 +46,9 @@ pub struct Identity {
     pub method: String,
     /// The user's byte budget for slow readers (all their sessions share it).
     pub budget: Arc<Budget>,
+    /// This session's open forwarded channels (`max_channels_per_session`), inside the
+    /// user's and the server's.
+    pub channels: Arc<Budget>,
 }
 
 /// Per-connection state (russh's `Handler`).
@@ -58,8 +61,6 @@ pub struct Connection {
     failures: u32,
     /// Set once authenticated; the login-grace timer reads it.
     pub authenticated: Arc<AtomicBool>,
-    /// Open forwarded channels, for max_channels_per_session.
-    channels: Arc<AtomicU32>,
     channel_seq: u64,
     listeners: HashMap<(String, u32), JoinHandle<()>>,
     published: Vec<(String, u16)>,
@@ -90,7 +91,6 @@ impl Connection {
             identity: None,
             failures: 0,
             authenticated: Arc::new(AtomicBool::new(false)),
-            channels: Arc::new(AtomicU32::new(0)),
             channel_seq: 0,
             listeners: HashMap::new(),
             published: Vec::new(),
@@ -160,7 +160,12 @@ impl Connection {
             );
             return self.fail_auth(user, method, Some(key_fp), reason).await;
         };
-        let budget = slot.budget.clone();
+        let budget = slot.share.bytes.clone();
+        let channels = Budget::within(
+            &slot.share.channels,
+            "limits.max_channels_per_session",
+            u64::from(config.limits.max_channels_per_session),
+        );
         self.user_session = Some(slot);
         self.audit(AuditEvent::AuthSuccess {
             user: user.to_string(),
@@ -179,6 +184,7 @@ impl Connection {
             config,
             method: method.to_string(),
             budget,
+            channels,
         });
         Auth::Accept
     }
@@ -222,7 +228,7 @@ impl Connection {
             user: identity.user.clone(),
             target,
             audit: self.shared.audit.clone(),
-            open: self.channels.clone(),
+            open: identity.channels.clone(),
             connect_timeout: identity.config.limits.connect_timeout.0,
             idle_timeout: identity.config.limits.channel_idle_timeout.non_zero(),
             tasks: self.shared.channels.clone(),
@@ -544,15 +550,17 @@ impl server::Handler for Connection {
         };
         let target = show_target(host_to_connect, port_to_connect);
         let mut ctx = self.ctx(&identity, "direct-tcpip", target);
-        let limit = identity.config.limits.max_channels_per_session;
-        let Some(slot) = OpenGuard::try_new(self.channels.clone(), limit) else {
-            let d = Decision::Deny {
-                reason: format!("{limit} channels already open (max_channels_per_session)"),
-                rule: None,
-            };
-            self.deny_channel(&ctx, reply, d, ChannelOpenFailure::ResourceShortage)
-                .await;
-            return Ok(());
+        let slot = match identity.channels.take_one() {
+            Ok(slot) => slot,
+            Err(e) => {
+                let d = Decision::Deny {
+                    reason: format!("too many channels open: {e}"),
+                    rule: None,
+                };
+                self.deny_channel(&ctx, reply, d, ChannelOpenFailure::ResourceShortage)
+                    .await;
+                return Ok(());
+            }
         };
         let Ok(port) = u16::try_from(port_to_connect) else {
             let d = Decision::Deny {

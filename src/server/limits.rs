@@ -33,6 +33,10 @@ pub struct Limits {
     pub max_sessions_per_user: u32,
     /// Open channels (forwarded connections) per connection.
     pub max_channels_per_session: u32,
+    /// Open forwarded channels per user, over all their sessions.
+    pub max_channels_per_user: u32,
+    /// Open forwarded channels on the whole server.
+    pub max_channels: u32,
     /// `-R` listeners and rendezvous per connection.
     pub max_listeners_per_session: u32,
     /// Timeout for dialling a `direct-tcpip` destination.
@@ -76,6 +80,8 @@ impl Default for Limits {
             max_unauthenticated_per_source: 8,
             max_sessions_per_user: 16,
             max_channels_per_session: 128,
+            max_channels_per_user: 512,
+            max_channels: 4096,
             max_listeners_per_session: 16,
             connect_timeout: secs(10),
             dns_timeout: secs(5),

@@ -31,9 +31,10 @@ pub struct Shared {
     sessions: Mutex<HashMap<String, u32>>,
     /// What all slow readers together may make warrend hold (`max_buffered`).
     buffered: Arc<Budget>,
-    /// Each user's share of it (`max_buffered_per_user`), alive while the user has a
-    /// session or a channel still holding bytes.
-    user_buffered: Mutex<HashMap<String, Weak<Budget>>>,
+    /// Forwarded channels open on the whole server (`max_channels`).
+    open_channels: Arc<Budget>,
+    /// Each user's share of both, alive while the user has a session or a channel.
+    user_shares: Mutex<HashMap<String, Weak<UserShare>>>,
 }
 
 fn throttle_limits(c: &ServerConfig) -> ThrottleLimits {
@@ -50,6 +51,8 @@ impl Shared {
     pub fn new(mut config: ServerConfig, audit: AuditSink) -> Arc<Shared> {
         let throttle = Arc::new(Throttle::new(throttle_limits(&config)));
         let buffered = Budget::new("limits.max_buffered", config.limits.max_buffered.0);
+        let open_channels =
+            Budget::new("limits.max_channels", u64::from(config.limits.max_channels));
         let host_addresses = HostAddresses::default();
         config.share_host_addresses(&host_addresses);
         Arc::new(Shared {
@@ -63,25 +66,34 @@ impl Shared {
             channels: tokio_util::task::TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
             buffered,
-            user_buffered: Mutex::new(HashMap::new()),
+            open_channels,
+            user_shares: Mutex::new(HashMap::new()),
         })
     }
 
-    /// `user`'s byte budget for slow readers, shared by all their sessions; a new one
-    /// (with the limit in force now) when they hold none.
-    fn user_budget(&self, user: &str, limit: u64) -> Arc<Budget> {
-        let mut budgets = self.user_buffered.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = budgets.get(user).and_then(Weak::upgrade) {
-            return b;
+    /// `user`'s budgets, shared by all their sessions; new ones (with the limits in
+    /// force now) when they hold none.
+    fn user_share(&self, user: &str) -> Arc<UserShare> {
+        let mut shares = self.user_shares.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = shares.get(user).and_then(Weak::upgrade) {
+            return s;
         }
-        budgets.retain(|_, w| w.strong_count() > 0);
-        let b = Budget::within(
-            &self.buffered,
-            format!("limits.max_buffered_per_user for {user:?}"),
-            limit,
-        );
-        budgets.insert(user.to_string(), Arc::downgrade(&b));
-        b
+        shares.retain(|_, w| w.strong_count() > 0);
+        let limits = self.config().limits.clone();
+        let share = Arc::new(UserShare {
+            bytes: Budget::within(
+                &self.buffered,
+                format!("limits.max_buffered_per_user for {user:?}"),
+                limits.max_buffered_per_user.0,
+            ),
+            channels: Budget::within(
+                &self.open_channels,
+                format!("limits.max_channels_per_user for {user:?}"),
+                u64::from(limits.max_channels_per_user),
+            ),
+        });
+        shares.insert(user.to_string(), Arc::downgrade(&share));
+        share
     }
 
     /// The configuration in force now. Each login takes a snapshot, so a reload applies
@@ -114,11 +126,10 @@ impl Shared {
         }
         *n += 1;
         drop(sessions);
-        let limit = self.config().limits.max_buffered_per_user.0;
         Some(UserSession {
             shared: self.clone(),
             user: user.to_string(),
-            budget: self.user_budget(user, limit),
+            share: self.user_share(user),
         })
     }
 }
@@ -127,8 +138,16 @@ impl Shared {
 pub struct UserSession {
     shared: Arc<Shared>,
     user: String,
-    /// The user's byte budget, charged by this session's channels.
-    pub budget: Arc<Budget>,
+    /// The user's budgets, charged by this session's channels.
+    pub share: Arc<UserShare>,
+}
+
+/// What one user may hold over all their sessions, inside the server's totals.
+pub struct UserShare {
+    /// Bytes held for slow readers (`max_buffered_per_user`).
+    pub bytes: Arc<Budget>,
+    /// Forwarded channels open (`max_channels_per_user`).
+    pub channels: Arc<Budget>,
 }
 
 impl Drop for UserSession {

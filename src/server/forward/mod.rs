@@ -11,7 +11,6 @@ use crate::forward::budget::Budget;
 use crate::forward::relay::{Ended, relay_with_idle};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -25,8 +24,9 @@ pub struct ChannelCtx {
     pub user: String,
     pub target: String,
     pub audit: AuditSink,
-    /// The connection's open-channel count (max_channels_per_session).
-    pub open: Arc<AtomicU32>,
+    /// Open forwarded channels: the session's budget, inside the user's and the
+    /// server's (`max_channels_per_session`, `_per_user`, `max_channels`).
+    pub open: Arc<Budget>,
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     /// Where forwarded-connection tasks are spawned (shutdown waits for them).
@@ -152,31 +152,4 @@ pub fn close_tcp(tcp: tokio::net::TcpStream, cut: bool) {
         let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
     }
     drop(tcp);
-}
-
-/// Counts one open channel for as long as it lives.
-pub struct OpenGuard(Arc<AtomicU32>);
-
-impl OpenGuard {
-    pub fn new(count: Arc<AtomicU32>) -> OpenGuard {
-        count.fetch_add(1, Ordering::SeqCst);
-        OpenGuard(count)
-    }
-
-    /// Takes a slot unless `limit` are taken; check and count are one atomic step, so
-    /// channels opened at the same time cannot overshoot the limit.
-    pub fn try_new(count: Arc<AtomicU32>, limit: u32) -> Option<OpenGuard> {
-        count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()?;
-        Some(OpenGuard(count))
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }

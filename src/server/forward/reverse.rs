@@ -71,8 +71,23 @@ async fn one(
     mut tcp: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
-    let _open = super::OpenGuard::new(ctx.open.clone());
     ctx.target = format!("{address}:{port} from {peer}");
+    // Connections to a -R port come from anyone who can reach it: they count against
+    // the user's and the server's channel limits like the user's own channels.
+    let _open = match ctx.open.take_one() {
+        Ok(slot) => slot,
+        Err(e) => {
+            ctx.audit_open(
+                &Decision::Deny {
+                    reason: format!("too many channels open: {e}"),
+                    rule: None,
+                },
+                &[peer.to_string()],
+            )
+            .await;
+            return;
+        }
+    };
     let opened = tokio::time::timeout(
         ctx.connect_timeout,
         handle.channel_open_forwarded_tcpip(
