@@ -817,3 +817,34 @@ fn channels_are_capped_per_user_across_sessions() {
     assert!(ping(&mut fourth));
     assert!(ping(&mut second));
 }
+
+#[test]
+fn listeners_are_capped_per_user_across_sessions() {
+    let alice = SshClient::new();
+    let w = Warrend::start_with(
+        &user("alice", &[&alice], "listen = [\"localhost:*\"]"),
+        &[("max_listeners_per_user", "1")],
+    );
+    trust_all(&w, &[&alice]);
+    let (p1, p2) = (free_port(), free_port());
+    let _first = remote_forward(
+        &w,
+        &alice,
+        "alice",
+        &format!("{p1}:127.0.0.1:9"),
+        &format!("{p1}"),
+    )
+    .unwrap_or_else(|p| panic!("the first -R was refused:\n{}", p.report("")));
+    let second = remote_forward(
+        &w,
+        &alice,
+        "alice",
+        &format!("{p2}:127.0.0.1:9"),
+        &format!("{p2}"),
+    );
+    assert!(second.is_err(), "a second -R of the user was allowed");
+    let deny = w.wait_audit("the refused -R", |v| {
+        is(v, "listen_start", &[("decision", "deny")])
+    });
+    assert!(s(&deny, "reason").contains("max_listeners_per_user"), "{deny}");
+}

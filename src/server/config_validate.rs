@@ -168,6 +168,8 @@ impl ServerConfig {
             ("max_channels_per_user", l.max_channels_per_user),
             ("max_channels", l.max_channels),
             ("max_listeners_per_session", l.max_listeners_per_session),
+            ("max_listeners_per_user", l.max_listeners_per_user),
+            ("max_listeners", l.max_listeners),
             ("keepalive_max", l.keepalive_max),
             ("max_session_channels", l.max_session_channels),
             ("max_dns_lookups", l.max_dns_lookups),
@@ -212,6 +214,12 @@ impl ServerConfig {
             p.push(
                 "limits.max_buffered_per_user",
                 "cannot exceed limits.max_buffered",
+            );
+        }
+        if l.max_listeners_per_user > l.max_listeners {
+            p.push(
+                "limits.max_listeners_per_user",
+                "cannot exceed limits.max_listeners",
             );
         }
         if l.max_channels_per_user > l.max_channels {

@@ -16,7 +16,7 @@ use super::policy::{Decision, DirectRoute, ForwardPlan, UserPolicy};
 use super::rendezvous::Owner;
 use super::state::{Shared, UserSession};
 use super::throttle::PendingGuard;
-use crate::forward::budget::Budget;
+use crate::forward::budget::{Budget, BudgetGuard};
 use russh::keys::ssh_key::{Algorithm, Certificate, HashAlg, PublicKey};
 use russh::server::{self, Auth, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
@@ -49,6 +49,9 @@ pub struct Identity {
     /// This session's open forwarded channels (`max_channels_per_session`), inside the
     /// user's and the server's.
     pub channels: Arc<Budget>,
+    /// This session's -R listeners and names (`max_listeners_per_session`), inside the
+    /// user's and the server's.
+    pub listeners: Arc<Budget>,
 }
 
 /// Per-connection state (russh's `Handler`).
@@ -62,8 +65,9 @@ pub struct Connection {
     /// Set once authenticated; the login-grace timer reads it.
     pub authenticated: Arc<AtomicBool>,
     channel_seq: u64,
-    listeners: HashMap<(String, u32), JoinHandle<()>>,
-    published: Vec<(String, u16)>,
+    /// -R listeners and published names, each holding its slot of the listener limits.
+    listeners: HashMap<(String, u32), (JoinHandle<()>, BudgetGuard)>,
+    published: Vec<(String, u16, BudgetGuard)>,
     user_session: Option<UserSession>,
     unauth_permit: Option<OwnedSemaphorePermit>,
     pending: Option<PendingGuard>,
@@ -166,6 +170,11 @@ impl Connection {
             "limits.max_channels_per_session",
             u64::from(config.limits.max_channels_per_session),
         );
+        let listeners = Budget::within(
+            &slot.share.listeners,
+            "limits.max_listeners_per_session",
+            u64::from(config.limits.max_listeners_per_session),
+        );
         self.user_session = Some(slot);
         self.audit(AuditEvent::AuthSuccess {
             user: user.to_string(),
@@ -185,6 +194,7 @@ impl Connection {
             method: method.to_string(),
             budget,
             channels,
+            listeners,
         });
         Auth::Accept
     }
@@ -674,19 +684,18 @@ impl server::Handler for Connection {
         let Some(identity) = self.current_identity() else {
             return Ok(false);
         };
-        let limit = identity.config.limits.max_listeners_per_session;
-        let fd = if (self.listeners.len() + self.published.len()) as u32 >= limit {
-            super::policy::ForwardDecision {
+        let slot = identity.listeners.take_one();
+        let fd = match &slot {
+            Err(e) => super::policy::ForwardDecision {
                 decision: Decision::Deny {
-                    reason: format!("{limit} listeners already (max_listeners_per_session)"),
+                    reason: format!("too many listeners: {e}"),
                     rule: None,
                 },
                 plan: None,
-            }
-        } else {
-            identity
+            },
+            Ok(_) => identity
                 .policy
-                .decide_tcpip_forward(&identity.options, address, *port)
+                .decide_tcpip_forward(&identity.options, address, *port),
         };
         // Labelled by what was asked, also when refused (no plan).
         let publish = matches!(fd.plan, Some(ForwardPlan::Publish { .. }))
@@ -699,7 +708,7 @@ impl server::Handler for Connection {
         } else {
             ("tcpip-forward", fd.decision.clone())
         };
-        let Some(plan) = fd.plan else {
+        let (Some(plan), Ok(slot)) = (fd.plan, slot) else {
             self.audit_listen(&identity, kind, address, *port, &decision)
                 .await;
             info!(conn = self.id, address, port = *port, "-R {decision}");
@@ -735,7 +744,7 @@ impl server::Handler for Connection {
                         return Ok(false);
                     }
                 }
-                self.published.push((name, p));
+                self.published.push((name, p, slot));
                 self.audit_listen(&identity, kind, address, *port, &decision)
                     .await;
                 Ok(true)
@@ -754,7 +763,7 @@ impl server::Handler for Connection {
                         u32::from(actual),
                     ));
                     self.listeners
-                        .insert((address.to_string(), u32::from(actual)), task);
+                        .insert((address.to_string(), u32::from(actual)), (task, slot));
                     self.audit_listen(&identity, kind, address, u32::from(actual), &decision)
                         .await;
                     Ok(true)
@@ -836,7 +845,7 @@ impl server::Handler for Connection {
         let Some(identity) = self.identity.clone() else {
             return Ok(false);
         };
-        if let Some(task) = self.listeners.remove(&(address.to_string(), port)) {
+        if let Some((task, _slot)) = self.listeners.remove(&(address.to_string(), port)) {
             task.abort();
             self.audit_stop(
                 &identity,
@@ -852,9 +861,9 @@ impl server::Handler for Connection {
             && let Some(i) = self
                 .published
                 .iter()
-                .position(|(n, pp)| n == address && *pp == p)
+                .position(|(n, pp, _)| n == address && *pp == p)
         {
-            let (name, p) = self.published.remove(i);
+            let (name, p, _slot) = self.published.remove(i);
             self.shared.registry.unregister(&name, p, self.id);
             self.audit_stop(
                 &identity,
@@ -1002,11 +1011,11 @@ impl Drop for Connection {
                 );
             }
         };
-        for ((address, port), task) in listeners {
+        for ((address, port), (task, _slot)) in listeners {
             task.abort();
             stop("tcpip-forward", address, port);
         }
-        for (name, port) in published {
+        for (name, port, _slot) in published {
             self.shared.registry.unregister(&name, port, self.id);
             stop("rendezvous-publish", name, u32::from(port));
         }

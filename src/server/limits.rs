@@ -39,6 +39,10 @@ pub struct Limits {
     pub max_channels: u32,
     /// `-R` listeners and rendezvous per connection.
     pub max_listeners_per_session: u32,
+    /// `-R` listeners and rendezvous per user, over all their sessions.
+    pub max_listeners_per_user: u32,
+    /// `-R` listeners and rendezvous on the whole server.
+    pub max_listeners: u32,
     /// Timeout for dialling a `direct-tcpip` destination.
     pub connect_timeout: ConfigDuration,
     /// Time a `direct-tcpip` name may take to resolve; a resolver that never answers
@@ -83,6 +87,8 @@ impl Default for Limits {
             max_channels_per_user: 512,
             max_channels: 4096,
             max_listeners_per_session: 16,
+            max_listeners_per_user: 64,
+            max_listeners: 1024,
             connect_timeout: secs(10),
             dns_timeout: secs(5),
             max_dns_lookups: 32,

@@ -33,6 +33,8 @@ pub struct Shared {
     buffered: Arc<Budget>,
     /// Forwarded channels open on the whole server (`max_channels`).
     open_channels: Arc<Budget>,
+    /// -R listeners and published names on the whole server (`max_listeners`).
+    listeners: Arc<Budget>,
     /// Each user's share of both, alive while the user has a session or a channel.
     user_shares: Mutex<HashMap<String, Weak<UserShare>>>,
 }
@@ -53,6 +55,10 @@ impl Shared {
         let buffered = Budget::new("limits.max_buffered", config.limits.max_buffered.0);
         let open_channels =
             Budget::new("limits.max_channels", u64::from(config.limits.max_channels));
+        let listeners = Budget::new(
+            "limits.max_listeners",
+            u64::from(config.limits.max_listeners),
+        );
         let host_addresses = HostAddresses::default();
         config.share_host_addresses(&host_addresses);
         Arc::new(Shared {
@@ -67,6 +73,7 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             buffered,
             open_channels,
+            listeners,
             user_shares: Mutex::new(HashMap::new()),
         })
     }
@@ -90,6 +97,11 @@ impl Shared {
                 &self.open_channels,
                 format!("limits.max_channels_per_user for {user:?}"),
                 u64::from(limits.max_channels_per_user),
+            ),
+            listeners: Budget::within(
+                &self.listeners,
+                format!("limits.max_listeners_per_user for {user:?}"),
+                u64::from(limits.max_listeners_per_user),
             ),
         });
         shares.insert(user.to_string(), Arc::downgrade(&share));
@@ -148,6 +160,8 @@ pub struct UserShare {
     pub bytes: Arc<Budget>,
     /// Forwarded channels open (`max_channels_per_user`).
     pub channels: Arc<Budget>,
+    /// -R listeners and published names (`max_listeners_per_user`).
+    pub listeners: Arc<Budget>,
 }
 
 impl Drop for UserSession {
