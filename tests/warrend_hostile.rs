@@ -846,5 +846,8 @@ fn listeners_are_capped_per_user_across_sessions() {
     let deny = w.wait_audit("the refused -R", |v| {
         is(v, "listen_start", &[("decision", "deny")])
     });
-    assert!(s(&deny, "reason").contains("max_listeners_per_user"), "{deny}");
+    assert!(
+        s(&deny, "reason").contains("max_listeners_per_user"),
+        "{deny}"
+    );
 }

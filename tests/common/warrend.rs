@@ -53,59 +53,7 @@ impl Warrend {
     /// Like [`Warrend::start`], with `limits` (`("key", "toml value")`)
     /// replacing or adding to the fixture's `[limits]`.
     pub fn start_with(users: &str, limits: &[(&str, &str)]) -> Warrend {
-        let dir = tempfile::Builder::new()
-            .prefix("warrend-")
-            .tempdir()
-            .expect("create warrend tempdir");
-        let state = dir.path().join("state");
-        let mut merged: Vec<(String, String)> = DEFAULT_LIMITS
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        for (k, v) in limits {
-            match merged.iter_mut().find(|(mk, _)| mk == k) {
-                Some(slot) => slot.1 = v.to_string(),
-                None => merged.push((k.to_string(), v.to_string())),
-            }
-        }
-        let mut header = String::new();
-        let _ = writeln!(
-            header,
-            "[server]\nlisten = [\"127.0.0.1:0\"]\nstate_dir = {}\nhost_keys = [\"ssh_host_ed25519_key\"]\naudit_log = \"stdout\"\n\n[limits]",
-            toml_str(&state)
-        );
-        for (k, v) in &merged {
-            let _ = writeln!(header, "{k} = {v}");
-        }
-        header.push('\n');
-        let config = dir.path().join("warrend.toml");
-        fs::write(&config, format!("{header}{users}")).expect("write warrend.toml");
-
-        let mut cmd = Command::new(warrend_bin());
-        cmd.env_remove("RUST_LOG").arg("-f").arg(&config);
-        let proc = Proc::spawn(cmd);
-        let line = proc
-            .wait_for_stderr(|l| l.starts_with("warrend: listening on "), READY_TIMEOUT)
-            .unwrap_or_else(|e| panic!("warrend did not start:\n{e}"));
-        let addr: SocketAddr = line
-            .trim_start_matches("warrend: listening on ")
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("bad listening line {line:?}: {e}"));
-        assert!(addr.ip().is_loopback(), "{line}");
-        let pub_file = state.join("ssh_host_ed25519_key.pub");
-        let text = fs::read_to_string(&pub_file)
-            .unwrap_or_else(|e| panic!("read {}: {e}", pub_file.display()));
-        let host_key: Vec<&str> = text.split_whitespace().take(2).collect();
-        assert_eq!(host_key.len(), 2, "malformed host key {text:?}");
-        Warrend {
-            host_key: host_key.join(" "),
-            dir,
-            config,
-            header,
-            port: addr.port(),
-            proc,
-        }
+        Self::start_with_server(users, limits, &[])
     }
 
     /// The port warrend listens on (127.0.0.1).

@@ -41,6 +41,29 @@ pub struct ChannelCtx {
 impl ChannelCtx {
     pub async fn audit_open(&self, decision: &Decision, resolved: &[String]) {
         let (decision, rule, reason) = decision_fields(decision);
+        self.record_open(decision, rule, reason, resolved).await;
+    }
+
+    /// Records an allowed channel whose target could not be reached: the decision
+    /// stays "allow" (with its rule), the reason says what failed.
+    pub async fn audit_open_failed(
+        &self,
+        decision: &Decision,
+        resolved: &[String],
+        reason: String,
+    ) {
+        let (decision, rule, _) = decision_fields(decision);
+        self.record_open(decision, rule, Some(reason), resolved)
+            .await;
+    }
+
+    async fn record_open(
+        &self,
+        decision: String,
+        rule: Option<String>,
+        reason: Option<String>,
+        resolved: &[String],
+    ) {
         self.audit
             .record(
                 self.conn,
@@ -53,32 +76,6 @@ impl ChannelCtx {
                     decision,
                     rule,
                     reason,
-                },
-            )
-            .await;
-    }
-
-    /// Records an allowed channel whose target could not be reached: the decision
-    /// stays "allow" (with its rule), the reason says what failed.
-    pub async fn audit_open_failed(
-        &self,
-        decision: &Decision,
-        resolved: &[String],
-        reason: String,
-    ) {
-        let (decision, rule, _) = decision_fields(decision);
-        self.audit
-            .record(
-                self.conn,
-                AuditEvent::ChannelOpen {
-                    channel: self.channel,
-                    kind: self.kind.clone(),
-                    user: self.user.clone(),
-                    target: self.target.clone(),
-                    resolved: resolved.to_vec(),
-                    decision,
-                    rule,
-                    reason: Some(reason),
                 },
             )
             .await;
