@@ -1,12 +1,14 @@
-//! The accept loop: admission limits before any SSH work (throttled sources, unauthenticated
-//! connection caps), one task per connection with a login-grace timer, run on one of the
-//! session threads ([`SessionThreads`]), and a graceful shutdown that disconnects every
-//! session.
+//! The accept loop: admission limits before any SSH work (penalised and throttled sources,
+//! random early drop, unauthenticated connection caps), one task per connection with a
+//! login-grace timer that penalises sources holding slots without logging in, run on one
+//! of the session threads ([`SessionThreads`]), and a graceful shutdown that disconnects
+//! every session.
 
 use super::audit::{AuditEvent, next_conn_id};
 use super::connection::Connection;
 use super::session_threads::{Seat, SessionThreads};
 use super::state::Shared;
+use super::throttle::{EarlyDrop, RefusalLog};
 use russh::server::{self, Handle};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +24,19 @@ use tracing::{Instrument, debug, info, info_span, warn};
 /// How long shutdown waits for sessions to say goodbye before exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// At most one log line per this long for refusals a flood can trigger at will.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The server-wide unauthenticated slots, and how many there are (the semaphore is sized
+/// once, at start).
+#[derive(Clone)]
+struct Unauth {
+    slots: Arc<Semaphore>,
+    full: u32,
+    early_drops: Arc<RefusalLog>,
+    penalised: Arc<RefusalLog>,
+}
+
 /// Serves `listeners` until `cancel`; then disconnects every session and returns once
 /// they have ended (or after a short grace period).
 pub async fn serve(
@@ -33,7 +48,12 @@ pub async fn serve(
 ) {
     let threads = Arc::new(threads);
     let limits = shared.config().limits.clone();
-    let unauth = Arc::new(Semaphore::new(limits.max_unauthenticated as usize));
+    let unauth = Unauth {
+        slots: Arc::new(Semaphore::new(limits.max_unauthenticated as usize)),
+        full: limits.max_unauthenticated,
+        early_drops: Arc::new(RefusalLog::new(REFUSAL_LOG_EVERY)),
+        penalised: Arc::new(RefusalLog::new(REFUSAL_LOG_EVERY)),
+    };
     let sessions: Arc<Mutex<HashMap<u64, Handle>>> = Arc::default();
     let tracker = TaskTracker::new();
     let mut loops = Vec::new();
@@ -82,7 +102,7 @@ pub async fn serve(
 type LoopCtx = (
     Arc<Shared>,
     Arc<server::Config>,
-    Arc<Semaphore>,
+    Unauth,
     Arc<Mutex<HashMap<u64, Handle>>>,
     TaskTracker,
     Arc<SessionThreads>,
@@ -100,7 +120,24 @@ async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
                 continue;
             }
         };
-        if let Some(reason) = shared.throttle.refuse(peer.ip(), Instant::now()) {
+        let now = Instant::now();
+        if let Some(reason) = shared.throttle.refuse_penalised(peer.ip(), now) {
+            if let Some((since, total)) = unauth.penalised.note(now) {
+                info!(%peer, "refused: {reason} ({since} such refusal(s) since the last line, {total} in all)");
+            }
+            shared
+                .audit
+                .record(
+                    0,
+                    AuditEvent::Throttled {
+                        source: peer.to_string(),
+                        reason,
+                    },
+                )
+                .await;
+            continue;
+        }
+        if let Some(reason) = shared.throttle.refuse(peer.ip(), now) {
             info!(%peer, "refused: {reason}");
             shared
                 .audit
@@ -114,7 +151,39 @@ async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
                 .await;
             continue;
         }
-        let Ok(permit) = unauth.clone().try_acquire_owned() else {
+        let in_use = unauth
+            .full
+            .saturating_sub(unauth.slots.available_permits() as u32);
+        let early = {
+            let config = shared.config();
+            EarlyDrop {
+                start: config.limits.drop_start().min(unauth.full),
+                rate: config.limits.unauthenticated_drop_rate,
+                full: unauth.full,
+            }
+        };
+        if in_use < unauth.full && early.drop(in_use, &mut rand::rng()) {
+            let reason = format!(
+                "random early drop: {in_use} unauthenticated connections \
+                 (unauthenticated_drop_start {}, unauthenticated_drop_rate {}%, max_unauthenticated {})",
+                early.start, early.rate, early.full
+            );
+            if let Some((since, total)) = unauth.early_drops.note(now) {
+                info!(%peer, "refused: {reason} ({since} such refusal(s) since the last line, {total} in all)");
+            }
+            shared
+                .audit
+                .record(
+                    0,
+                    AuditEvent::Throttled {
+                        source: peer.to_string(),
+                        reason,
+                    },
+                )
+                .await;
+            continue;
+        }
+        let Ok(permit) = unauth.slots.clone().try_acquire_owned() else {
             let reason = "too many unauthenticated connections (max_unauthenticated)".to_string();
             info!(%peer, "refused: {reason}");
             shared
@@ -188,19 +257,21 @@ async fn run_one(
         }
     };
     let grace = shared.config().limits.login_grace_time.0;
-    let session = match tokio::time::timeout(
-        grace,
-        server::run_stream(config, crate::transport::buffered(stream), conn),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!("handshake failed: {e}");
-            return;
-        }
-        Err(_) => {
+    let handshake = server::run_stream(config, crate::transport::buffered(stream), conn);
+    tokio::pin!(handshake);
+    let session = tokio::select! {
+        r = &mut handshake => match r {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("handshake failed: {e}");
+                penalise(&shared, peer, Offence::NoAuth);
+                return;
+            }
+        },
+        () = tokio::time::sleep(grace) => {
             debug!("no SSH handshake within the login grace time");
+            // Before the connection ends (and its end is audited).
+            penalise(&shared, peer, Offence::GraceExceeded);
             return;
         }
     };
@@ -209,10 +280,12 @@ async fn run_one(
         s.insert(id, handle.clone());
     }
     // LoginGraceTime: russh has none of its own.
+    let timer_shared = shared.clone();
     let timer = tokio::spawn(async move {
         tokio::time::sleep(grace).await;
         if !authenticated.load(Ordering::SeqCst) {
             info!("login grace time ({grace:?}) over");
+            penalise(&timer_shared, peer, Offence::GraceExceeded);
             let _ = handle
                 .disconnect(
                     russh::Disconnect::ByApplication,
@@ -235,4 +308,46 @@ async fn run_one(
     if let Ok(mut s) = sessions.lock() {
         s.remove(&id);
     }
+}
+
+/// Ways a source holds an unauthenticated slot without trying to log in.
+#[derive(Debug, Clone, Copy)]
+enum Offence {
+    /// Reached the login grace time unauthenticated.
+    GraceExceeded,
+    /// Closed (or spoke no SSH) before the handshake was through.
+    NoAuth,
+}
+
+/// Penalises `peer`'s netblock for `offence`, unless that penalty is off or the source
+/// is exempt.
+fn penalise(shared: &Shared, peer: SocketAddr, offence: Offence) {
+    let config = shared.config();
+    let l = &config.limits;
+    let (base, what) = match offence {
+        Offence::GraceExceeded => (
+            l.penalty_grace_exceeded,
+            "reached the login grace time unauthenticated",
+        ),
+        Offence::NoAuth => (
+            l.penalty_noauth,
+            "closed before its SSH handshake was through",
+        ),
+    };
+    let Some(base) = base.non_zero() else {
+        return;
+    };
+    let ip = peer.ip().to_canonical();
+    if l.penalty_exempt
+        .iter()
+        .filter_map(|n| super::address::parse_net(n).ok())
+        .any(|n| n.contains(&ip))
+    {
+        return;
+    }
+    let (length, block) =
+        shared
+            .throttle
+            .penalise(peer.ip(), base, l.penalty_max.0, Instant::now());
+    debug!("{block} penalised for {length:?}: a connection {what}");
 }
