@@ -76,12 +76,13 @@ fn log_in_from(w: &Warrend, c: &SshClient, from: [u8; 4]) -> bool {
     logged_in(&Proc::spawn(cmd))
 }
 
-/// Connects from `from` and waits until warrend has either started a session for it or
-/// refused it: true when it started one.
+/// Connects from `from` and waits until warrend has either started a session for this
+/// connection or refused it: true when it started one.
 fn admitted(w: &Warrend, from: [u8; 4]) -> (TcpStream, bool) {
     let conn = connect_from(w, from);
-    let v = w.wait_audit(&format!("warrend's verdict on {}", ip(from)), |v| {
-        (is(v, "session_start", &[]) || is(v, "throttled", &[])) && from_source(v, from)
+    let me = conn.local_addr().unwrap().to_string();
+    let v = w.wait_audit(&format!("warrend's verdict on {me}"), |v| {
+        (is(v, "session_start", &[]) || is(v, "throttled", &[])) && v["source"] == me.as_str()
     });
     let started = is(&v, "session_start", &[]);
     (conn, started)
@@ -93,6 +94,35 @@ fn is_early_drop(v: &Value) -> bool {
 
 fn is_penalised(v: &Value) -> bool {
     is(v, "throttled", &[]) && s(v, "reason").starts_with("penalised")
+}
+
+fn is_penalty(v: &Value) -> bool {
+    is(v, "throttled", &[]) && s(v, "reason").starts_with("penalty ")
+}
+
+/// Waits for the audit of `from`'s penalty for `why`, then checks that a new connection
+/// from `from` is dropped unheard, and audited as penalised.
+fn assert_penalised(w: &Warrend, from: [u8; 4], why: &str) {
+    let p = w.wait_audit(&format!("{}'s penalty", ip(from)), |v| {
+        is_penalty(v) && from_source(v, from)
+    });
+    assert!(
+        s(&p, "reason").contains(why) && s(&p, "reason").contains(&format!("{}/32", ip(from))),
+        "{p}"
+    );
+    let mut again = connect_from(w, from);
+    let (got, closed) = read_until_closed(&mut again, READY_TIMEOUT);
+    assert!(
+        closed && got.is_empty(),
+        "a penalised source ({}) was heard: {:?}\n{}",
+        ip(from),
+        String::from_utf8_lossy(&got),
+        w.proc().report("")
+    );
+    let t = w.wait_audit(&format!("{}'s refusal", ip(from)), |v| {
+        is_penalised(v) && from_source(v, from)
+    });
+    assert!(s(&t, "reason").contains(&format!("{}/32", ip(from))), "{t}");
 }
 
 #[test]
@@ -180,6 +210,8 @@ fn sources_that_hold_slots_without_logging_in_are_penalised() {
     let stalled_src = [127, 0, 0, 21];
     let closer_src = [127, 0, 0, 22];
     let other_src = [127, 0, 0, 23];
+    let banner_closer_src = [127, 0, 0, 24];
+    let kex_src = [127, 0, 0, 25];
 
     // One says nothing at all (cut before its SSH banner), one stops after its banner
     // (cut by the grace timer of an SSH session): both reach the grace time.
@@ -191,27 +223,7 @@ fn sources_that_hold_slots_without_logging_in_are_penalised() {
         .write_all(b"SSH-2.0-OpenSSH_9.2 stalled\r\n")
         .unwrap();
     for src in [silent_src, stalled_src] {
-        // The penalty is in place before the end is audited.
-        w.wait_audit(&format!("the end of {}'s connection", ip(src)), |v| {
-            is(
-                v,
-                "session_end",
-                &[("reason", "closed before authentication")],
-            ) && from_source(v, src)
-        });
-        let mut again = connect_from(&w, src);
-        let (got, closed) = read_until_closed(&mut again, READY_TIMEOUT);
-        assert!(
-            closed && got.is_empty(),
-            "a penalised source ({}) was heard: {:?}\n{}",
-            ip(src),
-            String::from_utf8_lossy(&got),
-            w.proc().report("")
-        );
-        let t = w.wait_audit(&format!("{}'s refusal", ip(src)), |v| {
-            is_penalised(v) && from_source(v, src)
-        });
-        assert!(s(&t, "reason").contains(&format!("{}/32", ip(src))), "{t}");
+        assert_penalised(&w, src, "reached the login grace time unauthenticated");
     }
     drop(silent);
     drop(stalled);
@@ -223,29 +235,36 @@ fn sources_that_hold_slots_without_logging_in_are_penalised() {
         w.proc().report("")
     );
 
-    // A source that closes before its SSH banner earns penalty_noauth. Its end is
-    // audited before the penalty is in place, so poll for the refusal, with a deadline.
-    let closer = connect_from(&w, closer_src);
-    w.wait_audit("the closer's session", |v| {
-        is(v, "session_start", &[]) && from_source(v, closer_src)
-    });
-    drop(closer);
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let mut conn = connect_from(&w, closer_src);
-        let (got, closed) = read_until_closed(&mut conn, Duration::from_millis(200));
-        if closed && got.is_empty() {
-            break;
+    // A source that closes before key exchange is through earns penalty_noauth, whether
+    // before its SSH banner or after.
+    for (closer_src, banner) in [(closer_src, false), (banner_closer_src, true)] {
+        let mut closer = connect_from(&w, closer_src);
+        w.wait_audit("the closer's session", |v| {
+            is(v, "session_start", &[]) && from_source(v, closer_src)
+        });
+        if banner {
+            closer.write_all(b"SSH-2.0-OpenSSH_9.2 closer\r\n").unwrap();
         }
-        assert!(
-            Instant::now() < deadline,
-            "a source that closed before its banner was never penalised\n{}",
-            w.proc().report("")
-        );
+        drop(closer);
+        assert_penalised(&w, closer_src, "closed before key exchange was through");
     }
-    w.wait_audit("the closer's refusal", |v| {
-        is_penalised(v) && from_source(v, closer_src)
+
+    // One that completes key exchange and then fails to log in (a wrong user) is not
+    // penalised: that is the failed-login throttle's business.
+    let mut cmd = alice.ssh_warrend(&w);
+    cmd.args(["-o", "BatchMode=yes", "-b"])
+        .arg(ip(kex_src))
+        .arg(SshClient::dest("mallory"))
+        .arg("true");
+    assert!(!logged_in(&Proc::spawn(cmd)));
+    w.wait_audit("mallory's end", |v| {
+        is(v, "session_end", &[]) && from_source(v, kex_src)
     });
+    assert!(
+        log_in_from(&w, &alice, kex_src),
+        "a source that only failed to log in was penalised\n{}",
+        w.proc().report("")
+    );
 
     // The penalty runs out (3 s): the silent source may log in again.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -256,8 +275,9 @@ fn sources_that_hold_slots_without_logging_in_are_penalised() {
             w.proc().report("")
         );
     }
-    assert!(
-        w.audit_matching(|v| is_penalised(v) && from_source(v, other_src))
-            .is_empty()
-    );
+    for src in [other_src, kex_src] {
+        let records =
+            w.audit_matching(|v| (is_penalty(v) || is_penalised(v)) && from_source(v, src));
+        assert!(records.is_empty(), "{} was penalised: {records:?}", ip(src));
+    }
 }

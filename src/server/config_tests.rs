@@ -417,7 +417,8 @@ fn preauth_drop_and_penalties_default_check_and_reject_bad_values() {
     let example = ServerConfig::load(&example_path()).expect("examples/warrend.toml must load");
     let d = Limits::default();
     let l = &example.limits;
-    assert_eq!(l.drop_start(), 10);
+    assert_eq!(l.drop_start(), 32);
+    assert_eq!(d.drop_start(), 32);
     assert_eq!(l.unauthenticated_drop_rate, d.unauthenticated_drop_rate);
     assert_eq!(l.penalty_grace_exceeded, d.penalty_grace_exceeded);
     assert_eq!(l.penalty_noauth, d.penalty_noauth);

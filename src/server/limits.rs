@@ -31,8 +31,9 @@ pub struct Limits {
     pub max_unauthenticated_per_source: u32,
     /// Unauthenticated connections from which new ones start being dropped at random
     /// (sshd `MaxStartups` start): a flood then cannot fill every slot before the
-    /// login grace time frees them, so a real client retrying gets through. Unset: 10,
-    /// or `max_unauthenticated` when that is lower (no early drop).
+    /// login grace time frees them, so a real client retrying gets through. Unset: 32
+    /// (half the default cap: sshd's 10 would drop bursts of parallel logins, which a
+    /// bastion sees), or `max_unauthenticated` when that is lower (no early drop).
     pub unauthenticated_drop_start: Option<u32>,
     /// Percent chance of that drop at `unauthenticated_drop_start`, rising linearly to
     /// 100 at `max_unauthenticated` (sshd `MaxStartups` rate).
@@ -40,8 +41,9 @@ pub struct Limits {
     /// Penalty for a source whose connection reached `login_grace_time` unauthenticated
     /// (sshd `PerSourcePenalties` grace-exceeded); 0 disables.
     pub penalty_grace_exceeded: ConfigDuration,
-    /// Penalty for a source whose connection closed before completing its SSH
-    /// handshake (sshd `PerSourcePenalties` noauth); 0 disables.
+    /// Penalty for a source whose connection closed before completing key exchange
+    /// (sshd `PerSourcePenalties` noauth, narrowed so that a client that merely fails
+    /// to log in is left to `max_failed_auth_per_source`); 0 disables.
     pub penalty_noauth: ConfigDuration,
     /// Longest penalty; repeat offences double it up to this.
     pub penalty_max: ConfigDuration,
@@ -72,7 +74,7 @@ pub struct Limits {
 }
 
 /// Where new connections start being dropped when `unauthenticated_drop_start` is unset.
-pub const DEFAULT_DROP_START: u32 = 10;
+pub const DEFAULT_DROP_START: u32 = 32;
 
 impl Limits {
     /// `unauthenticated_drop_start` as applied: never above `max_unauthenticated`.

@@ -95,8 +95,8 @@ impl Throttle {
             // Whole seconds, rounded up: "0s left" would read as a bug.
             let left = (p.until - now).as_millis().div_ceil(1000);
             format!(
-                "penalised: {block} held connections without logging in ({left}s of {}s left)",
-                p.length.as_secs()
+                "penalised: {block} held connections without logging in ({left}s of {:?} left)",
+                p.length
             )
         })
     }
