@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -33,8 +33,8 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 struct Unauth {
     slots: Arc<Semaphore>,
     full: u32,
-    early_drops: Arc<RefusalLog>,
-    penalised: Arc<RefusalLog>,
+    /// Every refusal at accept is one a flood can cause at will.
+    refusals: Arc<RefusalLog>,
 }
 
 /// Serves `listeners` until `cancel`; then disconnects every session and returns once
@@ -51,8 +51,7 @@ pub async fn serve(
     let unauth = Unauth {
         slots: Arc::new(Semaphore::new(limits.max_unauthenticated as usize)),
         full: limits.max_unauthenticated,
-        early_drops: Arc::new(RefusalLog::new(REFUSAL_LOG_EVERY)),
-        penalised: Arc::new(RefusalLog::new(REFUSAL_LOG_EVERY)),
+        refusals: Arc::new(RefusalLog::new(REFUSAL_LOG_EVERY)),
     };
     let sessions: Arc<Mutex<HashMap<u64, Handle>>> = Arc::default();
     let tracker = TaskTracker::new();
@@ -108,6 +107,45 @@ type LoopCtx = (
     Arc<SessionThreads>,
 );
 
+/// An unauthenticated slot for a connection just accepted from `peer`, or why it must be
+/// dropped before any SSH: a penalised or throttled source, the random early drop, or no
+/// slot left.
+fn admission(
+    shared: &Shared,
+    unauth: &Unauth,
+    peer: SocketAddr,
+    now: Instant,
+) -> Result<OwnedSemaphorePermit, String> {
+    if let Some(reason) = shared.throttle.refuse_penalised(peer.ip(), now) {
+        return Err(reason);
+    }
+    if let Some(reason) = shared.throttle.refuse(peer.ip(), now) {
+        return Err(reason);
+    }
+    let full = || "too many unauthenticated connections (max_unauthenticated)".to_string();
+    let in_use = unauth
+        .full
+        .saturating_sub(unauth.slots.available_permits() as u32);
+    if in_use >= unauth.full {
+        return Err(full());
+    }
+    let config = shared.config();
+    let early = EarlyDrop {
+        start: config.limits.drop_start().min(unauth.full),
+        rate: config.limits.unauthenticated_drop_rate,
+        full: unauth.full,
+    };
+    if early.drop(in_use, &mut rand::rng()) {
+        return Err(format!(
+            "random early drop: {in_use} unauthenticated connections \
+             (unauthenticated_drop_start {}, unauthenticated_drop_rate {}%, max_unauthenticated {})",
+            early.start, early.rate, early.full
+        ));
+    }
+    // Another listener may have taken the last slot since.
+    unauth.slots.clone().try_acquire_owned().map_err(|_| full())
+}
+
 async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
     let (shared, config, unauth, sessions, tracker, threads) = ctx;
     loop {
@@ -121,82 +159,24 @@ async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
             }
         };
         let now = Instant::now();
-        if let Some(reason) = shared.throttle.refuse_penalised(peer.ip(), now) {
-            if let Some((since, total)) = unauth.penalised.note(now) {
-                info!(%peer, "refused: {reason} ({since} such refusal(s) since the last line, {total} in all)");
+        let permit = match admission(&shared, &unauth, peer, now) {
+            Ok(permit) => permit,
+            Err(reason) => {
+                if let Some((since, total)) = unauth.refusals.note(now) {
+                    info!(%peer, "refused: {reason} ({since} refusal(s) at accept since the last such line, {total} in all)");
+                }
+                shared
+                    .audit
+                    .record(
+                        0,
+                        AuditEvent::Throttled {
+                            source: peer.to_string(),
+                            reason,
+                        },
+                    )
+                    .await;
+                continue;
             }
-            shared
-                .audit
-                .record(
-                    0,
-                    AuditEvent::Throttled {
-                        source: peer.to_string(),
-                        reason,
-                    },
-                )
-                .await;
-            continue;
-        }
-        if let Some(reason) = shared.throttle.refuse(peer.ip(), now) {
-            info!(%peer, "refused: {reason}");
-            shared
-                .audit
-                .record(
-                    0,
-                    AuditEvent::Throttled {
-                        source: peer.to_string(),
-                        reason,
-                    },
-                )
-                .await;
-            continue;
-        }
-        let in_use = unauth
-            .full
-            .saturating_sub(unauth.slots.available_permits() as u32);
-        let early = {
-            let config = shared.config();
-            EarlyDrop {
-                start: config.limits.drop_start().min(unauth.full),
-                rate: config.limits.unauthenticated_drop_rate,
-                full: unauth.full,
-            }
-        };
-        if in_use < unauth.full && early.drop(in_use, &mut rand::rng()) {
-            let reason = format!(
-                "random early drop: {in_use} unauthenticated connections \
-                 (unauthenticated_drop_start {}, unauthenticated_drop_rate {}%, max_unauthenticated {})",
-                early.start, early.rate, early.full
-            );
-            if let Some((since, total)) = unauth.early_drops.note(now) {
-                info!(%peer, "refused: {reason} ({since} such refusal(s) since the last line, {total} in all)");
-            }
-            shared
-                .audit
-                .record(
-                    0,
-                    AuditEvent::Throttled {
-                        source: peer.to_string(),
-                        reason,
-                    },
-                )
-                .await;
-            continue;
-        }
-        let Ok(permit) = unauth.slots.clone().try_acquire_owned() else {
-            let reason = "too many unauthenticated connections (max_unauthenticated)".to_string();
-            info!(%peer, "refused: {reason}");
-            shared
-                .audit
-                .record(
-                    0,
-                    AuditEvent::Throttled {
-                        source: peer.to_string(),
-                        reason,
-                    },
-                )
-                .await;
-            continue;
         };
         // Off this runtime's reactor: the session thread registers it with its own.
         let stream = match stream.into_std() {
