@@ -452,3 +452,50 @@ fn dns_limits_have_safe_defaults_and_refuse_nonsense() {
     let err = invalid("[limits]\ndns_timeout = '5 minutes'");
     assert!(err.contains("invalid duration"), "{err}");
 }
+
+#[test]
+fn preauth_drop_and_penalties_default_check_and_reject_bad_values() {
+    let example = ServerConfig::load(&example_path()).expect("examples/warrend.toml must load");
+    let d = Limits::default();
+    let l = &example.limits;
+    assert_eq!(l.drop_start(), 32);
+    assert_eq!(d.drop_start(), 32);
+    assert_eq!(l.unauthenticated_drop_rate, d.unauthenticated_drop_rate);
+    assert_eq!(l.penalty_grace_exceeded, d.penalty_grace_exceeded);
+    assert_eq!(l.penalty_noauth, d.penalty_noauth);
+    assert_eq!(l.penalty_max, d.penalty_max);
+    assert_eq!(l.penalty_exempt, d.penalty_exempt);
+
+    // An old config with a small cap still loads: the drop starts at the cap (none).
+    let small = parse("[limits]\nmax_unauthenticated = 4\nmax_unauthenticated_per_source = 2")
+        .expect("old config loads");
+    assert_eq!(small.limits.drop_start(), 4);
+    let off =
+        parse("[limits]\npenalty_grace_exceeded = 0\npenalty_noauth = 'off'\npenalty_exempt = []")
+            .expect("penalties off");
+    assert_eq!(off.limits.penalty_grace_exceeded.non_zero(), None);
+    assert_eq!(off.limits.penalty_noauth.non_zero(), None);
+
+    let err = invalid(
+        "[limits]\nmax_unauthenticated = 8\nunauthenticated_drop_start = 9\nunauthenticated_drop_rate = 101\n\
+         penalty_grace_exceeded = '20m'\npenalty_exempt = ['10.0.0.1/8']",
+    );
+    for want in [
+        "limits.unauthenticated_drop_start: cannot exceed limits.max_unauthenticated",
+        "limits.unauthenticated_drop_rate: must be a percentage from 1 to 100",
+        "limits.penalty_grace_exceeded: cannot exceed limits.penalty_max",
+        "limits.penalty_exempt[0]: \"10.0.0.1/8\" has host bits set",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let err = invalid(
+        "[limits]\nunauthenticated_drop_start = 0\nunauthenticated_drop_rate = 0\npenalty_max = 0\npenalty_noauth = 0\npenalty_grace_exceeded = 0",
+    );
+    for want in [
+        "limits.unauthenticated_drop_start: must be at least 1",
+        "limits.unauthenticated_drop_rate: must be a percentage",
+        "limits.penalty_max: cannot be 0",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

@@ -200,6 +200,42 @@ impl ServerConfig {
                 "cannot exceed limits.max_unauthenticated",
             );
         }
+        if let Some(start) = l.unauthenticated_drop_start {
+            if start == 0 {
+                p.push("limits.unauthenticated_drop_start", "must be at least 1");
+            } else if start > l.max_unauthenticated {
+                p.push(
+                    "limits.unauthenticated_drop_start",
+                    "cannot exceed limits.max_unauthenticated (equal to it: no early drop)",
+                );
+            }
+        }
+        if !(1..=100).contains(&l.unauthenticated_drop_rate) {
+            p.push(
+                "limits.unauthenticated_drop_rate",
+                "must be a percentage from 1 to 100",
+            );
+        }
+        if l.penalty_max.0.is_zero() {
+            p.push(
+                "limits.penalty_max",
+                "cannot be 0 (set penalty_grace_exceeded and penalty_noauth to 0 to disable penalties)",
+            );
+        }
+        for (field, value) in [
+            ("penalty_grace_exceeded", l.penalty_grace_exceeded),
+            ("penalty_noauth", l.penalty_noauth),
+        ] {
+            if value.0 > l.penalty_max.0 {
+                p.push(
+                    format!("limits.{field}"),
+                    "cannot exceed limits.penalty_max",
+                );
+            }
+        }
+        p.each("limits.penalty_exempt", &l.penalty_exempt, |_, n| {
+            parse_net(n)
+        });
         // Below one SSH window a single channel's sender could not even be paused.
         const MIN_BUFFERED: u64 = 4 << 20;
         for (field, value) in [

@@ -29,6 +29,26 @@ pub struct Limits {
     pub max_unauthenticated: u32,
     /// Unauthenticated connections per source netblock (`PerSourceMaxStartups`).
     pub max_unauthenticated_per_source: u32,
+    /// Unauthenticated connections from which new ones start being dropped at random
+    /// (sshd `MaxStartups` start): a flood then cannot fill every slot before the
+    /// login grace time frees them, so a real client retrying gets through. Unset: 32
+    /// (half the default cap: sshd's 10 would drop bursts of parallel logins, which a
+    /// bastion sees), or `max_unauthenticated` when that is lower (no early drop).
+    pub unauthenticated_drop_start: Option<u32>,
+    /// Percent chance of that drop at `unauthenticated_drop_start`, rising linearly to
+    /// 100 at `max_unauthenticated` (sshd `MaxStartups` rate).
+    pub unauthenticated_drop_rate: u32,
+    /// Penalty for a source whose connection reached `login_grace_time` unauthenticated
+    /// (sshd `PerSourcePenalties` grace-exceeded); 0 disables.
+    pub penalty_grace_exceeded: ConfigDuration,
+    /// Penalty for a source whose connection closed before completing key exchange
+    /// (sshd `PerSourcePenalties` noauth, narrowed so that a client that merely fails
+    /// to log in is left to `max_failed_auth_per_source`); 0 disables.
+    pub penalty_noauth: ConfigDuration,
+    /// Longest penalty; repeat offences double it up to this.
+    pub penalty_max: ConfigDuration,
+    /// Networks never penalised (CIDR or address).
+    pub penalty_exempt: Vec<String>,
     /// Concurrent authenticated connections per user.
     pub max_sessions_per_user: u32,
     /// Open channels (forwarded connections) per connection.
@@ -69,6 +89,18 @@ pub struct Limits {
     pub max_buffered: ConfigSize,
 }
 
+/// Where new connections start being dropped when `unauthenticated_drop_start` is unset.
+pub const DEFAULT_DROP_START: u32 = 32;
+
+impl Limits {
+    /// `unauthenticated_drop_start` as applied: never above `max_unauthenticated`.
+    pub fn drop_start(&self) -> u32 {
+        self.unauthenticated_drop_start
+            .unwrap_or(DEFAULT_DROP_START)
+            .min(self.max_unauthenticated)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         let secs = |s| ConfigDuration(Duration::from_secs(s));
@@ -82,6 +114,12 @@ impl Default for Limits {
             source_netblock_v6: 64,
             max_unauthenticated: 64,
             max_unauthenticated_per_source: 8,
+            unauthenticated_drop_start: None,
+            unauthenticated_drop_rate: 30,
+            penalty_grace_exceeded: secs(10),
+            penalty_noauth: secs(1),
+            penalty_max: secs(600),
+            penalty_exempt: vec!["127.0.0.0/8".into(), "::1".into()],
             max_sessions_per_user: 16,
             max_channels_per_session: 128,
             max_channels_per_user: 512,
