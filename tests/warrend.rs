@@ -701,6 +701,8 @@ fn failed_logins_throttle_the_source() {
     assert!(s(&t, "source").starts_with("127.0.0.1:"), "{t}");
     assert!(s(&t, "reason").contains("failed logins"), "{t}");
     assert!(!can_log_in(&w, &alice, "alice"));
+    // The refusal's record is written in the background; wait for it, then count.
+    w.wait_audit_count("both refusals", 2, |v| is(v, "throttled", &[]));
     assert_eq!(w.audit_matching(|v| is(v, "throttled", &[])).len(), 2);
     assert_eq!(
         w.audit_matching(|v| is(v, "auth_success", &[])).len(),
