@@ -10,6 +10,7 @@ use super::authorized_keys::find_key;
 use super::certificate::check_user_certificate;
 use super::config::ServerConfig;
 use super::forward::{ChannelCtx, direct, reverse};
+use super::identity::Identity;
 use super::key_options::KeyOptions;
 use super::live_sessions::LiveSession;
 use super::policy::{Decision, DirectRoute, ForwardPlan, UserPolicy};
@@ -33,26 +34,6 @@ use tracing::{debug, info, warn};
 /// What users of `ssh host` (without -N) see.
 const NO_SHELL: &str =
     "warrend: this server only forwards ports; use ssh -N (and -L, -R, -D, -W or -J)\r\n";
-
-/// The authenticated identity and what its key allows.
-#[derive(Clone)]
-pub struct Identity {
-    pub user: String,
-    pub key_fp: String,
-    pub options: KeyOptions,
-    pub policy: UserPolicy,
-    pub config: Arc<ServerConfig>,
-    /// `publickey` or `certificate`.
-    pub method: String,
-    /// The user's byte budget for slow readers (all their sessions share it).
-    pub budget: Arc<Budget>,
-    /// This session's open forwarded channels (`max_channels_per_session`), inside the
-    /// user's and the server's.
-    pub channels: Arc<Budget>,
-    /// This session's -R listeners and names (`max_listeners_per_session`), inside the
-    /// user's and the server's.
-    pub listeners: Arc<Budget>,
-}
 
 /// Per-connection state (russh's `Handler`).
 pub struct Connection {
@@ -948,7 +929,7 @@ impl Connection {
         port: u32,
         decision: &Decision,
     ) {
-        let (decision_s, rule, reason) = decision_fields(decision);
+        let (decision_s, rule, reason) = Decision::audit_fields(decision);
         self.audit(AuditEvent::ListenStart {
             user: identity.user.clone(),
             kind: kind.to_string(),
@@ -977,14 +958,6 @@ impl Connection {
             reason: reason.to_string(),
         })
         .await;
-    }
-}
-
-/// (decision, rule, reason) as the audit log spells them.
-pub fn decision_fields(d: &Decision) -> (String, Option<String>, Option<String>) {
-    match d {
-        Decision::Allow { rule } => ("allow".into(), Some(rule.clone()), None),
-        Decision::Deny { reason, rule } => ("deny".into(), rule.clone(), Some(reason.clone())),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod gateway;
 pub mod host_addresses;
 pub mod host_keys;
+pub mod identity;
 pub mod key_options;
 pub mod limits;
 pub mod listener;

@@ -63,6 +63,14 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// (decision, rule, reason) as the audit log spells them.
+    pub fn audit_fields(&self) -> (String, Option<String>, Option<String>) {
+        match self {
+            Decision::Allow { rule } => ("allow".into(), Some(rule.clone()), None),
+            Decision::Deny { reason, rule } => ("deny".into(), rule.clone(), Some(reason.clone())),
+        }
+    }
+
     /// True for [`Decision::Allow`].
     pub fn is_allowed(&self) -> bool {
         matches!(self, Decision::Allow { .. })

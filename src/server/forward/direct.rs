@@ -4,7 +4,7 @@
 use super::ChannelCtx;
 use crate::forward::decouple::decouple_budgeted;
 use crate::server::address::Host;
-use crate::server::connection::Identity;
+use crate::server::identity::Identity;
 use crate::server::policy::Decision;
 use crate::server::rendezvous::Owner;
 use crate::server::resolver::Resolver;

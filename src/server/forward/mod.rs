@@ -5,7 +5,6 @@ pub mod direct;
 pub mod reverse;
 
 use super::audit::{AuditEvent, AuditSink};
-use super::connection::decision_fields;
 use super::policy::Decision;
 use crate::forward::budget::Budget;
 use crate::forward::relay::{Ended, relay_with_idle};
@@ -40,7 +39,7 @@ pub struct ChannelCtx {
 
 impl ChannelCtx {
     pub async fn audit_open(&self, decision: &Decision, resolved: &[String]) {
-        let (decision, rule, reason) = decision_fields(decision);
+        let (decision, rule, reason) = decision.audit_fields();
         self.record_open(decision, rule, reason, resolved).await;
     }
 
@@ -52,7 +51,7 @@ impl ChannelCtx {
         resolved: &[String],
         reason: String,
     ) {
-        let (decision, rule, _) = decision_fields(decision);
+        let (decision, rule, _) = decision.audit_fields();
         self.record_open(decision, rule, Some(reason), resolved)
             .await;
     }
