@@ -10,14 +10,13 @@
 
 mod common;
 
+use common::netns::Netns;
 use common::warrend::*;
 use common::*;
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Set (to the namespace's name) in the copy of this test running inside the namespace.
@@ -26,72 +25,16 @@ const INSIDE: &str = "WARREN_DNS_TEST_NETNS";
 const MARKER: &str = "# warren-dns test: a resolver that never answers";
 const TEST: &str = "stuck_dns_costs_one_users_share_and_address_rules_send_no_query";
 
-/// A network namespace of this test, deleted (with its /etc/netns files) on drop.
-struct Netns {
-    name: String,
-    etc: PathBuf,
-}
-
-impl Netns {
-    fn create() -> Netns {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "warren-dns-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let added = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("run ip netns add");
-        assert!(
-            added.status.success(),
-            "cannot create network namespace {name} (this test needs root and iproute2; it is \
-             not skipped): {}",
-            String::from_utf8_lossy(&added.stderr)
-        );
-        let ns = Netns {
-            etc: PathBuf::from("/etc/netns").join(&name),
-            name,
-        };
-        fs::create_dir_all(&ns.etc).expect("create /etc/netns/NAME");
-        fs::write(
-            ns.etc.join("resolv.conf"),
-            format!("{MARKER}\nnameserver 127.0.0.1\n"),
-        )
-        .expect("write resolv.conf");
-        fs::write(
-            ns.etc.join("hosts"),
-            "127.0.0.1 localhost\n::1 localhost\n127.0.0.1 echo.test\n",
-        )
-        .expect("write hosts");
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip -n {} {args:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-        let _ = fs::remove_dir_all(&self.etc);
-    }
+/// The test's namespace, with a resolv.conf pointing at a resolver that never answers and
+/// a hosts file naming the echo target.
+fn dns_namespace() -> Netns {
+    let ns = Netns::create("warren-dns");
+    ns.etc_file("resolv.conf", &format!("{MARKER}\nnameserver 127.0.0.1\n"));
+    ns.etc_file(
+        "hosts",
+        "127.0.0.1 localhost\n::1 localhost\n127.0.0.1 echo.test\n",
+    );
+    ns
 }
 
 #[test]
@@ -99,7 +42,7 @@ fn stuck_dns_costs_one_users_share_and_address_rules_send_no_query() {
     if std::env::var_os(INSIDE).is_some() {
         return inside_the_namespace();
     }
-    let ns = Netns::create();
+    let ns = dns_namespace();
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(std::env::current_exe().expect("current exe"))

@@ -9,15 +9,16 @@
 
 mod common;
 
+use common::netns::Netns;
 use common::warrend::*;
 use common::*;
 use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -25,51 +26,13 @@ use std::time::{Duration, Instant};
 /// every 10 s; the rest is slack for a loaded machine.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(40);
 
-/// A network namespace owned by one test: `ip netns del` on drop.
-struct Netns {
-    name: String,
+/// What these tests do with their namespace beyond creating it.
+trait HostNetns {
+    fn add_address(&self, addr: &str);
+    fn run<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T;
 }
 
-impl Netns {
-    /// Creates `warren-test-<pid>-<n>` with loopback up.
-    fn create() -> Netns {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "warren-test-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("run `ip` (iproute2)");
-        assert!(
-            out.status.success(),
-            "`ip netns add {name}` failed: {}\nthis test needs root (CAP_SYS_ADMIN), as CI has",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n <name> ARGS`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .expect("run `ip`");
-        assert!(
-            out.status.success(),
-            "ip -n {} {}: {}",
-            self.name,
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-
+impl HostNetns for Netns {
     /// Adds `addr` (with prefix) to the namespace's loopback.
     fn add_address(&self, addr: &str) {
         let mut args = vec!["addr", "add", addr, "dev", "lo"];
@@ -96,23 +59,6 @@ impl Netns {
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        match Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output()
-        {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!(
-                "ip netns del {}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => eprintln!("ip netns del {}: {e}", self.name),
-        }
     }
 }
 
@@ -209,7 +155,7 @@ fn open_by(v: &Value, user: &str, decision: &str, rule: &str) -> bool {
 
 #[test]
 fn wide_rules_cannot_reach_the_hosts_own_addresses_but_explicit_ones_can() {
-    let netns = Netns::create();
+    let netns = Netns::create("warren-test");
     netns.add_address("10.213.7.1/32");
     netns.add_address("fd00:7::1/128");
     netns.run(|| {
@@ -266,7 +212,7 @@ fn wide_rules_cannot_reach_the_hosts_own_addresses_but_explicit_ones_can() {
 
 #[test]
 fn addresses_added_after_start_are_denied_after_a_refresh_or_reload() {
-    let netns = Netns::create();
+    let netns = Netns::create("warren-test");
     netns.run(|| {
         let echo = WildcardEcho::start("0.0.0.0:0", "127.0.0.1");
         let alice = SshClient::new();

@@ -1566,6 +1566,7 @@ pub fn warren_forwards(sshd: &Sshd, user: &WarrenUser, specs: &[&str]) -> (Proc,
         .collect();
     (proc, addrs)
 }
+pub mod netns;
 pub mod warrend;
 
 /// A user authorized on every sshd in `sshds`, whose known_hosts trusts all of them (for
