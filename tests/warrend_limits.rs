@@ -15,7 +15,6 @@ mod common;
 use common::warrend::*;
 use common::*;
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -124,23 +123,10 @@ fn closed_within(conn: &mut TcpStream, wait: Duration) -> bool {
     }
 }
 
-/// A TCP connection to warrend from the loopback address `from` (any of 127.0.0.0/8,
-/// so that per-source limits can be told from server-wide ones).
-fn connect_from(w: &Warrend, from: [u8; 4]) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from((from, 0)).into())
-        .unwrap_or_else(|e| panic!("bind {from:?}: {e}"));
-    socket
-        .connect_timeout(&w.addr().into(), READY_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect from {from:?}: {e}"));
-    socket.into()
-}
-
 /// A raw TCP connection to warrend from `from` that has read warrend's SSH banner, so
 /// warrend has accepted it and counts it as unauthenticated.
 fn raw_client(w: &Warrend, from: [u8; 4]) -> TcpStream {
-    let mut conn = connect_from(w, from);
+    let mut conn = w.connect_from(from);
     conn.set_read_timeout(Some(READY_TIMEOUT)).unwrap();
     let mut line = Vec::new();
     let mut b = [0u8; 1];
@@ -160,7 +146,7 @@ fn raw_client(w: &Warrend, from: [u8; 4]) -> TcpStream {
 
 /// A connection from `from` that warrend must drop at once, without a word of SSH.
 fn assert_dropped_unheard(w: &Warrend, from: [u8; 4]) {
-    let mut conn = connect_from(w, from);
+    let mut conn = w.connect_from(from);
     let (got, closed) = read_until_closed(&mut conn, READY_TIMEOUT);
     assert!(
         closed.is_some(),

@@ -14,22 +14,9 @@ mod common;
 use common::warrend::*;
 use common::*;
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// A TCP connection to warrend from the loopback address `from`.
-fn connect_from(w: &Warrend, from: [u8; 4]) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from((from, 0)).into())
-        .unwrap_or_else(|e| panic!("bind {from:?}: {e}"));
-    socket
-        .connect_timeout(&w.addr().into(), READY_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect from {from:?}: {e}"));
-    socket.into()
-}
 
 /// What `conn` received until its peer closed it, and whether it did within `within`.
 fn read_until_closed(conn: &mut TcpStream, within: Duration) -> (Vec<u8>, bool) {
@@ -79,7 +66,7 @@ fn log_in_from(w: &Warrend, c: &SshClient, from: [u8; 4]) -> bool {
 /// Connects from `from` and waits until warrend has either started a session for this
 /// connection or refused it: true when it started one.
 fn admitted(w: &Warrend, from: [u8; 4]) -> (TcpStream, bool) {
-    let conn = connect_from(w, from);
+    let conn = w.connect_from(from);
     let me = conn.local_addr().unwrap().to_string();
     let v = w.wait_audit(&format!("warrend's verdict on {me}"), |v| {
         (is(v, "session_start", &[]) || is(v, "throttled", &[])) && v["source"] == me.as_str()
@@ -110,7 +97,7 @@ fn assert_penalised(w: &Warrend, from: [u8; 4], why: &str) {
         s(&p, "reason").contains(why) && s(&p, "reason").contains(&format!("{}/32", ip(from))),
         "{p}"
     );
-    let mut again = connect_from(w, from);
+    let mut again = w.connect_from(from);
     let (got, closed) = read_until_closed(&mut again, READY_TIMEOUT);
     assert!(
         closed && got.is_empty(),
@@ -238,7 +225,7 @@ fn sources_that_hold_slots_without_logging_in_are_penalised() {
     // A source that closes before key exchange is through earns penalty_noauth, whether
     // before its SSH banner or after.
     for (closer_src, banner) in [(closer_src, false), (banner_closer_src, true)] {
-        let mut closer = connect_from(&w, closer_src);
+        let mut closer = w.connect_from(closer_src);
         w.wait_audit("the closer's session", |v| {
             is(v, "session_start", &[]) && from_source(v, closer_src)
         });

@@ -56,6 +56,20 @@ impl Warrend {
         Self::start_with_server(users, limits, &[])
     }
 
+    /// A TCP connection to warrend from the loopback address `from` (any of
+    /// 127.0.0.0/8, so per-source limits can be told from server-wide ones).
+    pub fn connect_from(&self, from: [u8; 4]) -> std::net::TcpStream {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::from((from, 0)).into())
+            .unwrap_or_else(|e| panic!("bind {from:?}: {e}"));
+        socket
+            .connect_timeout(&self.addr().into(), READY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect from {from:?}: {e}"));
+        socket.into()
+    }
+
     /// The port warrend listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
