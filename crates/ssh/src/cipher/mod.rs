@@ -1,0 +1,1 @@
+//! Binary packet protection (helper A fills this in).

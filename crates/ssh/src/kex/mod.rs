@@ -1,0 +1,1 @@
+//! Key exchange (helper B fills this in).
