@@ -1,0 +1,499 @@
+//! The thin tokio layer over [`crate::proto::Session`].
+//!
+//! One task per connection ([`run`]) moves bytes between the socket and the core and fires
+//! timers. Everything else talks to the core directly under one mutex: a [`ChannelStream`]'s
+//! `poll_read` copies out of the core's channel queue (which is what grants window back to the
+//! peer), `poll_write` seals straight into the core's output buffer. No per-channel task and
+//! no per-channel queue exist outside the core, so a channel costs only its core state.
+
+mod stream;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::debug;
+
+pub use stream::ChannelStream;
+
+use crate::proto::{
+    AuthMethod, AuthReply, ChannelId, ChannelKind, ChannelRequest, Config, Event, GlobalRequest, RequestId, Session,
+};
+
+/// What the application hears about, besides channel data (which flows through [`ChannelStream`]).
+#[derive(Debug)]
+pub enum Incoming {
+    /// Client: the server's verified host key. Authenticate only once it is trusted.
+    HostKey(crate::hostkey::ParsedKey),
+    Banner(String),
+    /// Server: answer with [`Handle::auth_reply`] / [`Handle::auth_pk_ok`].
+    AuthRequest { id: RequestId, user: String, method: AuthMethod },
+    /// The peer opened a channel; accept with [`Handle::accept`] (which gives the stream) or reject.
+    ChannelOpen { id: ChannelId, kind: ChannelKind },
+    /// A channel request (exec on a server; exit-status on a client); answer with
+    /// [`Handle::channel_request_reply`] if `want_reply`.
+    ChannelRequest { id: ChannelId, request_id: RequestId, request: ChannelRequest, want_reply: bool },
+    /// Extended data (stderr) of a channel.
+    Stderr { id: ChannelId, data: Bytes },
+    /// Answer with [`Handle::global_reply`] if `want_reply`.
+    GlobalRequest { request_id: RequestId, request: GlobalRequest, want_reply: bool },
+}
+
+/// The outcome of one client authentication attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Success,
+    Failure { methods: Vec<String>, partial: bool },
+    /// The server would accept the probed key.
+    PkOk,
+    /// Keyboard-interactive prompts to answer with [`Handle::auth_info_response`].
+    Prompts { name: String, instruction: String, prompts: Vec<(String, bool)> },
+}
+
+#[derive(Default)]
+pub(crate) struct ChannelWaiters {
+    read: Option<Waker>,
+    write: Option<Waker>,
+    open: Option<oneshot::Sender<Result<(), (u32, String)>>>,
+    replies: VecDeque<oneshot::Sender<bool>>,
+    /// The peer closed the channel and every byte was read.
+    closed: bool,
+}
+
+pub(crate) struct State {
+    pub(crate) session: Session,
+    pub(crate) waiters: HashMap<ChannelId, ChannelWaiters>,
+    auth_waiter: Option<oneshot::Sender<AuthOutcome>>,
+    global_waiters: VecDeque<oneshot::Sender<(bool, Bytes)>>,
+    incoming: mpsc::UnboundedSender<Incoming>,
+    /// Why the connection ended, once it has.
+    pub(crate) ended: Option<String>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
+    /// Wakes the driver task: output was queued or a timer may have moved.
+    pub(crate) wake: Notify,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug in this module; the state is still consistent
+        // enough to close everything, so recover instead of cascading panics.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A cheap, cloneable handle to one SSH connection.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+fn closed_err(why: &Option<String>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        why.clone().unwrap_or_else(|| "SSH connection closed".into()),
+    )
+}
+
+impl State {
+    /// Routes the core's events: channel readiness wakes tasks, the rest goes to the application.
+    fn dispatch(&mut self) {
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                Event::HostKey(k) => {
+                    let _ = self.incoming.send(Incoming::HostKey(k));
+                }
+                Event::AuthReady => {}
+                Event::Banner(b) => {
+                    let _ = self.incoming.send(Incoming::Banner(b));
+                }
+                Event::AuthSuccess => self.auth_done(AuthOutcome::Success),
+                Event::AuthFailure { methods, partial } => self.auth_done(AuthOutcome::Failure { methods, partial }),
+                Event::AuthPkOk { .. } => self.auth_done(AuthOutcome::PkOk),
+                Event::AuthInfoRequest { name, instruction, prompts } => {
+                    self.auth_done(AuthOutcome::Prompts { name, instruction, prompts })
+                }
+                Event::AuthRequest { id, user, method } => {
+                    let _ = self.incoming.send(Incoming::AuthRequest { id, user, method });
+                }
+                Event::ChannelOpenRequest { id, kind } => {
+                    self.waiters.insert(id, ChannelWaiters::default());
+                    let _ = self.incoming.send(Incoming::ChannelOpen { id, kind });
+                }
+                Event::ChannelOpened { id } => {
+                    if let Some(tx) = self.waiters.get_mut(&id).and_then(|w| w.open.take()) {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Event::ChannelOpenFailed { id, reason, description } => {
+                    if let Some(mut w) = self.waiters.remove(&id)
+                        && let Some(tx) = w.open.take()
+                    {
+                        let _ = tx.send(Err((reason, description)));
+                    }
+                }
+                Event::ChannelReadable { id } | Event::ChannelEof { id } => {
+                    if let Some(w) = self.waiters.get_mut(&id).and_then(|w| w.read.take()) {
+                        w.wake();
+                    }
+                }
+                Event::ChannelStderr { id, data } => {
+                    let _ = self.incoming.send(Incoming::Stderr { id, data });
+                }
+                Event::ChannelWritable { id } => {
+                    if let Some(w) = self.waiters.get_mut(&id).and_then(|w| w.write.take()) {
+                        w.wake();
+                    }
+                }
+                Event::ChannelClosed { id } => {
+                    if let Some(w) = self.waiters.get_mut(&id) {
+                        w.closed = true;
+                        if let Some(r) = w.read.take() {
+                            r.wake();
+                        }
+                        if let Some(wr) = w.write.take() {
+                            wr.wake();
+                        }
+                        w.replies.clear();
+                    }
+                }
+                Event::ChannelRequest { id, request_id, request, want_reply } => {
+                    let _ = self.incoming.send(Incoming::ChannelRequest { id, request_id, request, want_reply });
+                }
+                Event::ChannelRequestReply { id, ok } => {
+                    if let Some(tx) = self.waiters.get_mut(&id).and_then(|w| w.replies.pop_front()) {
+                        let _ = tx.send(ok);
+                    }
+                }
+                Event::GlobalRequest { request_id, request, want_reply } => {
+                    let _ = self.incoming.send(Incoming::GlobalRequest { request_id, request, want_reply });
+                }
+                Event::GlobalReply { ok, data } => {
+                    if let Some(tx) = self.global_waiters.pop_front() {
+                        let _ = tx.send((ok, data));
+                    }
+                }
+                Event::KeepaliveTimeout => debug!("keepalive timeout"),
+            }
+        }
+    }
+
+    fn auth_done(&mut self, outcome: AuthOutcome) {
+        if let Some(tx) = self.auth_waiter.take() {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// The connection is over: every waiter learns it now rather than hanging.
+    fn end(&mut self, why: String) {
+        if self.ended.is_none() {
+            self.ended = Some(why);
+        }
+        self.auth_waiter = None;
+        self.global_waiters.clear();
+        for w in self.waiters.values_mut() {
+            w.closed = true;
+            w.open = None;
+            w.replies.clear();
+            if let Some(r) = w.read.take() {
+                r.wake();
+            }
+            if let Some(wr) = w.write.take() {
+                wr.wake();
+            }
+        }
+    }
+}
+
+/// Starts the driver for `stream` and returns the handle, the application's event receiver
+/// and the driver future (spawn it; it ends when the connection does).
+pub fn start<S>(
+    stream: S,
+    config: Arc<Config>,
+) -> (Handle, mpsc::UnboundedReceiver<Incoming>, impl std::future::Future<Output = Result<(), String>> + Send)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            session: Session::new(config, Instant::now()),
+            waiters: HashMap::new(),
+            auth_waiter: None,
+            global_waiters: VecDeque::new(),
+            incoming: tx,
+            ended: None,
+        }),
+        wake: Notify::new(),
+    });
+    let handle = Handle { shared: shared.clone() };
+    (handle, rx, run(stream, shared))
+}
+
+async fn run<S>(stream: S, shared: Arc<Shared>) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut inbuf = vec![0u8; 256 * 1024];
+    let mut out: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut spare: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let result = loop {
+        let (deadline, closed) = {
+            let mut st = shared.lock();
+            if out.is_empty() && !st.session.transmit().is_empty() {
+                spare.clear();
+                out = st.session.take_transmit(std::mem::take(&mut spare));
+                st.dispatch();
+            }
+            (st.session.poll_timeout(), st.session.is_closed())
+        };
+        if closed && out.is_empty() {
+            let st = shared.lock();
+            break match st.session.error() {
+                Some(e) => Err(e.to_string()),
+                None => Ok(()),
+            };
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = wr.write(&out), if !out.is_empty() => match r {
+                Ok(0) | Err(_) => break Err("connection lost while writing".to_string()),
+                Ok(n) => {
+                    out.drain(..n);
+                    if out.is_empty() {
+                        spare = std::mem::take(&mut out);
+                    }
+                }
+            },
+            r = rd.read(&mut inbuf) => match r {
+                Ok(0) => {
+                    let mut st = shared.lock();
+                    if !st.session.is_closed() {
+                        st.end("connection closed by peer".into());
+                    }
+                    break Err("connection closed by peer".to_string());
+                }
+                Ok(n) => {
+                    let mut st = shared.lock();
+                    let _ = st.session.feed(&inbuf[..n], Instant::now());
+                    st.dispatch();
+                }
+                Err(e) => break Err(format!("connection lost: {e}")),
+            },
+            _ = sleep => {
+                let mut st = shared.lock();
+                st.session.handle_timeout(Instant::now());
+                st.dispatch();
+            }
+            _ = shared.wake.notified() => {}
+        }
+    };
+    let _ = wr.flush().await;
+    let _ = wr.shutdown().await;
+    let mut st = shared.lock();
+    let why = match &result {
+        Ok(()) => "SSH connection closed".to_string(),
+        Err(e) => e.clone(),
+    };
+    st.end(why);
+    result
+}
+
+impl Handle {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut st = self.shared.lock();
+        let r = f(&mut st);
+        st.dispatch();
+        drop(st);
+        self.shared.wake.notify_one();
+        r
+    }
+
+    /// Why the connection ended, or None while it runs.
+    pub fn ended(&self) -> Option<String> {
+        self.shared.lock().ended.clone()
+    }
+
+    pub fn session_id(&self) -> Option<Vec<u8>> {
+        self.shared.lock().session.session_id().map(<[u8]>::to_vec)
+    }
+
+    async fn auth_round(&self, f: impl FnOnce(&mut Session)) -> io::Result<AuthOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.with(|st| {
+            st.auth_waiter = Some(tx);
+            f(&mut st.session);
+        });
+        rx.await.map_err(|_| closed_err(&self.ended()))
+    }
+
+    pub async fn auth_none(&self, user: &str) -> io::Result<AuthOutcome> {
+        self.auth_round(|s| s.auth_none(user)).await
+    }
+
+    pub async fn auth_password(&self, user: &str, password: &str) -> io::Result<AuthOutcome> {
+        self.auth_round(|s| s.auth_password(user, password)).await
+    }
+
+    pub async fn auth_keyboard_interactive(&self, user: &str) -> io::Result<AuthOutcome> {
+        self.auth_round(|s| s.auth_keyboard_interactive(user)).await
+    }
+
+    pub async fn auth_info_response(&self, responses: &[String]) -> io::Result<AuthOutcome> {
+        self.auth_round(|s| s.auth_info_response(responses)).await
+    }
+
+    pub async fn auth_publickey_probe(&self, user: &str, alg: &str, key_blob: &[u8]) -> io::Result<AuthOutcome> {
+        self.auth_round(|s| s.auth_publickey_probe(user, alg, key_blob)).await
+    }
+
+    /// Publickey with a signer that may be slow or remote (ssh-agent): it gets the bytes to sign
+    /// and returns the SSH signature blob.
+    pub async fn auth_publickey_with<F, Fut>(&self, user: &str, alg: &str, key_blob: &[u8], sign: F) -> io::Result<AuthOutcome>
+    where
+        F: FnOnce(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = io::Result<Vec<u8>>>,
+    {
+        let data = self
+            .shared
+            .lock()
+            .session
+            .publickey_data_to_sign(user, alg, key_blob)
+            .ok_or_else(|| io::Error::other("key exchange not finished"))?;
+        let sig = sign(data).await?;
+        self.auth_round(|s| s.auth_publickey_signed(user, alg, key_blob, &sig)).await
+    }
+
+    /// Publickey with a private key in memory.
+    pub async fn auth_publickey(&self, user: &str, key: &ssh_key::PrivateKey) -> io::Result<AuthOutcome> {
+        let public = key.public_key();
+        let blob = public.to_bytes().map_err(io::Error::other)?;
+        let algs = crate::hostkey::algorithms_for(public);
+        let server_algs = self.shared.lock().session.server_sig_algs().map(<[String]>::to_vec);
+        let alg = algs
+            .iter()
+            .find(|a| server_algs.as_ref().is_none_or(|s| s.iter().any(|x| x == *a)))
+            .or(algs.first())
+            .ok_or_else(|| io::Error::other("unsupported key type"))?
+            .to_string();
+        let sign_alg = alg.clone();
+        self.auth_publickey_with(user, &alg, &blob, |data| async move {
+            crate::hostkey::sign(key, &sign_alg, &data).map_err(io::Error::other)
+        })
+        .await
+    }
+
+    /// Server: answers an [`Incoming::AuthRequest`].
+    pub fn auth_reply(&self, id: RequestId, reply: AuthReply) {
+        self.with(|st| st.session.auth_reply(id, reply));
+    }
+
+    pub fn auth_pk_ok(&self, id: RequestId, alg: &str, key_blob: &[u8]) {
+        self.with(|st| st.session.auth_pk_ok(id, alg, key_blob));
+    }
+
+    /// Opens a channel and waits for the peer's answer.
+    pub async fn open(&self, kind: ChannelKind) -> io::Result<ChannelStream> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.with(|st| {
+            if st.ended.is_some() {
+                return Err(closed_err(&st.ended));
+            }
+            let id = st
+                .session
+                .open_channel(kind)
+                .ok_or_else(|| io::Error::other("too many channels on this connection"))?;
+            st.waiters.insert(id, ChannelWaiters { open: Some(tx), ..Default::default() });
+            Ok(id)
+        })?;
+        let stream = ChannelStream::new(self.clone(), id);
+        match rx.await {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err((code, desc))) => {
+                std::mem::forget(stream.detach());
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("channel open failed ({code}): {desc}"),
+                ))
+            }
+            Err(_) => Err(closed_err(&self.ended())),
+        }
+    }
+
+    /// Accepts a channel the peer opened.
+    pub fn accept(&self, id: ChannelId) -> ChannelStream {
+        self.with(|st| st.session.accept_channel(id));
+        ChannelStream::new(self.clone(), id)
+    }
+
+    pub fn reject(&self, id: ChannelId, reason: u32, description: &str) {
+        self.with(|st| {
+            st.waiters.remove(&id);
+            st.session.reject_channel(id, reason, description)
+        });
+    }
+
+    /// Sends a channel request and waits for the reply (or returns at once if no reply is wanted).
+    pub async fn channel_request(&self, id: ChannelId, request: ChannelRequest, want_reply: bool) -> io::Result<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.with(|st| {
+            if want_reply && let Some(w) = st.waiters.get_mut(&id) {
+                w.replies.push_back(tx);
+            }
+            st.session.channel_request(id, &request, want_reply);
+        });
+        if !want_reply {
+            return Ok(true);
+        }
+        rx.await.map_err(|_| closed_err(&self.ended()))
+    }
+
+    pub fn channel_request_reply(&self, id: ChannelId, request_id: RequestId, ok: bool) {
+        self.with(|st| st.session.channel_request_reply(id, request_id, ok));
+    }
+
+    pub async fn global_request(&self, request: GlobalRequest) -> io::Result<(bool, Bytes)> {
+        let (tx, rx) = oneshot::channel();
+        self.with(|st| {
+            st.global_waiters.push_back(tx);
+            st.session.global_request(&request, true);
+        });
+        rx.await.map_err(|_| closed_err(&self.ended()))
+    }
+
+    pub fn global_reply(&self, request_id: RequestId, ok: bool, data: &[u8]) {
+        self.with(|st| st.session.global_reply(request_id, ok, data));
+    }
+
+    /// Sends SSH_MSG_DISCONNECT (by application) and lets the driver finish.
+    pub fn disconnect(&self, description: &str) {
+        self.with(|st| st.session.disconnect(description));
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.shared.lock().session.channel_count()
+    }
+
+    /// Bytes received on a channel and not yet read by the application (at most its window).
+    pub fn buffered(&self, id: ChannelId) -> usize {
+        self.shared.lock().session.channel_buffered(id)
+    }
+
+    /// The receive window target of a channel (for tests and `warren status`).
+    pub fn window_target(&self, id: ChannelId) -> u32 {
+        self.shared.lock().session.channel_window_target(id)
+    }
+}

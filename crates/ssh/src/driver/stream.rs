@@ -1,0 +1,128 @@
+//! A channel as a tokio byte stream. Reading is what grants the peer more window, so a
+//! stream nobody reads stops its sender after one window — and nothing else.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{Handle, closed_err};
+use crate::proto::{ChannelId, Read};
+
+pub struct ChannelStream {
+    handle: Option<Handle>,
+    id: ChannelId,
+    eof_sent: bool,
+}
+
+impl ChannelStream {
+    pub(crate) fn new(handle: Handle, id: ChannelId) -> Self {
+        ChannelStream { handle: Some(handle), id, eof_sent: false }
+    }
+
+    pub fn id(&self) -> ChannelId {
+        self.id
+    }
+
+    pub fn handle(&self) -> &Handle {
+        self.handle.as_ref().expect("handle present until drop")
+    }
+
+    /// Forgets the channel without sending CLOSE (it was refused and never existed on the wire).
+    pub(crate) fn detach(mut self) -> Handle {
+        let h = self.handle.take().expect("handle present");
+        h.shared.lock().waiters.remove(&self.id);
+        h
+    }
+}
+
+impl AsyncRead for ChannelStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let h = this.handle.as_ref().expect("handle present until drop");
+        let mut st = h.shared.lock();
+        let dst = buf.initialize_unfilled();
+        match st.session.channel_read(this.id, dst) {
+            Read::Data(n) => {
+                buf.advance(n);
+                let queued = !st.session.transmit().is_empty();
+                drop(st);
+                if queued {
+                    // A WINDOW_ADJUST may be waiting: let the driver send it.
+                    h.shared.wake.notify_one();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Read::Eof => Poll::Ready(Ok(())),
+            Read::WouldBlock => {
+                if st.ended.is_some() {
+                    return Poll::Ready(Err(closed_err(&st.ended)));
+                }
+                if let Some(w) = st.waiters.get_mut(&this.id) {
+                    if w.closed {
+                        return Poll::Ready(Ok(()));
+                    }
+                    w.read = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ChannelStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let h = this.handle.as_ref().expect("handle present until drop");
+        let mut st = h.shared.lock();
+        if st.ended.is_some() {
+            return Poll::Ready(Err(closed_err(&st.ended)));
+        }
+        if st.waiters.get(&this.id).is_none_or(|w| w.closed) {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "channel closed by peer")));
+        }
+        match st.session.channel_write(this.id, data) {
+            Ok(0) if !data.is_empty() => {
+                if let Some(w) = st.waiters.get_mut(&this.id) {
+                    w.write = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Ok(n) => {
+                drop(st);
+                h.shared.wake.notify_one();
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Data is in the connection's output buffer as soon as poll_write returns; the driver
+        // writes it out. There is no per-channel buffer to flush.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.eof_sent {
+            this.eof_sent = true;
+            let h = this.handle.as_ref().expect("handle present until drop");
+            h.with(|st| st.session.channel_eof(this.id));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for ChannelStream {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let id = self.id;
+            h.with(|st| {
+                st.waiters.remove(&id);
+                st.session.channel_close(id);
+            });
+        }
+    }
+}

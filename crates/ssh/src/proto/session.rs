@@ -1,0 +1,276 @@
+//! One SSH connection, either role, with no I/O: bytes in ([`Session::feed`]), bytes out
+//! ([`Session::transmit`]), events ([`Session::poll_event`]) and timers
+//! ([`Session::poll_timeout`] / [`Session::handle_timeout`]).
+//!
+//! The transport (kex, packets) lives in [`super::transport`]; user authentication in
+//! [`super::auth`]; channels and global requests in [`super::connection`]. This file owns
+//! the dispatch between them, the outgoing queue that waits out key exchanges, and the timers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::auth::AuthState;
+use super::config::{Config, Role};
+use super::connection::Channel;
+use super::event::{ChannelId, Event, RequestId};
+use super::transport::{Transport, TransportEvent};
+use crate::channel::WindowBudget;
+use crate::error::{Error, Result};
+use crate::msg;
+
+/// Above this many unsent bytes, channel writes report "would block" so the socket, not our
+/// memory, absorbs a fast writer.
+pub(crate) const OUT_HIGH_WATER: usize = 1024 * 1024;
+/// Idle windows are checked this often.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+pub struct Session {
+    pub(crate) config: Arc<Config>,
+    pub(crate) transport: Transport,
+    pub(crate) events: VecDeque<Event>,
+    /// Application payloads held back while a key exchange runs (RFC 4253 §7.1).
+    pub(crate) held: VecDeque<Vec<u8>>,
+    pub(crate) auth: AuthState,
+    pub(crate) channels: HashMap<ChannelId, Channel>,
+    pub(crate) next_channel: ChannelId,
+    pub(crate) budget: WindowBudget,
+    /// Our global requests awaiting a reply, in order: true = keepalive (answered internally).
+    pub(crate) global_outstanding: VecDeque<bool>,
+    /// The peer's global requests awaiting our reply, in order: (id, reply once decided).
+    pub(crate) global_pending: VecDeque<(RequestId, Option<Vec<u8>>)>,
+    pub(crate) next_request: RequestId,
+    /// Channels whose writer was refused and waits for a ChannelWritable.
+    pub(crate) blocked_writers: Vec<ChannelId>,
+    keepalive_due: Option<Instant>,
+    keepalives_missed: u32,
+    idle_due: Instant,
+    pub(crate) now: Instant,
+    error: Option<String>,
+}
+
+impl Session {
+    pub fn new(config: Arc<Config>, now: Instant) -> Self {
+        let budget = WindowBudget::new(config.window_budget);
+        let role = config.role;
+        Session {
+            transport: Transport::new(config.clone(), now),
+            config,
+            events: VecDeque::new(),
+            held: VecDeque::new(),
+            auth: AuthState::new(role),
+            channels: HashMap::new(),
+            next_channel: 0,
+            budget,
+            global_outstanding: VecDeque::new(),
+            global_pending: VecDeque::new(),
+            next_request: 0,
+            blocked_writers: Vec::new(),
+            keepalive_due: None,
+            keepalives_missed: 0,
+            idle_due: now + IDLE_TICK,
+            now,
+            error: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.config.role
+    }
+
+    pub fn session_id(&self) -> Option<&[u8]> {
+        self.transport.session_id()
+    }
+
+    /// The peer's identification line (without CR LF), once received.
+    pub fn peer_version(&self) -> Option<&[u8]> {
+        self.transport.peer_version()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.transport.closed
+    }
+
+    /// Why the session ended, if it ended with an error.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// Bytes the peer sent. Processing happens here; errors end the session with a
+    /// DISCONNECT queued for the peer and are also returned.
+    pub fn feed(&mut self, data: &[u8], now: Instant) -> Result<()> {
+        self.now = now;
+        if self.transport.closed {
+            return Ok(());
+        }
+        if !data.is_empty() {
+            self.peer_alive();
+        }
+        self.transport.feed(data);
+        let r = self.process();
+        if let Err(e) = &r {
+            self.fail(e);
+        }
+        r
+    }
+
+    pub(crate) fn fail(&mut self, e: &Error) {
+        if self.error.is_none() {
+            self.error = Some(e.to_string());
+        }
+        if !matches!(e, Error::PeerDisconnected { .. }) {
+            self.transport.disconnect(e.disconnect_reason(), &e.to_string());
+        }
+        self.transport.closed = true;
+    }
+
+    fn process(&mut self) -> Result<()> {
+        while let Some(ev) = self.transport.poll(self.now)? {
+            match ev {
+                TransportEvent::HostKey(k) => self.events.push_back(Event::HostKey(k)),
+                TransportEvent::KexDone => self.on_kex_done()?,
+                TransportEvent::Payload(p) => self.dispatch(p)?,
+            }
+        }
+        if self.transport.rekey_due(self.now) {
+            self.transport.start_kex();
+        }
+        Ok(())
+    }
+
+    fn on_kex_done(&mut self) -> Result<()> {
+        while let Some(p) = self.held.pop_front() {
+            self.transport.send(&p)?;
+        }
+        self.auth_on_kex_done()?;
+        self.wake_blocked_writers();
+        if self.keepalive_due.is_none() {
+            self.keepalive_due = self.config.keepalive_interval.map(|i| self.now + i);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, p: Bytes) -> Result<()> {
+        let n = p[0];
+        match n {
+            msg::SERVICE_REQUEST | msg::SERVICE_ACCEPT | msg::EXT_INFO | 50..=79 => self.on_auth_message(p),
+            80..=127 => {
+                if !self.auth.is_authenticated() {
+                    return Err(Error::Protocol(format!("connection message {n} before authentication")));
+                }
+                self.on_connection_message(p)
+            }
+            _ => {
+                // RFC 4253 §11.4: answer unknown messages with UNIMPLEMENTED(seq), never drop the session.
+                debug!(msg = n, "unimplemented message");
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends an application payload now, or after the running key exchange.
+    pub(crate) fn send_app(&mut self, payload: Vec<u8>) -> Result<()> {
+        if self.transport.can_send_app() && self.held.is_empty() {
+            self.transport.send(&payload)
+        } else {
+            self.held.push_back(payload);
+            Ok(())
+        }
+    }
+
+    pub(crate) fn send_app_or_fail(&mut self, payload: Vec<u8>) {
+        if let Err(e) = self.send_app(payload) {
+            self.fail(&e);
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Protected bytes waiting for the socket.
+    pub fn transmit(&self) -> &[u8] {
+        &self.transport.out
+    }
+
+    /// Takes the whole output buffer (the driver writes it without holding the session).
+    pub fn take_transmit(&mut self, replacement: Vec<u8>) -> Vec<u8> {
+        let out = std::mem::replace(&mut self.transport.out, replacement);
+        self.wake_blocked_writers();
+        out
+    }
+
+    /// `n` bytes of [`Self::transmit`] were written to the socket.
+    pub fn transmitted(&mut self, n: usize) {
+        self.transport.out.drain(..n);
+        if self.transport.out.len() < OUT_HIGH_WATER / 2 {
+            self.wake_blocked_writers();
+        }
+    }
+
+    pub(crate) fn wake_blocked_writers(&mut self) {
+        if !self.transport.can_send_app() || self.transport.out.len() >= OUT_HIGH_WATER {
+            return;
+        }
+        for id in std::mem::take(&mut self.blocked_writers) {
+            if self.channels.contains_key(&id) {
+                self.events.push_back(Event::ChannelWritable { id });
+            }
+        }
+    }
+
+    /// The next instant [`Self::handle_timeout`] wants to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = Some(self.idle_due);
+        for d in [self.keepalive_due, self.transport.next_rekey_deadline()].into_iter().flatten() {
+            t = Some(t.map_or(d, |x: Instant| x.min(d)));
+        }
+        t
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if self.transport.closed {
+            return;
+        }
+        if let Some(due) = self.keepalive_due
+            && now >= due
+        {
+            if self.keepalives_missed >= self.config.keepalive_max {
+                self.events.push_back(Event::KeepaliveTimeout);
+                self.fail(&Error::Protocol("keepalive timeout".into()));
+                return;
+            }
+            self.keepalives_missed += 1;
+            self.send_keepalive();
+            self.keepalive_due = self.config.keepalive_interval.map(|i| now + i);
+        }
+        if now >= self.idle_due {
+            self.idle_due = now + IDLE_TICK;
+            for ch in self.channels.values_mut() {
+                ch.recv.on_idle(now, &mut self.budget);
+            }
+        }
+        if self.transport.rekey_due(now) {
+            self.transport.start_kex();
+        }
+    }
+
+    /// Any packet from the peer proves it alive (OpenSSH resets its counter the same way for replies).
+    pub(crate) fn peer_alive(&mut self) {
+        self.keepalives_missed = 0;
+    }
+
+    /// Ends the session politely (SSH_MSG_DISCONNECT BY_APPLICATION).
+    pub fn disconnect(&mut self, description: &str) {
+        self.transport.disconnect(11, description);
+    }
+
+    pub(crate) fn next_request_id(&mut self) -> RequestId {
+        self.next_request += 1;
+        self.next_request
+    }
+}

@@ -1,0 +1,252 @@
+//! Deterministic tests of the whole core: a client Session and a server Session wired to each
+//! other in memory (no sockets, no clock but the one we pass in).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn host_key() -> ssh_key::PrivateKey {
+    let dir = std::env::temp_dir().join(format!("warren-ssh-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("host_ed25519");
+    let _ = std::fs::remove_file(&path);
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "ed25519", "-C", "", "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(st.success());
+    let key = ssh_key::PrivateKey::read_openssh_file(&path).expect("read key");
+    let _ = std::fs::remove_dir_all(&dir);
+    key
+}
+
+struct Pair {
+    c: Session,
+    s: Session,
+    now: Instant,
+    c_events: Vec<Event>,
+    s_events: Vec<Event>,
+}
+
+impl Pair {
+    fn new(tweak: impl Fn(&mut Config)) -> Pair {
+        let now = Instant::now();
+        let mut cc = Config::new(Role::Client);
+        tweak(&mut cc);
+        let mut sc = Config::new(Role::Server);
+        sc.host_keys = vec![host_key()];
+        tweak(&mut sc);
+        Pair {
+            c: Session::new(Arc::new(cc), now),
+            s: Session::new(Arc::new(sc), now),
+            now,
+            c_events: Vec::new(),
+            s_events: Vec::new(),
+        }
+    }
+
+    /// Moves bytes both ways until neither side has anything to send; collects events.
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let a = self.c.take_transmit(Vec::new());
+            let b = self.s.take_transmit(Vec::new());
+            if a.is_empty() && b.is_empty() {
+                break;
+            }
+            if !a.is_empty() {
+                let _ = self.s.feed(&a, self.now);
+            }
+            if !b.is_empty() {
+                let _ = self.c.feed(&b, self.now);
+            }
+            while let Some(e) = self.c.poll_event() {
+                self.c_events.push(e);
+            }
+            while let Some(e) = self.s.poll_event() {
+                self.s_events.push(e);
+            }
+            self.answer_server();
+        }
+    }
+
+    /// A permissive server: accepts every password for "alice" and every channel.
+    fn answer_server(&mut self) {
+        let evs: Vec<Event> = std::mem::take(&mut self.s_events);
+        for e in evs {
+            match e {
+                Event::AuthRequest { id, user, method: AuthMethod::Password { password } } => {
+                    let ok = user == "alice" && password == "pw";
+                    self.s.auth_reply(id, if ok { AuthReply::Accept } else { AuthReply::Reject { methods: vec!["password".into()], partial: false } });
+                }
+                Event::AuthRequest { id, .. } => {
+                    self.s.auth_reply(id, AuthReply::Reject { methods: vec!["password".into()], partial: false })
+                }
+                Event::ChannelOpenRequest { id, .. } => self.s.accept_channel(id),
+                other => self.s_events.push(other),
+            }
+        }
+    }
+
+    fn connect(&mut self) {
+        self.pump();
+        assert!(self.c_events.iter().any(|e| matches!(e, Event::HostKey(_))), "{:?}", self.c_events);
+        self.c.auth_password("alice", "pw");
+        self.pump();
+        assert!(self.c_events.iter().any(|e| matches!(e, Event::AuthSuccess)), "{:?}", self.c_events);
+        assert!(self.c.is_authenticated() && self.s.is_authenticated());
+    }
+
+    fn open(&mut self) -> (ChannelId, ChannelId) {
+        let cid = self
+            .c
+            .open_channel(ChannelKind::DirectTcpip { host: "db".into(), port: 5432, originator: "127.0.0.1".into(), originator_port: 1 })
+            .unwrap();
+        self.pump();
+        assert!(self.c_events.iter().any(|e| matches!(e, Event::ChannelOpened { id } if *id == cid)));
+        let sid = *self.s.channels.keys().next().unwrap();
+        (cid, sid)
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[test]
+fn client_and_server_agree_on_keys_and_authenticate() {
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    assert_eq!(p.c.session_id(), p.s.session_id());
+}
+
+#[test]
+fn wrong_password_is_refused_and_the_session_lives_on() {
+    let mut p = Pair::new(|_| {});
+    p.pump();
+    p.c.auth_password("alice", "nope");
+    p.pump();
+    assert!(p.c_events.iter().any(|e| matches!(e, Event::AuthFailure { .. })));
+    assert!(!p.c.is_authenticated());
+    p.c.auth_password("alice", "pw");
+    p.pump();
+    assert!(p.c.is_authenticated());
+}
+
+/// The heart of the engine: a reader that does not read stops its sender after one window,
+/// and reading grants exactly what was consumed.
+#[test]
+fn an_unread_channel_stops_its_sender_after_one_window() {
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    let (cid, sid) = p.open();
+    let data = pattern(10 << 20);
+    let mut sent = 0;
+    for _ in 0..1000 {
+        let n = p.c.channel_write(cid, &data[sent..]).unwrap();
+        sent += n;
+        p.pump();
+        if n == 0 {
+            break;
+        }
+    }
+    let window = p.s.config.window_initial as usize;
+    assert_eq!(sent, window, "the sender must stop at exactly the initial window");
+    assert_eq!(p.s.channel_buffered(sid), window);
+    // Reading 1 MiB lets exactly about that much more through.
+    let mut got = vec![0u8; 1 << 20];
+    let mut received = Vec::new();
+    let Read::Data(n) = p.s.channel_read(sid, &mut got) else { panic!() };
+    received.extend_from_slice(&got[..n]);
+    p.pump();
+    let more = p.c.channel_write(cid, &data[sent..]).unwrap();
+    sent += more;
+    assert!(more > 0 && more <= n, "granted {more} after consuming {n}");
+    // Drain everything, in order.
+    while received.len() < data.len() {
+        if sent < data.len() {
+            sent += p.c.channel_write(cid, &data[sent..]).unwrap();
+        }
+        p.pump();
+        loop {
+            match p.s.channel_read(sid, &mut got) {
+                Read::Data(n) => received.extend_from_slice(&got[..n]),
+                _ => break,
+            }
+        }
+        assert!(p.s.channel_buffered(sid) <= p.s.channel_window_target(sid) as usize);
+    }
+    assert!(received == data, "every byte, in order, once");
+}
+
+#[test]
+fn rekeying_in_the_middle_of_a_transfer_loses_nothing() {
+    let mut p = Pair::new(|c| c.rekey_bytes = 256 * 1024);
+    p.connect();
+    let (cid, sid) = p.open();
+    let data = pattern(3 << 20);
+    let (mut sent, mut received) = (0, Vec::new());
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..100_000 {
+        if sent < data.len() {
+            sent += p.c.channel_write(cid, &data[sent..]).unwrap();
+        }
+        p.pump();
+        while let Read::Data(n) = p.s.channel_read(sid, &mut buf) {
+            received.extend_from_slice(&buf[..n]);
+        }
+        if received.len() == data.len() {
+            break;
+        }
+    }
+    assert!(received == data);
+    assert!(!p.c.is_closed() && !p.s.is_closed());
+}
+
+#[test]
+fn eof_and_close_reach_the_other_side_and_free_the_channel() {
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    let (cid, sid) = p.open();
+    p.c.channel_write(cid, b"last words").unwrap();
+    p.c.channel_eof(cid);
+    p.pump();
+    let mut buf = [0u8; 64];
+    assert_eq!(p.s.channel_read(sid, &mut buf), Read::Data(10));
+    assert_eq!(p.s.channel_read(sid, &mut buf), Read::Eof);
+    p.s.channel_close(sid);
+    p.pump();
+    assert!(p.c_events.iter().any(|e| matches!(e, Event::ChannelClosed { id } if *id == cid)));
+    assert!(p.s_events.iter().any(|e| matches!(e, Event::ChannelClosed { id } if *id == sid)));
+    assert_eq!(p.c.channel_count(), 0);
+    assert_eq!(p.s.channel_count(), 0);
+}
+
+#[test]
+fn garbage_after_the_version_line_ends_the_session_with_an_error() {
+    let now = Instant::now();
+    let mut sc = Config::new(Role::Server);
+    sc.host_keys = vec![host_key()];
+    let mut s = Session::new(Arc::new(sc), now);
+    let mut junk = b"SSH-2.0-evil\r\n".to_vec();
+    junk.extend_from_slice(&[0xff; 64]);
+    assert!(s.feed(&junk, now).is_err());
+    assert!(s.is_closed());
+    // More input after the end is ignored, never a panic.
+    assert!(s.feed(&[0; 100], now).is_ok());
+}
+
+#[test]
+fn keepalives_unanswered_end_the_session() {
+    let mut p = Pair::new(|c| {
+        c.keepalive_interval = Some(Duration::from_secs(5));
+        c.keepalive_max = 2;
+    });
+    p.connect();
+    // The server goes silent: we stop pumping.
+    for i in 1..=4 {
+        p.c.handle_timeout(p.now + Duration::from_secs(5 * i + 1));
+    }
+    assert!(p.c.is_closed());
+}
