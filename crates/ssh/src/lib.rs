@@ -12,9 +12,11 @@
 //! outside. See docs/design/ssh-engine.md.
 
 pub mod cipher;
+pub mod driver;
 pub mod error;
 pub mod kex;
 pub mod msg;
+pub mod proto;
 pub mod wire;
 
 pub use error::{Error, Result};
