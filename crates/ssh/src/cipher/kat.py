@@ -93,5 +93,5 @@ for (n, name, mac, dig, etm) in (
 ):
     ml = dig().digest_size
     iv = bytes.fromhex("000102030405060708090a0b0c0d0eff")  # counter carries across bytes
-    for i, pk in enumerate(ctr_packets(key(n, 0x80), iv, key(ml, 0xc0), dig, etm, 0xFFFFFFFF, [P1, P2])):
-        print(f"{name} {mac} packet {i} seq={(0xFFFFFFFF + i) % 2**32:#x}:", pk.hex())
+    for i, pk in enumerate(ctr_packets(key(n, 0x80), iv, key(ml, 0xc0), dig, etm, 0xFFFFFFFE, [P1, P2, P1])):
+        print(f"{name} {mac} packet {i} seq={(0xFFFFFFFE + i) % 2**32:#x}:", pk.hex())
