@@ -12,6 +12,7 @@
 //! outside. See docs/design/ssh-engine.md.
 
 pub mod cipher;
+pub mod compress;
 pub mod driver;
 pub mod error;
 pub mod kex;
