@@ -11,6 +11,7 @@
 //! is parked on disk; russh grants window on receipt and cannot be changed from
 //! outside. See docs/design/ssh-engine.md.
 
+pub mod channel;
 pub mod cipher;
 pub mod compress;
 pub mod driver;

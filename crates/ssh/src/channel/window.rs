@@ -1,0 +1,517 @@
+//! Channel windows: what we let the peer send ([`RecvWindow`]), what the peer lets us
+//! send ([`SendWindow`]), and the memory all receive windows of a session may claim
+//! beyond their initial size ([`WindowBudget`]).
+//!
+//! # Receive side, in one paragraph
+//! Every byte the peer may still send without asking is a byte we may have to hold,
+//! so we only ever grant window back for bytes the application has consumed (the
+//! OpenSSH rule; russh grants on receipt, which is what forces it to either stall the
+//! whole session or spill to disk). We track four amounts whose sum, `committed`, is
+//! the most this channel can make us buffer:
+//!
+//! ```text
+//! committed = granted (peer may still send; includes adjusts in flight)
+//!           + buffered (received, the application has not taken it yet)
+//!           + unacked (consumed, not yet granted back)
+//! ```
+//!
+//! Normally `committed == target`. Growing the window raises both at once (the extra is
+//! granted immediately); shrinking lowers only `target`, and the difference is paid off
+//! by withholding grants as the application consumes, because granted window cannot be
+//! revoked (RFC 4254 §5.2).
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How long without incoming data before a grown window is given back. Two seconds
+/// is many RTTs on any link worth autotuning for, yet short enough that a burst of
+/// transfers on many channels does not keep the session's budget pinned for long.
+pub const IDLE_SHRINK_AFTER: Duration = Duration::from_secs(2);
+
+/// Memory that the receive windows of one session may claim beyond each channel's
+/// initial window.
+///
+/// Initial windows are not charged: they are the protocol's baseline (and what the
+/// peer was promised at CHANNEL_OPEN), so the budget bounds only what autotuning adds.
+/// A channel is charged for `committed - initial`, i.e. for the worst case the peer can
+/// make us buffer, not for what happens to be buffered now; that is what keeps the
+/// session's memory bounded whatever the peers do. To nest under a server-wide limit,
+/// the caller sizes each session's budget from its own share.
+#[derive(Debug, Clone)]
+pub struct WindowBudget {
+    limit: u64,
+    in_use: u64,
+}
+
+impl WindowBudget {
+    pub fn new(limit: u64) -> Self {
+        WindowBudget { limit, in_use: 0 }
+    }
+
+    /// Bytes currently charged by the channels (their `committed - initial`).
+    pub fn in_use(&self) -> u64 {
+        self.in_use
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// For a server-wide allocator resizing a session's share. Lowering it below
+    /// `in_use` revokes nothing (granted window cannot be taken back); it only stops
+    /// growth until channels shrink or close.
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// Room left for growth.
+    pub fn available(&self) -> u64 {
+        self.limit.saturating_sub(self.in_use)
+    }
+
+    /// Takes up to `want`; partial grants let a channel grow into whatever room is
+    /// left rather than not at all.
+    fn take(&mut self, want: u64) -> u64 {
+        let got = want.min(self.available());
+        self.in_use += got;
+        got
+    }
+
+    fn give_back(&mut self, n: u64) {
+        debug_assert!(n <= self.in_use, "budget returned more than it lent");
+        self.in_use = self.in_use.saturating_sub(n);
+    }
+}
+
+/// A probe's delay counts as an RTT sample only if the packet that crossed the edge
+/// came after a silence of at least `delay / WAIT_GAP_DIVISOR`. See [`RecvWindow`].
+const WAIT_GAP_DIVISOR: u32 = 16;
+
+/// A grant whose round trip we are timing: the first byte beyond `edge` can only have
+/// been sent after the peer saw a WINDOW_ADJUST sent at or after `sent_at`.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    edge: u64,
+    sent_at: Instant,
+}
+
+/// The receive side of one channel: the window we advertised, data buffered for the
+/// application, and autotuning.
+///
+/// # When we grant
+/// Once the consumed-but-not-granted bytes reach `target / 8` (at least one byte). A
+/// WINDOW_ADJUST per packet would cost a packet on the reverse path for every one on
+/// the forward path; a large threshold starves the sender, since on average half a
+/// threshold sits unacknowledged. With `target / 8` the sender keeps about 15/16 of
+/// the window usable, i.e. the window-limited rate is ~94 % of `target / RTT`, and a
+/// 2 MiB window costs 8 adjusts per window's worth of data. (OpenSSH's "3 max packets
+/// or half the window" sits in between; its half-window rule is only needed when the
+/// threshold can exceed what the reader will ever consume, which `target / 8` cannot:
+/// if the peer has no window left, `buffered + unacked >= target`, so either the
+/// reader has something to consume or `unacked` is over the threshold.)
+///
+/// # When we grow (autotuning)
+/// Growing only pays when the *window* is what limits the rate: the sender sits
+/// waiting for our WINDOW_ADJUST. The receiver cannot see the sender, but it can time
+/// its own grants: after granting at `t` with the peer's edge at `E`, no byte beyond
+/// `E` can arrive before `t + RTT`. If the sender was blocked at `E`, the byte beyond
+/// it arrives at exactly `t + RTT`, after a silence (the sender was waiting); if it was
+/// not (link or application limited), it arrives later, when the sender gets round to
+/// it, right behind the bytes before it. A delay alone cannot tell the two apart (a
+/// link-limited sender's delay, the time to drain the window, looks like a long RTT),
+/// so only delays whose crossing packet came after a silence of at least 1/16 of the
+/// delay feed the RTT estimate `rtt_min` (their minimum). In steady window-limited flow
+/// the silence before each grant's burst is about `RTT / 8 * (1 - target / BDP)`, so
+/// samples qualify until the window is well on its way to the bandwidth-delay product
+/// `BDP`; a sender that is link-limited from the start never produces one, so its
+/// window never grows. A probe is then *window-limited* when its delay is within 25 %
+/// of `rtt_min` (silence or not, so growth continues near the BDP).
+///
+/// A window-limited probe whose data the application has almost all taken
+/// (`buffered <= target / 4` at the next consume, so the reader keeps up) doubles
+/// `target`, up to `cap` and to what the [`WindowBudget`] allows, and the extra is
+/// granted at once. A slow reader never causes growth: its buffer is full. One probe
+/// is in flight at a time and growth discards it (it timed the old window), so growth
+/// is at most one doubling per RTT, the pace of Linux's receive-buffer autotuning
+/// (`tcp_rcv_space_adjust`), reaching a BDP `B` from `initial` in about
+/// `log2(B / initial)` RTTs. Once the window exceeds the BDP the delay becomes the
+/// time to drain it, `7/8 * target / rate`; past `1.25 RTT` that is no longer
+/// window-limited, so the last doubling starts below ~1.43 BDP and the window ends
+/// between 1 and ~2.9 BDP (Linux aims at 2).
+///
+/// Known limits: jitter above 25 % of the RTT makes growth conservative (missed
+/// doublings, never extra ones); a receive path that delivers packets in batches only
+/// shows silences at batch boundaries, which is where a waiting sender's burst starts.
+///
+/// # When we shrink
+/// After [`IDLE_SHRINK_AFTER`] without incoming data, [`RecvWindow::on_idle`] drops
+/// `target` back to `initial` and forgets the RTT estimate (the path may have changed).
+/// Window already granted stays granted; the excess is paid off by withholding grants,
+/// and budget is returned as it is paid off, so `budget.in_use()` always covers what
+/// the peer could still send.
+#[derive(Debug, Clone)]
+pub struct RecvWindow {
+    initial: u32,
+    cap: u32,
+    target: u32,
+    granted: u32,
+    buffered: u32,
+    unacked: u32,
+    /// `granted + buffered + unacked`; never below `target`.
+    committed: u32,
+    /// Taken from the budget: `committed - initial` until [`RecvWindow::release`].
+    charged: u32,
+    /// Total bytes ever received, for the probe's edge (u64: cannot wrap in practice).
+    received: u64,
+    last_data: Option<Instant>,
+    probe: Option<Probe>,
+    rtt_min: Option<Duration>,
+    /// The last completed probe said the sender was waiting on us.
+    window_limited: bool,
+}
+
+impl RecvWindow {
+    /// `initial` is advertised in CHANNEL_OPEN / OPEN_CONFIRMATION; the window may grow
+    /// to `cap` (a `cap` below `initial` means no growth).
+    pub fn new(initial: u32, cap: u32) -> Self {
+        RecvWindow {
+            initial,
+            cap: cap.max(initial),
+            target: initial,
+            granted: initial,
+            buffered: 0,
+            unacked: 0,
+            committed: initial,
+            charged: 0,
+            received: 0,
+            last_data: None,
+            probe: None,
+            rtt_min: None,
+            window_limited: false,
+        }
+    }
+
+    pub fn advertised_initial(&self) -> u32 {
+        self.initial
+    }
+
+    /// Peer sent `n` bytes of CHANNEL_DATA / EXTENDED_DATA payload. More than the
+    /// window we granted is a protocol error (and nothing is buffered), since buffering
+    /// it is exactly the unbounded memory the window exists to prevent.
+    pub fn on_data(&mut self, n: usize, now: Instant) -> Result<()> {
+        if n == 0 {
+            // Not activity either: empty packets must not keep a grown window alive.
+            return Ok(());
+        }
+        let n = match u32::try_from(n) {
+            Ok(n) if n <= self.granted => n,
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "channel data of {n} bytes exceeds the {} bytes of window granted",
+                    self.granted
+                )));
+            }
+        };
+        self.granted -= n;
+        self.buffered += n;
+        self.received += u64::from(n);
+        // Silence before this packet: when the sender was waiting for window, the
+        // first byte it could send after our grant comes after a pause.
+        let gap = self
+            .last_data
+            .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        self.last_data = Some(now);
+        if let Some(p) = self.probe
+            && self.received > p.edge
+        {
+            self.probe = None;
+            let delay = now.saturating_duration_since(p.sent_at);
+            // A zero delay is no round trip (a caller passing one `now` throughout).
+            if !delay.is_zero() && gap >= delay / WAIT_GAP_DIVISOR {
+                self.rtt_min = Some(self.rtt_min.map_or(delay, |m| m.min(delay)));
+            }
+            self.window_limited = self.rtt_min.is_some_and(|m| delay <= m + m / 4);
+        }
+        Ok(())
+    }
+
+    /// The application consumed `n` bytes (delivered to the local socket, not merely
+    /// taken off our queue). Returns the increment of a WINDOW_ADJUST to send now.
+    /// Consuming more than is buffered is a bug of the caller; it is clamped.
+    pub fn on_consumed(
+        &mut self,
+        n: usize,
+        now: Instant,
+        budget: &mut WindowBudget,
+    ) -> Option<u32> {
+        debug_assert!(n <= self.buffered as usize, "consumed more than buffered");
+        let n = u32::try_from(n).unwrap_or(u32::MAX).min(self.buffered);
+        self.buffered -= n;
+        self.unacked += n;
+        self.repay(budget);
+        let extra = if std::mem::take(&mut self.window_limited) && self.buffered <= self.target / 4
+        {
+            self.grow(budget)
+        } else {
+            0
+        };
+        if extra == 0 && self.unacked < self.grant_threshold() {
+            return None;
+        }
+        let inc = self.unacked + extra;
+        if inc == 0 {
+            return None;
+        }
+        self.unacked = 0;
+        if extra > 0 {
+            // Any probe in flight, and one started by this grant, would time the sender
+            // as it was under the old window (waiting on us, by the very judgement that
+            // made us grow): one needless doubling every time. Measure the new window.
+            self.probe = None;
+        } else if self.probe.is_none() {
+            self.probe = Some(Probe {
+                edge: self.received + u64::from(self.granted),
+                sent_at: now,
+            });
+        }
+        self.granted += inc;
+        Some(inc)
+    }
+
+    /// Received, not yet consumed. Never more than `committed`, itself never more than
+    /// `cap` (or the `target` before a shrink).
+    pub fn buffered(&self) -> usize {
+        self.buffered as usize
+    }
+
+    /// The window size we aim to keep granted.
+    pub fn target(&self) -> u32 {
+        self.target
+    }
+
+    /// Window the peer may still use as far as we know (adjusts in flight included).
+    pub fn granted(&self) -> u32 {
+        self.granted
+    }
+
+    /// Called from a timer (every second or so suffices); shrinks a grown window after
+    /// [`IDLE_SHRINK_AFTER`] without data. Never revokes granted window.
+    pub fn on_idle(&mut self, now: Instant, budget: &mut WindowBudget) {
+        let idle = self
+            .last_data
+            .is_none_or(|t| now.saturating_duration_since(t) >= IDLE_SHRINK_AFTER);
+        if !idle {
+            return;
+        }
+        self.probe = None;
+        self.rtt_min = None;
+        self.window_limited = false;
+        self.target = self.initial;
+        self.repay(budget);
+    }
+
+    /// The channel is closed: everything it was charged goes back to the budget, and
+    /// it will not grow again.
+    pub fn release(&mut self, budget: &mut WindowBudget) {
+        budget.give_back(u64::from(self.charged));
+        self.charged = 0;
+        self.cap = self.initial;
+        self.target = self.initial;
+    }
+
+    fn grant_threshold(&self) -> u32 {
+        (self.target / 8).max(1)
+    }
+
+    /// After a shrink, consumed bytes pay off `committed - target` instead of being
+    /// granted, and their budget is returned.
+    fn repay(&mut self, budget: &mut WindowBudget) {
+        let pay = (self.committed - self.target).min(self.unacked);
+        self.unacked -= pay;
+        self.committed -= pay;
+        let back = pay.min(self.charged);
+        self.charged -= back;
+        budget.give_back(u64::from(back));
+    }
+
+    /// Doubles `target` within `cap` and the budget; returns the window to grant now.
+    fn grow(&mut self, budget: &mut WindowBudget) -> u32 {
+        let want = (u64::from(self.target) * 2).min(u64::from(self.cap)) as u32;
+        if want <= self.committed {
+            // Still paying off an earlier shrink: the window is already out there.
+            self.target = self.target.max(want);
+            return 0;
+        }
+        let got = budget.take(u64::from(want - self.committed)) as u32;
+        self.committed += got;
+        self.charged += got;
+        self.target = self.committed;
+        got
+    }
+}
+
+/// The send side: how much the peer lets us send, and in what packet size.
+#[derive(Debug, Clone)]
+pub struct SendWindow {
+    window: u32,
+    max_packet: u32,
+}
+
+impl SendWindow {
+    /// From the peer's CHANNEL_OPEN / OPEN_CONFIRMATION. A `max_packet` of 0 means we
+    /// can never send; the integrator may treat it as a protocol error.
+    pub fn new(initial: u32, max_packet: u32) -> Self {
+        SendWindow {
+            window: initial,
+            max_packet,
+        }
+    }
+
+    /// Bytes we may send now.
+    pub fn available(&self) -> usize {
+        self.window as usize
+    }
+
+    /// Cap per CHANNEL_DATA payload (the peer's maximum packet size; the integrator
+    /// subtracts header overhead if it reads the limit as whole-packet size).
+    pub fn max_packet(&self) -> usize {
+        self.max_packet as usize
+    }
+
+    /// Size of the next CHANNEL_DATA payload for `want` pending bytes: bounded by the
+    /// window and the maximum packet size (0: wait for WINDOW_ADJUST).
+    pub fn next_chunk(&self, want: usize) -> usize {
+        want.min(self.available()).min(self.max_packet())
+    }
+
+    /// Bytes we just sent. Sending beyond the window is a bug of ours: it is clamped
+    /// (the peer would be entitled to drop the excess or disconnect).
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.available(), "sending beyond the peer's window");
+        self.window = self
+            .window
+            .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    /// WINDOW_ADJUST from the peer. RFC 4254 §5.2: "The window MUST NOT be increased
+    /// above 2^32 - 1 bytes." A peer that does so has lost track of its own accounting,
+    /// so, as OpenSSH does (channels.c, "adjust ... overflows remote window"), it is a
+    /// protocol error rather than silently clamped; the window is left unchanged.
+    pub fn on_adjust(&mut self, n: u32) -> Result<()> {
+        self.window = self.window.checked_add(n).ok_or_else(|| {
+            Error::Protocol(format!(
+                "window adjust of {n} overflows the window of {}",
+                self.window
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u32 = 1 << 20;
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn stalled_reader_grants_nothing_then_exactly_what_it_consumes() {
+        let now = t0();
+        let mut b = WindowBudget::new(u64::MAX);
+        let mut w = RecvWindow::new(2 * MIB, 64 * MIB);
+        for _ in 0..64 {
+            w.on_data(32 * 1024, now).unwrap();
+        }
+        assert_eq!(w.granted(), 0);
+        assert_eq!(w.buffered(), 2 * MIB as usize);
+        // Stalled: nothing more may arrive, nothing is granted.
+        assert!(w.on_data(1, now).is_err());
+        assert_eq!(
+            w.buffered(),
+            2 * MIB as usize,
+            "rejected data is not buffered"
+        );
+        // Resumes in small steps: grants only at the threshold, and exactly the sum.
+        let mut granted = 0u64;
+        let mut adjusts = 0;
+        for _ in 0..(2 * MIB / 1000) {
+            if let Some(inc) = w.on_consumed(1000, now, &mut b) {
+                granted += u64::from(inc);
+                adjusts += 1;
+            }
+        }
+        let consumed = u64::from(2 * MIB / 1000 * 1000);
+        let threshold = u64::from(2 * MIB / 8);
+        assert!(consumed - granted < threshold);
+        assert_eq!(u64::from(w.granted()), granted);
+        assert_eq!(
+            adjusts, 7,
+            "one adjust per 256 KiB consumed, not one per read"
+        );
+        // The last few bytes stay unacknowledged: below the threshold, the peer still
+        // has 7/8 of the window, and a grant now would be a packet for nothing.
+        let rest = w.buffered();
+        assert_eq!(w.on_consumed(rest, now, &mut b), None);
+        assert_eq!(w.buffered(), 0);
+        assert!(u64::from(2 * MIB) - granted < threshold);
+        // More data and consumption: the held-back bytes go out with the next grant.
+        w.on_data(w.granted() as usize, now).unwrap();
+        let all = w.buffered();
+        let inc = w.on_consumed(all, now, &mut b).unwrap();
+        assert_eq!(u64::from(inc), u64::from(2 * MIB) - granted + all as u64);
+        assert_eq!(w.granted(), 2 * MIB);
+        assert_eq!(w.target(), 2 * MIB);
+        assert_eq!(b.in_use(), 0);
+    }
+
+    #[test]
+    fn hostile_lengths_are_errors_not_panics() {
+        let now = t0();
+        let mut w = RecvWindow::new(1000, 1000);
+        w.on_data(0, now).unwrap();
+        assert!(w.on_data(1001, now).is_err());
+        assert!(w.on_data(usize::MAX, now).is_err());
+        assert!(w.on_data(u32::MAX as usize + 1, now).is_err());
+        w.on_data(1000, now).unwrap();
+        assert!(w.on_data(1, now).is_err());
+        assert_eq!(w.buffered(), 1000);
+
+        let mut zero = RecvWindow::new(0, 0);
+        assert!(zero.on_data(1, now).is_err());
+        zero.on_data(0, now).unwrap();
+
+        let mut s = SendWindow::new(u32::MAX - 10, 32768);
+        s.on_adjust(10).unwrap();
+        assert_eq!(s.available(), u32::MAX as usize);
+        assert!(s.on_adjust(1).is_err());
+        assert_eq!(
+            s.available(),
+            u32::MAX as usize,
+            "a rejected adjust changes nothing"
+        );
+        s.on_adjust(0).unwrap();
+        let mut s = SendWindow::new(5, 32768);
+        assert!(s.on_adjust(u32::MAX).is_err());
+        s.on_adjust(u32::MAX - 5).unwrap();
+        assert_eq!(s.available(), u32::MAX as usize);
+    }
+
+    #[test]
+    fn send_window_chunks_by_window_and_packet_size() {
+        let mut s = SendWindow::new(100_000, 32768);
+        assert_eq!(s.next_chunk(1 << 20), 32768);
+        assert_eq!(s.next_chunk(10), 10);
+        s.consume(90_000);
+        assert_eq!(s.next_chunk(1 << 20), 10_000);
+        s.consume(10_000);
+        assert_eq!(s.next_chunk(1), 0);
+        s.on_adjust(5).unwrap();
+        assert_eq!(s.available(), 5);
+        assert_eq!(s.max_packet(), 32768);
+    }
+}
