@@ -13,6 +13,7 @@
 
 pub mod cipher;
 pub mod error;
+pub mod hostkey;
 pub mod kex;
 pub mod msg;
 pub mod wire;
