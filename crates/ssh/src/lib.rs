@@ -16,6 +16,7 @@ pub mod cipher;
 pub mod compress;
 pub mod driver;
 pub mod error;
+pub mod hostkey;
 pub mod kex;
 pub mod msg;
 pub mod proto;
