@@ -14,12 +14,20 @@ use warren_ssh::hostkey::ParsedKey;
 use warren_ssh::proto::{AuthMethod, AuthReply, ChannelKind, Config, Role, reason};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Connects our engine as a client to `sshd`, checks the host key against the fixture's, and
 /// authenticates with the user's key.
-async fn client(sshd: &Sshd, user: &WarrenUser, tweak: impl Fn(&mut Config)) -> (Handle, tokio::task::JoinHandle<Result<(), String>>) {
+async fn client(
+    sshd: &Sshd,
+    user: &WarrenUser,
+    tweak: impl Fn(&mut Config),
+) -> (Handle, tokio::task::JoinHandle<Result<(), String>>) {
     let tcp = tokio::net::TcpStream::connect(sshd.addr()).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let mut cfg = Config::new(Role::Client);
@@ -28,14 +36,19 @@ async fn client(sshd: &Sshd, user: &WarrenUser, tweak: impl Fn(&mut Config)) -> 
     let task = tokio::spawn(run);
     let key = match tokio::time::timeout(READY_TIMEOUT, incoming.recv()).await {
         Ok(Some(Incoming::HostKey(ParsedKey::Plain(k)))) => k,
-        other => panic!("expected the host key, got {other:?}; sshd logs:\n{}", sshd.logs()),
+        other => panic!(
+            "expected the host key, got {other:?}; sshd logs:\n{}",
+            sshd.logs()
+        ),
     };
     let line = key.to_openssh().unwrap();
     assert!(
-        sshd.host_public_keys().iter().any(|l| l.split_whitespace().nth(1) == line.split_whitespace().nth(1)),
+        sshd.host_public_keys()
+            .iter()
+            .any(|l| l.split_whitespace().nth(1) == line.split_whitespace().nth(1)),
         "host key {line} is not sshd's"
     );
-    let private = ssh_key::PrivateKey::read_openssh_file(&user.key.private).unwrap();
+    let private = warren_ssh::ssh_key::PrivateKey::read_openssh_file(&user.key.private).unwrap();
     let outcome = handle.auth_publickey("root", &private).await.unwrap();
     assert_eq!(outcome, AuthOutcome::Success, "sshd logs:\n{}", sshd.logs());
     tokio::spawn(async move { while incoming.recv().await.is_some() {} });
@@ -43,7 +56,12 @@ async fn client(sshd: &Sshd, user: &WarrenUser, tweak: impl Fn(&mut Config)) -> 
 }
 
 fn direct(addr: std::net::SocketAddr) -> ChannelKind {
-    ChannelKind::DirectTcpip { host: addr.ip().to_string(), port: addr.port() as u32, originator: "127.0.0.1".into(), originator_port: 40000 }
+    ChannelKind::DirectTcpip {
+        host: addr.ip().to_string(),
+        port: addr.port() as u32,
+        originator: "127.0.0.1".into(),
+        originator_port: 40000,
+    }
 }
 
 #[test]
@@ -53,7 +71,13 @@ fn our_client_forwards_through_openssh_sshd_with_every_cipher() {
     let echo = EchoServer::start();
     let payload = pattern_bytes(4 << 20, 7);
     rt().block_on(async {
-        for cipher in ["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "aes256-ctr", "aes128-ctr"] {
+        for cipher in [
+            "chacha20-poly1305@openssh.com",
+            "aes256-gcm@openssh.com",
+            "aes128-gcm@openssh.com",
+            "aes256-ctr",
+            "aes128-ctr",
+        ] {
             for kex in ["mlkem768x25519-sha256", "curve25519-sha256"] {
                 let (h, _task) = client(&sshd, &user, |c| {
                     c.ciphers = vec![cipher.into()];
@@ -69,9 +93,16 @@ fn our_client_forwards_through_openssh_sshd_with_every_cipher() {
                     wr
                 });
                 let mut got = Vec::new();
-                tokio::time::timeout(IO_TIMEOUT, rd.read_to_end(&mut got)).await.unwrap().unwrap();
+                tokio::time::timeout(IO_TIMEOUT, rd.read_to_end(&mut got))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 let _wr = writer.await.unwrap();
-                assert_eq!(sha256_hex(&got), sha256_hex(&payload), "{cipher} {kex}: echo differs");
+                assert_eq!(
+                    sha256_hex(&got),
+                    sha256_hex(&payload),
+                    "{cipher} {kex}: echo differs"
+                );
                 h.disconnect("done");
             }
         }
@@ -100,13 +131,19 @@ fn a_stalled_reader_holds_one_window_and_then_gets_everything_from_sshd() {
             if buffered == target {
                 break;
             }
-            assert!(Instant::now() < deadline, "window never filled ({buffered} of {target})");
+            assert!(
+                Instant::now() < deadline,
+                "window never filled ({buffered} of {target})"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // The window is the bound: it did not grow while the reader was the bottleneck.
         assert_eq!(h.window_target(id) as usize, target);
         let mut rest = Vec::new();
-        tokio::time::timeout(IO_TIMEOUT, ch.read_to_end(&mut rest)).await.unwrap().unwrap();
+        tokio::time::timeout(IO_TIMEOUT, ch.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
         got.extend_from_slice(&rest);
         assert_eq!(got.len(), source.len());
         assert_eq!(sha256_hex(&got), source.expected_sha256());
@@ -118,9 +155,16 @@ fn buffered(h: &Handle, id: u32) -> usize {
 }
 
 /// A tiny tunnel server on the engine: accepts one user key, forwards direct-tcpip.
-async fn serve(listener: tokio::net::TcpListener, host_key: ssh_key::PrivateKey, user_key: ssh_key::PublicKey, compression: bool) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    host_key: warren_ssh::ssh_key::PrivateKey,
+    user_key: warren_ssh::ssh_key::PublicKey,
+    compression: bool,
+) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { return };
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
         let mut cfg = Config::new(Role::Server);
         cfg.host_keys = vec![host_key.clone()];
         cfg.compression = compression;
@@ -131,30 +175,60 @@ async fn serve(listener: tokio::net::TcpListener, host_key: ssh_key::PrivateKey,
             tokio::spawn(run);
             while let Some(ev) = incoming.recv().await {
                 match ev {
-                    Incoming::AuthRequest { id, method: AuthMethod::PublicKey { alg, key: ParsedKey::Plain(k), key_blob, signature }, .. }
-                        if k.key_data() == user_key.key_data() =>
-                    {
-                        match signature {
-                            None => h.auth_pk_ok(id, &alg, &key_blob),
-                            Some(true) => h.auth_reply(id, AuthReply::Accept),
-                            Some(false) => h.auth_reply(id, AuthReply::Reject { methods: vec!["publickey".into()], partial: false }),
+                    Incoming::AuthRequest {
+                        id,
+                        method:
+                            AuthMethod::PublicKey {
+                                alg,
+                                key: ParsedKey::Plain(k),
+                                key_blob,
+                                signature,
+                            },
+                        ..
+                    } if k.key_data() == user_key.key_data() => match signature {
+                        None => h.auth_pk_ok(id, &alg, &key_blob),
+                        Some(true) => h.auth_reply(id, AuthReply::Accept),
+                        Some(false) => h.auth_reply(
+                            id,
+                            AuthReply::Reject {
+                                methods: vec!["publickey".into()],
+                                partial: false,
+                            },
+                        ),
+                    },
+                    Incoming::AuthRequest { id, .. } => h.auth_reply(
+                        id,
+                        AuthReply::Reject {
+                            methods: vec!["publickey".into()],
+                            partial: false,
+                        },
+                    ),
+                    Incoming::ChannelOpen {
+                        id,
+                        kind: ChannelKind::DirectTcpip { host, port, .. },
+                    } => match tokio::net::TcpStream::connect((host.as_str(), port as u16)).await {
+                        Ok(mut target) => {
+                            let mut ch = h.accept(id);
+                            tokio::spawn(async move {
+                                let _ = tokio::io::copy_bidirectional(&mut ch, &mut target).await;
+                            });
                         }
+                        Err(e) => h.reject(id, reason::CONNECT_FAILED, &e.to_string()),
+                    },
+                    Incoming::ChannelOpen { id, .. } => {
+                        h.reject(id, reason::ADMINISTRATIVELY_PROHIBITED, "no")
                     }
-                    Incoming::AuthRequest { id, .. } => h.auth_reply(id, AuthReply::Reject { methods: vec!["publickey".into()], partial: false }),
-                    Incoming::ChannelOpen { id, kind: ChannelKind::DirectTcpip { host, port, .. } } => {
-                        match tokio::net::TcpStream::connect((host.as_str(), port as u16)).await {
-                            Ok(mut target) => {
-                                let mut ch = h.accept(id);
-                                tokio::spawn(async move {
-                                    let _ = tokio::io::copy_bidirectional(&mut ch, &mut target).await;
-                                });
-                            }
-                            Err(e) => h.reject(id, reason::CONNECT_FAILED, &e.to_string()),
-                        }
-                    }
-                    Incoming::ChannelOpen { id, .. } => h.reject(id, reason::ADMINISTRATIVELY_PROHIBITED, "no"),
-                    Incoming::GlobalRequest { request_id, want_reply: true, .. } => h.global_reply(request_id, false, &[]),
-                    Incoming::ChannelRequest { id, request_id, want_reply: true, .. } => h.channel_request_reply(id, request_id, false),
+                    Incoming::GlobalRequest {
+                        request_id,
+                        want_reply: true,
+                        ..
+                    } => h.global_reply(request_id, false, &[]),
+                    Incoming::ChannelRequest {
+                        id,
+                        request_id,
+                        want_reply: true,
+                        ..
+                    } => h.channel_request_reply(id, request_id, false),
                     _ => {}
                 }
             }
@@ -165,25 +239,54 @@ async fn serve(listener: tokio::net::TcpListener, host_key: ssh_key::PrivateKey,
 fn engine_server(home: &ClientHome, compression: bool) -> (tokio::runtime::Runtime, u16, String) {
     let host = UserKey::generate(home.path(), "ed25519", None);
     let user = UserKey::generate(home.ssh_dir(), "ed25519", None);
-    let host_key = ssh_key::PrivateKey::read_openssh_file(&host.private).unwrap();
-    let user_pub = ssh_key::PrivateKey::read_openssh_file(&user.private).unwrap().public_key().clone();
+    let host_key = warren_ssh::ssh_key::PrivateKey::read_openssh_file(&host.private).unwrap();
+    let user_pub = warren_ssh::ssh_key::PrivateKey::read_openssh_file(&user.private)
+        .unwrap()
+        .public_key()
+        .clone();
     let rt = rt();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     rt.spawn(serve(listener, host_key, user_pub, compression));
-    let known = format!("[127.0.0.1]:{port} {}\n", host.public_line.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    let known = format!(
+        "[127.0.0.1]:{port} {}\n",
+        host.public_line
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     std::fs::write(home.known_hosts(), known).unwrap();
     (rt, port, user.private.display().to_string())
 }
 
-fn stock_ssh(home: &ClientHome, port: u16, identity: &str, extra: &[&str]) -> std::process::Command {
+fn stock_ssh(
+    home: &ClientHome,
+    port: u16,
+    identity: &str,
+    extra: &[&str],
+) -> std::process::Command {
     let mut cmd = std::process::Command::new("ssh");
     home.apply(&mut cmd);
-    cmd.args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", home.known_hosts().display()))
-        .args(["-i", identity, "-p", &port.to_string()])
-        .args(extra);
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ])
+    .arg("-o")
+    .arg(format!(
+        "UserKnownHostsFile={}",
+        home.known_hosts().display()
+    ))
+    .args(["-i", identity, "-p", &port.to_string()])
+    .args(extra);
     cmd
 }
 
@@ -192,17 +295,40 @@ fn stock_ssh_forwards_through_our_server_in_every_cipher() {
     let home = ClientHome::new();
     let (_rt, port, identity) = engine_server(&home, false);
     let echo = EchoServer::start();
-    for cipher in ["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr"] {
+    for cipher in [
+        "chacha20-poly1305@openssh.com",
+        "aes256-gcm@openssh.com",
+        "aes128-ctr",
+    ] {
         let local = free_port();
         let spec = format!("127.0.0.1:{local}:127.0.0.1:{}", echo.port());
-        let mut cmd = stock_ssh(&home, port, &identity, &["-N", "-c", cipher, "-L", &spec, "-o", "ExitOnForwardFailure=yes"]);
+        let mut cmd = stock_ssh(
+            &home,
+            port,
+            &identity,
+            &[
+                "-N",
+                "-c",
+                cipher,
+                "-L",
+                &spec,
+                "-o",
+                "ExitOnForwardFailure=yes",
+            ],
+        );
         cmd.arg("alice@127.0.0.1");
         let ssh = Proc::spawn(cmd);
         let s = connect_with_retry(format!("127.0.0.1:{local}").parse().unwrap(), READY_TIMEOUT)
             .unwrap_or_else(|e| panic!("{e}\n{}", ssh.report("ssh -L never listened")));
         let payload = pattern_bytes(8 << 20, 3);
-        let got = exchange(s, &payload, IO_TIMEOUT).unwrap_or_else(|e| panic!("{e}\n{}", ssh.report("exchange")));
-        assert_eq!(sha256_hex(&got), sha256_hex(&payload), "{cipher}: {}", ssh.report("echo differs"));
+        let got = exchange(s, &payload, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", ssh.report("exchange")));
+        assert_eq!(
+            sha256_hex(&got),
+            sha256_hex(&payload),
+            "{cipher}: {}",
+            ssh.report("echo differs")
+        );
     }
 }
 
@@ -219,13 +345,16 @@ fn ssh_with_compression_survives_keepalives_and_forwards() {
     let mut cmd = stock_ssh(&home, port, &identity, &["-N", "-C", "-v", "-L", &spec]);
     cmd.arg("alice@127.0.0.1");
     let ssh = Proc::spawn(cmd);
-    ssh.wait_for_stderr("compression: zlib", READY_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
-    let s = connect_with_retry(format!("127.0.0.1:{local}").parse().unwrap(), READY_TIMEOUT).unwrap();
+    ssh.wait_for_stderr("compression: zlib", READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s =
+        connect_with_retry(format!("127.0.0.1:{local}").parse().unwrap(), READY_TIMEOUT).unwrap();
     let payload = pattern_bytes(2 << 20, 5);
     // Several keepalive intervals pass during and after the transfer.
     let got = exchange(s, &payload, IO_TIMEOUT).unwrap();
     assert_eq!(sha256_hex(&got), sha256_hex(&payload));
-    let s = connect_with_retry(format!("127.0.0.1:{local}").parse().unwrap(), READY_TIMEOUT).unwrap();
+    let s =
+        connect_with_retry(format!("127.0.0.1:{local}").parse().unwrap(), READY_TIMEOUT).unwrap();
     let got = exchange(s, b"still alive", IO_TIMEOUT).unwrap();
     assert_eq!(got, b"still alive");
     assert!(ssh.try_wait().is_none(), "{}", ssh.report("ssh exited"));

@@ -23,3 +23,5 @@ pub mod proto;
 pub mod wire;
 
 pub use error::{Error, Result};
+/// Keys and certificates in the types the engine takes and gives.
+pub use ssh_key;

@@ -22,7 +22,8 @@ use tracing::debug;
 pub use stream::ChannelStream;
 
 use crate::proto::{
-    AuthMethod, AuthReply, ChannelId, ChannelKind, ChannelRequest, Config, Event, GlobalRequest, RequestId, Session,
+    AuthMethod, AuthReply, ChannelId, ChannelKind, ChannelRequest, Config, Event, GlobalRequest,
+    RequestId, Session,
 };
 
 /// What the application hears about, besides channel data (which flows through [`ChannelStream`]).
@@ -32,27 +33,53 @@ pub enum Incoming {
     HostKey(crate::hostkey::ParsedKey),
     Banner(String),
     /// Server: answer with [`Handle::auth_reply`] / [`Handle::auth_pk_ok`].
-    AuthRequest { id: RequestId, user: String, method: AuthMethod },
+    AuthRequest {
+        id: RequestId,
+        user: String,
+        method: AuthMethod,
+    },
     /// The peer opened a channel; accept with [`Handle::accept`] (which gives the stream) or reject.
-    ChannelOpen { id: ChannelId, kind: ChannelKind },
+    ChannelOpen {
+        id: ChannelId,
+        kind: ChannelKind,
+    },
     /// A channel request (exec on a server; exit-status on a client); answer with
     /// [`Handle::channel_request_reply`] if `want_reply`.
-    ChannelRequest { id: ChannelId, request_id: RequestId, request: ChannelRequest, want_reply: bool },
+    ChannelRequest {
+        id: ChannelId,
+        request_id: RequestId,
+        request: ChannelRequest,
+        want_reply: bool,
+    },
     /// Extended data (stderr) of a channel.
-    Stderr { id: ChannelId, data: Bytes },
+    Stderr {
+        id: ChannelId,
+        data: Bytes,
+    },
     /// Answer with [`Handle::global_reply`] if `want_reply`.
-    GlobalRequest { request_id: RequestId, request: GlobalRequest, want_reply: bool },
+    GlobalRequest {
+        request_id: RequestId,
+        request: GlobalRequest,
+        want_reply: bool,
+    },
 }
 
 /// The outcome of one client authentication attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
     Success,
-    Failure { methods: Vec<String>, partial: bool },
+    Failure {
+        methods: Vec<String>,
+        partial: bool,
+    },
     /// The server would accept the probed key.
     PkOk,
     /// Keyboard-interactive prompts to answer with [`Handle::auth_info_response`].
-    Prompts { name: String, instruction: String, prompts: Vec<(String, bool)> },
+    Prompts {
+        name: String,
+        instruction: String,
+        prompts: Vec<(String, bool)>,
+    },
 }
 
 #[derive(Default)]
@@ -98,7 +125,8 @@ pub struct Handle {
 fn closed_err(why: &Option<String>) -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
-        why.clone().unwrap_or_else(|| "SSH connection closed".into()),
+        why.clone()
+            .unwrap_or_else(|| "SSH connection closed".into()),
     )
 }
 
@@ -115,13 +143,23 @@ impl State {
                     let _ = self.incoming.send(Incoming::Banner(b));
                 }
                 Event::AuthSuccess => self.auth_done(AuthOutcome::Success),
-                Event::AuthFailure { methods, partial } => self.auth_done(AuthOutcome::Failure { methods, partial }),
-                Event::AuthPkOk { .. } => self.auth_done(AuthOutcome::PkOk),
-                Event::AuthInfoRequest { name, instruction, prompts } => {
-                    self.auth_done(AuthOutcome::Prompts { name, instruction, prompts })
+                Event::AuthFailure { methods, partial } => {
+                    self.auth_done(AuthOutcome::Failure { methods, partial })
                 }
+                Event::AuthPkOk { .. } => self.auth_done(AuthOutcome::PkOk),
+                Event::AuthInfoRequest {
+                    name,
+                    instruction,
+                    prompts,
+                } => self.auth_done(AuthOutcome::Prompts {
+                    name,
+                    instruction,
+                    prompts,
+                }),
                 Event::AuthRequest { id, user, method } => {
-                    let _ = self.incoming.send(Incoming::AuthRequest { id, user, method });
+                    let _ = self
+                        .incoming
+                        .send(Incoming::AuthRequest { id, user, method });
                 }
                 Event::ChannelOpenRequest { id, kind } => {
                     self.waiters.insert(id, ChannelWaiters::default());
@@ -132,7 +170,11 @@ impl State {
                         let _ = tx.send(Ok(()));
                     }
                 }
-                Event::ChannelOpenFailed { id, reason, description } => {
+                Event::ChannelOpenFailed {
+                    id,
+                    reason,
+                    description,
+                } => {
                     if let Some(mut w) = self.waiters.remove(&id)
                         && let Some(tx) = w.open.take()
                     {
@@ -164,16 +206,38 @@ impl State {
                         w.replies.clear();
                     }
                 }
-                Event::ChannelRequest { id, request_id, request, want_reply } => {
-                    let _ = self.incoming.send(Incoming::ChannelRequest { id, request_id, request, want_reply });
+                Event::ChannelRequest {
+                    id,
+                    request_id,
+                    request,
+                    want_reply,
+                } => {
+                    let _ = self.incoming.send(Incoming::ChannelRequest {
+                        id,
+                        request_id,
+                        request,
+                        want_reply,
+                    });
                 }
                 Event::ChannelRequestReply { id, ok } => {
-                    if let Some(tx) = self.waiters.get_mut(&id).and_then(|w| w.replies.pop_front()) {
+                    if let Some(tx) = self
+                        .waiters
+                        .get_mut(&id)
+                        .and_then(|w| w.replies.pop_front())
+                    {
                         let _ = tx.send(ok);
                     }
                 }
-                Event::GlobalRequest { request_id, request, want_reply } => {
-                    let _ = self.incoming.send(Incoming::GlobalRequest { request_id, request, want_reply });
+                Event::GlobalRequest {
+                    request_id,
+                    request,
+                    want_reply,
+                } => {
+                    let _ = self.incoming.send(Incoming::GlobalRequest {
+                        request_id,
+                        request,
+                        want_reply,
+                    });
                 }
                 Event::GlobalReply { ok, data } => {
                     if let Some(tx) = self.global_waiters.pop_front() {
@@ -217,7 +281,11 @@ impl State {
 pub fn start<S>(
     stream: S,
     config: Arc<Config>,
-) -> (Handle, mpsc::UnboundedReceiver<Incoming>, impl std::future::Future<Output = Result<(), String>> + Send)
+) -> (
+    Handle,
+    mpsc::UnboundedReceiver<Incoming>,
+    impl std::future::Future<Output = Result<(), String>> + Send,
+)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -233,7 +301,9 @@ where
         }),
         wake: Notify::new(),
     });
-    let handle = Handle { shared: shared.clone() };
+    let handle = Handle {
+        shared: shared.clone(),
+    };
     (handle, rx, run(stream, shared))
 }
 
@@ -356,13 +426,25 @@ impl Handle {
         self.auth_round(|s| s.auth_info_response(responses)).await
     }
 
-    pub async fn auth_publickey_probe(&self, user: &str, alg: &str, key_blob: &[u8]) -> io::Result<AuthOutcome> {
-        self.auth_round(|s| s.auth_publickey_probe(user, alg, key_blob)).await
+    pub async fn auth_publickey_probe(
+        &self,
+        user: &str,
+        alg: &str,
+        key_blob: &[u8],
+    ) -> io::Result<AuthOutcome> {
+        self.auth_round(|s| s.auth_publickey_probe(user, alg, key_blob))
+            .await
     }
 
     /// Publickey with a signer that may be slow or remote (ssh-agent): it gets the bytes to sign
     /// and returns the SSH signature blob.
-    pub async fn auth_publickey_with<F, Fut>(&self, user: &str, alg: &str, key_blob: &[u8], sign: F) -> io::Result<AuthOutcome>
+    pub async fn auth_publickey_with<F, Fut>(
+        &self,
+        user: &str,
+        alg: &str,
+        key_blob: &[u8],
+        sign: F,
+    ) -> io::Result<AuthOutcome>
     where
         F: FnOnce(Vec<u8>) -> Fut,
         Fut: std::future::Future<Output = io::Result<Vec<u8>>>,
@@ -374,18 +456,32 @@ impl Handle {
             .publickey_data_to_sign(user, alg, key_blob)
             .ok_or_else(|| io::Error::other("key exchange not finished"))?;
         let sig = sign(data).await?;
-        self.auth_round(|s| s.auth_publickey_signed(user, alg, key_blob, &sig)).await
+        self.auth_round(|s| s.auth_publickey_signed(user, alg, key_blob, &sig))
+            .await
     }
 
     /// Publickey with a private key in memory.
-    pub async fn auth_publickey(&self, user: &str, key: &ssh_key::PrivateKey) -> io::Result<AuthOutcome> {
+    pub async fn auth_publickey(
+        &self,
+        user: &str,
+        key: &ssh_key::PrivateKey,
+    ) -> io::Result<AuthOutcome> {
         let public = key.public_key();
         let blob = public.to_bytes().map_err(io::Error::other)?;
         let algs = crate::hostkey::algorithms_for(public);
-        let server_algs = self.shared.lock().session.server_sig_algs().map(<[String]>::to_vec);
+        let server_algs = self
+            .shared
+            .lock()
+            .session
+            .server_sig_algs()
+            .map(<[String]>::to_vec);
         let alg = algs
             .iter()
-            .find(|a| server_algs.as_ref().is_none_or(|s| s.iter().any(|x| x == *a)))
+            .find(|a| {
+                server_algs
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|x| x == *a))
+            })
             .or(algs.first())
             .ok_or_else(|| io::Error::other("unsupported key type"))?
             .to_string();
@@ -416,7 +512,13 @@ impl Handle {
                 .session
                 .open_channel(kind)
                 .ok_or_else(|| io::Error::other("too many channels on this connection"))?;
-            st.waiters.insert(id, ChannelWaiters { open: Some(tx), ..Default::default() });
+            st.waiters.insert(
+                id,
+                ChannelWaiters {
+                    open: Some(tx),
+                    ..Default::default()
+                },
+            );
             Ok(id)
         })?;
         let stream = ChannelStream::new(self.clone(), id);
@@ -447,7 +549,12 @@ impl Handle {
     }
 
     /// Sends a channel request and waits for the reply (or returns at once if no reply is wanted).
-    pub async fn channel_request(&self, id: ChannelId, request: ChannelRequest, want_reply: bool) -> io::Result<bool> {
+    pub async fn channel_request(
+        &self,
+        id: ChannelId,
+        request: ChannelRequest,
+        want_reply: bool,
+    ) -> io::Result<bool> {
         let (tx, rx) = oneshot::channel();
         self.with(|st| {
             if want_reply && let Some(w) = st.waiters.get_mut(&id) {

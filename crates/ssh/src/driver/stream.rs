@@ -18,7 +18,11 @@ pub struct ChannelStream {
 
 impl ChannelStream {
     pub(crate) fn new(handle: Handle, id: ChannelId) -> Self {
-        ChannelStream { handle: Some(handle), id, eof_sent: false }
+        ChannelStream {
+            handle: Some(handle),
+            id,
+            eof_sent: false,
+        }
     }
 
     pub fn id(&self) -> ChannelId {
@@ -38,7 +42,11 @@ impl ChannelStream {
 }
 
 impl AsyncRead for ChannelStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let h = this.handle.as_ref().expect("handle present until drop");
         let mut st = h.shared.lock();
@@ -72,7 +80,11 @@ impl AsyncRead for ChannelStream {
 }
 
 impl AsyncWrite for ChannelStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let h = this.handle.as_ref().expect("handle present until drop");
         let mut st = h.shared.lock();
@@ -80,7 +92,10 @@ impl AsyncWrite for ChannelStream {
             return Poll::Ready(Err(closed_err(&st.ended)));
         }
         if st.waiters.get(&this.id).is_none_or(|w| w.closed) {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "channel closed by peer")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "channel closed by peer",
+            )));
         }
         match st.session.channel_write(this.id, data) {
             Ok(0) if !data.is_empty() => {
@@ -94,7 +109,10 @@ impl AsyncWrite for ChannelStream {
                 h.shared.wake.notify_one();
                 Poll::Ready(Ok(n))
             }
-            Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))),
+            Err(e) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                e.to_string(),
+            ))),
         }
     }
 

@@ -137,7 +137,8 @@ impl Session {
                 let mut r = Reader::new(&p[1..], "USERAUTH_FAILURE");
                 let methods = r.name_list()?;
                 let partial = r.bool()?;
-                self.events.push_back(Event::AuthFailure { methods, partial });
+                self.events
+                    .push_back(Event::AuthFailure { methods, partial });
                 Ok(())
             }
             (Role::Client, 60) if self.auth.phase == Phase::Ready => match self.auth.last {
@@ -155,14 +156,20 @@ impl Session {
                     let _lang = r.string()?;
                     let n = r.u32()?;
                     if n > 64 {
-                        return Err(Error::Protocol("too many keyboard-interactive prompts".into()));
+                        return Err(Error::Protocol(
+                            "too many keyboard-interactive prompts".into(),
+                        ));
                     }
                     let mut prompts = Vec::new();
                     for _ in 0..n {
                         let prompt = String::from_utf8_lossy(r.string()?).into_owned();
                         prompts.push((prompt, r.bool()?));
                     }
-                    self.events.push_back(Event::AuthInfoRequest { name, instruction, prompts });
+                    self.events.push_back(Event::AuthInfoRequest {
+                        name,
+                        instruction,
+                        prompts,
+                    });
                     Ok(())
                 }
                 LastMethod::Other => Err(Error::Protocol("unexpected userauth message 60".into())),
@@ -182,24 +189,34 @@ impl Session {
                 let mut r = Reader::new(&p[1..], "USERAUTH_INFO_RESPONSE");
                 let n = r.u32()?;
                 if n > 64 {
-                    return Err(Error::Protocol("too many keyboard-interactive responses".into()));
+                    return Err(Error::Protocol(
+                        "too many keyboard-interactive responses".into(),
+                    ));
                 }
                 let mut responses = Vec::new();
                 for _ in 0..n {
                     responses.push(String::from_utf8_lossy(r.string()?).into_owned());
                 }
-                let user = self.auth.pending.back().map(|p| p.1.clone()).unwrap_or_default();
+                let user = self
+                    .auth
+                    .pending
+                    .back()
+                    .map(|p| p.1.clone())
+                    .unwrap_or_default();
                 let id = self.next_request_id();
                 self.auth.pending.push_back((id, user.clone(), None));
                 let method = AuthMethod::KeyboardInteractiveResponses { responses };
-                self.events.push_back(Event::AuthRequest { id, user, method });
+                self.events
+                    .push_back(Event::AuthRequest { id, user, method });
                 Ok(())
             }
             (_, n) if self.auth.phase == Phase::Authenticated && (50..=79).contains(&n) => {
                 // RFC 4252 §5.1: requests after success are ignored.
                 Ok(())
             }
-            (_, n) => Err(Error::Protocol(format!("unexpected authentication message {n}"))),
+            (_, n) => Err(Error::Protocol(format!(
+                "unexpected authentication message {n}"
+            ))),
         }
     }
 
@@ -208,10 +225,14 @@ impl Session {
             return Ok(());
         }
         if self.auth.phase != Phase::Ready {
-            return Err(Error::Protocol("USERAUTH_REQUEST before the service was accepted".into()));
+            return Err(Error::Protocol(
+                "USERAUTH_REQUEST before the service was accepted".into(),
+            ));
         }
         if self.auth.pending.len() >= 4 {
-            return Err(Error::Protocol("too many authentication requests in flight".into()));
+            return Err(Error::Protocol(
+                "too many authentication requests in flight".into(),
+            ));
         }
         let mut r = Reader::new(&p[1..], "USERAUTH_REQUEST");
         let user = r.utf8()?.to_owned();
@@ -219,7 +240,14 @@ impl Session {
         let method_name = r.utf8()?;
         let id = self.next_request_id();
         if service != SERVICE_CONNECTION {
-            self.auth.pending.push_back((id, user, Some(AuthReply::Reject { methods: vec![], partial: false })));
+            self.auth.pending.push_back((
+                id,
+                user,
+                Some(AuthReply::Reject {
+                    methods: vec![],
+                    partial: false,
+                }),
+            ));
             return self.flush_auth_replies();
         }
         let method = match method_name {
@@ -229,7 +257,14 @@ impl Session {
                 let password = String::from_utf8_lossy(r.string()?).into_owned();
                 if change {
                     // Password change is not offered; treat like a wrong password.
-                    self.auth.pending.push_back((id, user, Some(AuthReply::Reject { methods: vec![], partial: false })));
+                    self.auth.pending.push_back((
+                        id,
+                        user,
+                        Some(AuthReply::Reject {
+                            methods: vec![],
+                            partial: false,
+                        }),
+                    ));
                     return self.flush_auth_replies();
                 }
                 AuthMethod::Password { password }
@@ -238,7 +273,11 @@ impl Session {
                 let signed = r.bool()?;
                 let alg = r.utf8()?.to_owned();
                 let key_blob = r.string()?.to_vec();
-                let signature = if signed { Some(r.string()?.to_vec()) } else { None };
+                let signature = if signed {
+                    Some(r.string()?.to_vec())
+                } else {
+                    None
+                };
                 let parsed = match signature {
                     Some(sig) => {
                         let sid = self.transport.session_id().unwrap_or_default().to_vec();
@@ -247,17 +286,31 @@ impl Session {
                             Ok(k) => Some((k, Some(true))),
                             Err(e) => {
                                 debug!(error = %e, "publickey signature rejected");
-                                hostkey::parse_key_blob(&key_blob).ok().map(|k| (k, Some(false)))
+                                hostkey::parse_key_blob(&key_blob)
+                                    .ok()
+                                    .map(|k| (k, Some(false)))
                             }
                         }
                     }
                     None => hostkey::parse_key_blob(&key_blob).ok().map(|k| (k, None)),
                 };
                 match parsed {
-                    Some((key, signature)) => AuthMethod::PublicKey { alg, key, key_blob, signature },
+                    Some((key, signature)) => AuthMethod::PublicKey {
+                        alg,
+                        key,
+                        key_blob,
+                        signature,
+                    },
                     None => {
                         // A key we cannot parse can never be accepted; say so without bothering the application.
-                        self.auth.pending.push_back((id, user, Some(AuthReply::Reject { methods: vec![], partial: false })));
+                        self.auth.pending.push_back((
+                            id,
+                            user,
+                            Some(AuthReply::Reject {
+                                methods: vec![],
+                                partial: false,
+                            }),
+                        ));
                         return self.flush_auth_replies();
                     }
                 }
@@ -268,12 +321,20 @@ impl Session {
                 AuthMethod::KeyboardInteractive { submethods }
             }
             _ => {
-                self.auth.pending.push_back((id, user, Some(AuthReply::Reject { methods: vec![], partial: false })));
+                self.auth.pending.push_back((
+                    id,
+                    user,
+                    Some(AuthReply::Reject {
+                        methods: vec![],
+                        partial: false,
+                    }),
+                ));
                 return self.flush_auth_replies();
             }
         };
         self.auth.pending.push_back((id, user.clone(), None));
-        self.events.push_back(Event::AuthRequest { id, user, method });
+        self.events
+            .push_back(Event::AuthRequest { id, user, method });
         Ok(())
     }
 
@@ -311,7 +372,11 @@ impl Session {
                     // Echo alg and key from the request: the application only said yes.
                     return Err(Error::Protocol("PkOk must be sent with auth_pk_ok".into()));
                 }
-                AuthReply::InfoRequest { name, instruction, prompts } => {
+                AuthReply::InfoRequest {
+                    name,
+                    instruction,
+                    prompts,
+                } => {
                     p.put_u8(msg::USERAUTH_INFO_REQUEST);
                     p.put_string(name.as_bytes());
                     p.put_string(instruction.as_bytes());
@@ -335,7 +400,10 @@ impl Session {
         };
         if pos != 0 {
             // Only in-order answers are possible for PK_OK; probes are never pipelined by real clients.
-            self.auth.pending[pos].2 = Some(AuthReply::Reject { methods: vec!["publickey".into()], partial: false });
+            self.auth.pending[pos].2 = Some(AuthReply::Reject {
+                methods: vec!["publickey".into()],
+                partial: false,
+            });
             return;
         }
         self.auth.pending.pop_front();
@@ -356,7 +424,13 @@ impl Session {
         self.send_app_or_fail(p);
     }
 
-    fn client_request(&mut self, user: &str, method: &str, last: LastMethod, body: impl FnOnce(&mut Vec<u8>)) {
+    fn client_request(
+        &mut self,
+        user: &str,
+        method: &str,
+        last: LastMethod,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) {
         let mut p = vec![msg::USERAUTH_REQUEST];
         p.put_string(user.as_bytes());
         p.put_string(SERVICE_CONNECTION);
@@ -392,12 +466,23 @@ impl Session {
     }
 
     /// What the key must sign for [`Self::auth_publickey_signed`]; None before the first kex.
-    pub fn publickey_data_to_sign(&self, user: &str, alg: &str, key_blob: &[u8]) -> Option<Vec<u8>> {
+    pub fn publickey_data_to_sign(
+        &self,
+        user: &str,
+        alg: &str,
+        key_blob: &[u8],
+    ) -> Option<Vec<u8>> {
         let sid = self.transport.session_id()?;
         Some(publickey_signed_data(sid, user, alg, key_blob))
     }
 
-    pub fn auth_publickey_signed(&mut self, user: &str, alg: &str, key_blob: &[u8], signature_blob: &[u8]) {
+    pub fn auth_publickey_signed(
+        &mut self,
+        user: &str,
+        alg: &str,
+        key_blob: &[u8],
+        signature_blob: &[u8],
+    ) {
         self.client_request(user, "publickey", LastMethod::PublicKey, |p| {
             p.put_bool(true);
             p.put_string(alg.as_bytes());
@@ -407,10 +492,15 @@ impl Session {
     }
 
     pub fn auth_keyboard_interactive(&mut self, user: &str) {
-        self.client_request(user, "keyboard-interactive", LastMethod::KeyboardInteractive, |p| {
-            p.put_string(b"");
-            p.put_string(b"");
-        });
+        self.client_request(
+            user,
+            "keyboard-interactive",
+            LastMethod::KeyboardInteractive,
+            |p| {
+                p.put_string(b"");
+                p.put_string(b"");
+            },
+        );
     }
 
     pub fn auth_info_response(&mut self, responses: &[String]) {

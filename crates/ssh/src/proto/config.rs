@@ -50,9 +50,18 @@ impl Config {
             role,
             ident: format!("SSH-2.0-warren_{}", env!("CARGO_PKG_VERSION")),
             host_keys: Vec::new(),
-            host_key_algorithms: crate::hostkey::HOST_KEY_ALGORITHMS.iter().map(|s| s.to_string()).collect(),
-            kex: crate::kex::KEX_ALGORITHMS.iter().map(|s| s.to_string()).collect(),
-            ciphers: crate::cipher::CIPHERS.iter().map(|s| s.to_string()).collect(),
+            host_key_algorithms: crate::hostkey::HOST_KEY_ALGORITHMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            kex: crate::kex::KEX_ALGORITHMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ciphers: crate::cipher::CIPHERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             macs: crate::cipher::MACS.iter().map(|s| s.to_string()).collect(),
             compression: false,
             // OpenSSH rekeys 128-bit-block ciphers every 2^32 blocks; 1 GiB keeps every cipher far

@@ -87,13 +87,23 @@ fn open_payload(kind: &ChannelKind, local: u32, window: u32, max_packet: u32) ->
     p.put_u32(window);
     p.put_u32(max_packet);
     match kind {
-        ChannelKind::DirectTcpip { host, port, originator, originator_port } => {
+        ChannelKind::DirectTcpip {
+            host,
+            port,
+            originator,
+            originator_port,
+        } => {
             p.put_string(host.as_bytes());
             p.put_u32(*port);
             p.put_string(originator.as_bytes());
             p.put_u32(*originator_port);
         }
-        ChannelKind::ForwardedTcpip { address, port, originator, originator_port } => {
+        ChannelKind::ForwardedTcpip {
+            address,
+            port,
+            originator,
+            originator_port,
+        } => {
             p.put_string(address.as_bytes());
             p.put_u32(*port);
             p.put_string(originator.as_bytes());
@@ -128,8 +138,12 @@ fn parse_kind(name: &str, r: &mut Reader<'_>) -> Result<ChannelKind> {
             originator: r.utf8()?.to_owned(),
             originator_port: r.u32()?,
         },
-        "direct-streamlocal@openssh.com" => ChannelKind::DirectStreamlocal { path: r.utf8()?.to_owned() },
-        "forwarded-streamlocal@openssh.com" => ChannelKind::ForwardedStreamlocal { path: r.utf8()?.to_owned() },
+        "direct-streamlocal@openssh.com" => ChannelKind::DirectStreamlocal {
+            path: r.utf8()?.to_owned(),
+        },
+        "forwarded-streamlocal@openssh.com" => ChannelKind::ForwardedStreamlocal {
+            path: r.utf8()?.to_owned(),
+        },
         other => ChannelKind::Other(other.to_owned()),
     })
 }
@@ -158,14 +172,19 @@ impl Session {
         let id = self.alloc_channel_id()?;
         let recv = self.new_recv();
         let p = open_payload(&kind, id, recv.advertised_initial(), self.config.max_packet);
-        self.channels.insert(id, Channel::new(State::Opening, 0, recv, SendWindow::new(0, 0)));
+        self.channels.insert(
+            id,
+            Channel::new(State::Opening, 0, recv, SendWindow::new(0, 0)),
+        );
         self.send_app_or_fail(p);
         Some(id)
     }
 
     /// Accepts a channel the peer asked for ([`Event::ChannelOpenRequest`]).
     pub fn accept_channel(&mut self, id: ChannelId) {
-        let Some(ch) = self.channels.get_mut(&id) else { return };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
         if ch.state != State::Offered {
             return;
         }
@@ -180,7 +199,9 @@ impl Session {
 
     /// Refuses a channel the peer asked for; its id is free at once.
     pub fn reject_channel(&mut self, id: ChannelId, reason_code: u32, description: &str) {
-        let Some(ch) = self.channels.get(&id) else { return };
+        let Some(ch) = self.channels.get(&id) else {
+            return;
+        };
         if ch.state != State::Offered {
             return;
         }
@@ -199,10 +220,14 @@ impl Session {
     /// Copies buffered data into `dst` and grants the consumed bytes back to the peer.
     pub fn channel_read(&mut self, id: ChannelId, dst: &mut [u8]) -> Read {
         let now = self.now;
-        let Some(ch) = self.channels.get_mut(&id) else { return Read::Eof };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return Read::Eof;
+        };
         let mut n = 0;
         while n < dst.len() {
-            let Some(front) = ch.buf.front_mut() else { break };
+            let Some(front) = ch.buf.front_mut() else {
+                break;
+            };
             let k = front.len().min(dst.len() - n);
             dst[n..n + k].copy_from_slice(&front[..k]);
             front.advance(k);
@@ -212,7 +237,10 @@ impl Session {
             n += k;
         }
         if n == 0 {
-            return if ch.eof_received || ch.close_received || ch.state != State::Open && ch.state != State::Opening {
+            return if ch.eof_received
+                || ch.close_received
+                || ch.state != State::Open && ch.state != State::Opening
+            {
                 Read::Eof
             } else {
                 Read::WouldBlock
@@ -234,11 +262,15 @@ impl Session {
 
     /// True when [`Self::channel_read`] would return data or EOF now.
     pub fn channel_has_data(&self, id: ChannelId) -> bool {
-        self.channels.get(&id).is_none_or(|ch| !ch.buf.is_empty() || ch.eof_received || ch.close_received)
+        self.channels
+            .get(&id)
+            .is_none_or(|ch| !ch.buf.is_empty() || ch.eof_received || ch.close_received)
     }
 
     fn consumed(&mut self, id: ChannelId, n: usize, now: std::time::Instant) {
-        let Some(ch) = self.channels.get_mut(&id) else { return };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
         if let Some(inc) = ch.recv.on_consumed(n, now, &mut self.budget)
             && !ch.close_sent
             && !ch.close_received
@@ -261,7 +293,11 @@ impl Session {
         if ch.eof_sent || ch.close_sent || ch.close_received {
             return Err(Error::Protocol("write after EOF or close".into()));
         }
-        if ch.state != State::Open || !can_send || out_len >= OUT_HIGH_WATER || ch.send.available() == 0 {
+        if ch.state != State::Open
+            || !can_send
+            || out_len >= OUT_HIGH_WATER
+            || ch.send.available() == 0
+        {
             if !self.blocked_writers.contains(&id) {
                 self.blocked_writers.push(id);
             }
@@ -271,12 +307,15 @@ impl Session {
         let remote = ch.remote;
         while written < data.len() && self.transport.out.len() < OUT_HIGH_WATER {
             let ch = self.channels.get_mut(&id).expect("checked above");
-            let n = (data.len() - written).min(ch.send.available()).min(ch.send.max_packet());
+            let n = (data.len() - written)
+                .min(ch.send.available())
+                .min(ch.send.max_packet());
             if n == 0 {
                 break;
             }
             ch.send.consume(n);
-            self.transport.send_channel_data(remote, &data[written..written + n])?;
+            self.transport
+                .send_channel_data(remote, &data[written..written + n])?;
             written += n;
         }
         if written == 0 && !self.blocked_writers.contains(&id) {
@@ -290,11 +329,19 @@ impl Session {
         if !self.transport.can_send_app() {
             return 0;
         }
-        self.channels.get(&id).map_or(0, |c| if c.state == State::Open { c.send.available() } else { 0 })
+        self.channels.get(&id).map_or(0, |c| {
+            if c.state == State::Open {
+                c.send.available()
+            } else {
+                0
+            }
+        })
     }
 
     pub fn channel_eof(&mut self, id: ChannelId) {
-        let Some(ch) = self.channels.get_mut(&id) else { return };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
         if ch.eof_sent || ch.close_sent || ch.state != State::Open {
             return;
         }
@@ -307,7 +354,9 @@ impl Session {
     /// Closes our side; buffered data is dropped and its window returned. The id stays in use
     /// until the peer's CLOSE, then [`Event::ChannelClosed`] follows.
     pub fn channel_close(&mut self, id: ChannelId) {
-        let Some(ch) = self.channels.get_mut(&id) else { return };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
         ch.detached = true;
         ch.buf.clear();
         if ch.close_sent {
@@ -329,7 +378,9 @@ impl Session {
     }
 
     fn maybe_free(&mut self, id: ChannelId) {
-        let Some(ch) = self.channels.get(&id) else { return };
+        let Some(ch) = self.channels.get(&id) else {
+            return;
+        };
         if ch.close_sent && ch.close_received {
             let mut ch = self.channels.remove(&id).expect("present");
             ch.recv.release(&mut self.budget);
@@ -340,7 +391,9 @@ impl Session {
 
     /// Sends a channel request (exec, env, exit-status, ...).
     pub fn channel_request(&mut self, id: ChannelId, request: &ChannelRequest, want_reply: bool) {
-        let Some(ch) = self.channels.get_mut(&id) else { return };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
         if ch.close_sent {
             return;
         }
@@ -360,7 +413,11 @@ impl Session {
                 b.put_u32(*code);
                 ("exit-status", b)
             }
-            ChannelRequest::ExitSignal { signal, core_dumped, message } => {
+            ChannelRequest::ExitSignal {
+                signal,
+                core_dumped,
+                message,
+            } => {
                 let mut b = string_body(signal.as_bytes());
                 b.put_bool(*core_dumped);
                 b.put_string(message.as_bytes());
@@ -369,7 +426,9 @@ impl Session {
             }
             ChannelRequest::Signal(s) => ("signal", string_body(s.as_bytes())),
             ChannelRequest::AuthAgentReq => ("auth-agent-req@openssh.com", vec![]),
-            ChannelRequest::PtyReq | ChannelRequest::X11Req | ChannelRequest::WindowChange => return,
+            ChannelRequest::PtyReq | ChannelRequest::X11Req | ChannelRequest::WindowChange => {
+                return;
+            }
             ChannelRequest::Other(n) => (n.as_str(), vec![]),
         };
         p.put_string(name.as_bytes());
@@ -383,7 +442,9 @@ impl Session {
 
     /// Answers the peer's channel request `request_id` (replies leave in request order).
     pub fn channel_request_reply(&mut self, id: ChannelId, request_id: RequestId, ok: bool) {
-        let Some(ch) = self.channels.get_mut(&id) else { return };
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
         if let Some(slot) = ch.pending_replies.iter_mut().find(|r| r.0 == request_id) {
             slot.1 = Some(ok);
         }
@@ -392,14 +453,22 @@ impl Session {
 
     fn flush_channel_replies(&mut self, id: ChannelId) {
         loop {
-            let Some(ch) = self.channels.get_mut(&id) else { return };
-            let Some((_, Some(ok))) = ch.pending_replies.front() else { return };
+            let Some(ch) = self.channels.get_mut(&id) else {
+                return;
+            };
+            let Some((_, Some(ok))) = ch.pending_replies.front() else {
+                return;
+            };
             let ok = *ok;
             ch.pending_replies.pop_front();
             if ch.close_sent {
                 continue;
             }
-            let mut p = vec![if ok { msg::CHANNEL_SUCCESS } else { msg::CHANNEL_FAILURE }];
+            let mut p = vec![if ok {
+                msg::CHANNEL_SUCCESS
+            } else {
+                msg::CHANNEL_FAILURE
+            }];
             p.put_u32(ch.remote);
             self.send_app_or_fail(p);
         }
@@ -409,7 +478,8 @@ impl Session {
     pub fn global_request(&mut self, request: &GlobalRequest, want_reply: bool) {
         let mut p = vec![msg::GLOBAL_REQUEST];
         match request {
-            GlobalRequest::TcpipForward { address, port } | GlobalRequest::CancelTcpipForward { address, port } => {
+            GlobalRequest::TcpipForward { address, port }
+            | GlobalRequest::CancelTcpipForward { address, port } => {
                 let name: &[u8] = if matches!(request, GlobalRequest::TcpipForward { .. }) {
                     b"tcpip-forward"
                 } else {
@@ -420,7 +490,8 @@ impl Session {
                 p.put_string(address.as_bytes());
                 p.put_u32(*port);
             }
-            GlobalRequest::StreamlocalForward { path } | GlobalRequest::CancelStreamlocalForward { path } => {
+            GlobalRequest::StreamlocalForward { path }
+            | GlobalRequest::CancelStreamlocalForward { path } => {
                 let name: &[u8] = if matches!(request, GlobalRequest::StreamlocalForward { .. }) {
                     b"streamlocal-forward@openssh.com"
                 } else {
@@ -459,7 +530,11 @@ impl Session {
     /// with port 0: the port chosen, as u32).
     pub fn global_reply(&mut self, request_id: RequestId, ok: bool, data: &[u8]) {
         if let Some(slot) = self.global_pending.iter_mut().find(|r| r.0 == request_id) {
-            let mut p = vec![if ok { msg::REQUEST_SUCCESS } else { msg::REQUEST_FAILURE }];
+            let mut p = vec![if ok {
+                msg::REQUEST_SUCCESS
+            } else {
+                msg::REQUEST_FAILURE
+            }];
             if ok {
                 p.extend_from_slice(data);
             }
@@ -479,15 +554,21 @@ impl Session {
                 let name = r.utf8()?.to_owned();
                 let want_reply = r.bool()?;
                 let request = match name.as_str() {
-                    "tcpip-forward" => GlobalRequest::TcpipForward { address: r.utf8()?.to_owned(), port: r.u32()? },
-                    "cancel-tcpip-forward" => {
-                        GlobalRequest::CancelTcpipForward { address: r.utf8()?.to_owned(), port: r.u32()? }
-                    }
-                    "streamlocal-forward@openssh.com" => {
-                        GlobalRequest::StreamlocalForward { path: r.utf8()?.to_owned() }
-                    }
+                    "tcpip-forward" => GlobalRequest::TcpipForward {
+                        address: r.utf8()?.to_owned(),
+                        port: r.u32()?,
+                    },
+                    "cancel-tcpip-forward" => GlobalRequest::CancelTcpipForward {
+                        address: r.utf8()?.to_owned(),
+                        port: r.u32()?,
+                    },
+                    "streamlocal-forward@openssh.com" => GlobalRequest::StreamlocalForward {
+                        path: r.utf8()?.to_owned(),
+                    },
                     "cancel-streamlocal-forward@openssh.com" => {
-                        GlobalRequest::CancelStreamlocalForward { path: r.utf8()?.to_owned() }
+                        GlobalRequest::CancelStreamlocalForward {
+                            path: r.utf8()?.to_owned(),
+                        }
                     }
                     _ => GlobalRequest::Other(name),
                 };
@@ -495,7 +576,8 @@ impl Session {
                 if let GlobalRequest::Other(_) = &request {
                     // keepalive@openssh.com, hostkeys-00@openssh.com, ...: refuse, as OpenSSH does for unknown ones.
                     if want_reply {
-                        self.global_pending.push_back((request_id, Some(vec![msg::REQUEST_FAILURE])));
+                        self.global_pending
+                            .push_back((request_id, Some(vec![msg::REQUEST_FAILURE])));
                         self.global_reply(u64::MAX, false, &[]);
                     }
                     return Ok(());
@@ -506,7 +588,11 @@ impl Session {
                     }
                     self.global_pending.push_back((request_id, None));
                 }
-                self.events.push_back(Event::GlobalRequest { request_id, request, want_reply });
+                self.events.push_back(Event::GlobalRequest {
+                    request_id,
+                    request,
+                    want_reply,
+                });
                 Ok(())
             }
             msg::REQUEST_SUCCESS | msg::REQUEST_FAILURE => {
@@ -516,7 +602,10 @@ impl Session {
                     .ok_or_else(|| Error::Protocol("global reply without a request".into()))?;
                 if !internal {
                     let data = p.slice(1..);
-                    self.events.push_back(Event::GlobalReply { ok: n == msg::REQUEST_SUCCESS, data });
+                    self.events.push_back(Event::GlobalReply {
+                        ok: n == msg::REQUEST_SUCCESS,
+                        data,
+                    });
                 }
                 Ok(())
             }
@@ -544,8 +633,10 @@ impl Session {
                 };
                 let recv = self.new_recv();
                 let send = SendWindow::new(window, max_packet.clamp(1, 256 * 1024));
-                self.channels.insert(id, Channel::new(State::Offered, remote, recv, send));
-                self.events.push_back(Event::ChannelOpenRequest { id, kind });
+                self.channels
+                    .insert(id, Channel::new(State::Offered, remote, recv, send));
+                self.events
+                    .push_back(Event::ChannelOpenRequest { id, kind });
                 Ok(())
             }
             _ => self.on_channel_message(n, r),
@@ -556,10 +647,14 @@ impl Session {
         let id = r.u32()?;
         let now = self.now;
         let Some(ch) = self.channels.get_mut(&id) else {
-            return Err(Error::Protocol(format!("message {n} for unknown channel {id}")));
+            return Err(Error::Protocol(format!(
+                "message {n} for unknown channel {id}"
+            )));
         };
         if ch.state == State::Offered || (ch.state == State::Opening && !matches!(n, 91 | 92)) {
-            return Err(Error::Protocol(format!("message {n} for channel {id} that is not open")));
+            return Err(Error::Protocol(format!(
+                "message {n} for channel {id} that is not open"
+            )));
         }
         match n {
             msg::CHANNEL_OPEN_CONFIRMATION => {
@@ -579,13 +674,19 @@ impl Session {
             }
             msg::CHANNEL_OPEN_FAILURE => {
                 if ch.state != State::Opening {
-                    return Err(Error::Protocol("channel failure for an open channel".into()));
+                    return Err(Error::Protocol(
+                        "channel failure for an open channel".into(),
+                    ));
                 }
                 let reason_code = r.u32()?;
                 let description = String::from_utf8_lossy(r.string()?).into_owned();
                 let mut ch = self.channels.remove(&id).expect("present");
                 ch.recv.release(&mut self.budget);
-                self.events.push_back(Event::ChannelOpenFailed { id, reason: reason_code, description });
+                self.events.push_back(Event::ChannelOpenFailed {
+                    id,
+                    reason: reason_code,
+                    description,
+                });
             }
             msg::CHANNEL_WINDOW_ADJUST => {
                 let inc = r.u32()?;
@@ -659,7 +760,10 @@ impl Session {
                     "exec" => ChannelRequest::Exec(r.string()?.to_vec()),
                     "shell" => ChannelRequest::Shell,
                     "subsystem" => ChannelRequest::Subsystem(r.utf8()?.to_owned()),
-                    "env" => ChannelRequest::Env { name: r.utf8()?.to_owned(), value: r.string()?.to_vec() },
+                    "env" => ChannelRequest::Env {
+                        name: r.utf8()?.to_owned(),
+                        value: r.string()?.to_vec(),
+                    },
                     "pty-req" => ChannelRequest::PtyReq,
                     "x11-req" => ChannelRequest::X11Req,
                     "auth-agent-req@openssh.com" => ChannelRequest::AuthAgentReq,
@@ -677,7 +781,9 @@ impl Session {
                 let ch = self.channels.get_mut(&id).expect("present");
                 if want_reply {
                     if ch.pending_replies.len() >= 64 {
-                        return Err(Error::Protocol("too many channel requests in flight".into()));
+                        return Err(Error::Protocol(
+                            "too many channel requests in flight".into(),
+                        ));
                     }
                     ch.pending_replies.push_back((request_id, None));
                 }
@@ -688,7 +794,12 @@ impl Session {
                     }
                     return Ok(());
                 }
-                self.events.push_back(Event::ChannelRequest { id, request_id, request, want_reply });
+                self.events.push_back(Event::ChannelRequest {
+                    id,
+                    request_id,
+                    request,
+                    want_reply,
+                });
             }
             msg::CHANNEL_SUCCESS | msg::CHANNEL_FAILURE => {
                 let internal = ch
@@ -696,7 +807,10 @@ impl Session {
                     .pop_front()
                     .ok_or_else(|| Error::Protocol("channel reply without a request".into()))?;
                 if !internal {
-                    self.events.push_back(Event::ChannelRequestReply { id, ok: n == msg::CHANNEL_SUCCESS });
+                    self.events.push_back(Event::ChannelRequestReply {
+                        id,
+                        ok: n == msg::CHANNEL_SUCCESS,
+                    });
                 }
             }
             _ => return Err(Error::Protocol(format!("unknown connection message {n}"))),

@@ -28,15 +28,27 @@ pub enum Event {
     /// Client: the server would accept this key (answer to a probe without signature).
     AuthPkOk { alg: String, key_blob: Vec<u8> },
     /// Client: keyboard-interactive prompts (prompt text, echo).
-    AuthInfoRequest { name: String, instruction: String, prompts: Vec<(String, bool)> },
+    AuthInfoRequest {
+        name: String,
+        instruction: String,
+        prompts: Vec<(String, bool)>,
+    },
     /// Server: a userauth request; answer with `Session::auth_reply`.
-    AuthRequest { id: RequestId, user: String, method: AuthMethod },
+    AuthRequest {
+        id: RequestId,
+        user: String,
+        method: AuthMethod,
+    },
     /// The peer asks to open a channel; answer with `accept_channel`/`reject_channel`.
     ChannelOpenRequest { id: ChannelId, kind: ChannelKind },
     /// A channel we opened is confirmed.
     ChannelOpened { id: ChannelId },
     /// A channel we opened was refused.
-    ChannelOpenFailed { id: ChannelId, reason: u32, description: String },
+    ChannelOpenFailed {
+        id: ChannelId,
+        reason: u32,
+        description: String,
+    },
     /// Data is waiting in the channel (edge: sent when the buffer stops being empty).
     ChannelReadable { id: ChannelId },
     /// Extended data (stderr of a remote command); granted back at once, since it is small.
@@ -48,11 +60,20 @@ pub enum Event {
     /// Both sides closed the channel; its id is free. Sent exactly once per channel.
     ChannelClosed { id: ChannelId },
     /// A channel request; answer with `channel_request_reply` if `want_reply`.
-    ChannelRequest { id: ChannelId, request_id: RequestId, request: ChannelRequest, want_reply: bool },
+    ChannelRequest {
+        id: ChannelId,
+        request_id: RequestId,
+        request: ChannelRequest,
+        want_reply: bool,
+    },
     /// The peer answered one of our channel requests.
     ChannelRequestReply { id: ChannelId, ok: bool },
     /// A global request; answer with `global_reply` if `want_reply`.
-    GlobalRequest { request_id: RequestId, request: GlobalRequest, want_reply: bool },
+    GlobalRequest {
+        request_id: RequestId,
+        request: GlobalRequest,
+        want_reply: bool,
+    },
     /// The peer answered one of our global requests (`data`: e.g. the port chosen for port 0).
     GlobalReply { ok: bool, data: Bytes },
     /// Keepalives went unanswered `keepalive_max` times.
@@ -62,32 +83,64 @@ pub enum Event {
 #[derive(Debug, Clone)]
 pub enum AuthMethod {
     None,
-    Password { password: String },
+    Password {
+        password: String,
+    },
     /// `signature`: `None` for a probe ("would you accept this key?"), `Some(valid)` when the
     /// request was signed — the core has checked the signature over this session's id.
-    PublicKey { alg: String, key: ParsedKey, key_blob: Vec<u8>, signature: Option<bool> },
-    KeyboardInteractive { submethods: String },
+    PublicKey {
+        alg: String,
+        key: ParsedKey,
+        key_blob: Vec<u8>,
+        signature: Option<bool>,
+    },
+    KeyboardInteractive {
+        submethods: String,
+    },
     /// Answers to the prompts we sent with `auth_info_request`.
-    KeyboardInteractiveResponses { responses: Vec<String> },
+    KeyboardInteractiveResponses {
+        responses: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub enum AuthReply {
     Accept,
-    Reject { methods: Vec<String>, partial: bool },
+    Reject {
+        methods: Vec<String>,
+        partial: bool,
+    },
     /// Answer to a publickey probe: the key would be accepted.
     PkOk,
     /// Keyboard-interactive: ask these prompts (text, echo).
-    InfoRequest { name: String, instruction: String, prompts: Vec<(String, bool)> },
+    InfoRequest {
+        name: String,
+        instruction: String,
+        prompts: Vec<(String, bool)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelKind {
     Session,
-    DirectTcpip { host: String, port: u32, originator: String, originator_port: u32 },
-    ForwardedTcpip { address: String, port: u32, originator: String, originator_port: u32 },
-    DirectStreamlocal { path: String },
-    ForwardedStreamlocal { path: String },
+    DirectTcpip {
+        host: String,
+        port: u32,
+        originator: String,
+        originator_port: u32,
+    },
+    ForwardedTcpip {
+        address: String,
+        port: u32,
+        originator: String,
+        originator_port: u32,
+    },
+    DirectStreamlocal {
+        path: String,
+    },
+    ForwardedStreamlocal {
+        path: String,
+    },
     Other(String),
 }
 
@@ -96,14 +149,21 @@ pub enum ChannelRequest {
     Exec(Vec<u8>),
     Shell,
     Subsystem(String),
-    Env { name: String, value: Vec<u8> },
+    Env {
+        name: String,
+        value: Vec<u8>,
+    },
     PtyReq,
     X11Req,
     AuthAgentReq,
     WindowChange,
     Signal(String),
     ExitStatus(u32),
-    ExitSignal { signal: String, core_dumped: bool, message: String },
+    ExitSignal {
+        signal: String,
+        core_dumped: bool,
+        message: String,
+    },
     Other(String),
 }
 

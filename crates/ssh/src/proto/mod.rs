@@ -10,7 +10,10 @@ mod transport;
 pub use auth::publickey_signed_data;
 pub use config::{Config, Role};
 pub use connection::reason;
-pub use event::{AuthMethod, AuthReply, ChannelId, ChannelKind, ChannelRequest, Event, GlobalRequest, Read, RequestId};
+pub use event::{
+    AuthMethod, AuthReply, ChannelId, ChannelKind, ChannelRequest, Event, GlobalRequest, Read,
+    RequestId,
+};
 pub use session::Session;
 
 #[cfg(test)]

@@ -122,7 +122,8 @@ impl Session {
             self.error = Some(e.to_string());
         }
         if !matches!(e, Error::PeerDisconnected { .. }) {
-            self.transport.disconnect(e.disconnect_reason(), &e.to_string());
+            self.transport
+                .disconnect(e.disconnect_reason(), &e.to_string());
         }
         self.transport.closed = true;
     }
@@ -156,10 +157,14 @@ impl Session {
     fn dispatch(&mut self, p: Bytes) -> Result<()> {
         let n = p[0];
         match n {
-            msg::SERVICE_REQUEST | msg::SERVICE_ACCEPT | msg::EXT_INFO | 50..=79 => self.on_auth_message(p),
+            msg::SERVICE_REQUEST | msg::SERVICE_ACCEPT | msg::EXT_INFO | 50..=79 => {
+                self.on_auth_message(p)
+            }
             80..=127 => {
                 if !self.auth.is_authenticated() {
-                    return Err(Error::Protocol(format!("connection message {n} before authentication")));
+                    return Err(Error::Protocol(format!(
+                        "connection message {n} before authentication"
+                    )));
                 }
                 self.on_connection_message(p)
             }
@@ -225,7 +230,10 @@ impl Session {
     /// The next instant [`Self::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Some(self.idle_due);
-        for d in [self.keepalive_due, self.transport.next_rekey_deadline()].into_iter().flatten() {
+        for d in [self.keepalive_due, self.transport.next_rekey_deadline()]
+            .into_iter()
+            .flatten()
+        {
             t = Some(t.map_or(d, |x: Instant| x.min(d)));
         }
         t

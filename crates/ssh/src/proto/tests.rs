@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use super::*;
 
 fn host_key() -> ssh_key::PrivateKey {
-    let dir = std::env::temp_dir().join(format!("warren-ssh-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir = std::env::temp_dir().join(format!(
+        "warren-ssh-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("host_ed25519");
     let _ = std::fs::remove_file(&path);
@@ -76,13 +80,31 @@ impl Pair {
         let evs: Vec<Event> = std::mem::take(&mut self.s_events);
         for e in evs {
             match e {
-                Event::AuthRequest { id, user, method: AuthMethod::Password { password } } => {
+                Event::AuthRequest {
+                    id,
+                    user,
+                    method: AuthMethod::Password { password },
+                } => {
                     let ok = user == "alice" && password == "pw";
-                    self.s.auth_reply(id, if ok { AuthReply::Accept } else { AuthReply::Reject { methods: vec!["password".into()], partial: false } });
+                    self.s.auth_reply(
+                        id,
+                        if ok {
+                            AuthReply::Accept
+                        } else {
+                            AuthReply::Reject {
+                                methods: vec!["password".into()],
+                                partial: false,
+                            }
+                        },
+                    );
                 }
-                Event::AuthRequest { id, .. } => {
-                    self.s.auth_reply(id, AuthReply::Reject { methods: vec!["password".into()], partial: false })
-                }
+                Event::AuthRequest { id, .. } => self.s.auth_reply(
+                    id,
+                    AuthReply::Reject {
+                        methods: vec!["password".into()],
+                        partial: false,
+                    },
+                ),
                 Event::ChannelOpenRequest { id, .. } => self.s.accept_channel(id),
                 other => self.s_events.push(other),
             }
@@ -91,20 +113,39 @@ impl Pair {
 
     fn connect(&mut self) {
         self.pump();
-        assert!(self.c_events.iter().any(|e| matches!(e, Event::HostKey(_))), "{:?}", self.c_events);
+        assert!(
+            self.c_events.iter().any(|e| matches!(e, Event::HostKey(_))),
+            "{:?}",
+            self.c_events
+        );
         self.c.auth_password("alice", "pw");
         self.pump();
-        assert!(self.c_events.iter().any(|e| matches!(e, Event::AuthSuccess)), "{:?}", self.c_events);
+        assert!(
+            self.c_events
+                .iter()
+                .any(|e| matches!(e, Event::AuthSuccess)),
+            "{:?}",
+            self.c_events
+        );
         assert!(self.c.is_authenticated() && self.s.is_authenticated());
     }
 
     fn open(&mut self) -> (ChannelId, ChannelId) {
         let cid = self
             .c
-            .open_channel(ChannelKind::DirectTcpip { host: "db".into(), port: 5432, originator: "127.0.0.1".into(), originator_port: 1 })
+            .open_channel(ChannelKind::DirectTcpip {
+                host: "db".into(),
+                port: 5432,
+                originator: "127.0.0.1".into(),
+                originator_port: 1,
+            })
             .unwrap();
         self.pump();
-        assert!(self.c_events.iter().any(|e| matches!(e, Event::ChannelOpened { id } if *id == cid)));
+        assert!(
+            self.c_events
+                .iter()
+                .any(|e| matches!(e, Event::ChannelOpened { id } if *id == cid))
+        );
         let sid = *self.s.channels.keys().next().unwrap();
         (cid, sid)
     }
@@ -127,7 +168,11 @@ fn wrong_password_is_refused_and_the_session_lives_on() {
     p.pump();
     p.c.auth_password("alice", "nope");
     p.pump();
-    assert!(p.c_events.iter().any(|e| matches!(e, Event::AuthFailure { .. })));
+    assert!(
+        p.c_events
+            .iter()
+            .any(|e| matches!(e, Event::AuthFailure { .. }))
+    );
     assert!(!p.c.is_authenticated());
     p.c.auth_password("alice", "pw");
     p.pump();
@@ -152,12 +197,17 @@ fn an_unread_channel_stops_its_sender_after_one_window() {
         }
     }
     let window = p.s.config.window_initial as usize;
-    assert_eq!(sent, window, "the sender must stop at exactly the initial window");
+    assert_eq!(
+        sent, window,
+        "the sender must stop at exactly the initial window"
+    );
     assert_eq!(p.s.channel_buffered(sid), window);
     // Reading 1 MiB lets exactly about that much more through.
     let mut got = vec![0u8; 1 << 20];
     let mut received = Vec::new();
-    let Read::Data(n) = p.s.channel_read(sid, &mut got) else { panic!() };
+    let Read::Data(n) = p.s.channel_read(sid, &mut got) else {
+        panic!()
+    };
     received.extend_from_slice(&got[..n]);
     p.pump();
     let more = p.c.channel_write(cid, &data[sent..]).unwrap();
@@ -217,8 +267,16 @@ fn eof_and_close_reach_the_other_side_and_free_the_channel() {
     assert_eq!(p.s.channel_read(sid, &mut buf), Read::Eof);
     p.s.channel_close(sid);
     p.pump();
-    assert!(p.c_events.iter().any(|e| matches!(e, Event::ChannelClosed { id } if *id == cid)));
-    assert!(p.s_events.iter().any(|e| matches!(e, Event::ChannelClosed { id } if *id == sid)));
+    assert!(
+        p.c_events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelClosed { id } if *id == cid))
+    );
+    assert!(
+        p.s_events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelClosed { id } if *id == sid))
+    );
     assert_eq!(p.c.channel_count(), 0);
     assert_eq!(p.s.channel_count(), 0);
 }

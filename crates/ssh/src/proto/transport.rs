@@ -188,7 +188,9 @@ impl Transport {
         if let Some(c) = self.compressor.as_mut() {
             self.scratch.clear();
             c.compress(payload, &mut self.scratch)?;
-            self.tx.cipher.seal(self.tx.seq, &self.scratch, &mut self.out);
+            self.tx
+                .cipher
+                .seal(self.tx.seq, &self.scratch, &mut self.out);
         } else {
             self.tx.cipher.seal(self.tx.seq, payload, &mut self.out);
         }
@@ -212,7 +214,9 @@ impl Transport {
         self.out.put_u8(msg::CHANNEL_DATA);
         self.out.put_u32(recipient);
         self.out.put_string(data);
-        self.tx.cipher.seal_in_place(self.tx.seq, &mut self.out, start);
+        self.tx
+            .cipher
+            .seal_in_place(self.tx.seq, &mut self.out, start);
         self.tx.seq = self.tx.seq.wrapping_add(1);
         self.tx.bytes_since_kex += (self.out.len() - start) as u64;
         Ok(())
@@ -264,7 +268,9 @@ impl Transport {
                     return Err(Error::Protocol("identification line too long".into()));
                 }
                 if self.inbuf.len() > MAX_PRE_VERSION_BYTES {
-                    return Err(Error::Protocol("no SSH identification from the peer".into()));
+                    return Err(Error::Protocol(
+                        "no SSH identification from the peer".into(),
+                    ));
                 }
                 return Ok(false);
             };
@@ -289,7 +295,9 @@ impl Transport {
             }
             // Only a server may send lines before its identification (RFC 4253 §4.2).
             if self.config.role == Role::Server {
-                return Err(Error::Protocol("expected an SSH identification line".into()));
+                return Err(Error::Protocol(
+                    "expected an SSH identification line".into(),
+                ));
             }
         }
     }
@@ -302,7 +310,10 @@ impl Transport {
                 if self.inbuf.len() < header_len {
                     return Ok(None);
                 }
-                let l = self.rx.cipher.packet_len(self.rx.seq, &mut self.inbuf[..header_len])?;
+                let l = self
+                    .rx
+                    .cipher
+                    .packet_len(self.rx.seq, &mut self.inbuf[..header_len])?;
                 self.pending_len = Some(l);
                 l
             }
@@ -331,7 +342,11 @@ impl Transport {
         Ok(Some(packet))
     }
 
-    fn handle_packet(&mut self, payload: bytes::Bytes, now: Instant) -> Result<Option<TransportEvent>> {
+    fn handle_packet(
+        &mut self,
+        payload: bytes::Bytes,
+        now: Instant,
+    ) -> Result<Option<TransportEvent>> {
         let n = payload[0];
         trace!(msg = n, "recv");
         let in_initial_kex = !self.first_kex_done;
@@ -343,7 +358,9 @@ impl Transport {
             return Ok(None);
         }
         if in_initial_kex && self.strict && !msg::allowed_in_strict_initial_kex(n) {
-            return Err(Error::Protocol(format!("message {n} during strict key exchange")));
+            return Err(Error::Protocol(format!(
+                "message {n} during strict key exchange"
+            )));
         }
         match n {
             msg::DISCONNECT => {
@@ -351,7 +368,10 @@ impl Transport {
                 let reason = r.u32()?;
                 let description = String::from_utf8_lossy(r.string()?).into_owned();
                 self.closed = true;
-                Err(Error::PeerDisconnected { reason, description })
+                Err(Error::PeerDisconnected {
+                    reason,
+                    description,
+                })
             }
             msg::IGNORE | msg::DEBUG | msg::UNIMPLEMENTED => Ok(None),
             msg::KEXINIT => {
@@ -364,8 +384,12 @@ impl Transport {
             }
             msg::KEX_ECDH_REPLY if self.config.role == Role::Client => self.on_ecdh_reply(&payload),
             msg::NEWKEYS => self.on_newkeys(now),
-            30..=49 => Err(Error::Protocol(format!("unexpected key exchange message {n}"))),
-            _ if in_initial_kex => Err(Error::Protocol(format!("message {n} before key exchange finished"))),
+            30..=49 => Err(Error::Protocol(format!(
+                "unexpected key exchange message {n}"
+            ))),
+            _ if in_initial_kex => Err(Error::Protocol(format!(
+                "message {n} before key exchange finished"
+            ))),
             _ => Ok(Some(TransportEvent::Payload(payload))),
         }
     }
@@ -448,7 +472,11 @@ impl Transport {
             Role::Client => (&ours, &theirs),
             Role::Server => (&theirs, &ours),
         };
-        let negotiated = kex::negotiate(client, server, cipher::is_aead)?;
+        let role = match self.config.role {
+            Role::Client => kex::Role::Client,
+            Role::Server => kex::Role::Server,
+        };
+        let negotiated = kex::negotiate(role, client, server, cipher::is_aead)?;
         debug!(
             kex = %negotiated.kex, host_key = %negotiated.host_key, c2s = %negotiated.cipher_c2s,
             s2c = %negotiated.cipher_s2c, strict = negotiated.strict, "negotiated"
@@ -458,7 +486,9 @@ impl Transport {
             self.peer_ext_info = negotiated.peer_ext_info;
             if self.strict && self.rx.seq != 1 {
                 // KEXINIT must be the peer's first packet under strict kex.
-                return Err(Error::Protocol("strict kex: KEXINIT was not the first packet".into()));
+                return Err(Error::Protocol(
+                    "strict kex: KEXINIT was not the first packet".into(),
+                ));
             }
         }
         k.ignore_next = negotiated.ignore_next_kex_packet;
@@ -487,7 +517,10 @@ impl Transport {
 
     fn on_ecdh_init(&mut self, payload: &[u8]) -> Result<()> {
         let (v_c, v_s) = self.version_pair();
-        let k = self.kex.as_mut().ok_or_else(|| Error::Protocol("ECDH_INIT outside kex".into()))?;
+        let k = self
+            .kex
+            .as_mut()
+            .ok_or_else(|| Error::Protocol("ECDH_INIT outside kex".into()))?;
         if k.phase != KexPhase::Exchanging {
             return Err(Error::Protocol("ECDH_INIT out of order".into()));
         }
@@ -506,7 +539,9 @@ impl Transport {
             .to_bytes()
             .map_err(|e| Error::Key(e.to_string()))?;
         let theirs = k.theirs.as_deref().expect("theirs in Exchanging");
-        let h = kex::exchange_hash(&neg.kex, &v_c, &v_s, theirs, &k.ours, &k_s, q_c, &q_s, &k_enc);
+        let h = kex::exchange_hash(
+            &neg.kex, &v_c, &v_s, theirs, &k.ours, &k_s, q_c, &q_s, &k_enc,
+        );
         let sig = hostkey::sign(host_key, &neg.host_key, &h)?;
         let mut p = vec![msg::KEX_ECDH_REPLY];
         p.put_string(&k_s);
@@ -518,7 +553,10 @@ impl Transport {
 
     fn on_ecdh_reply(&mut self, payload: &[u8]) -> Result<Option<TransportEvent>> {
         let (v_c, v_s) = self.version_pair();
-        let k = self.kex.as_mut().ok_or_else(|| Error::Protocol("ECDH_REPLY outside kex".into()))?;
+        let k = self
+            .kex
+            .as_mut()
+            .ok_or_else(|| Error::Protocol("ECDH_REPLY outside kex".into()))?;
         let Some(ck) = k.client.take() else {
             return Err(Error::Protocol("ECDH_REPLY out of order".into()));
         };
@@ -530,8 +568,11 @@ impl Transport {
         let q_c = ck.init_payload().to_vec();
         let k_enc = ck.finish(q_s)?;
         let theirs = k.theirs.as_deref().expect("theirs in Exchanging");
-        let h = kex::exchange_hash(&neg.kex, &v_c, &v_s, &k.ours, theirs, k_s, &q_c, q_s, &k_enc);
-        let key = hostkey::verify(&neg.host_key, k_s, &h, sig).map_err(|_| Error::HostKeySignature)?;
+        let h = kex::exchange_hash(
+            &neg.kex, &v_c, &v_s, &k.ours, theirs, k_s, &q_c, q_s, &k_enc,
+        );
+        let key =
+            hostkey::verify(&neg.host_key, k_s, &h, sig).map_err(|_| Error::HostKeySignature)?;
         let event = match &self.host_key_blob {
             None => {
                 self.host_key_blob = Some(k_s.to_vec());
@@ -554,7 +595,8 @@ impl Transport {
         let k = self.kex.as_mut().expect("in kex");
         let neg = k.negotiated.as_ref().expect("negotiated");
         let kex_alg = neg.kex.clone();
-        let derive = |letter: u8, len: usize| kex::derive_key(&kex_alg, k_enc, h, letter, &sid, len);
+        let derive =
+            |letter: u8, len: usize| kex::derive_key(&kex_alg, k_enc, h, letter, &sid, len);
         let keys = |cipher: &str, mac: &str, iv: u8, enc: u8, integ: u8| -> Result<DirectionKeys> {
             let (kl, il, ml) = cipher::key_material_sizes(cipher, mac)
                 .ok_or_else(|| Error::Protocol(format!("unsupported cipher {cipher}/{mac}")))?;
@@ -595,9 +637,14 @@ impl Transport {
     }
 
     fn on_newkeys(&mut self, now: Instant) -> Result<Option<TransportEvent>> {
-        let k = self.kex.take().ok_or_else(|| Error::Protocol("NEWKEYS outside kex".into()))?;
+        let k = self
+            .kex
+            .take()
+            .ok_or_else(|| Error::Protocol("NEWKEYS outside kex".into()))?;
         if k.phase != KexPhase::SentNewKeys {
-            return Err(Error::Protocol("NEWKEYS before the exchange finished".into()));
+            return Err(Error::Protocol(
+                "NEWKEYS before the exchange finished".into(),
+            ));
         }
         let (opener, zlib) = k.pending_open.expect("set with SentNewKeys");
         self.rx.cipher = opener;
