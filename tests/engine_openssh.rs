@@ -78,7 +78,9 @@ fn our_client_forwards_through_openssh_sshd_with_every_cipher() {
             "aes256-ctr",
             "aes128-ctr",
         ] {
-            for kex in ["mlkem768x25519-sha256", "curve25519-sha256"] {
+            // Debian's OpenSSH 9.2 predates mlkem768x25519-sha256 (9.9); the hybrid is covered by the
+            // engine's own client/server tests until the CI image has a newer sshd.
+            for kex in ["curve25519-sha256", "curve25519-sha256@libssh.org"] {
                 let (h, _task) = client(&sshd, &user, |c| {
                     c.ciphers = vec![cipher.into()];
                     c.kex = vec![kex.into()];
@@ -98,11 +100,10 @@ fn our_client_forwards_through_openssh_sshd_with_every_cipher() {
                     .unwrap()
                     .unwrap();
                 let _wr = writer.await.unwrap();
-                assert_eq!(
-                    sha256_hex(&got),
-                    sha256_hex(&payload),
-                    "{cipher} {kex}: echo differs"
-                );
+                assert_eq!(got.len(), payload.len(), "{cipher} {kex}: echo length");
+                if let Some(i) = got.iter().zip(&payload).position(|(a, b)| a != b) {
+                    panic!("{cipher} {kex}: echo differs from byte {i}");
+                }
                 h.disconnect("done");
             }
         }
@@ -122,21 +123,26 @@ fn a_stalled_reader_holds_one_window_and_then_gets_everything_from_sshd() {
         let id = ch.id();
         let mut got = vec![0u8; 1 << 20];
         ch.read_exact(&mut got).await.unwrap();
-        // Stop reading. The sender fills the remaining window and must stop there.
+        // Stop reading. The sender uses up what we granted and must stop there.
         let deadline = Instant::now() + IO_TIMEOUT;
         let target = h.window_target(id) as usize;
         loop {
-            let buffered = buffered(&h, id);
+            let buffered = h.buffered(id);
             assert!(buffered <= target, "buffered {buffered} > window {target}");
-            if buffered == target {
+            if h.peer_window(id) == 0 {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "window never filled ({buffered} of {target})"
+                "the sender never used up its window ({buffered} buffered of {target})"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let held = h.buffered(id);
+        assert!(
+            held > target / 2,
+            "only {held} buffered: the window was not used"
+        );
         // The window is the bound: it did not grow while the reader was the bottleneck.
         assert_eq!(h.window_target(id) as usize, target);
         let mut rest = Vec::new();
@@ -148,10 +154,6 @@ fn a_stalled_reader_holds_one_window_and_then_gets_everything_from_sshd() {
         assert_eq!(got.len(), source.len());
         assert_eq!(sha256_hex(&got), source.expected_sha256());
     });
-}
-
-fn buffered(h: &Handle, id: u32) -> usize {
-    h.buffered(id)
 }
 
 /// A tiny tunnel server on the engine: accepts one user key, forwards direct-tcpip.
@@ -345,7 +347,7 @@ fn ssh_with_compression_survives_keepalives_and_forwards() {
     let mut cmd = stock_ssh(&home, port, &identity, &["-N", "-C", "-v", "-L", &spec]);
     cmd.arg("alice@127.0.0.1");
     let ssh = Proc::spawn(cmd);
-    ssh.wait_for_stderr("compression: zlib", READY_TIMEOUT)
+    ssh.wait_for_stderr(|l| l.contains("compression: zlib"), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     let s =
         connect_with_retry(format!("127.0.0.1:{local}").parse().unwrap(), READY_TIMEOUT).unwrap();

@@ -97,7 +97,8 @@ pub(crate) struct State {
     pub(crate) waiters: HashMap<ChannelId, ChannelWaiters>,
     auth_waiter: Option<oneshot::Sender<AuthOutcome>>,
     global_waiters: VecDeque<oneshot::Sender<(bool, Bytes)>>,
-    incoming: mpsc::UnboundedSender<Incoming>,
+    /// Dropped when the connection ends, so the application's receiver sees the end.
+    incoming: Option<mpsc::UnboundedSender<Incoming>>,
     /// Why the connection ended, once it has.
     pub(crate) ended: Option<String>,
 }
@@ -136,11 +137,11 @@ impl State {
         while let Some(ev) = self.session.poll_event() {
             match ev {
                 Event::HostKey(k) => {
-                    let _ = self.incoming.send(Incoming::HostKey(k));
+                    self.send_incoming(Incoming::HostKey(k));
                 }
                 Event::AuthReady => {}
                 Event::Banner(b) => {
-                    let _ = self.incoming.send(Incoming::Banner(b));
+                    self.send_incoming(Incoming::Banner(b));
                 }
                 Event::AuthSuccess => self.auth_done(AuthOutcome::Success),
                 Event::AuthFailure { methods, partial } => {
@@ -157,13 +158,11 @@ impl State {
                     prompts,
                 }),
                 Event::AuthRequest { id, user, method } => {
-                    let _ = self
-                        .incoming
-                        .send(Incoming::AuthRequest { id, user, method });
+                    self.send_incoming(Incoming::AuthRequest { id, user, method });
                 }
                 Event::ChannelOpenRequest { id, kind } => {
                     self.waiters.insert(id, ChannelWaiters::default());
-                    let _ = self.incoming.send(Incoming::ChannelOpen { id, kind });
+                    self.send_incoming(Incoming::ChannelOpen { id, kind });
                 }
                 Event::ChannelOpened { id } => {
                     if let Some(tx) = self.waiters.get_mut(&id).and_then(|w| w.open.take()) {
@@ -187,7 +186,7 @@ impl State {
                     }
                 }
                 Event::ChannelStderr { id, data } => {
-                    let _ = self.incoming.send(Incoming::Stderr { id, data });
+                    self.send_incoming(Incoming::Stderr { id, data });
                 }
                 Event::ChannelWritable { id } => {
                     if let Some(w) = self.waiters.get_mut(&id).and_then(|w| w.write.take()) {
@@ -212,7 +211,7 @@ impl State {
                     request,
                     want_reply,
                 } => {
-                    let _ = self.incoming.send(Incoming::ChannelRequest {
+                    self.send_incoming(Incoming::ChannelRequest {
                         id,
                         request_id,
                         request,
@@ -233,7 +232,7 @@ impl State {
                     request,
                     want_reply,
                 } => {
-                    let _ = self.incoming.send(Incoming::GlobalRequest {
+                    self.send_incoming(Incoming::GlobalRequest {
                         request_id,
                         request,
                         want_reply,
@@ -249,6 +248,12 @@ impl State {
         }
     }
 
+    fn send_incoming(&self, ev: Incoming) {
+        if let Some(tx) = &self.incoming {
+            let _ = tx.send(ev);
+        }
+    }
+
     fn auth_done(&mut self, outcome: AuthOutcome) {
         if let Some(tx) = self.auth_waiter.take() {
             let _ = tx.send(outcome);
@@ -261,6 +266,7 @@ impl State {
             self.ended = Some(why);
         }
         self.auth_waiter = None;
+        self.incoming = None;
         self.global_waiters.clear();
         for w in self.waiters.values_mut() {
             w.closed = true;
@@ -296,7 +302,7 @@ where
             waiters: HashMap::new(),
             auth_waiter: None,
             global_waiters: VecDeque::new(),
-            incoming: tx,
+            incoming: Some(tx),
             ended: None,
         }),
         wake: Notify::new(),
@@ -597,6 +603,11 @@ impl Handle {
     /// Bytes received on a channel and not yet read by the application (at most its window).
     pub fn buffered(&self, id: ChannelId) -> usize {
         self.shared.lock().session.channel_buffered(id)
+    }
+
+    /// Window the peer may still use on a channel before it must wait for us to read.
+    pub fn peer_window(&self, id: ChannelId) -> u32 {
+        self.shared.lock().session.channel_peer_window(id)
     }
 
     /// The receive window target of a channel (for tests and `warren status`).

@@ -246,7 +246,11 @@ impl Session {
                 Read::WouldBlock
             };
         }
+        let drained = ch.buf.is_empty() && ch.close_received;
         self.consumed(id, n, now);
+        if drained {
+            self.answer_close(id);
+        }
         Read::Data(n)
     }
 
@@ -256,7 +260,11 @@ impl Session {
         let ch = self.channels.get_mut(&id)?;
         let b = ch.buf.pop_front()?;
         let n = b.len();
+        let drained = ch.buf.is_empty() && ch.close_received;
         self.consumed(id, n, now);
+        if drained {
+            self.answer_close(id);
+        }
         Some(b)
     }
 
@@ -374,6 +382,20 @@ impl Session {
         let mut p = vec![msg::CHANNEL_CLOSE];
         p.put_u32(ch.remote);
         self.send_app_or_fail(p);
+        self.maybe_free(id);
+    }
+
+    /// Sends our CLOSE after the peer's (if not sent yet) and frees the channel.
+    fn answer_close(&mut self, id: ChannelId) {
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
+        if !ch.close_sent {
+            ch.close_sent = true;
+            let mut p = vec![msg::CHANNEL_CLOSE];
+            p.put_u32(ch.remote);
+            self.send_app_or_fail(p);
+        }
         self.maybe_free(id);
     }
 
@@ -743,15 +765,11 @@ impl Session {
                 if !ch.detached {
                     self.events.push_back(Event::ChannelReadable { id });
                 }
-                if !ch.close_sent {
-                    // RFC 4254 §5.3: answer with our own CLOSE. The application still drains what
-                    // was buffered; it learns of the close from ChannelClosed.
-                    ch.close_sent = true;
-                    let mut p = vec![msg::CHANNEL_CLOSE];
-                    p.put_u32(ch.remote);
-                    self.send_app_or_fail(p);
+                // RFC 4254 §5.3: answer with our own CLOSE — but only once the application has
+                // read what was buffered, since answering frees the channel and its data with it.
+                if ch.detached || ch.buf.is_empty() {
+                    self.answer_close(id);
                 }
-                self.maybe_free(id);
             }
             msg::CHANNEL_REQUEST => {
                 let name = r.utf8()?.to_owned();
@@ -821,6 +839,11 @@ impl Session {
     /// Data buffered for the application on this channel (bounded by the channel's window).
     pub fn channel_buffered(&self, id: ChannelId) -> usize {
         self.channels.get(&id).map_or(0, |c| c.recv.buffered())
+    }
+
+    /// Window the peer may still use on this channel before it must wait for us.
+    pub fn channel_peer_window(&self, id: ChannelId) -> u32 {
+        self.channels.get(&id).map_or(0, |c| c.recv.granted())
     }
 
     /// The channel's current receive window target (grows with autotuning).

@@ -163,6 +163,28 @@ fn client_and_server_agree_on_keys_and_authenticate() {
 }
 
 #[test]
+fn every_kex_and_cipher_pair_works_between_our_roles() {
+    for kex in crate::kex::KEX_ALGORITHMS {
+        for cipher in crate::cipher::CIPHERS {
+            let mut p = Pair::new(|c| {
+                c.kex = vec![kex.to_string()];
+                c.ciphers = vec![cipher.to_string()];
+            });
+            p.connect();
+            let (cid, sid) = p.open();
+            p.c.channel_write(cid, b"ping").unwrap();
+            p.pump();
+            let mut buf = [0u8; 8];
+            assert_eq!(
+                p.s.channel_read(sid, &mut buf),
+                Read::Data(4),
+                "{kex} {cipher}"
+            );
+        }
+    }
+}
+
+#[test]
 fn wrong_password_is_refused_and_the_session_lives_on() {
     let mut p = Pair::new(|_| {});
     p.pump();
