@@ -78,4 +78,5 @@ replay_tests!(
     server_config,
     address,
     key_options,
+    ssh_session,
 );

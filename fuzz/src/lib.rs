@@ -49,6 +49,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("server_config", server_config),
     ("address", address),
     ("key_options", key_options),
+    ("ssh_session", ssh_session),
 ];
 
 /// Built once per process: a runtime per input would cost more than the parse. The clock
@@ -378,6 +379,106 @@ pub fn key_options(data: &[u8]) {
     for list in lists.into_iter().flatten() {
         for client in CLIENTS {
             let _ = list.matches(client);
+        }
+    }
+}
+
+/// A host key for the engine harness only (generated for it; it protects nothing).
+const FUZZ_HOST_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACAdpRC7NexZhX6WIivAIG3lano7SZ12Dy+ToeuhVLr1kAAAAIifQmLHn0Ji
+xwAAAAtzc2gtZWQyNTUxOQAAACAdpRC7NexZhX6WIivAIG3lano7SZ12Dy+ToeuhVLr1kA
+AAAEBFZJ+hbLQE+nM9Rx7u9B2Xi8VRMr2qmuxjBfnIRkOYWh2lELs17FmFfpYiK8AgbeVq
+ejtJnXYPL5Oh66FUuvWQAAAAAAECAwQF
+-----END OPENSSH PRIVATE KEY-----
+";
+
+/// Warren's SSH engine with hostile input, in three ways chosen by the first byte:
+/// raw bytes into a fresh server or client (version line, framing, KEXINIT, ECDH messages),
+/// or, after a real handshake and login between our own client and server, arbitrary
+/// messages that pass the MAC into the server's auth and connection parsers (each prefixed
+/// by a one-byte length). The server side answers like a permissive application would, so
+/// channels open and requests get replies.
+pub fn ssh_session(data: &[u8]) {
+    use std::sync::Arc;
+    use std::time::Instant;
+    use warren_ssh::proto::{AuthReply, Config, Event, Role, Session};
+
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let key = warren_ssh::ssh_key::PrivateKey::from_openssh(FUZZ_HOST_KEY).expect("fuzz host key");
+    let server_config = || {
+        let mut c = Config::new(Role::Server);
+        c.host_keys = vec![key.clone()];
+        c.compression = true;
+        Arc::new(c)
+    };
+    let now = Instant::now();
+    match mode % 3 {
+        0 | 1 => {
+            let mut s = if mode % 3 == 0 {
+                Session::new(server_config(), now)
+            } else {
+                Session::new(Arc::new(Config::new(Role::Client)), now)
+            };
+            for chunk in rest.chunks(97) {
+                let _ = s.feed(chunk, now);
+                while s.poll_event().is_some() {}
+            }
+            s.handle_timeout(now);
+        }
+        _ => {
+            let mut c = Session::new(Arc::new(Config::new(Role::Client)), now);
+            let mut s = Session::new(server_config(), now);
+            let answer = |s: &mut Session| {
+                while let Some(ev) = s.poll_event() {
+                    match ev {
+                        Event::AuthRequest { id, .. } => s.auth_reply(id, AuthReply::Accept),
+                        Event::ChannelOpenRequest { id, .. } => s.accept_channel(id),
+                        Event::ChannelRequest {
+                            id,
+                            request_id,
+                            want_reply: true,
+                            ..
+                        } => s.channel_request_reply(id, request_id, true),
+                        Event::GlobalRequest {
+                            request_id,
+                            want_reply: true,
+                            ..
+                        } => s.global_reply(request_id, true, &[0, 0, 0x1f, 0x90]),
+                        Event::ChannelReadable { id } => {
+                            let mut buf = [0u8; 4096];
+                            let _ = s.channel_read(id, &mut buf);
+                            s.channel_close(id);
+                        }
+                        _ => {}
+                    }
+                }
+            };
+            let pump = |c: &mut Session, s: &mut Session| {
+                for _ in 0..64 {
+                    let a = c.take_transmit(Vec::new());
+                    let b = s.take_transmit(Vec::new());
+                    if a.is_empty() && b.is_empty() {
+                        break;
+                    }
+                    let _ = s.feed(&a, now);
+                    let _ = c.feed(&b, now);
+                    while c.poll_event().is_some() {}
+                    answer(s);
+                }
+            };
+            pump(&mut c, &mut s);
+            c.auth_none("fuzz");
+            pump(&mut c, &mut s);
+            let mut rest = rest;
+            while let Some((&len, tail)) = rest.split_first() {
+                let n = (len as usize).min(tail.len());
+                c.send_raw_payload(&tail[..n]);
+                rest = &tail[n..];
+                pump(&mut c, &mut s);
+            }
         }
     }
 }

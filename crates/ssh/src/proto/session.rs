@@ -277,6 +277,16 @@ impl Session {
         self.transport.disconnect(11, description);
     }
 
+    /// Sends `payload` as a protected packet exactly as given, bypassing every check: the fuzz
+    /// harness uses it to reach the peer's auth and connection parsers with arbitrary messages
+    /// that pass the MAC. Never use it for real traffic.
+    #[doc(hidden)]
+    pub fn send_raw_payload(&mut self, payload: &[u8]) {
+        if !payload.is_empty() {
+            let _ = self.transport.send(payload);
+        }
+    }
+
     pub(crate) fn next_request_id(&mut self) -> RequestId {
         self.next_request += 1;
         self.next_request
