@@ -10,6 +10,7 @@ mod stream;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
@@ -99,6 +100,8 @@ pub(crate) struct State {
     global_waiters: VecDeque<oneshot::Sender<(bool, Bytes)>>,
     /// Dropped when the connection ends, so the application's receiver sees the end.
     incoming: Option<mpsc::UnboundedSender<Incoming>>,
+    /// Events handed to the application and not yet received by it.
+    pending: Arc<AtomicUsize>,
     /// Why the connection ended, once it has.
     pub(crate) ended: Option<String>,
 }
@@ -107,6 +110,35 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// Wakes the driver task: output was queued or a timer may have moved.
     pub(crate) wake: Notify,
+}
+
+/// Unread events at which the driver stops reading from the peer: a peer that sends requests
+/// faster than the application handles them is held back by TCP, not by our memory. The
+/// queue is bounded by this plus what one socket read (256 KiB) can carry.
+const MAX_PENDING_EVENTS: usize = 256;
+
+/// The application's side of the event stream (see [`Incoming`]).
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Incoming>,
+    pending: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+impl Events {
+    /// Events delivered and not yet received.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// The next event; None once the connection has ended.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        let ev = self.rx.recv().await?;
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == MAX_PENDING_EVENTS {
+            // Crossed back under the limit: the driver may read again.
+            self.shared.wake.notify_one();
+        }
+        Some(ev)
+    }
 }
 
 impl Shared {
@@ -249,8 +281,10 @@ impl State {
     }
 
     fn send_incoming(&self, ev: Incoming) {
-        if let Some(tx) = &self.incoming {
-            let _ = tx.send(ev);
+        if let Some(tx) = &self.incoming
+            && tx.send(ev).is_ok()
+        {
+            self.pending.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -289,13 +323,14 @@ pub fn start<S>(
     config: Arc<Config>,
 ) -> (
     Handle,
-    mpsc::UnboundedReceiver<Incoming>,
+    Events,
     impl std::future::Future<Output = Result<(), String>> + Send,
 )
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
+    let pending = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             session: Session::new(config, Instant::now()),
@@ -303,6 +338,7 @@ where
             auth_waiter: None,
             global_waiters: VecDeque::new(),
             incoming: Some(tx),
+            pending: pending.clone(),
             ended: None,
         }),
         wake: Notify::new(),
@@ -310,7 +346,12 @@ where
     let handle = Handle {
         shared: shared.clone(),
     };
-    (handle, rx, run(stream, shared))
+    let events = Events {
+        rx,
+        pending,
+        shared: shared.clone(),
+    };
+    (handle, events, run(stream, shared))
 }
 
 async fn run<S>(stream: S, shared: Arc<Shared>) -> Result<(), String>
@@ -322,14 +363,15 @@ where
     let mut out: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut spare: Vec<u8> = Vec::with_capacity(256 * 1024);
     let result = loop {
-        let (deadline, closed) = {
+        let (deadline, closed, may_read) = {
             let mut st = shared.lock();
             if out.is_empty() && !st.session.transmit().is_empty() {
                 spare.clear();
                 out = st.session.take_transmit(std::mem::take(&mut spare));
                 st.dispatch();
             }
-            (st.session.poll_timeout(), st.session.is_closed())
+            let may_read = st.pending.load(Ordering::Acquire) < MAX_PENDING_EVENTS;
+            (st.session.poll_timeout(), st.session.is_closed(), may_read)
         };
         if closed && out.is_empty() {
             let st = shared.lock();
@@ -354,7 +396,7 @@ where
                     }
                 }
             },
-            r = rd.read(&mut inbuf) => match r {
+            r = rd.read(&mut inbuf), if may_read => match r {
                 Ok(0) => {
                     let mut st = shared.lock();
                     if !st.session.is_closed() {
