@@ -13,7 +13,9 @@ use std::time::Duration;
 const MIB: usize = 1024 * 1024;
 
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(name)
 }
 
 /// The same bytes the Python scripts generate: `(i * 7 + 3) % 251`.
@@ -97,7 +99,11 @@ fn dropbear_key(openssh_key: &Path) -> PathBuf {
         .arg(&out)
         .output()
         .expect("dropbearconvert runs");
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     out
 }
 
@@ -134,13 +140,21 @@ fn dbclient_forwards_both_ways_and_survives_keepalives() {
         let conn = connect_with_retry(loopback(port), READY_TIMEOUT)
             .unwrap_or_else(|e| panic!("{e}\n{}", db.report("dbclient forward")));
         let back = exchange(conn, &data, IO_TIMEOUT).unwrap();
-        assert!(back == data, "{}", db.report("echo through dbclient differs"));
+        assert!(
+            back == data,
+            "{}",
+            db.report("echo through dbclient differs")
+        );
     }
     // Three keepalive intervals of silence; the session must still carry data afterwards.
     // Idle for three keepalive intervals: the passing of time is the scenario here, not a
     // readiness wait.
     std::thread::sleep(Duration::from_secs(4));
-    assert!(db.try_wait().is_none(), "{}", db.report("dbclient exited while idle"));
+    assert!(
+        db.try_wait().is_none(),
+        "{}",
+        db.report("dbclient exited while idle")
+    );
     let conn = connect_with_retry(loopback(lport), READY_TIMEOUT).unwrap();
     let back = exchange(conn, b"after the keepalives", IO_TIMEOUT).unwrap();
     assert_eq!(back, b"after the keepalives");
@@ -172,18 +186,29 @@ fn warren_forwards_and_runs_commands_against_asyncssh() {
     let warren = |args: &[&str]| {
         let mut c = Command::new(warren_bin());
         home.apply(&mut c);
-        c.args(["-v", "-o", "BatchMode=yes", "-o", "GlobalKnownHostsFile=/dev/null"])
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-i")
-            .arg(&user.private)
-            .args(args);
+        c.args([
+            "-v",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-i")
+        .arg(&user.private)
+        .args(args);
         c
     };
 
     // exec: output and exit status come back.
     let out = warren(&["u@127.0.0.1", "hello world"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ran: hello world\n");
 
     // -L and -R with 4 MiB each.
@@ -197,7 +222,11 @@ fn warren_forwards_and_runs_commands_against_asyncssh() {
         let conn = connect_with_retry(loopback(p), READY_TIMEOUT)
             .unwrap_or_else(|e| panic!("{e}\n{}", fwd.report("warren forward")));
         let back = exchange(conn, &data, IO_TIMEOUT).unwrap();
-        assert!(back == data, "{}", fwd.report("echo through asyncssh differs"));
+        assert!(
+            back == data,
+            "{}",
+            fwd.report("echo through asyncssh differs")
+        );
     }
 }
 
@@ -225,7 +254,11 @@ fn ssh_with_compression_survives_warrend_keepalives() {
     assert_eq!(exchange(conn, b"before", IO_TIMEOUT).unwrap(), b"before");
     // Idle for three keepalive intervals (the scenario, not a readiness wait).
     std::thread::sleep(Duration::from_secs(4));
-    assert!(ssh.try_wait().is_none(), "{}", ssh.report("ssh -C died while idle"));
+    assert!(
+        ssh.try_wait().is_none(),
+        "{}",
+        ssh.report("ssh -C died while idle")
+    );
     let conn = connect_with_retry(loopback(lport), READY_TIMEOUT).unwrap();
     assert_eq!(exchange(conn, b"after", IO_TIMEOUT).unwrap(), b"after");
 }
