@@ -51,6 +51,7 @@ impl AsyncRead for ChannelStream {
         let h = this.handle.as_ref().expect("handle present until drop");
         let mut st = h.shared.lock();
         let dst = buf.initialize_unfilled();
+        st.session.set_time(std::time::Instant::now());
         match st.session.channel_read(this.id, dst) {
             Read::Data(n) => {
                 buf.advance(n);

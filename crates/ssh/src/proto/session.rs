@@ -192,6 +192,14 @@ impl Session {
         }
     }
 
+    /// Advances the session's clock without input. Window autotuning times when data is
+    /// consumed; a driver calls this before reads so that time is not the last packet's.
+    pub fn set_time(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
