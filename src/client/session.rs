@@ -257,7 +257,9 @@ impl Session {
                     Ok((true, data)) => match <[u8; 4]>::try_from(&data[..]) {
                         Ok(b) if u32::from_be_bytes(b) != 0 => u32::from_be_bytes(b),
                         _ => {
-                            return Err(failed("the server did not say which port it chose".into()));
+                            return Err(failed(
+                                "the server did not say which port it chose".into(),
+                            ));
                         }
                     },
                     Ok((false, _)) => return Err(failed(REFUSED.into())),
