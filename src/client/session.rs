@@ -141,6 +141,7 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let destination = format!("{}@{}:{}", s.auth.user, s.host, s.port);
+        let (exec, finished) = ExecRoutes::new();
         let (handle, mut incoming, run) = driver::start(stream, Arc::new(engine_config(s)));
         let (closed_tx, closed) = watch::channel(None);
         tokio::spawn(async move {
@@ -155,7 +156,7 @@ impl Session {
             closed,
             destination,
             remote: SharedRemoteForwards::default(),
-            exec: ExecRoutes::new().0,
+            exec,
             via: Vec::new(),
             _proxy: proxy,
             sends_at_once: false,
@@ -196,12 +197,10 @@ impl Session {
         let server_id = session.handle.peer_version().unwrap_or_default();
         info!("remote software version {server_id}");
         session.sends_at_once = super::compat::sends_at_once(&server_id);
-        let (exec, finished) = ExecRoutes::new();
-        session.exec = exec.clone();
         let routes = Routes {
             quiet: s.quiet,
             remote: session.remote.clone(),
-            exec,
+            exec: session.exec.clone(),
         };
         tokio::spawn(handler::serve(
             session.handle.clone(),
