@@ -212,3 +212,57 @@ fn refused_authentication_exits_255_and_lists_what_was_tried() {
     );
     assert!(err.contains("/nonexistent/key (not found)"), "{err}");
 }
+
+/// A certificate in the agent, signed by a CA that sshd trusts, logs in although no
+/// authorized_keys line names the key: the agent's certificate is offered as a
+/// certificate, as OpenSSH does.
+#[test]
+fn agent_certificate_authenticates_through_a_trusted_ca() {
+    let cadir = tempfile::tempdir().unwrap();
+    let ca = UserKey::generate(cadir.path(), "ed25519", None);
+    let sshd = Sshd::start_with(SshdOptions {
+        extra_config: vec![format!("TrustedUserCAKeys {}", ca.public.display())],
+        ..Default::default()
+    });
+    let home = ClientHome::new();
+    sshd.write_known_hosts(home.known_hosts());
+    let agent = Agent::start();
+    let keydir = tempfile::tempdir().unwrap();
+    let key = UserKey::generate(keydir.path(), "ecdsa", None);
+    let mut sign = Command::new("ssh-keygen");
+    sign.arg("-q")
+        .arg("-s")
+        .arg(&ca.private)
+        .args(["-I", "warren-cert-test", "-n", "root", "-V", "-5m:+1h"])
+        .arg(&key.public);
+    run_ok(sign);
+    agent.add(&key); // ssh-add picks up <key>-cert.pub beside the key
+    assert!(
+        agent
+            .list()
+            .iter()
+            .any(|l| l.contains("-cert-v01@openssh.com")),
+        "the agent holds no certificate: {:?}",
+        agent.list()
+    );
+    fs::remove_file(&key.private).unwrap();
+    fs::remove_file(&key.public).unwrap();
+
+    let mut cmd = warren_client(&home, &sshd);
+    agent.apply(&mut cmd);
+    cmd.arg("root@127.0.0.1");
+    let warren =
+        ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}\n{}", sshd.logs()));
+    assert!(
+        warren.stderr_text().contains("offering agent certificate"),
+        "{}",
+        warren.stderr_text()
+    );
+    assert!(
+        sshd.logs()
+            .lines()
+            .any(|l| l.contains("Accepted publickey") && l.contains("ECDSA-CERT")),
+        "{}",
+        sshd.logs()
+    );
+}

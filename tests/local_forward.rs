@@ -233,7 +233,8 @@ fn unix_socket_forms_both_ends() {
 
 /// One forwarded connection whose reader stops must not stall the others or the
 /// keepalives of the same SSH connection, and must get every byte once it reads again.
-/// (russh alone blocks its whole session loop in this case: shared/notes/russh.md §4.5.)
+/// SSH flow control holds the sender back (one window per channel), so nothing is
+/// buffered beyond that window, in memory or on disk.
 #[test]
 fn a_stalled_reader_does_not_stall_the_session_and_loses_nothing() {
     let sshd = Sshd::start();
@@ -281,6 +282,16 @@ fn a_stalled_reader_does_not_stall_the_session_and_loses_nothing() {
         "an echo took {worst:?} while one reader stalled"
     );
     assert!(rounds > 100, "only {rounds} round trips");
+    // The stalled data waits at the server, held back by the channel's window: nothing
+    // of it is parked in a file here (the russh client spilled it to an unlinked file).
+    let fd_dir = format!("/proc/{}/fd", warren.pid());
+    let spilled: Vec<String> = std::fs::read_dir(&fd_dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| t.ends_with("(deleted)"))
+        .collect();
+    assert!(spilled.is_empty(), "warren parks data on disk: {spilled:?}");
 
     // The stalled reader resumes and gets every byte, in order.
     stalled

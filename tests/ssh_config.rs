@@ -120,3 +120,47 @@ fn a_broken_config_is_an_error_naming_file_and_line() {
         "{err}"
     );
 }
+
+/// `Ciphers` reaches the key exchange: with a server that speaks only aes128-ctr, a list
+/// without it cannot connect, one with it can, and a name warren does not implement is a
+/// usage error before anything is dialed.
+#[test]
+fn ciphers_option_decides_the_negotiation() {
+    let sshd = Sshd::start_with(SshdOptions {
+        extra_config: vec!["Ciphers aes128-ctr".into()],
+        ..Default::default()
+    });
+    let user = warren_user(&sshd);
+    let run = |spec: &str| {
+        let mut cmd = warren_client(&user.home, &sshd);
+        cmd.arg("-i")
+            .arg(&user.key.private)
+            .args([
+                "-o",
+                &format!("Ciphers={spec}"),
+                "root@127.0.0.1",
+                "echo through",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run("-aes128-ctr");
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run("aes128-ctr");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sshd.logs()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through\n");
+    let out = run("aes128-cbc");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aes128-cbc"));
+}

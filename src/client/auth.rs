@@ -5,21 +5,14 @@
 //! private key is only decrypted once the server has said it would accept it, so the user
 //! is asked for a passphrase only for a key that matters (as OpenSSH does).
 
+use super::agent::Agent;
 use super::error::ClientError;
-use super::handler::ClientHandler;
 use super::prompt::Prompter;
-use russh::client::{AuthResult, Handle, KeyboardInteractiveAuthResponse};
-use russh::keys::agent::AgentIdentity;
-use russh::keys::agent::client::AgentClient;
-use russh::keys::signature::Signer as _;
-use russh::keys::ssh_encoding::Encode;
-use russh::keys::ssh_key::private::KeypairData;
-use russh::keys::ssh_key::{HashAlg, PrivateKey, PublicKey, Signature};
-use russh::keys::{PrivateKeyWithHashAlg, load_public_key, load_secret_key};
-use russh::{MethodKind, MethodSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tracing::{debug, info, warn};
+use warren_ssh::driver::{AuthOutcome, Handle};
+use warren_ssh::hostkey::{self, ParsedKey};
+use warren_ssh::ssh_key::{HashAlg, PrivateKey, PublicKey};
 
 /// Where agent keys come from (IdentityAgent / SSH_AUTH_SOCK).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,163 +43,171 @@ pub struct AuthSettings {
     pub prompter: Prompter,
 }
 
-/// One line of the "what was tried" report shown when everything fails.
-struct Attempts(Vec<String>);
+/// What was tried, for the report shown when everything fails, and what the server
+/// still allows.
+struct Progress {
+    tried: Vec<String>,
+    /// The methods the server's last failure named; `None` until it named any.
+    methods: Option<Vec<String>>,
+    /// Public keys already offered, so a key in the agent and on disk is offered once.
+    offered: Vec<PublicKey>,
+}
+
+impl Progress {
+    fn allows(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == method))
+    }
+
+    /// Records an answer; true when it was success.
+    fn outcome(&mut self, outcome: AuthOutcome, what: String) -> bool {
+        match outcome {
+            AuthOutcome::Success => true,
+            AuthOutcome::Failure { methods, .. } => {
+                self.tried.push(format!("{what} (rejected)"));
+                self.methods = Some(methods);
+                false
+            }
+            other => {
+                self.tried
+                    .push(format!("{what} (unexpected answer {other:?})"));
+                false
+            }
+        }
+    }
+}
 
 /// Authenticates or explains, in one message, everything that was tried and why it failed.
 pub async fn authenticate(
-    handle: &mut Handle<ClientHandler>,
+    handle: &Handle,
     s: &AuthSettings,
     destination: &str,
 ) -> Result<(), ClientError> {
-    let mut tried = Attempts(Vec::new());
-    let mut methods: Option<MethodSet> = None;
-    let rsa_hash = if s.pubkey {
-        rsa_hash(handle).await
-    } else {
-        None
+    let mut p = Progress {
+        tried: Vec::new(),
+        methods: None,
+        offered: Vec::new(),
     };
+    // "none" first, as OpenSSH does: it learns which methods to try, and by its answer the
+    // server's EXT_INFO (server-sig-algs, which picks the RSA signature hash) has arrived.
+    match auth_call(handle.auth_none(&s.user).await)? {
+        AuthOutcome::Success => return Ok(()),
+        AuthOutcome::Failure { methods, .. } => p.methods = Some(methods),
+        other => debug!("answer to \"none\": {other:?}"),
+    }
 
-    if s.pubkey {
-        let mut offered: Vec<PublicKey> = Vec::new();
+    if s.pubkey && p.allows("publickey") {
         let file_publics: Vec<Option<PublicKey>> = s
             .identity_files
             .iter()
-            .map(|f| load_public_key(pub_path(&f.path)).ok())
+            .map(|f| PublicKey::read_openssh_file(pub_path(&f.path)).ok())
             .collect();
-        if try_agent(
-            handle,
-            s,
-            &file_publics,
-            rsa_hash,
-            &mut offered,
-            &mut tried,
-            &mut methods,
-        )
-        .await?
-        {
+        if try_agent(handle, s, &file_publics, &mut p).await? {
             return Ok(());
         }
         for (file, public) in s.identity_files.iter().zip(file_publics) {
-            if try_file(
-                handle,
-                s,
-                file,
-                public,
-                rsa_hash,
-                &mut offered,
-                &mut tried,
-                &mut methods,
-            )
-            .await?
-            {
+            if try_file(handle, s, file, public, &mut p).await? {
                 return Ok(());
             }
         }
     }
 
-    let allows =
-        |m: &Option<MethodSet>, k: MethodKind| m.as_ref().is_none_or(|set| set.contains(&k));
     if s.kbd_interactive
-        && allows(&methods, MethodKind::KeyboardInteractive)
+        && p.allows("keyboard-interactive")
         && s.prompter.can_prompt()
-        && kbd_interactive(handle, s, &mut tried, &mut methods).await?
+        && kbd_interactive(handle, s, &mut p).await?
     {
         return Ok(());
     }
-    if s.password && allows(&methods, MethodKind::Password) && s.prompter.can_prompt() {
+    if s.password && p.allows("password") && s.prompter.can_prompt() {
         for _ in 0..3 {
             let prompter = s.prompter.clone();
             let prompt = format!("{}'s password: ", destination);
             let Some(pw) = blocking(move || prompter.secret(&prompt)).await? else {
                 break;
             };
-            match auth_call(handle.authenticate_password(&s.user, pw).await)? {
-                AuthResult::Success => return Ok(()),
-                AuthResult::Failure {
-                    remaining_methods, ..
-                } => {
-                    tried.0.push("password (rejected)".into());
-                    methods = Some(remaining_methods);
-                }
+            let outcome = auth_call(handle.auth_password(&s.user, &pw).await)?;
+            if p.outcome(outcome, "password".into()) {
+                return Ok(());
+            }
+            if !p.allows("password") {
+                break;
             }
         }
-    } else if s.password && !s.prompter.can_prompt() && allows(&methods, MethodKind::Password) {
-        tried
-            .0
+    } else if s.password && !s.prompter.can_prompt() && p.allows("password") {
+        p.tried
             .push("password (skipped: no terminal to ask, or BatchMode)".into());
     }
 
-    let offered_methods = methods
-        .map(|m| {
-            m.iter()
-                .map(|k| <&str>::from(k).to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+    let offered_methods = p
+        .methods
+        .map(|m| m.join(","))
         .unwrap_or_else(|| "publickey".into());
-    let list = if tried.0.is_empty() {
+    let list = if p.tried.is_empty() {
         "nothing (no agent, no identity files found)".to_string()
     } else {
-        tried.0.join("\n  ")
+        p.tried.join("\n  ")
     };
     Err(ClientError::Auth(format!(
         "{destination}: Permission denied ({offered_methods}).\nTried:\n  {list}"
     )))
 }
 
-/// RSA keys must be signed with rsa-sha2-512/256: servers since OpenSSH 8.8 refuse the
-/// SHA-1 `ssh-rsa` that russh would use for `None`.
-async fn rsa_hash(handle: &Handle<ClientHandler>) -> Option<HashAlg> {
-    match handle.best_supported_rsa_hash().await {
-        Ok(Some(Some(h))) => Some(h),
-        // The server only speaks SHA-1 RSA signatures, or told us nothing: prefer a SHA-2
-        // attempt that may fail over silently downgrading to SHA-1.
-        _ => Some(HashAlg::Sha256),
-    }
-}
-
-fn hash_for(key: &PublicKey, rsa: Option<HashAlg>) -> Option<HashAlg> {
-    if key.algorithm().is_rsa() { rsa } else { None }
+/// The algorithm to offer a key under. RSA signs with SHA-2 (servers since OpenSSH 8.8
+/// refuse SHA-1 `ssh-rsa`): the variant the server lists, else rsa-sha2-512. A certificate
+/// is offered under the certificate name of the same signature algorithm.
+fn offer_algorithm(
+    key: &PublicKey,
+    certificate: bool,
+    server: Option<&[String]>,
+) -> Option<String> {
+    let algs = hostkey::algorithms_for(key);
+    let base = algs
+        .iter()
+        .find(|a| server.is_some_and(|s| s.iter().any(|x| x == *a)))
+        .or(algs.first())?;
+    Some(match certificate {
+        true => format!("{base}-cert-v01@openssh.com"),
+        false => base.to_string(),
+    })
 }
 
 fn describe(key: &PublicKey) -> String {
     format!("{} {}", key.algorithm(), key.fingerprint(HashAlg::Sha256))
 }
 
-fn auth_call<T>(r: Result<T, russh::Error>) -> Result<T, ClientError> {
+fn auth_call<T>(r: std::io::Result<T>) -> Result<T, ClientError> {
     r.map_err(|e| ClientError::Auth(format!("authentication broke off: {e}")))
 }
 
-#[allow(clippy::too_many_arguments)]
+async fn connect_agent(source: &AgentSource) -> Option<std::io::Result<Agent>> {
+    let path = match source {
+        AgentSource::None => return None,
+        AgentSource::Env => PathBuf::from(std::env::var_os("SSH_AUTH_SOCK")?),
+        AgentSource::Socket(p) => p.clone(),
+    };
+    Some(Agent::connect(&path).await)
+}
+
+/// Offers each agent key (plain keys and certificates) in the agent's order; the agent
+/// signs only when the server asks for proof.
 async fn try_agent(
-    handle: &mut Handle<ClientHandler>,
+    handle: &Handle,
     s: &AuthSettings,
     file_publics: &[Option<PublicKey>],
-    rsa: Option<HashAlg>,
-    offered: &mut Vec<PublicKey>,
-    tried: &mut Attempts,
-    methods: &mut Option<MethodSet>,
+    p: &mut Progress,
 ) -> Result<bool, ClientError> {
-    let agent = match &s.agent {
-        AgentSource::None => return Ok(false),
-        AgentSource::Env => {
-            if std::env::var_os("SSH_AUTH_SOCK").is_none() {
-                return Ok(false);
-            }
-            AgentClient::connect_env().await.map(|a| a.dynamic())
-        }
-        AgentSource::Socket(p) => AgentClient::connect_uds(p).await.map(|a| a.dynamic()),
-    };
-    let mut agent = match agent {
-        Ok(a) => a,
-        Err(e) => {
+    let mut agent = match connect_agent(&s.agent).await {
+        None => return Ok(false),
+        Some(Ok(a)) => a,
+        Some(Err(e)) => {
             warn!("cannot reach the ssh-agent: {e}");
-            tried.0.push(format!("ssh-agent (unreachable: {e})"));
+            p.tried.push(format!("ssh-agent (unreachable: {e})"));
             return Ok(false);
         }
     };
-    let identities = match agent.request_identities().await {
+    let identities = match agent.identities().await {
         Ok(ids) => ids,
         Err(e) => {
             warn!("the ssh-agent did not list its keys: {e}");
@@ -214,177 +215,184 @@ async fn try_agent(
         }
     };
     for id in identities {
-        let AgentIdentity::PublicKey { key, comment } = id else {
-            continue; // certificates come with the certificate issue
+        let (key, certificate) = match hostkey::parse_key_blob(&id.blob) {
+            Ok(ParsedKey::Plain(k)) => (k, false),
+            Ok(ParsedKey::Certificate(c)) => (PublicKey::new(c.public_key().clone(), ""), true),
+            Err(e) => {
+                debug!(
+                    "skipping an agent key we cannot parse ({}): {e}",
+                    id.comment
+                );
+                continue;
+            }
         };
         if s.identities_only
             && !file_publics
                 .iter()
                 .flatten()
-                .any(|p| p.key_data() == key.key_data())
+                .any(|f| f.key_data() == key.key_data())
         {
             continue;
         }
-        info!("offering agent key {} {comment}", describe(&key));
-        offered.push(key.clone());
-        let result = handle
-            .authenticate_publickey_with(&s.user, key.clone(), hash_for(&key, rsa), &mut agent)
-            .await;
-        match result {
-            Ok(AuthResult::Success) => return Ok(true),
-            Ok(AuthResult::Failure {
-                remaining_methods, ..
-            }) => {
-                tried
-                    .0
-                    .push(format!("agent key {} {comment} (rejected)", describe(&key)));
-                *methods = Some(remaining_methods);
-            }
-            Err(e) => tried.0.push(format!(
-                "agent key {} (agent failed to sign: {e})",
+        let Some(alg) = offer_algorithm(&key, certificate, handle.server_sig_algs().as_deref())
+        else {
+            debug!(
+                "skipping agent key {} of a type we do not sign with",
                 describe(&key)
-            )),
+            );
+            continue;
+        };
+        let kind = if certificate { "certificate" } else { "key" };
+        info!("offering agent {kind} {} {}", describe(&key), id.comment);
+        p.offered.push(key.clone());
+        let agent = &mut agent;
+        let (blob, sign_alg) = (id.blob.clone(), alg.clone());
+        let result = handle
+            .auth_publickey_with(&s.user, &alg, &id.blob, move |data| async move {
+                agent.sign(&blob, &sign_alg, &data).await
+            })
+            .await;
+        let what = format!("agent {kind} {} {}", describe(&key), id.comment);
+        match result {
+            Ok(outcome) => {
+                if p.outcome(outcome, what) {
+                    return Ok(true);
+                }
+            }
+            Err(e) if handle.ended().is_some() => return auth_call(Err(e)),
+            Err(e) => p.tried.push(format!("{what} (agent failed to sign: {e})")),
         }
     }
     Ok(false)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Offers one identity file. With its `.pub` beside it, the public key is offered first and
+/// the private key opened (and its passphrase asked for) only if the server would take it.
 async fn try_file(
-    handle: &mut Handle<ClientHandler>,
+    handle: &Handle,
     s: &AuthSettings,
     file: &IdentityFile,
     public: Option<PublicKey>,
-    rsa: Option<HashAlg>,
-    offered: &mut Vec<PublicKey>,
-    tried: &mut Attempts,
-    methods: &mut Option<MethodSet>,
+    p: &mut Progress,
 ) -> Result<bool, ClientError> {
     let path = &file.path;
     if !path.exists() {
         if file.explicit {
             warn!("no such identity: {}", path.display());
-            tried.0.push(format!("{} (not found)", path.display()));
+            p.tried.push(format!("{} (not found)", path.display()));
         }
         return Ok(false);
     }
     if let Some(public) = &public
-        && offered.iter().any(|k| k.key_data() == public.key_data())
+        && p.offered.iter().any(|k| k.key_data() == public.key_data())
     {
         return Ok(false); // already offered through the agent
     }
-    let result = match public {
+    let what = path.display().to_string();
+    let sig_algs = handle.server_sig_algs();
+    let key = match public {
         Some(public) => {
-            info!("offering {} ({})", path.display(), describe(&public));
-            offered.push(public.clone());
-            let mut signer = FileSigner {
-                path: path.clone(),
-                prompter: s.prompter.clone(),
+            let Some(alg) = offer_algorithm(&public, false, sig_algs.as_deref()) else {
+                p.tried.push(format!(
+                    "{what} (a {} key, which warren cannot sign with)",
+                    public.algorithm()
+                ));
+                return Ok(false);
             };
-            let hash = hash_for(&public, rsa);
-            match handle
-                .authenticate_publickey_with(&s.user, public.clone(), hash, &mut signer)
-                .await
-            {
-                Ok(r) => r,
+            info!("offering {what} ({})", describe(&public));
+            p.offered.push(public.clone());
+            let blob = public
+                .to_bytes()
+                .map_err(|e| ClientError::Auth(format!("{what}: {e}")))?;
+            match auth_call(handle.auth_publickey_probe(&s.user, &alg, &blob).await)? {
+                AuthOutcome::PkOk => {}
+                other => return Ok(p.outcome(other, what)),
+            }
+            match load_private(path.clone(), s.prompter.clone()).await {
+                Ok(k) if k.public_key().key_data() == public.key_data() => k,
+                Ok(_) => {
+                    p.tried.push(format!(
+                        "{what} (the private key does not match {what}.pub)"
+                    ));
+                    return Ok(false);
+                }
                 Err(e) => {
-                    tried.0.push(format!("{} ({e})", path.display()));
+                    p.tried.push(format!("{what} ({e:#})"));
                     return Ok(false);
                 }
             }
         }
-        None => {
-            let key = match load_private(path.clone(), s.prompter.clone()).await {
-                Ok(k) => k,
-                Err(e) => {
-                    tried.0.push(format!("{} ({e})", path.display()));
-                    return Ok(false);
-                }
-            };
-            info!(
-                "offering {} ({})",
-                path.display(),
-                describe(key.public_key())
-            );
-            offered.push(key.public_key().clone());
-            let hash = hash_for(key.public_key(), rsa);
-            auth_call(
-                handle
-                    .authenticate_publickey(
-                        &s.user,
-                        PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-                    )
-                    .await,
-            )?
-        }
+        None => match load_private(path.clone(), s.prompter.clone()).await {
+            Ok(k) => {
+                info!("offering {what} ({})", describe(k.public_key()));
+                p.offered.push(k.public_key().clone());
+                k
+            }
+            Err(e) => {
+                p.tried.push(format!("{what} ({e:#})"));
+                return Ok(false);
+            }
+        },
     };
-    match result {
-        AuthResult::Success => Ok(true),
-        AuthResult::Failure {
-            remaining_methods, ..
-        } => {
-            tried.0.push(format!("{} (rejected)", path.display()));
-            *methods = Some(remaining_methods);
-            Ok(false)
-        }
-    }
+    let Some(alg) = offer_algorithm(key.public_key(), false, sig_algs.as_deref()) else {
+        p.tried.push(format!(
+            "{what} (a {} key, which warren cannot sign with)",
+            key.algorithm()
+        ));
+        return Ok(false);
+    };
+    let blob = key
+        .public_key()
+        .to_bytes()
+        .map_err(|e| ClientError::Auth(format!("{what}: {e}")))?;
+    let sign_alg = alg.clone();
+    let outcome = auth_call(
+        handle
+            .auth_publickey_with(&s.user, &alg, &blob, |data| async move {
+                hostkey::sign(&key, &sign_alg, &data).map_err(std::io::Error::other)
+            })
+            .await,
+    )?;
+    Ok(p.outcome(outcome, what))
 }
 
 async fn kbd_interactive(
-    handle: &mut Handle<ClientHandler>,
+    handle: &Handle,
     s: &AuthSettings,
-    tried: &mut Attempts,
-    methods: &mut Option<MethodSet>,
+    p: &mut Progress,
 ) -> Result<bool, ClientError> {
-    let mut step = auth_call(
-        handle
-            .authenticate_keyboard_interactive_start(&s.user, None)
-            .await,
-    )?;
+    let mut step = auth_call(handle.auth_keyboard_interactive(&s.user).await)?;
     loop {
-        match step {
-            KeyboardInteractiveAuthResponse::Success => return Ok(true),
-            KeyboardInteractiveAuthResponse::Failure {
-                remaining_methods, ..
-            } => {
-                tried.0.push("keyboard-interactive (rejected)".into());
-                *methods = Some(remaining_methods);
-                return Ok(false);
-            }
-            KeyboardInteractiveAuthResponse::InfoRequest {
-                name,
-                instructions,
-                prompts,
-            } => {
-                if !name.is_empty() || !instructions.is_empty() {
-                    eprintln!("{name}\n{instructions}");
-                }
-                let mut answers = Vec::with_capacity(prompts.len());
-                for p in prompts {
-                    let prompter = s.prompter.clone();
-                    let answer = blocking(move || {
-                        if p.echo {
-                            prompter.visible(&p.prompt)
-                        } else {
-                            prompter.secret(&p.prompt)
-                        }
-                    })
-                    .await?;
-                    let Some(answer) = answer else {
-                        tried
-                            .0
-                            .push("keyboard-interactive (nobody to answer)".into());
-                        return Ok(false);
-                    };
-                    answers.push(answer);
-                }
-                step = auth_call(
-                    handle
-                        .authenticate_keyboard_interactive_respond(answers)
-                        .await,
-                )?;
-            }
+        let AuthOutcome::Prompts {
+            name,
+            instruction,
+            prompts,
+        } = step
+        else {
+            return Ok(p.outcome(step, "keyboard-interactive".into()));
+        };
+        if !name.is_empty() || !instruction.is_empty() {
+            eprintln!("{name}\n{instruction}");
         }
+        let mut answers = Vec::with_capacity(prompts.len());
+        for (prompt, echo) in prompts {
+            let prompter = s.prompter.clone();
+            let answer = blocking(move || {
+                if echo {
+                    prompter.visible(&prompt)
+                } else {
+                    prompter.secret(&prompt)
+                }
+            })
+            .await?;
+            let Some(answer) = answer else {
+                p.tried
+                    .push("keyboard-interactive (nobody to answer)".into());
+                return Ok(false);
+            };
+            answers.push(answer);
+        }
+        step = auth_call(handle.auth_info_response(&answers).await)?;
     }
 }
 
@@ -403,21 +411,23 @@ fn pub_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Loads a private key, asking for its passphrase (up to three times) when it is
-/// encrypted. Errors read like "wrong passphrase" or "encrypted and BatchMode is on".
+/// Loads a private key (OpenSSH format), asking for its passphrase (up to three times)
+/// when it is encrypted. Errors read like "wrong passphrase" or "encrypted and BatchMode
+/// is on".
 async fn load_private(path: PathBuf, prompter: Prompter) -> anyhow::Result<PrivateKey> {
     tokio::task::spawn_blocking(move || {
-        match load_secret_key(&path, None) {
-            Ok(k) => return Ok(k),
-            Err(russh::keys::Error::KeyIsEncrypted) => {}
-            Err(e) => anyhow::bail!("cannot read key: {e}"),
+        let key = PrivateKey::read_openssh_file(&path).map_err(|e| {
+            anyhow::anyhow!("cannot read key: {e} (warren reads OpenSSH-format keys; convert with ssh-keygen -p -f)")
+        })?;
+        if !key.is_encrypted() {
+            return Ok(key);
         }
         for _ in 0..3 {
             let prompt = format!("Enter passphrase for key '{}': ", path.display());
             let Some(pass) = prompter.secret(&prompt)? else {
                 anyhow::bail!("key is encrypted and there is no terminal or SSH_ASKPASS to ask for its passphrase");
             };
-            match load_secret_key(&path, Some(&pass)) {
+            match key.decrypt(pass.as_bytes()) {
                 Ok(k) => return Ok(k),
                 Err(e) => debug!("passphrase for {} not accepted: {e}", path.display()),
             }
@@ -427,43 +437,44 @@ async fn load_private(path: PathBuf, prompter: Prompter) -> anyhow::Result<Priva
     .await?
 }
 
-/// Signs with a key file that is only opened (and decrypted) when the server asks for a
-/// signature, i.e. after it has accepted the public key.
-struct FileSigner {
-    path: PathBuf,
-    prompter: Prompter,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[derive(Debug, thiserror::Error)]
-enum SignError {
-    #[error("{0}")]
-    Key(String),
-    #[error("session closed while signing")]
-    Send(#[from] russh::SendError),
-}
+    /// A public key only (a 1024-bit one: nothing is signed with it, and generating RSA
+    /// keys in a debug build is slow).
+    const RSA_PUB: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDYqzBhuTVDZML+Zwv0hTHBR/d/8CvItfqSX2dRiJfLF04iwpHGWCagtPI8s7uj2G5h0QzInu36Nz3Ytf2XZ4/5AThjX8amsewVdHjFmFqF3xPvFZZFU+zmJEEiqsdW16GNgiX6AEglKURvIOfwS9WlWtRbir1PJsd+lmN/rpaUow== t";
 
-impl russh::Signer for FileSigner {
-    type Error = SignError;
+    const ED25519_PUB: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICkyhZtHyOcgR1G4e21GQV4lv58CG19PZtAB2dwU3hFX t";
 
-    async fn auth_sign(
-        &mut self,
-        _key: &AgentIdentity,
-        hash_alg: Option<HashAlg>,
-        mut to_sign: Vec<u8>,
-    ) -> Result<Vec<u8>, SignError> {
-        let key = load_private(self.path.clone(), self.prompter.clone())
-            .await
-            .map_err(|e| SignError::Key(format!("{e:#}")))?;
-        let sig: Signature = match key.key_data() {
-            KeypairData::Rsa(rsa) => (rsa, hash_alg).try_sign(&to_sign),
-            other => other.try_sign(&to_sign),
-        }
-        .map_err(|e| SignError::Key(format!("cannot sign: {e}")))?;
-        let blob = sig
-            .encode_vec()
-            .map_err(|e| SignError::Key(format!("cannot encode signature: {e}")))?;
-        blob.encode(&mut to_sign)
-            .map_err(|e| SignError::Key(format!("cannot encode signature: {e}")))?;
-        Ok(to_sign)
+    #[test]
+    fn rsa_is_offered_with_the_sha2_variant_the_server_lists() {
+        let rsa = PublicKey::from_openssh(RSA_PUB).unwrap();
+        let both = vec!["rsa-sha2-256".to_string(), "rsa-sha2-512".to_string()];
+        let only256 = vec!["ssh-ed25519".to_string(), "rsa-sha2-256".to_string()];
+        assert_eq!(
+            offer_algorithm(&rsa, false, Some(&both)).unwrap(),
+            "rsa-sha2-512"
+        );
+        assert_eq!(
+            offer_algorithm(&rsa, false, Some(&only256)).unwrap(),
+            "rsa-sha2-256"
+        );
+        assert_eq!(offer_algorithm(&rsa, false, None).unwrap(), "rsa-sha2-512");
+        assert_eq!(
+            offer_algorithm(&rsa, true, Some(&only256)).unwrap(),
+            "rsa-sha2-256-cert-v01@openssh.com"
+        );
+    }
+
+    #[test]
+    fn certificates_are_offered_under_their_certificate_name() {
+        let ed = PublicKey::from_openssh(ED25519_PUB).unwrap();
+        assert_eq!(offer_algorithm(&ed, false, None).unwrap(), "ssh-ed25519");
+        assert_eq!(
+            offer_algorithm(&ed, true, None).unwrap(),
+            "ssh-ed25519-cert-v01@openssh.com"
+        );
     }
 }

@@ -2,10 +2,11 @@
 //! streamed, and our exit status is the command's.
 
 use super::error::ClientError;
+use super::handler::ExecEvent;
 use super::session::Session;
-use russh::ChannelMsg;
-use tokio::io::AsyncWriteExt;
-use tracing::debug;
+use crate::forward::stdio;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 /// Runs `command` and returns its exit status. stdin is forwarded unless `null_stdin`
 /// (`-n`), so `warren host sort < file` works.
@@ -14,57 +15,38 @@ pub async fn run(session: &Session, command: &str, null_stdin: bool) -> Result<u
         host: session.destination.clone(),
         reason,
     };
-    let channel = session.exec(command).await?;
-    let (mut reader, writer) = channel.split();
-    let up = if null_stdin {
-        let _ = writer.eof().await;
-        None
-    } else {
-        Some(tokio::spawn(async move {
-            let mut w = writer.make_writer();
-            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut w).await;
-            let _ = w.shutdown().await;
-        }))
+    let (channel, events) = session.exec(command).await?;
+    let id = channel.id();
+    let status = tokio::spawn(status_and_stderr(events));
+    let input: Box<dyn AsyncRead + Unpin + Send> = match null_stdin {
+        true => Box::new(tokio::io::empty()),
+        false => Box::new(tokio::io::stdin()),
     };
-    let mut stdout = tokio::io::stdout();
+    // Returns once the channel is closed, which is after the exit status was sent.
+    let pumped = stdio::pump(channel, input, tokio::io::stdout(), || {}).await;
+    session.exec_finished(id);
+    let status = status.await.ok().flatten();
+    pumped.map_err(|e| lost(format!("remote command: {e}")))?;
+    status.ok_or_else(|| lost("the remote command ended without an exit status".into()))
+}
+
+/// Copies the command's stderr to ours and returns its exit status (255 when a signal
+/// killed it), once no more events will come.
+async fn status_and_stderr(mut events: mpsc::UnboundedReceiver<ExecEvent>) -> Option<u8> {
     let mut stderr = tokio::io::stderr();
     let mut status = None;
-    while let Some(msg) = reader.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => {
-                stdout
-                    .write_all(&data)
-                    .await
-                    .map_err(|e| lost(format!("writing stdout: {e}")))?;
-                stdout
-                    .flush()
-                    .await
-                    .map_err(|e| lost(format!("writing stdout: {e}")))?;
-            }
-            ChannelMsg::ExtendedData { data, ext: 1 } => {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            ExecEvent::Stderr(data) => {
                 let _ = stderr.write_all(&data).await;
                 let _ = stderr.flush().await;
             }
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status.min(255) as u8),
-            ChannelMsg::ExitSignal {
-                signal_name,
-                error_message,
-                ..
-            } => {
-                eprintln!(
-                    "warren: remote command killed by signal {signal_name:?} {error_message}"
-                );
+            ExecEvent::ExitStatus(n) => status = Some(n.min(255) as u8),
+            ExecEvent::ExitSignal { signal, message } => {
+                eprintln!("warren: remote command killed by signal {signal:?} {message}");
                 status = Some(255);
             }
-            ChannelMsg::Failure => {
-                return Err(lost(format!("the server refused to run '{command}'")));
-            }
-            ChannelMsg::Close => break,
-            other => debug!("exec channel: {other:?}"),
         }
     }
-    if let Some(up) = up {
-        up.abort();
-    }
-    status.ok_or_else(|| lost("the remote command ended without an exit status".into()))
+    status
 }

@@ -1,186 +1,223 @@
-//! russh's client callbacks: host-key verification and what the server may open to us.
+//! What the server sends us unasked, once the host key is trusted: banners, channels it
+//! opens (connections to our -R forwards), requests on our channels (a remote command's
+//! exit status and stderr), global requests.
 //!
-//! Callbacks run inside russh's session loop, so nothing here may wait on the session
-//! (opening channels, writing to channels): that would deadlock the loop. Host-key
-//! verification is the exception that proves the rule: it runs during key exchange,
-//! before any channel exists, and may block on a prompt.
+//! One task per connection reads the engine's events in order and answers each at once:
+//! anything slow (dialing a -R destination) runs in a task of its own, so one slow
+//! destination never holds back another forward's connection or a reply.
 
-use super::error::ClientError;
-use super::host_key::HostKeyPolicy;
 use crate::forward::remote::{SharedRemoteForwards, spawn_forwarded};
-use russh::client::{self, Session};
-use russh::keys::PublicKeyOrCertificate;
+use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tracing::warn;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use warren_ssh::driver::{Handle, Incoming};
+use warren_ssh::proto::{ChannelId, ChannelKind, ChannelRequest, reason};
 
-/// Per-connection handler. `failure` carries the host-key verdict out of the callback,
-/// because russh only reports "rejected" and the user deserves to know why.
-pub struct ClientHandler {
-    pub policy: Arc<HostKeyPolicy>,
-    pub failure: Arc<Mutex<Option<ClientError>>>,
+/// What a remote command's session channel hears besides its stdout.
+#[derive(Debug)]
+pub enum ExecEvent {
+    Stderr(Bytes),
+    ExitStatus(u32),
+    ExitSignal { signal: String, message: String },
+}
+
+type RouteMap = HashMap<ChannelId, mpsc::UnboundedSender<ExecEvent>>;
+
+/// Session channels running a command, by id: where their [`ExecEvent`]s go.
+#[derive(Clone)]
+pub struct ExecRoutes {
+    map: Arc<Mutex<RouteMap>>,
+    /// Channels whose command is done: the event task drops their route once it has
+    /// handled every event the engine queued before (see [`ExecRoutes::finish`]).
+    finish: mpsc::UnboundedSender<ChannelId>,
+}
+
+impl ExecRoutes {
+    /// The routes and the receiving end of [`ExecRoutes::finish`], for [`serve`].
+    pub fn new() -> (ExecRoutes, mpsc::UnboundedReceiver<ChannelId>) {
+        let (finish, rx) = mpsc::unbounded_channel();
+        (
+            ExecRoutes {
+                map: Arc::default(),
+                finish,
+            },
+            rx,
+        )
+    }
+
+    /// Starts routing a channel's events; registered before the exec request goes out, so
+    /// nothing the command says can arrive unrouted.
+    pub fn register(&self, id: ChannelId) -> mpsc::UnboundedReceiver<ExecEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().insert(id, tx);
+        rx
+    }
+
+    /// The channel is closed: its receiver ends after the events still in flight (the
+    /// exit status, the last stderr) — they were queued before the close was seen, and
+    /// the event task handles all it holds before dropping the route.
+    pub fn finish(&self, id: ChannelId) {
+        if self.finish.send(id).is_err() {
+            // The event task is gone with the connection: nothing is in flight.
+            self.lock().remove(&id);
+        }
+    }
+
+    fn send(&self, id: ChannelId, ev: ExecEvent) {
+        if let Some(tx) = self.lock().get(&id) {
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RouteMap> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where the events of one connection go.
+pub struct Routes {
     pub quiet: bool,
-    /// Set once with the reason when the connection ends, so the owner can tell a lost
-    /// connection from its own shutdown without polling.
-    pub closed: tokio::sync::watch::Sender<Option<String>>,
     /// The -R forwards the server granted, to route its forwarded connections.
     pub remote: SharedRemoteForwards,
+    pub exec: ExecRoutes,
 }
 
-impl client::Handler for ClientHandler {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let verdict = match server_public_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => {
-                let policy = self.policy.clone();
-                let key = key.clone();
-                tokio::task::spawn_blocking(move || policy.verify(&key))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(ClientError::HostKey(format!("host key check failed: {e}")))
-                    })
-            }
-            // We never advertise certificate host-key algorithms, so a server sending one
-            // is misbehaving; refusing is the only safe answer.
-            PublicKeyOrCertificate::Certificate(_) => Err(ClientError::HostKey(
-                "the server presented a host certificate, which warren does not verify yet".into(),
-            )),
-        };
-        match verdict {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                if let Ok(mut slot) = self.failure.lock() {
-                    *slot = Some(e);
+/// Answers the connection's events until it ends.
+pub async fn serve(
+    handle: Handle,
+    mut incoming: mpsc::UnboundedReceiver<Incoming>,
+    mut finished: mpsc::UnboundedReceiver<ChannelId>,
+    routes: Routes,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            ev = incoming.recv() => match ev {
+                Some(ev) => event(&handle, &routes, ev),
+                None => break,
+            },
+            Some(id) = finished.recv() => {
+                while let Ok(ev) = incoming.try_recv() {
+                    event(&handle, &routes, ev);
                 }
-                Ok(false)
+                routes.exec.lock().remove(&id);
             }
         }
     }
+    // Whoever still waits for a command's events learns that none will come.
+    routes.exec.lock().clear();
+}
 
-    async fn disconnected(
-        &mut self,
-        reason: client::DisconnectReason<Self::Error>,
-    ) -> Result<(), Self::Error> {
-        let text = match &reason {
-            client::DisconnectReason::ReceivedDisconnect(info) => {
-                format!("the server disconnected: {}", info.message)
-            }
-            client::DisconnectReason::Error(e) => e.to_string(),
-        };
-        let _ = self.closed.send(Some(text));
-        match reason {
-            client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
-            client::DisconnectReason::Error(e) => Err(e),
-        }
-    }
-
-    async fn auth_banner(
-        &mut self,
-        banner: &str,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        if !self.quiet {
-            eprint!("{banner}");
-        }
-        Ok(())
-    }
-
-    async fn server_channel_open_forwarded_tcpip(
-        &mut self,
-        channel: russh::Channel<client::Msg>,
-        connected_address: &str,
-        connected_port: u32,
-        originator_address: &str,
-        originator_port: u32,
-        reply: client::ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        let origin = format!("{originator_address}:{originator_port}");
-        match self.remote.lookup_tcp(connected_address, connected_port) {
-            Some(target) => spawn_forwarded(channel, target, reply, origin),
-            None => {
-                warn!(
-                    "refusing forwarded connection for {connected_address}:{connected_port} from \
-                     {origin}: no such remote forward was requested"
-                );
-                refuse(reply).await;
+fn event(handle: &Handle, routes: &Routes, ev: Incoming) {
+    match ev {
+        Incoming::Banner(text) => {
+            if !routes.quiet {
+                eprint!("{}", printable(&text));
             }
         }
-        Ok(())
-    }
-
-    async fn server_channel_open_forwarded_streamlocal(
-        &mut self,
-        channel: russh::Channel<client::Msg>,
-        socket_path: &str,
-        reply: client::ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        match self.remote.lookup_unix(socket_path) {
-            Some(target) => spawn_forwarded(channel, target, reply, socket_path.to_string()),
-            None => {
-                warn!("refusing forwarded connection for {socket_path}: no such remote forward");
-                refuse(reply).await;
+        Incoming::ChannelOpen { id, kind } => channel_open(handle, routes, id, kind),
+        Incoming::ChannelRequest {
+            id,
+            request_id,
+            request,
+            want_reply,
+        } => {
+            match request {
+                ChannelRequest::ExitStatus(n) => routes.exec.send(id, ExecEvent::ExitStatus(n)),
+                ChannelRequest::ExitSignal {
+                    signal, message, ..
+                } => routes
+                    .exec
+                    .send(id, ExecEvent::ExitSignal { signal, message }),
+                other => debug!("channel {id}: ignoring request {other:?}"),
+            }
+            if want_reply {
+                handle.channel_request_reply(id, request_id, false);
             }
         }
-        Ok(())
-    }
-
-    /// A server may try to open session, X11 or agent channels to us; a tunnel client
-    /// never asked for them.
-    async fn server_channel_open_session(
-        &mut self,
-        _channel: russh::Channel<client::Msg>,
-        reply: client::ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        refuse(reply).await;
-        Ok(())
-    }
-
-    async fn server_channel_open_agent_forward(
-        &mut self,
-        _channel: russh::Channel<client::Msg>,
-        reply: client::ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        refuse(reply).await;
-        Ok(())
-    }
-
-    async fn server_channel_open_x11(
-        &mut self,
-        _channel: russh::Channel<client::Msg>,
-        _originator_address: &str,
-        _originator_port: u32,
-        reply: client::ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        refuse(reply).await;
-        Ok(())
-    }
-
-    async fn server_channel_open_direct_tcpip(
-        &mut self,
-        _channel: russh::Channel<client::Msg>,
-        _host_to_connect: &str,
-        _port_to_connect: u32,
-        _originator_address: &str,
-        _originator_port: u32,
-        reply: client::ChannelOpenHandle,
-        _session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        refuse(reply).await;
-        Ok(())
+        Incoming::Stderr { id, data } => routes.exec.send(id, ExecEvent::Stderr(data)),
+        Incoming::GlobalRequest {
+            request_id,
+            request,
+            want_reply,
+        } => {
+            // hostkeys-00@openssh.com and the like: nothing a tunnel client acts on.
+            debug!("ignoring global request {request:?}");
+            if want_reply {
+                handle.global_reply(request_id, false, &[]);
+            }
+        }
+        // Only before authentication, which the session has finished by now.
+        Incoming::HostKey(_) | Incoming::AuthRequest { .. } => {}
     }
 }
 
-/// Declines a channel the server should not have opened (or that we no longer expect).
-async fn refuse(reply: client::ChannelOpenHandle) {
-    reply
-        .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-        .await;
+/// A channel the server opened: a connection to one of our -R forwards, or something a
+/// tunnel client never asked for (session, X11, agent, direct-tcpip), which is refused.
+fn channel_open(handle: &Handle, routes: &Routes, id: ChannelId, kind: ChannelKind) {
+    let routed = match &kind {
+        ChannelKind::ForwardedTcpip {
+            address,
+            port,
+            originator,
+            originator_port,
+        } => routes
+            .remote
+            .lookup_tcp(address, *port)
+            .map(|t| (t, format!("{originator}:{originator_port}"))),
+        ChannelKind::ForwardedStreamlocal { path } => {
+            routes.remote.lookup_unix(path).map(|t| (t, path.clone()))
+        }
+        _ => None,
+    };
+    match routed {
+        Some((target, origin)) => spawn_forwarded(handle.clone(), id, target, origin),
+        None => {
+            warn!("refusing a {kind:?} channel from the server: no such forward was requested");
+            handle.reject(
+                id,
+                reason::ADMINISTRATIVELY_PROHIBITED,
+                "no such forward was requested",
+            );
+        }
+    }
+}
+
+/// The banner without control characters other than line breaks and tabs, so a server
+/// cannot move the cursor or retitle the terminal (OpenSSH filters it the same way).
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|&c| !c.is_control() || c == '\n' || c == '\t')
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banners_lose_terminal_escapes_but_keep_lines() {
+        assert_eq!(
+            printable("Welcome\r\n\x1b]0;owned\x07\x1b[2Jhere\tok\n"),
+            "Welcome\n]0;owned[2Jhere\tok\n"
+        );
+    }
+
+    #[test]
+    fn exec_events_reach_only_the_registered_channel() {
+        let (routes, finished) = ExecRoutes::new();
+        let mut rx = routes.register(3);
+        routes.send(4, ExecEvent::ExitStatus(1));
+        routes.send(3, ExecEvent::ExitStatus(7));
+        assert!(matches!(rx.try_recv(), Ok(ExecEvent::ExitStatus(7))));
+        // Without an event task the route goes at once.
+        drop(finished);
+        routes.finish(3);
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
 }

@@ -4,12 +4,12 @@ use super::error::ClientError;
 use super::known_hosts::{self, HostKeyStatus, KnownHosts};
 use super::prompt::Prompter;
 use crate::config::options::StrictHostKeyChecking;
-use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
 use std::path::PathBuf;
 use tracing::warn;
+use warren_ssh::ssh_key::{Algorithm, HashAlg, PublicKey};
 
 /// Everything needed to judge one server's key, captured before connecting so the
-/// decision inside russh's callback needs no outside state.
+/// decision, made while the handshake waits, needs no outside state.
 #[derive(Debug, Clone)]
 pub struct HostKeyPolicy {
     /// Name the key is recorded under (HostKeyAlias, or the host as typed).
@@ -37,15 +37,16 @@ impl HostKeyPolicy {
     /// Host-key algorithms in the order to offer them: types already known for this host
     /// first, as OpenSSH does, so a server with several keys presents the one we can
     /// verify instead of one that would look new.
-    pub fn preferred_algorithms(&self, defaults: &[Algorithm]) -> Vec<Algorithm> {
+    pub fn preferred_algorithms(&self, defaults: &[String]) -> Vec<String> {
         let known = self.load().known_algorithms(&self.host, self.port);
-        let is_known = |a: &Algorithm| {
-            known.iter().any(|k| match (k, a) {
-                (Algorithm::Rsa { .. }, Algorithm::Rsa { .. }) => true,
-                (k, a) => k == a,
+        let is_known = |name: &String| {
+            known.iter().any(|k| match k {
+                // A known RSA key verifies under any of its signature algorithms.
+                Algorithm::Rsa { .. } => name.starts_with("rsa-sha2-") || name == "ssh-rsa",
+                k => k.as_str() == name,
             })
         };
-        let mut out: Vec<Algorithm> = defaults.iter().filter(|a| is_known(a)).cloned().collect();
+        let mut out: Vec<String> = defaults.iter().filter(|a| is_known(a)).cloned().collect();
         out.extend(defaults.iter().filter(|a| !is_known(a)).cloned());
         out
     }

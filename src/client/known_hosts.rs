@@ -3,7 +3,7 @@
 //! Warren shares `~/.ssh/known_hosts` with OpenSSH, so it has to read every
 //! line OpenSSH writes (hashed names, `[host]:port`, patterns, markers) and
 //! write lines OpenSSH can find again. The file is parsed here rather than
-//! with russh's helper because that one splits on single spaces and ignores
+//! with a library helper because the common ones split on single spaces and ignore
 //! `@revoked`/`@cert-authority`, which would turn a revocation into a trust.
 
 use std::fs;
@@ -14,9 +14,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, KeyInit, Mac};
-use russh::keys::ssh_key::public::KeyData;
-use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
 use sha1::Sha1;
+use warren_ssh::ssh_key::public::KeyData;
+use warren_ssh::ssh_key::{Algorithm, HashAlg, PublicKey};
 
 use crate::config::pattern::{PatternMatch, match_pattern_list};
 
@@ -514,9 +514,9 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use russh::keys::ssh_key::EcdsaCurve;
     use std::process::Command;
     use tempfile::TempDir;
+    use warren_ssh::ssh_key::EcdsaCurve;
 
     const ED_A: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICqj/RGyzBMZbvGgRE4D4S/433xg85bKxkQ9HlFI+1lS ka";

@@ -6,6 +6,7 @@
 //! [`known_hosts`]) and authenticates ([`auth`]); then each listener serves through the
 //! session until a signal or the connection's end.
 
+pub mod agent;
 pub mod auth;
 pub mod background;
 pub mod backoff;

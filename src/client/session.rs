@@ -3,21 +3,23 @@
 
 use super::auth::{self, AuthSettings};
 use super::error::ClientError;
-use super::handler::ClientHandler;
+use super::handler::{self, ExecEvent, ExecRoutes, Routes};
 use super::host_key::HostKeyPolicy;
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
-use crate::forward::decouple::{Decoupled, decouple};
 use crate::forward::remote::{SharedRemoteForwards, Target, request_address};
 use crate::forward::{OpenError, Opener};
-use russh::client::{self, Handle, Msg};
-use russh::{Disconnect, Preferred};
-use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
+use warren_ssh::driver::{self, ChannelStream, Handle, Incoming, OpenFailure};
+use warren_ssh::hostkey::ParsedKey;
+use warren_ssh::proto::{
+    ChannelId, ChannelKind, ChannelRequest, Config, GlobalRequest, Role, reason,
+};
 
 /// How the SSH byte stream reaches the server.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct ConnectSettings {
     pub port: u16,
     pub transport: Transport,
     pub compression: bool,
+    /// Ciphers in preference order (the `Ciphers` option applied to our defaults).
+    pub ciphers: Vec<String>,
     /// ServerAliveInterval and ServerAliveCountMax; `None` disables keepalive.
     pub keepalive: Option<(Duration, usize)>,
     pub connect_timeout: Option<Duration>,
@@ -46,14 +50,17 @@ pub struct ConnectSettings {
     pub quiet: bool,
 }
 
-/// An authenticated SSH connection.
+/// An authenticated SSH connection. Dropping it ends the connection (forwarded streams
+/// still open end with it).
 pub struct Session {
-    handle: Handle<ClientHandler>,
+    handle: Handle,
     closed: watch::Receiver<Option<String>>,
     /// `user@host:port`, for messages.
     pub destination: String,
     /// The -R forwards granted on this connection.
     pub remote: SharedRemoteForwards,
+    /// Where a remote command's exit status and stderr go.
+    exec: ExecRoutes,
     /// Jump-host sessions this one runs through, outermost first; kept alive with it.
     via: Vec<Session>,
     /// The ProxyCommand process carrying this connection; killed with the session.
@@ -69,12 +76,12 @@ impl Session {
         match &s.transport {
             Transport::Direct => {
                 let tcp = dial(s).await?;
-                Session::handshake(s, crate::transport::buffered_tcp(tcp), None).await
+                Session::handshake(s, crate::transport::QuickAck::new(tcp), None).await
             }
             Transport::ProxyCommand(cmd) => {
                 let (stream, child) =
                     super::proxy_command::spawn(cmd).map_err(|e| connect_error(s, e))?;
-                Session::handshake(s, crate::transport::buffered(stream), Some(child)).await
+                Session::handshake(s, stream, Some(child)).await
             }
             Transport::Jump(hops) => {
                 let mut via: Vec<Session> = Vec::new();
@@ -83,8 +90,7 @@ impl Session {
                         None => Box::pin(Session::connect(hop)).await?,
                         Some(prev) => {
                             let stream = prev.tunnel_to(hop).await?;
-                            Session::handshake(hop, crate::transport::buffered(stream), None)
-                                .await?
+                            Session::handshake(hop, stream, None).await?
                         }
                     };
                     info!("connected to jump host {}", hop_session.destination);
@@ -94,16 +100,17 @@ impl Session {
                     .last()
                     .ok_or_else(|| connect_error(s, "empty jump host list".into()))?;
                 let stream = last.tunnel_to(s).await?;
-                let mut session =
-                    Session::handshake(s, crate::transport::buffered(stream), None).await?;
+                let mut session = Session::handshake(s, stream, None).await?;
                 session.via = via;
                 Ok(session)
             }
         }
     }
 
-    /// A direct-tcpip stream to the next hop, for stacking SSH sessions.
-    async fn tunnel_to(&self, next: &ConnectSettings) -> Result<Decoupled<Msg>, ClientError> {
+    /// A direct-tcpip stream to the next hop, for stacking SSH sessions. The inner session
+    /// reads it as fast as it handles its packets, so the hop's window paces the inner
+    /// connection like a TCP socket would.
+    async fn tunnel_to(&self, next: &ConnectSettings) -> Result<ChannelStream, ClientError> {
         let target = Endpoint::Tcp {
             host: next.host.clone(),
             port: next.port,
@@ -121,89 +128,90 @@ impl Session {
             })?,
             None => open.await,
         };
-        opened
-            .map(decouple)
-            .map_err(|e| connect_error(next, format!("via jump host {}: {e}", self.destination)))
+        opened.map_err(|e| connect_error(next, format!("via jump host {}: {e}", self.destination)))
     }
 
-    /// The SSH handshake and authentication over an established byte stream (already
-    /// wrapped by [`crate::transport`]).
+    /// The SSH handshake and authentication over an established byte stream.
     async fn handshake<S>(
         s: &ConnectSettings,
-        stream: crate::transport::Transport<S>,
+        stream: S,
         proxy: Option<tokio::process::Child>,
     ) -> Result<Session, ClientError>
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let peer_id = stream.peer_id();
         let destination = format!("{}@{}:{}", s.auth.user, s.host, s.port);
-        let mut preferred = Preferred {
-            cipher: Cow::Borrowed(crate::crypto::ciphers()),
-            key: Cow::Owned(s.host_key.preferred_algorithms(&Preferred::DEFAULT.key)),
-            ..Preferred::DEFAULT
-        };
-        if s.compression {
-            preferred.compression = Cow::Borrowed(&[
-                russh::compression::ZLIB_LEGACY,
-                russh::compression::ZLIB,
-                russh::compression::NONE,
-            ]);
-        } else {
-            preferred.compression = Cow::Borrowed(&[russh::compression::NONE]);
-        }
-        let config = Arc::new(client::Config {
-            preferred,
-            nodelay: true,
-            inactivity_timeout: None,
-            keepalive_interval: s.keepalive.map(|k| k.0),
-            keepalive_max: s.keepalive.map(|k| k.1).unwrap_or(3),
-            ..Default::default()
-        });
-        let failure = Arc::new(Mutex::new(None));
+        let (exec, finished) = ExecRoutes::new();
+        let (handle, mut incoming, run) = driver::start(stream, Arc::new(engine_config(s)));
         let (closed_tx, closed) = watch::channel(None);
-        let remote = SharedRemoteForwards::default();
-        let handler = ClientHandler {
-            policy: Arc::new(s.host_key.clone()),
-            failure: failure.clone(),
-            quiet: s.quiet,
-            closed: closed_tx,
-            remote: remote.clone(),
+        tokio::spawn(async move {
+            let why = match run.await {
+                Ok(()) => "the connection was closed".to_string(),
+                Err(e) => e,
+            };
+            let _ = closed_tx.send(Some(why));
+        });
+        let mut session = Session {
+            handle,
+            closed,
+            destination,
+            remote: SharedRemoteForwards::default(),
+            exec,
+            via: Vec::new(),
+            _proxy: proxy,
+            sends_at_once: false,
         };
-        let handshake = client::connect_stream(config, stream, handler);
-        let result = match s.connect_timeout {
-            Some(t) => tokio::time::timeout(t, handshake).await.map_err(|_| {
+
+        let host_key = first_host_key(&mut incoming);
+        let host_key = match s.connect_timeout {
+            Some(t) => tokio::time::timeout(t, host_key).await.map_err(|_| {
                 connect_error(
                     s,
                     format!("no SSH handshake within {}s (ConnectTimeout)", t.as_secs()),
                 )
             })?,
-            None => handshake.await,
+            None => host_key.await,
         };
-        let mut handle = match result {
-            Ok(h) => h,
-            Err(e) => {
-                if let Some(hk) = failure.lock().ok().and_then(|mut f| f.take()) {
-                    return Err(hk);
-                }
-                return Err(connect_error(s, format!("SSH handshake failed: {e}")));
-            }
+        let Some(host_key) = host_key else {
+            let why = session.closed().await;
+            return Err(connect_error(s, format!("SSH handshake failed: {why}")));
         };
-        let server_id = peer_id.get().unwrap_or_default();
+        let policy = s.host_key.clone();
+        let verdict = match host_key {
+            ParsedKey::Plain(key) => tokio::task::spawn_blocking(move || policy.verify(&key))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ClientError::HostKey(format!("host key check failed: {e}")))
+                }),
+            // We never offer certificate host-key algorithms, so a server sending one is
+            // misbehaving; refusing is the only safe answer.
+            ParsedKey::Certificate(_) => Err(ClientError::HostKey(
+                "the server presented a host certificate, which warren does not verify yet".into(),
+            )),
+        };
+        if let Err(e) = verdict {
+            session.handle.disconnect("host key verification failed");
+            return Err(e);
+        }
+
+        let server_id = session.handle.peer_version().unwrap_or_default();
         info!("remote software version {server_id}");
-        let sends_at_once = super::compat::sends_at_once(server_id);
+        session.sends_at_once = super::compat::sends_at_once(&server_id);
+        let routes = Routes {
+            quiet: s.quiet,
+            remote: session.remote.clone(),
+            exec: session.exec.clone(),
+        };
+        tokio::spawn(handler::serve(
+            session.handle.clone(),
+            incoming,
+            finished,
+            routes,
+        ));
         info!("authenticating as {}", s.auth.user);
-        auth::authenticate(&mut handle, &s.auth, &destination).await?;
-        info!("authenticated to {destination}");
-        Ok(Session {
-            handle,
-            closed,
-            destination,
-            remote,
-            via: Vec::new(),
-            _proxy: proxy,
-            sends_at_once,
-        })
+        auth::authenticate(&session.handle, &s.auth, &session.destination).await?;
+        info!("authenticated to {}", session.destination);
+        Ok(session)
     }
 
     /// Asks the server to listen for -R. Returns the port it listens on (the allocated
@@ -216,28 +224,46 @@ impl Session {
         match &fwd.listen {
             Listen::Unix(path) => {
                 let path = path.to_string_lossy().into_owned();
-                self.handle
-                    .streamlocal_forward(path.clone())
-                    .await
-                    .map_err(|e| {
-                        format!("remote port forwarding failed for listen path {path}: {e}")
-                    })?;
+                let request = GlobalRequest::StreamlocalForward { path: path.clone() };
+                match self.handle.global_request(request).await {
+                    Ok((true, _)) => {}
+                    Ok((false, _)) => {
+                        return Err(format!(
+                            "remote port forwarding failed for listen path {path}: {REFUSED}"
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "remote port forwarding failed for listen path {path}: {e}"
+                        ));
+                    }
+                }
                 self.remote.add_unix(&path, target);
                 Ok(0)
             }
             Listen::Tcp { port, .. } => {
                 let (address, requested) = request_address(fwd).unwrap_or_default();
-                let granted = self
-                    .handle
-                    .tcpip_forward(address.clone(), requested)
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "remote port forwarding failed for listen port {port}: {}",
-                            refusal(&e)
-                        )
-                    })?;
-                let listening = if requested == 0 { granted } else { requested };
+                let request = GlobalRequest::TcpipForward {
+                    address: address.clone(),
+                    port: requested,
+                };
+                let failed = |why: String| {
+                    format!("remote port forwarding failed for listen port {port}: {why}")
+                };
+                let listening = match self.handle.global_request(request).await {
+                    Ok((true, _)) if requested != 0 => requested,
+                    // RFC 4254 §7.1: the reply to port 0 carries the port the server chose.
+                    Ok((true, data)) => match <[u8; 4]>::try_from(&data[..]) {
+                        Ok(b) if u32::from_be_bytes(b) != 0 => u32::from_be_bytes(b),
+                        _ => {
+                            return Err(failed(
+                                "the server did not say which port it chose".into(),
+                            ));
+                        }
+                    },
+                    Ok((false, _)) => return Err(failed(REFUSED.into())),
+                    Err(e) => return Err(failed(e.to_string())),
+                };
                 self.remote.add_tcp(&address, listening, target);
                 Ok(listening)
             }
@@ -248,31 +274,54 @@ impl Session {
     /// moment we leave instead of whenever the server notices.
     pub async fn cancel_remotes(&self) {
         for (address, port) in self.remote.tcp_listeners() {
-            let _ = self.handle.cancel_tcpip_forward(address, port).await;
+            let _ = self
+                .handle
+                .global_request(GlobalRequest::CancelTcpipForward { address, port })
+                .await;
         }
         for path in self.remote.unix_listeners() {
-            let _ = self.handle.cancel_streamlocal_forward(path).await;
+            let _ = self
+                .handle
+                .global_request(GlobalRequest::CancelStreamlocalForward { path })
+                .await;
         }
     }
 
-    /// Opens a session channel and runs `command` on it (no TTY).
-    pub async fn exec(&self, command: &str) -> Result<russh::Channel<Msg>, ClientError> {
+    /// Opens a session channel and runs `command` on it (no TTY). The receiver gets the
+    /// command's stderr and exit status; call [`Session::exec_finished`] once the channel
+    /// is closed so it ends.
+    pub async fn exec(
+        &self,
+        command: &str,
+    ) -> Result<(ChannelStream, mpsc::UnboundedReceiver<ExecEvent>), ClientError> {
+        let lost = |reason: String| ClientError::Lost {
+            host: self.destination.clone(),
+            reason,
+        };
         let channel = self
             .handle
-            .channel_open_session()
+            .open(ChannelKind::Session)
             .await
-            .map_err(|e| ClientError::Lost {
-                host: self.destination.clone(),
-                reason: format!("cannot open a session channel: {e}"),
-            })?;
-        channel
-            .exec(true, command)
+            .map_err(|e| lost(format!("cannot open a session channel: {e}")))?;
+        let events = self.exec.register(channel.id());
+        let request = ChannelRequest::Exec(command.as_bytes().to_vec());
+        match self
+            .handle
+            .channel_request(channel.id(), request, true)
             .await
-            .map_err(|e| ClientError::Lost {
-                host: self.destination.clone(),
-                reason: format!("cannot start the command: {e}"),
-            })?;
-        Ok(channel)
+        {
+            Ok(true) => Ok((channel, events)),
+            Ok(false) => {
+                self.exec.finish(channel.id());
+                Err(lost(format!("the server refused to run '{command}'")))
+            }
+            Err(e) => Err(lost(format!("cannot start the command: {e}"))),
+        }
+    }
+
+    /// The command's channel is closed: its event receiver ends once the last events are in.
+    pub fn exec_finished(&self, id: ChannelId) {
+        self.exec.finish(id);
     }
 
     /// Resolves when the connection ends on its own, with the reason.
@@ -285,30 +334,52 @@ impl Session {
     }
 
     /// Says goodbye to the server (and to each jump host, innermost first) so every
-    /// forward is freed at once.
+    /// forward is freed at once; returns when the DISCONNECT is on its way.
     pub async fn disconnect(&self) {
-        let _ = self
-            .handle
-            .disconnect(Disconnect::ByApplication, "warren is stopping", "en")
-            .await;
+        self.handle.disconnect("warren is stopping");
+        self.closed().await;
         for hop in self.via.iter().rev() {
-            let _ = hop
-                .handle
-                .disconnect(Disconnect::ByApplication, "warren is stopping", "en")
-                .await;
+            hop.handle.disconnect("warren is stopping");
+            hop.closed().await;
         }
     }
 }
 
-/// Why the server said no to a global request, in words.
-fn refusal(e: &russh::Error) -> String {
-    match e {
-        russh::Error::RequestDenied => {
-            "the server refused (port in use, not permitted, or GatewayPorts)".into()
-        }
-        other => other.to_string(),
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Nobody can open channels on it any more: end it rather than leave the driver
+        // and the server's side running (a no-op after `disconnect`).
+        self.handle
+            .disconnect("warren is done with this connection");
     }
 }
+
+/// The engine's settings for one connection.
+fn engine_config(s: &ConnectSettings) -> Config {
+    let mut c = Config::new(Role::Client);
+    c.host_key_algorithms = s.host_key.preferred_algorithms(&c.host_key_algorithms);
+    c.ciphers = s.ciphers.clone();
+    c.compression = s.compression;
+    if let Some((interval, count)) = s.keepalive {
+        c.keepalive_interval = Some(interval);
+        c.keepalive_max = u32::try_from(count).unwrap_or(u32::MAX);
+    }
+    c
+}
+
+/// The server's host key, the first event of a connection; `None` if it ended before.
+async fn first_host_key(incoming: &mut mpsc::UnboundedReceiver<Incoming>) -> Option<ParsedKey> {
+    while let Some(ev) = incoming.recv().await {
+        match ev {
+            Incoming::HostKey(k) => return Some(k),
+            other => debug!("before the host key: {other:?}"),
+        }
+    }
+    None
+}
+
+/// Why the server said no to a global request, in words (it does not say).
+const REFUSED: &str = "the server refused (port in use, not permitted, or GatewayPorts)";
 
 fn connect_error(s: &ConnectSettings, reason: String) -> ClientError {
     ClientError::Connect {
@@ -369,49 +440,60 @@ impl Session {
         &self,
         target: &Endpoint,
         originator: Option<SocketAddr>,
-    ) -> Result<russh::Channel<Msg>, OpenError> {
-        let (oaddr, oport) = originator
+    ) -> Result<ChannelStream, OpenError> {
+        let (originator, originator_port) = originator
             .map(|a| (a.ip().to_string(), a.port() as u32))
             .unwrap_or_else(|| ("127.0.0.1".into(), 0));
-        let channel = match target {
-            Endpoint::Tcp { host, port } => {
-                self.handle
-                    .channel_open_direct_tcpip(host.clone(), *port as u32, oaddr, oport)
-                    .await
-            }
-            Endpoint::Unix(path) => {
-                self.handle
-                    .channel_open_direct_streamlocal(path.to_string_lossy().into_owned())
-                    .await
-            }
+        let kind = match target {
+            Endpoint::Tcp { host, port } => ChannelKind::DirectTcpip {
+                host: host.clone(),
+                port: *port as u32,
+                originator,
+                originator_port,
+            },
+            Endpoint::Unix(path) => ChannelKind::DirectStreamlocal {
+                path: path.to_string_lossy().into_owned(),
+            },
         };
-        channel.map_err(|e| match e {
-            russh::Error::ChannelOpenFailure(reason) => OpenError::Refused(match reason {
-                russh::ChannelOpenFailure::ConnectFailed => {
-                    "connect failed (the target refused or is unreachable from the server)".into()
-                }
-                russh::ChannelOpenFailure::AdministrativelyProhibited => {
-                    "administratively prohibited (the server does not allow this destination)"
-                        .into()
-                }
-                other => format!("{other:?}"),
-            }),
-            e => OpenError::Session(e.to_string()),
+        self.handle.open(kind).await.map_err(|e| {
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<OpenFailure>())
+            {
+                Some(f) => OpenError::Refused(refusal_text(f)),
+                None => OpenError::Session(e.to_string()),
+            }
         })
     }
 }
 
-impl Opener for Session {
-    type Stream = Decoupled<Msg>;
+/// The server's reason for refusing a channel, worded for the log (and classified by
+/// the proxy front ends from these words).
+fn refusal_text(f: &OpenFailure) -> String {
+    match f.reason {
+        reason::CONNECT_FAILED => {
+            "connect failed (the target refused or is unreachable from the server)".into()
+        }
+        reason::ADMINISTRATIVELY_PROHIBITED => {
+            "administratively prohibited (the server does not allow this destination)".into()
+        }
+        reason::RESOURCE_SHORTAGE => "resource shortage (the server has too many channels)".into(),
+        _ if f.description.is_empty() => format!("refused with reason {}", f.reason),
+        _ => format!("{} (reason {})", f.description, f.reason),
+    }
+}
 
-    /// Each forwarded connection reads through its own spill buffer, so one slow local
-    /// reader cannot stall the session (see `forward::decouple`).
+impl Opener for Session {
+    type Stream = ChannelStream;
+
+    /// The channel itself: it is read only as fast as the local side takes the data, so
+    /// one slow local reader holds back exactly its own sender, with no buffer here.
     async fn open(
         &self,
         target: &Endpoint,
         originator: Option<SocketAddr>,
     ) -> Result<Self::Stream, OpenError> {
-        self.open_channel(target, originator).await.map(decouple)
+        self.open_channel(target, originator).await
     }
 
     fn still_open(stream: &Self::Stream) -> bool {

@@ -96,6 +96,18 @@ fn expand_tilde(p: &str) -> PathBuf {
     }
 }
 
+/// `Ciphers` applied to our preference order; unknown names are a usage error, as in ssh.
+fn ciphers(o: &Options) -> Result<Vec<String>, ClientError> {
+    let defaults = crate::crypto::cipher_names();
+    match &o.ciphers {
+        None => Ok(defaults),
+        Some(spec) => {
+            crate::crypto::algorithm_list("Ciphers", spec, &defaults, warren_ssh::cipher::CIPHERS)
+                .map_err(ClientError::Usage)
+        }
+    }
+}
+
 /// Warren keeps keepalive on by default (15 s x 3): a tunnel is only as good as the
 /// speed at which a dead link is noticed. ServerAliveInterval 0 turns it off.
 fn keepalive(o: &Options) -> Option<(std::time::Duration, usize)> {
@@ -346,6 +358,7 @@ fn resolve_connect(
         port,
         transport: Transport::Direct,
         compression: cli.compression || o.compression.unwrap_or(false),
+        ciphers: ciphers(&o)?,
         keepalive: keepalive(&o),
         connect_timeout: o.connect_timeout,
         host_key,

@@ -9,15 +9,14 @@ use super::backoff::Backoff;
 use super::error::ClientError;
 use super::session::{ConnectSettings, Session};
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
-use crate::forward::decouple::Decoupled;
 use crate::forward::{OpenError, Opener};
-use russh::client::Msg;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use warren_ssh::driver::ChannelStream;
 
 /// A connection that lived this long proves the server works: the next failure starts
 /// the backoff from its shortest wait again.
@@ -53,7 +52,7 @@ impl SessionSlot {
 }
 
 impl Opener for SessionSlot {
-    type Stream = Decoupled<Msg>;
+    type Stream = ChannelStream;
 
     /// Waits (bounded) for a live session, so a connection made during a reconnect is
     /// carried once the tunnel is back instead of being refused.

@@ -3,12 +3,12 @@
 
 use super::relay::relay;
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
-use russh::client::{ChannelOpenHandle, Msg};
-use russh::{Channel, ChannelOpenFailure};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpStream, UnixStream};
 use tracing::{Instrument, debug, info_span, warn};
+use warren_ssh::driver::Handle;
+use warren_ssh::proto::{ChannelId, reason};
 
 /// How long dialing the local destination may take before the forwarded channel is
 /// refused (the remote peer then sees its connection closed).
@@ -35,7 +35,7 @@ struct Entry {
 }
 
 /// The forwards the server granted, shared between the code that requests them and the
-/// russh callback that receives their connections.
+/// task that receives their connections.
 #[derive(Debug, Default)]
 pub struct RemoteForwards {
     entries: Mutex<Vec<Entry>>,
@@ -128,32 +128,27 @@ pub fn request_address(fwd: &RemoteForward) -> Option<(String, u32)> {
     }
 }
 
-/// Takes over one forwarded channel: dials the local destination off the session loop
-/// (russh callbacks must never wait on network I/O), then accepts and relays, or refuses
-/// the channel if the destination cannot be reached.
-pub fn spawn_forwarded(
-    channel: Channel<Msg>,
-    target: Target,
-    reply: ChannelOpenHandle,
-    origin: String,
-) {
+/// Takes over one forwarded channel: dials the local destination in a task of its own (the
+/// connection's event loop must never wait on it), then accepts and relays, or refuses the
+/// channel if the destination cannot be reached. The channel is read only as fast as the
+/// destination takes the data, so a slow destination slows exactly its own sender.
+pub fn spawn_forwarded(handle: Handle, id: ChannelId, target: Target, origin: String) {
     let span = info_span!("forwarded", %origin);
     tokio::spawn(
         async move {
             match target {
-                Target::Fixed(endpoint) => forward_fixed(channel, endpoint, reply).await,
-                Target::Dynamic => serve_dynamic(channel, reply).await,
+                Target::Fixed(endpoint) => forward_fixed(handle, id, endpoint).await,
+                Target::Dynamic => serve_dynamic(handle, id).await,
             }
         }
         .instrument(span),
     );
 }
 
-async fn forward_fixed(channel: Channel<Msg>, endpoint: Endpoint, reply: ChannelOpenHandle) {
+async fn forward_fixed(handle: Handle, id: ChannelId, endpoint: Endpoint) {
     match tokio::time::timeout(DIAL_TIMEOUT, dial(&endpoint)).await {
         Ok(Ok(mut local)) => {
-            reply.accept().await;
-            let mut tunnel = super::decouple::decouple(channel);
+            let mut tunnel = handle.accept(id);
             match relay(&mut local, &mut tunnel).await {
                 Ok((down, up)) => debug!(up, down, "forwarded connection to {endpoint} closed"),
                 Err(e) => debug!("forwarded connection to {endpoint} ended: {e}"),
@@ -161,27 +156,25 @@ async fn forward_fixed(channel: Channel<Msg>, endpoint: Endpoint, reply: Channel
         }
         Ok(Err(e)) => {
             warn!("remote forward: cannot connect to {endpoint}: {e}");
-            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            handle.reject(
+                id,
+                reason::CONNECT_FAILED,
+                &format!("connect to {endpoint}: {e}"),
+            );
         }
         Err(_) => {
             warn!("remote forward: connecting to {endpoint} timed out");
-            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            handle.reject(id, reason::CONNECT_FAILED, "connect timed out");
         }
     }
 }
 
 /// `-R port` alone: the server's side speaks SOCKS/HTTP proxy to us over the channel, and
 /// each request is dialed from this machine (OpenSSH's remote dynamic forward).
-async fn serve_dynamic(channel: Channel<Msg>, reply: ChannelOpenHandle) {
-    reply.accept().await;
+async fn serve_dynamic(handle: Handle, id: ChannelId) {
+    let channel = handle.accept(id);
     let config = crate::proxy::ProxyConfig::default();
-    crate::proxy::serve_client(
-        super::decouple::decouple(channel),
-        None,
-        &LocalDialer,
-        &config,
-    )
-    .await;
+    crate::proxy::serve_client(channel, None, &LocalDialer, &config).await;
 }
 
 /// Dials destinations from this machine: the "tunnel" for a remote dynamic forward.
@@ -263,5 +256,5 @@ impl tokio::io::AsyncWrite for Local {
     }
 }
 
-/// Shared handle type used by the client handler.
+/// The granted forwards as the client's session and its event task share them.
 pub type SharedRemoteForwards = Arc<RemoteForwards>;

@@ -1,18 +1,18 @@
 //! `-W`: this process's stdin and stdout become one forwarded connection, so warren can be
 //! another SSH client's ProxyCommand or a pipe endpoint in a script.
 
-use russh::client::Msg;
-use russh::{Channel, ChannelMsg};
 use std::os::fd::AsRawFd;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
+use warren_ssh::driver::ChannelStream;
 
 /// Pumps `input` into the channel and the channel into `output` until the server closes
 /// the channel. EOF travels both ways: our input's EOF becomes CHANNEL_EOF, and the
 /// server's EOF closes `output` (via `close_output`) so a reader sees end-of-file while
-/// we may still be sending.
+/// we may still be sending. The channel is read only as `output` takes the data, so a
+/// slow reader of our stdout holds back the server, not our memory.
 pub async fn pump<I, O>(
-    channel: Channel<Msg>,
+    channel: ChannelStream,
     mut input: I,
     mut output: O,
     close_output: impl FnOnce(),
@@ -21,19 +21,26 @@ where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
 {
-    let (mut reader, writer) = channel.split();
+    let closed = channel.handle().channel_closed(channel.id());
+    let (mut reader, mut writer) = tokio::io::split(channel);
     let up = tokio::spawn(async move {
-        let mut w = writer.make_writer();
-        let copied = tokio::io::copy(&mut input, &mut w).await;
-        let _ = w.shutdown().await;
+        let copied = tokio::io::copy(&mut input, &mut writer).await;
+        let _ = writer.shutdown().await;
         debug!("stdin done: {copied:?}");
+        // The write half keeps the channel open until the server closes it.
+        writer
     });
-    let mut close_output = Some(close_output);
+    let mut buf = vec![0u8; 64 * 1024];
     let result = loop {
-        match reader.wait().await {
-            Some(ChannelMsg::Data { data }) => {
+        match reader.read(&mut buf).await {
+            Ok(0) => {
+                let _ = output.flush().await;
+                close_output();
+                break Ok(());
+            }
+            Ok(n) => {
                 if let Err(e) = async {
-                    output.write_all(&data).await?;
+                    output.write_all(&buf[..n]).await?;
                     output.flush().await
                 }
                 .await
@@ -41,16 +48,13 @@ where
                     break Err(e);
                 }
             }
-            Some(ChannelMsg::Eof) => {
-                let _ = output.flush().await;
-                if let Some(close) = close_output.take() {
-                    close();
-                }
-            }
-            Some(ChannelMsg::Close) | None => break Ok(()),
-            Some(_) => {}
+            Err(e) => break Err(e),
         }
     };
+    if result.is_ok() {
+        // The server's EOF is not the end: our input may still be flowing to it.
+        closed.await;
+    }
     up.abort();
     result
 }

@@ -91,6 +91,8 @@ pub(crate) struct ChannelWaiters {
     replies: VecDeque<oneshot::Sender<bool>>,
     /// The peer closed the channel and every byte was read.
     closed: bool,
+    /// Tasks waiting in [`Handle::channel_closed`].
+    on_close: Vec<Waker>,
 }
 
 pub(crate) struct State {
@@ -235,6 +237,7 @@ impl State {
                             wr.wake();
                         }
                         w.replies.clear();
+                        w.on_close.drain(..).for_each(Waker::wake);
                     }
                 }
                 Event::ChannelRequest {
@@ -312,6 +315,7 @@ impl State {
             if let Some(wr) = w.write.take() {
                 wr.wake();
             }
+            w.on_close.drain(..).for_each(Waker::wake);
         }
     }
 }
@@ -572,11 +576,14 @@ impl Handle {
         let stream = ChannelStream::new(self.clone(), id);
         match rx.await {
             Ok(Ok(())) => Ok(stream),
-            Ok(Err((code, desc))) => {
+            Ok(Err((reason, description))) => {
                 std::mem::forget(stream.detach());
                 Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
-                    format!("channel open failed ({code}): {desc}"),
+                    OpenFailure {
+                        reason,
+                        description,
+                    },
                 ))
             }
             Err(_) => Err(closed_err(&self.ended())),
@@ -656,4 +663,79 @@ impl Handle {
     pub fn window_target(&self, id: ChannelId) -> u32 {
         self.shared.lock().session.channel_window_target(id)
     }
+
+    /// Resolves once the channel is fully closed (both CLOSEs exchanged, which for a channel
+    /// the peer closed happens when its data has been read), when the connection ends, or at
+    /// once for an unknown id. A command's exit status arrives before its channel's CLOSE, so
+    /// this is when a client knows no status will come any more.
+    pub fn channel_closed(
+        &self,
+        id: ChannelId,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let shared = self.shared.clone();
+        std::future::poll_fn(move |cx| {
+            let mut st = shared.lock();
+            if st.ended.is_some() {
+                return std::task::Poll::Ready(());
+            }
+            match st.waiters.get_mut(&id) {
+                Some(w) if !w.closed => {
+                    if !w.on_close.iter().any(|x| x.will_wake(cx.waker())) {
+                        w.on_close.push(cx.waker().clone());
+                    }
+                    std::task::Poll::Pending
+                }
+                _ => std::task::Poll::Ready(()),
+            }
+        })
+    }
+
+    /// Whether the peer may still send on the channel: it is open and the peer has sent
+    /// neither EOF nor CLOSE, and the connection runs. A channel opened ahead of use (a
+    /// spare) is checked with this before it is handed out.
+    pub fn channel_is_open(&self, id: ChannelId) -> bool {
+        let st = self.shared.lock();
+        st.ended.is_none() && st.session.channel_is_open(id)
+    }
+
+    /// Client: the signature algorithms the server accepts (EXT_INFO server-sig-algs), if it
+    /// said; an RSA key is signed with the SHA-2 variant it lists.
+    pub fn server_sig_algs(&self) -> Option<Vec<String>> {
+        self.shared
+            .lock()
+            .session
+            .server_sig_algs()
+            .map(<[String]>::to_vec)
+    }
+
+    /// The peer's identification line without CR LF ("SSH-2.0-OpenSSH_9.2p1 Debian-2"), once
+    /// received: clients adapt to known server software, as OpenSSH's compat flags do.
+    pub fn peer_version(&self) -> Option<String> {
+        self.shared
+            .lock()
+            .session
+            .peer_version()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
 }
+
+/// Why the peer refused a channel we opened: the payload of the `io::Error` from
+/// [`Handle::open`], so callers can tell "connect failed" from "prohibited" by code
+/// (RFC 4254 §5.1, [`crate::proto::reason`]) rather than by parsing text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFailure {
+    pub reason: u32,
+    pub description: String,
+}
+
+impl std::fmt::Display for OpenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "channel open failed ({}): {}",
+            self.reason, self.description
+        )
+    }
+}
+
+impl std::error::Error for OpenFailure {}

@@ -29,6 +29,11 @@ impl ChannelStream {
         self.id
     }
 
+    /// See [`Handle::channel_is_open`].
+    pub fn is_open(&self) -> bool {
+        self.handle().channel_is_open(self.id)
+    }
+
     pub fn handle(&self) -> &Handle {
         self.handle.as_ref().expect("handle present until drop")
     }

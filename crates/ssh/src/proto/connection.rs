@@ -268,6 +268,13 @@ impl Session {
         Some(b)
     }
 
+    /// True while the channel is open and the peer has sent neither EOF nor CLOSE.
+    pub fn channel_is_open(&self, id: ChannelId) -> bool {
+        self.channels.get(&id).is_some_and(|ch| {
+            ch.state == State::Open && !ch.eof_received && !ch.close_received && !ch.close_sent
+        })
+    }
+
     /// True when [`Self::channel_read`] would return data or EOF now.
     pub fn channel_has_data(&self, id: ChannelId) -> bool {
         self.channels

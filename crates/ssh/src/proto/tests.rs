@@ -327,3 +327,36 @@ fn keepalives_unanswered_end_the_session() {
     }
     assert!(p.c.is_closed());
 }
+
+/// A spare channel is handed out only while `channel_is_open`: the peer's EOF or CLOSE (data
+/// still buffered or not) makes it unusable, and so does our own close.
+#[test]
+fn channel_is_open_until_the_peer_sends_eof_or_close() {
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    let (cid, sid) = p.open();
+    assert!(p.c.channel_is_open(cid));
+    p.s.channel_write(sid, b"greeting").unwrap();
+    p.pump();
+    assert!(
+        p.c.channel_is_open(cid),
+        "data alone does not end a channel"
+    );
+    p.s.channel_eof(sid);
+    p.pump();
+    assert!(!p.c.channel_is_open(cid), "EOF received");
+
+    let (cid2, sid2) = {
+        let cid2 =
+            p.c.open_channel(ChannelKind::Session)
+                .expect("room for a channel");
+        p.pump();
+        let sid2 = *p.s.channels.keys().find(|&&k| k != sid).unwrap();
+        (cid2, sid2)
+    };
+    assert!(p.c.channel_is_open(cid2));
+    p.s.channel_close(sid2);
+    p.pump();
+    assert!(!p.c.channel_is_open(cid2), "CLOSE received");
+    assert!(!p.c.channel_is_open(9999), "unknown id");
+}
