@@ -87,7 +87,7 @@ pub struct Routes {
 /// Answers the connection's events until it ends.
 pub async fn serve(
     handle: Handle,
-    mut incoming: mpsc::UnboundedReceiver<Incoming>,
+    mut incoming: warren_ssh::driver::Events,
     mut finished: mpsc::UnboundedReceiver<ChannelId>,
     routes: Routes,
 ) {
@@ -99,7 +99,7 @@ pub async fn serve(
                 None => break,
             },
             Some(id) = finished.recv() => {
-                while let Ok(ev) = incoming.try_recv() {
+                while let Some(ev) = incoming.try_recv() {
                     event(&handle, &routes, ev);
                 }
                 routes.exec.lock().remove(&id);

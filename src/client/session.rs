@@ -368,7 +368,7 @@ fn engine_config(s: &ConnectSettings) -> Config {
 }
 
 /// The server's host key, the first event of a connection; `None` if it ended before.
-async fn first_host_key(incoming: &mut mpsc::UnboundedReceiver<Incoming>) -> Option<ParsedKey> {
+async fn first_host_key(incoming: &mut warren_ssh::driver::Events) -> Option<ParsedKey> {
     while let Some(ev) = incoming.recv().await {
         match ev {
             Incoming::HostKey(k) => return Some(k),

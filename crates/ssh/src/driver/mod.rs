@@ -132,6 +132,15 @@ impl Events {
         self.pending.load(Ordering::Acquire)
     }
 
+    /// The next event if one is waiting now (None also when the connection has ended).
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        let ev = self.rx.try_recv().ok()?;
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == MAX_PENDING_EVENTS {
+            self.shared.wake.notify_one();
+        }
+        Some(ev)
+    }
+
     /// The next event; None once the connection has ended.
     pub async fn recv(&mut self) -> Option<Incoming> {
         let ev = self.rx.recv().await?;
