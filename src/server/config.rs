@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use russh::keys::ssh_key::{Fingerprint, HashAlg, PublicKey};
+use warren_ssh::ssh_key::{Fingerprint, HashAlg, PublicKey};
 use serde::Deserialize;
 
 use super::address::{DEFAULT_DENY_NETWORKS, parse_net};

@@ -7,8 +7,8 @@
 //! the reason), and live sessions judge each new channel by the rules in force.
 
 use super::config::ServerConfig;
-use russh::keys::ssh_key::HashAlg;
-use russh::server::Handle;
+use warren_ssh::driver::Handle;
+use warren_ssh::ssh_key::HashAlg;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
