@@ -8,7 +8,7 @@ use super::audit::{AuditEvent, next_conn_id};
 use super::connection::Connection;
 use super::session_threads::{Seat, SessionThreads};
 use super::state::Shared;
-use super::throttle::{EarlyDrop, RefusalLog};
+use super::throttle::{EarlyDrop, PendingGuard, RefusalLog};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,13 +183,11 @@ async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
         };
         let id = next_conn_id();
         let pending = shared.throttle.pending(peer.ip());
-        let conn = Connection::new(id, peer, shared.clone(), permit, pending);
         let span = info_span!("conn", id, %peer);
         let (thread, seat) = threads.pick();
         let task = run_one(
             stream,
-            peer,
-            (conn, seat),
+            (id, peer, permit, pending, seat),
             shared.clone(),
             config.clone(),
             sessions.clone(),
@@ -198,16 +196,16 @@ async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
     }
 }
 
+/// What an admitted connection holds before its SSH session starts.
+type Admitted = (u64, SocketAddr, OwnedSemaphorePermit, PendingGuard, Seat);
+
 async fn run_one(
     stream: std::net::TcpStream,
-    peer: SocketAddr,
-    (conn, _seat): (Connection, Seat),
+    (id, peer, permit, pending, _seat): Admitted,
     shared: Arc<Shared>,
     config: Arc<Config>,
     sessions: Arc<Mutex<HashMap<u64, Handle>>>,
 ) {
-    let id = conn.id;
-    let authenticated = conn.authenticated.clone();
     shared
         .audit
         .record(
@@ -228,6 +226,8 @@ async fn run_one(
         }
     };
     let (handle, incoming, run) = driver::start(stream, config);
+    let conn = Connection::new(id, peer, handle.clone(), shared.clone(), permit, pending);
+    let authenticated = conn.authenticated.clone();
     if let Ok(mut s) = sessions.lock() {
         s.insert(id, handle.clone());
     }
@@ -257,7 +257,7 @@ async fn run_one(
     // The connection's handler answers what the client asks until the engine ends; it
     // is dropped (its Drop records the session's end and frees what it held) once the
     // socket is closed, whichever finishes first.
-    let serve = conn.serve(handle.clone(), incoming);
+    let serve = conn.serve(incoming);
     tokio::pin!(serve);
     tokio::select! {
         r = drive => {
@@ -271,8 +271,7 @@ async fn run_one(
     // A client that closed (or spoke no SSH) before key exchange was through, rather than
     // one that merely failed to log in (ssh-keyscan, a wrong key).
     let kex_done = handle.session_id().is_some();
-    if !authenticated.load(Ordering::SeqCst) && !kex_done && !grace_over.load(Ordering::SeqCst)
-    {
+    if !authenticated.load(Ordering::SeqCst) && !kex_done && !grace_over.load(Ordering::SeqCst) {
         penalise(&shared, peer, id, Offence::NoAuth).await;
     }
     if let Ok(mut s) = sessions.lock() {

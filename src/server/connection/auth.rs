@@ -4,6 +4,7 @@
 //! after `auth_rejection_delay`.
 
 use super::Connection;
+use crate::forward::budget::Budget;
 use crate::server::audit::AuditEvent;
 use crate::server::authorized_keys::find_key;
 use crate::server::certificate::check_user_certificate;
@@ -12,7 +13,6 @@ use crate::server::identity::Identity;
 use crate::server::key_options::KeyOptions;
 use crate::server::live_sessions::LiveSession;
 use crate::server::state::WindowShare;
-use crate::forward::budget::Budget;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -52,12 +52,14 @@ impl Connection {
                 h.auth_reply(id, reject());
                 return;
             }
-            AuthMethod::PublicKey { alg, key, signature, .. } => {
-                self.publickey(&user, alg, key, *signature).await
-            }
+            AuthMethod::PublicKey {
+                alg,
+                key,
+                signature,
+                ..
+            } => self.publickey(&user, alg, key, *signature).await,
             AuthMethod::Password { .. } => {
-                self.fail_auth(&user, "password", None, not_offered())
-                    .await
+                self.fail_auth(&user, "password", None, not_offered()).await
             }
             AuthMethod::KeyboardInteractive { .. }
             | AuthMethod::KeyboardInteractiveResponses { .. } => {
@@ -161,13 +163,10 @@ impl Connection {
         cert: &Certificate,
     ) -> Result<(KeyOptions, String), String> {
         let cas = config.user_ca_fingerprints().map_err(|e| e.to_string())?;
-        let options = check_user_certificate(cert, user, &config.principals(user), &cas, now_unix())?;
+        let options =
+            check_user_certificate(cert, user, &config.principals(user), &cas, now_unix())?;
         options.check_login(self.peer.ip(), SystemTime::now())?;
-        let source = format!(
-            "certificate {:?} serial {}",
-            cert.key_id(),
-            cert.serial()
-        );
+        let source = format!("certificate {:?} serial {}", cert.key_id(), cert.serial());
         Ok((options, source))
     }
 
@@ -212,10 +211,7 @@ impl Connection {
                 .await;
         };
         let limits = &config.limits;
-        let Some(slot) = self
-            .shared
-            .user_session(user, limits.max_sessions_per_user)
-        else {
+        let Some(slot) = self.shared.user_session(user, limits.max_sessions_per_user) else {
             let reason = format!(
                 "{user} already has {} sessions (max_sessions_per_user)",
                 limits.max_sessions_per_user

@@ -49,12 +49,7 @@ impl Connection {
     /// listener got, or `None` when refused.
     async fn tcpip_forward(&mut self, h: &Handle, address: &str, port: u32) -> Option<u32> {
         if let Some(reason) = self.shared.audit.refusal() {
-            warn!(
-                conn = self.id,
-                address,
-                port = port,
-                "-R refused: {reason}"
-            );
+            warn!(conn = self.id, address, port = port, "-R refused: {reason}");
             if let Some(identity) = self.identity.clone() {
                 let d = Decision::Deny { reason, rule: None };
                 self.audit_listen(&identity, "tcpip-forward", address, port, &d)

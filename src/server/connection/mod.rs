@@ -36,6 +36,8 @@ use warren_ssh::proto::ChannelId;
 pub struct Connection {
     pub id: u64,
     peer: SocketAddr,
+    /// The engine's handle on this connection.
+    ssh: Handle,
     shared: Arc<Shared>,
     started: Instant,
     identity: Option<Identity>,
@@ -66,6 +68,7 @@ impl Connection {
     pub fn new(
         id: u64,
         peer: SocketAddr,
+        ssh: Handle,
         shared: Arc<Shared>,
         unauth_permit: OwnedSemaphorePermit,
         pending: PendingGuard,
@@ -74,6 +77,7 @@ impl Connection {
         Connection {
             id,
             peer,
+            ssh,
             shared,
             started: Instant::now(),
             identity: None,
@@ -95,10 +99,11 @@ impl Connection {
 
     /// Answers the client's requests until the connection ends. Dropping the returned
     /// future (the socket was cut) is as good as its end: `Drop` does the cleanup.
-    pub async fn serve(mut self, h: Handle, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
+    pub async fn serve(mut self, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
         let Some(mut closed) = self.session_closed_rx.take() else {
             return;
         };
+        let h = self.ssh.clone();
         loop {
             tokio::select! {
                 ev = incoming.recv() => match ev {
@@ -187,6 +192,7 @@ impl Connection {
             idle_timeout: identity.config.limits.channel_idle_timeout.non_zero(),
             tasks: self.shared.channels.clone(),
             session: self.session.clone(),
+            ssh: self.ssh.clone(),
         }
     }
 }

@@ -81,7 +81,11 @@ impl Connection {
             reply.reject(reason::ADMINISTRATIVELY_PROHIBITED);
             return;
         };
-        let mut ctx = self.ctx(&identity, "direct-tcpip", show_target(host, port_to_connect));
+        let mut ctx = self.ctx(
+            &identity,
+            "direct-tcpip",
+            show_target(host, port_to_connect),
+        );
         let slot = match identity.channels.take_one() {
             Ok(slot) => slot,
             Err(e) => {

@@ -7,7 +7,8 @@ use crate::server::audit::AuditEvent;
 use crate::server::forward::PendingOpen;
 use crate::server::policy::Decision;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use warren_ssh::driver::{ChannelStream, Handle};
 use warren_ssh::proto::{ChannelId, ChannelRequest, RequestId, reason};
@@ -21,9 +22,9 @@ pub(super) struct SessionChannel {
     /// The audit's channel number.
     number: u64,
     opened: Instant,
-    /// Our side; the channel is closed once this and the watcher's half are dropped.
-    writer: WriteHalf<ChannelStream>,
-    /// Reads (and discards) what the client sends, until it closes the channel.
+    /// Tells the watcher to end the channel (EOF, then CLOSE as the stream drops).
+    finish: Option<oneshot::Sender<()>>,
+    /// Owns the channel: discards what the client sends and reports when it closes.
     watcher: JoinHandle<()>,
 }
 
@@ -62,20 +63,20 @@ impl Connection {
         .await;
         let stream = reply.accept();
         let id = stream.id();
-        let (mut reader, writer) = tokio::io::split(stream);
-        let closed = self.session_closed.clone();
         let number = ctx.channel;
+        let (finish, finished) = oneshot::channel();
+        let closed = self.session_closed.clone();
         let watcher = tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
-            let _ = closed.send((id, number));
+            if watch(stream, finished).await {
+                let _ = closed.send((id, number));
+            }
         });
         self.session_channels.insert(
             id,
             SessionChannel {
                 number,
                 opened: Instant::now(),
-                writer,
+                finish: Some(finish),
                 watcher,
             },
         );
@@ -108,16 +109,22 @@ impl Connection {
             // A terminal is harmless; the refusal comes with the shell.
             ChannelRequest::PtyReq => session,
             ChannelRequest::Shell if session => {
-                return self.refuse_session(h, id, request_id, want_reply, "shell").await;
+                return self
+                    .refuse_session(h, id, request_id, want_reply, "shell")
+                    .await;
             }
             ChannelRequest::Exec(command) if session => {
                 // The command text is not recorded: people paste secrets into commands.
                 let what = format!("exec ({} bytes)", command.len());
-                return self.refuse_session(h, id, request_id, want_reply, &what).await;
+                return self
+                    .refuse_session(h, id, request_id, want_reply, &what)
+                    .await;
             }
             ChannelRequest::Subsystem(name) if session => {
                 let what = format!("subsystem {name}");
-                return self.refuse_session(h, id, request_id, want_reply, &what).await;
+                return self
+                    .refuse_session(h, id, request_id, want_reply, &what)
+                    .await;
             }
             ChannelRequest::X11Req => {
                 self.refuse_request("x11-req", String::new()).await;
@@ -169,8 +176,9 @@ impl Connection {
             .channel_request(id, ChannelRequest::ExitStatus(1), false)
             .await;
         if let Some(mut ch) = self.session_channels.remove(&id) {
-            let _ = ch.writer.shutdown().await;
-            ch.watcher.abort();
+            if let Some(finish) = ch.finish.take() {
+                let _ = finish.send(());
+            }
             self.audit_session_close(&ch, "closed");
         }
     }
@@ -209,5 +217,30 @@ impl Connection {
                 close_reason: reason.into(),
             },
         );
+    }
+}
+
+/// Holds a session channel until the client closes it (true) or warrend ends it after a
+/// refusal (false). What the client sends is read and dropped; its EOF (ssh sends one as
+/// soon as its stdin ends, before the command is even answered) ends nothing.
+async fn watch(mut stream: ChannelStream, mut finish: oneshot::Receiver<()>) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        tokio::select! {
+            r = stream.read(&mut buf) => if !matches!(r, Ok(n) if n > 0) {
+                break;
+            },
+            _ = &mut finish => {
+                let _ = stream.shutdown().await;
+                return false;
+            }
+        }
+    }
+    tokio::select! {
+        () = stream.closed() => true,
+        _ = &mut finish => {
+            let _ = stream.shutdown().await;
+            false
+        }
     }
 }

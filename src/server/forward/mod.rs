@@ -35,6 +35,9 @@ pub struct ChannelCtx {
     /// Cancelled when the SSH session ends: everything the channel holds (target socket,
     /// buffers) is released then, whatever the target is doing.
     pub session: CancellationToken,
+    /// The client's SSH connection: a relay that fails because it ended was ended by the
+    /// session, not by an error of its own.
+    pub ssh: Handle,
 }
 
 impl ChannelCtx {
@@ -118,8 +121,10 @@ impl ChannelCtx {
         let (up, down, ended) =
             relay_with_idle(client_side, target_side, self.idle_timeout, stop).await;
         let cut = matches!(ended, Ended::Stopped(_) | Ended::Failed(_));
+        let session_over = self.session.is_cancelled() || self.ssh.ended().is_some();
         let close_reason = match ended {
             Ended::Done => "closed".to_string(),
+            Ended::Failed(_) if session_over => "session closed".to_string(),
             Ended::Idle(idle) => format!("idle for {idle:?} (channel_idle_timeout)"),
             Ended::Stopped(reason) => reason,
             Ended::Failed(e) => format!("error: {e}"),

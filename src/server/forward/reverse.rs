@@ -4,12 +4,12 @@
 use super::ChannelCtx;
 use crate::forward::bind::listen;
 use crate::server::policy::Decision;
-use warren_ssh::driver::Handle;
-use warren_ssh::proto::ChannelKind;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
+use warren_ssh::driver::Handle;
+use warren_ssh::proto::ChannelKind;
 
 /// Binds every address on `port`; with 0, the first bind picks the port for all.
 pub fn bind(addrs: &[IpAddr], port: u16) -> std::io::Result<(Vec<TcpListener>, u16)> {

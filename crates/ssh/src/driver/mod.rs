@@ -7,6 +7,8 @@
 //! no per-channel queue exist outside the core, so a channel costs only its core state.
 
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -90,6 +92,8 @@ pub(crate) struct ChannelWaiters {
     replies: VecDeque<oneshot::Sender<bool>>,
     /// The peer closed the channel and every byte was read.
     closed: bool,
+    /// Waits in [`ChannelStream::closed`].
+    on_close: Option<Waker>,
 }
 
 pub(crate) struct State {
@@ -196,6 +200,9 @@ impl State {
                 Event::ChannelClosed { id } => {
                     if let Some(w) = self.waiters.get_mut(&id) {
                         w.closed = true;
+                        if let Some(c) = w.on_close.take() {
+                            c.wake();
+                        }
                         if let Some(r) = w.read.take() {
                             r.wake();
                         }
@@ -271,6 +278,9 @@ impl State {
         for w in self.waiters.values_mut() {
             w.closed = true;
             w.open = None;
+            if let Some(c) = w.on_close.take() {
+                c.wake();
+            }
             w.replies.clear();
             if let Some(r) = w.read.take() {
                 r.wake();

@@ -345,7 +345,10 @@ impl Session {
         if ch.state != State::Open {
             return Ok(0);
         }
-        let n = data.len().min(ch.send.available()).min(ch.send.max_packet());
+        let n = data
+            .len()
+            .min(ch.send.available())
+            .min(ch.send.max_packet());
         if n == 0 {
             return Ok(0);
         }

@@ -338,7 +338,10 @@ fn stderr_reaches_the_client_as_extended_data_within_the_window() {
     let mut p = Pair::new(|_| {});
     p.connect();
     let (cid, sid) = p.open();
-    assert_eq!(p.s.channel_write_stderr(sid, b"no shell here\r\n").unwrap(), 15);
+    assert_eq!(
+        p.s.channel_write_stderr(sid, b"no shell here\r\n").unwrap(),
+        15
+    );
     p.pump();
     assert!(
         p.c_events.iter().any(
