@@ -257,8 +257,7 @@ async fn run_one(
     // The connection's handler answers what the client asks until the engine ends; it
     // is dropped (its Drop records the session's end and frees what it held) once the
     // socket is closed, whichever finishes first.
-    let serve = conn.serve(incoming);
-    tokio::pin!(serve);
+    let mut serve = Box::pin(conn.serve(incoming));
     tokio::select! {
         r = drive => {
             if let Err(e) = r {

@@ -57,9 +57,7 @@ impl Connection {
             }
             return None;
         }
-        let Some(identity) = self.current_identity() else {
-            return None;
-        };
+        let identity = self.current_identity()?;
         let slot = identity.listeners.take_one();
         let fd = match &slot {
             Err(e) => crate::server::policy::ForwardDecision {

@@ -241,11 +241,8 @@ fn an_unread_channel_stops_its_sender_after_one_window() {
             sent += p.c.channel_write(cid, &data[sent..]).unwrap();
         }
         p.pump();
-        loop {
-            match p.s.channel_read(sid, &mut got) {
-                Read::Data(n) => received.extend_from_slice(&got[..n]),
-                _ => break,
-            }
+        while let Read::Data(n) = p.s.channel_read(sid, &mut got) {
+            received.extend_from_slice(&got[..n]);
         }
         assert!(p.s.channel_buffered(sid) <= p.s.channel_window_target(sid) as usize);
     }
