@@ -429,7 +429,7 @@ impl AuditSink {
     /// when the writer is behind.
     ///
     /// The wait depends only on the audit destination, never on an SSH
-    /// session, so awaiting this inside russh handler callbacks cannot
+    /// session, so awaiting this in a connection's request handler cannot
     /// deadlock; it slows connections down only while the destination is
     /// slower than the event rate, which is the point: events are not lost.
     /// While the destination cannot be written at all, nothing frees room, so

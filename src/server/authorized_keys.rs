@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use russh::keys::ssh_key::{Algorithm, PublicKey};
+use warren_ssh::ssh_key::{Algorithm, PublicKey};
 
 pub use super::key_options::KeyOptions;
 use super::key_options::{SourceList, parse_expiry, parse_permit_listen, parse_permit_open};

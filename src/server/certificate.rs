@@ -1,15 +1,17 @@
 //! Decides whether an OpenSSH user certificate may log in as a user, and turns its options into key restrictions.
 //!
-//! russh only checks a certificate's own signature and validity window;
-//! trusting the CA, matching principals and honouring critical options are
-//! ours (russh.md §3.2). The rules are sshd's (`sshkey_cert_check_authority`,
+//! The SSH engine only checks that the client's signature was made by the
+//! certified key; the CA's signature, the validity window, trusting the CA,
+//! matching principals and honouring critical options are ours, so that every
+//! refusal (an expired certificate too) reaches the audit with its reason.
+//! The rules are sshd's (`sshkey_cert_check_authority`,
 //! `sshauthopt_from_cert`): a user certificate needs at least one principal,
 //! unknown critical options refuse it, and port forwarding is allowed only if
 //! the certificate carries the `permit-port-forwarding` extension.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use russh::keys::ssh_key::{Certificate, Fingerprint, HashAlg};
+use warren_ssh::ssh_key::{Certificate, Fingerprint, HashAlg};
 
 use super::key_options::{KeyOptions, SourceList};
 
@@ -102,7 +104,7 @@ mod tests {
 
     fn check(cert: &str, user: &str, principals: &[&str], now: u64) -> Result<KeyOptions, String> {
         let cert = Certificate::from_openssh(cert).map_err(|e| e.to_string())?;
-        let ca = russh::keys::ssh_key::PublicKey::from_openssh(CA)
+        let ca = warren_ssh::ssh_key::PublicKey::from_openssh(CA)
             .map_err(|e| e.to_string())?
             .fingerprint(HashAlg::Sha256);
         let principals: Vec<String> = principals.iter().map(|p| p.to_string()).collect();

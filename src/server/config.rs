@@ -14,8 +14,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use russh::keys::ssh_key::{Fingerprint, HashAlg, PublicKey};
 use serde::Deserialize;
+use warren_ssh::ssh_key::{Fingerprint, HashAlg, PublicKey};
 
 use super::address::{DEFAULT_DENY_NETWORKS, parse_net};
 use super::authorized_keys::{KeyEntry, parse_authorized_keys, parse_key_line};

@@ -9,15 +9,13 @@ use super::listener;
 use super::session_threads::SessionThreads;
 use super::state::Shared;
 use anyhow::Context;
-use russh::server::Config;
-use russh::{MethodKind, MethodSet, Preferred};
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use warren_ssh::proto::{Config, Role};
 
 /// What the command line decided.
 pub struct Options {
@@ -33,37 +31,31 @@ fn load(path: &Option<PathBuf>) -> anyhow::Result<ServerConfig> {
     }
 }
 
-fn russh_config(config: &ServerConfig, keys: Vec<russh::keys::PrivateKey>) -> Config {
+/// The SSH engine's settings for every connection. Authentication policy (methods,
+/// MaxAuthTries, the rejection delay) is not here: the connection answers each request.
+fn engine_config(config: &ServerConfig, keys: Vec<warren_ssh::ssh_key::PrivateKey>) -> Config {
     let l = &config.limits;
-    Config {
-        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
-        auth_rejection_time: l.auth_rejection_delay.0,
-        auth_rejection_time_initial: Some(std::time::Duration::ZERO),
-        keys,
-        // russh counts the "none" request every OpenSSH client starts with as a rejected
-        // attempt; sshd does not (auth2.c), so MaxAuthTries N allows N refused keys.
-        max_auth_attempts: l.max_auth_tries as usize + 1,
-        // Idle tunnels are legitimate; dead clients are found by keepalive instead.
-        inactivity_timeout: None,
-        keepalive_interval: l.keepalive_interval.non_zero(),
-        keepalive_max: l.keepalive_max as usize,
-        nodelay: true,
-        // Named, so that warren knows it may pipeline channel opens (client::compat).
-        server_id: russh::SshId::Standard(Cow::Borrowed(concat!(
-            "SSH-2.0-warrend_",
-            env!("CARGO_PKG_VERSION")
-        ))),
-        preferred: Preferred {
-            cipher: Cow::Borrowed(crate::crypto::ciphers()),
-            // No compression: russh's pre-auth "zlib" inflates untrusted input before
-            // login, and its delayed zlib@openssh.com kills an idle session at the first
-            // keepalive (sent before compression is switched on). Tunnelled traffic is
-            // mostly compressed or encrypted already.
-            compression: Cow::Borrowed(&[russh::compression::NONE]),
-            ..Preferred::DEFAULT
-        },
-        ..Default::default()
-    }
+    let mut c = Config::new(Role::Server);
+    c.host_keys = keys;
+    // Named, so that warren knows it may pipeline channel opens (client::compat).
+    c.ident = concat!("SSH-2.0-warrend_", env!("CARGO_PKG_VERSION")).to_string();
+    // zlib@openssh.com only (the engine never offers pre-auth "zlib"): nothing untrusted
+    // is inflated before login, and keepalives go out compressed once it is on.
+    c.compression = true;
+    // Idle tunnels are legitimate; dead clients are found by keepalive instead.
+    c.keepalive_interval = l.keepalive_interval.non_zero();
+    c.keepalive_max = l.keepalive_max;
+    // No window growth before login; each session gets its share of the user's
+    // `max_buffered_per_user` when it logs in (connection::auth).
+    c.window_budget = 0;
+    // A session's channels are capped by the policy, which answers with an audited
+    // refusal; the engine's own cap (which also counts -R connections warrend opens)
+    // is only a backstop above it.
+    let policy_cap = (l.max_channels_per_session as usize)
+        .saturating_add(l.max_session_channels as usize)
+        .saturating_add(16);
+    c.max_channels = c.max_channels.max(policy_cap);
+    c
 }
 
 /// Runs warrend until a stop signal.
@@ -102,7 +94,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if config.users.is_empty() {
         warn!("no users are configured: nobody can log in (see examples/warrend.toml)");
     }
-    let ssh_config = Arc::new(russh_config(
+    let ssh_config = Arc::new(engine_config(
         &config,
         keys.iter().map(|k| k.key.clone()).collect(),
     ));
@@ -217,8 +209,6 @@ async fn signals(
 async fn end_revoked_sessions(shared: &Shared) {
     for (conn, handle, reason) in shared.live.revoke(&shared.config()) {
         info!(conn, "ending session: {reason}");
-        let _ = handle
-            .disconnect(russh::Disconnect::ByApplication, reason, "en".into())
-            .await;
+        handle.disconnect(&reason);
     }
 }

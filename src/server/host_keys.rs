@@ -11,8 +11,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use russh::keys::ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData, RsaKeypair};
-use russh::keys::ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey};
+use warren_ssh::ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData, RsaKeypair};
+use warren_ssh::ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey};
 
 /// RSA size for generated keys: OpenSSH's default, and what NIST deems
 /// adequate past 2030.
@@ -21,7 +21,7 @@ const RSA_BITS: usize = 3072;
 /// Comment written into generated keys, so a stray `.pub` says where it came from.
 const COMMENT: &str = "warrend host key";
 
-/// A host key ready to hand to russh.
+/// A host key ready to hand to the SSH engine.
 #[derive(Clone)]
 pub struct HostKey {
     /// The key itself.
@@ -103,18 +103,16 @@ fn load(path: &Path, meta: &fs::Metadata) -> anyhow::Result<HostKey> {
     }
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read host key {}", path.display()))?;
-    let key = match russh::keys::decode_secret_key(&text, None) {
-        Ok(key) => key,
-        Err(russh::keys::Error::KeyIsEncrypted) => bail!(
+    let key = PrivateKey::from_openssh(&text)
+        .with_context(|| format!("cannot parse host key {}", path.display()))?;
+    if key.is_encrypted() {
+        bail!(
             "host key {} is encrypted with a passphrase; warrend cannot ask for one \
              (remove it with `ssh-keygen -p -N '' -f {}`)",
             path.display(),
             path.display()
-        ),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot parse host key {}", path.display()));
-        }
-    };
+        );
+    }
     Ok(host_key(key, path, false))
 }
 

@@ -18,8 +18,6 @@ pub struct Identity {
     pub config: Arc<ServerConfig>,
     /// `publickey` or `certificate`.
     pub method: String,
-    /// The user's byte budget for slow readers (all their sessions share it).
-    pub budget: Arc<Budget>,
     /// This session's open forwarded channels (`max_channels_per_session`), inside the
     /// user's and the server's.
     pub channels: Arc<Budget>,

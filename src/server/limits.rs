@@ -82,8 +82,10 @@ pub struct Limits {
     /// "session" channels per connection (sshd `MaxSessions`); warrend only opens them to
     /// refuse shells in words, so a few suffice.
     pub max_session_channels: u32,
-    /// Bytes warrend may hold for one user's slow readers, over all their channels and
-    /// sessions (memory and spill file together).
+    /// Window growth beyond each channel's initial window that one user's sessions may
+    /// claim together: what a peer can make warrend buffer for slow readers, since a
+    /// window is granted back only as its reader consumes. Each session takes
+    /// `max_buffered_per_user / max_sessions_per_user` of it at login (less when short).
     pub max_buffered_per_user: ConfigSize,
     /// The same, for all users together.
     pub max_buffered: ConfigSize,

@@ -8,8 +8,7 @@ use super::audit::{AuditEvent, next_conn_id};
 use super::connection::Connection;
 use super::session_threads::{Seat, SessionThreads};
 use super::state::Shared;
-use super::throttle::{EarlyDrop, RefusalLog};
-use russh::server::{self, Handle};
+use super::throttle::{EarlyDrop, PendingGuard, RefusalLog};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +19,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
+use warren_ssh::driver::{self, Handle};
+use warren_ssh::proto::Config;
 
 /// How long shutdown waits for sessions to say goodbye before exiting anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -43,7 +44,7 @@ pub async fn serve(
     listeners: Vec<TcpListener>,
     threads: SessionThreads,
     shared: Arc<Shared>,
-    russh_config: Arc<server::Config>,
+    ssh_config: Arc<Config>,
     cancel: CancellationToken,
 ) {
     let threads = Arc::new(threads);
@@ -59,7 +60,7 @@ pub async fn serve(
     for listener in listeners {
         let ctx = (
             shared.clone(),
-            russh_config.clone(),
+            ssh_config.clone(),
             unauth.clone(),
             sessions.clone(),
             tracker.clone(),
@@ -77,13 +78,7 @@ pub async fn serve(
         .unwrap_or_default();
     info!("shutting down: disconnecting {} session(s)", handles.len());
     for h in handles {
-        let _ = h
-            .disconnect(
-                russh::Disconnect::ByApplication,
-                "warrend is shutting down".into(),
-                "en".into(),
-            )
-            .await;
+        h.disconnect("warrend is shutting down");
     }
     tracker.close();
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -100,7 +95,7 @@ pub async fn serve(
 
 type LoopCtx = (
     Arc<Shared>,
-    Arc<server::Config>,
+    Arc<Config>,
     Unauth,
     Arc<Mutex<HashMap<u64, Handle>>>,
     TaskTracker,
@@ -188,13 +183,11 @@ async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
         };
         let id = next_conn_id();
         let pending = shared.throttle.pending(peer.ip());
-        let conn = Connection::new(id, peer, shared.clone(), permit, pending);
         let span = info_span!("conn", id, %peer);
         let (thread, seat) = threads.pick();
         let task = run_one(
             stream,
-            peer,
-            (conn, seat),
+            (id, peer, permit, pending, seat),
             shared.clone(),
             config.clone(),
             sessions.clone(),
@@ -203,16 +196,16 @@ async fn accept_loop(listener: TcpListener, ctx: LoopCtx) {
     }
 }
 
+/// What an admitted connection holds before its SSH session starts.
+type Admitted = (u64, SocketAddr, OwnedSemaphorePermit, PendingGuard, Seat);
+
 async fn run_one(
     stream: std::net::TcpStream,
-    peer: SocketAddr,
-    (conn, _seat): (Connection, Seat),
+    (id, peer, permit, pending, _seat): Admitted,
     shared: Arc<Shared>,
-    config: Arc<server::Config>,
+    config: Arc<Config>,
     sessions: Arc<Mutex<HashMap<u64, Handle>>>,
 ) {
-    let id = conn.id;
-    let authenticated = conn.authenticated.clone();
     shared
         .audit
         .record(
@@ -222,83 +215,62 @@ async fn run_one(
             },
         )
         .await;
-    // A second handle on the socket, to cut it when the grace time is over: russh only
-    // reads a Disconnect from its handle once key exchange is done, and after one it
-    // waits for the client to close its side (forever, with no inactivity timeout).
-    let (stream, cutter) = match stream.try_clone().and_then(|cutter| {
-        let stream = TcpStream::from_std(stream)?;
-        stream.set_nodelay(true)?;
-        Ok((stream, cutter))
+    let stream = match TcpStream::from_std(stream).and_then(|s| {
+        s.set_nodelay(true)?;
+        Ok(s)
     }) {
-        Ok(pair) => pair,
+        Ok(s) => s,
         Err(e) => {
             debug!("cannot set up the connection: {e}");
             return;
         }
     };
-    let kex_done = Arc::new(AtomicBool::new(false));
-    let stream = KexWatch {
-        inner: stream,
-        scan: Some(KexScan::default()),
-        done: kex_done.clone(),
-    };
-    let grace = shared.config().limits.login_grace_time.0;
-    let handshake = server::run_stream(config, crate::transport::buffered(stream), conn);
-    tokio::pin!(handshake);
-    let session = tokio::select! {
-        r = &mut handshake => match r {
-            Ok(s) => s,
-            Err(e) => {
-                debug!("handshake failed: {e}");
-                penalise(&shared, peer, id, Offence::NoAuth).await;
-                return;
-            }
-        },
-        () = tokio::time::sleep(grace) => {
-            debug!("no SSH handshake within the login grace time");
-            // Before the connection ends (and its end is audited).
-            penalise(&shared, peer, id, Offence::GraceExceeded).await;
-            return;
-        }
-    };
-    let handle = session.handle();
+    let (handle, incoming, run) = driver::start(stream, config);
+    let conn = Connection::new(id, peer, handle.clone(), shared.clone(), permit, pending);
+    let authenticated = conn.authenticated.clone();
     if let Ok(mut s) = sessions.lock() {
         s.insert(id, handle.clone());
     }
-    // LoginGraceTime: russh has none of its own.
-    let timer_shared = shared.clone();
-    let timer_authenticated = authenticated.clone();
-    let grace_over = Arc::new(AtomicBool::new(false));
-    let timer_grace_over = grace_over.clone();
-    let timer = tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        if !timer_authenticated.load(Ordering::SeqCst) {
-            info!("login grace time ({grace:?}) over");
-            timer_grace_over.store(true, Ordering::SeqCst);
-            penalise(&timer_shared, peer, id, Offence::GraceExceeded).await;
-            let _ = handle
-                .disconnect(
-                    russh::Disconnect::ByApplication,
-                    "login grace time over".into(),
-                    "en".into(),
-                )
-                .await;
-            // Time for the goodbye to go out, then the socket is cut (this task is
-            // aborted if the session ends first).
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let _ = cutter.shutdown(std::net::Shutdown::Both);
+    let grace = shared.config().limits.login_grace_time.0;
+    let grace_over = AtomicBool::new(false);
+    // The engine's task, under LoginGraceTime: a connection not logged in by then (silent,
+    // stalled after its banner, or slow to authenticate) is told so and cut. Dropping the
+    // engine's future closes the socket, so a client that does not read the goodbye
+    // cannot hold its slot either.
+    let drive = async {
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r,
+            () = grace_expires(grace, &authenticated) => {
+                info!("login grace time ({grace:?}) over");
+                grace_over.store(true, Ordering::SeqCst);
+                // Before the connection ends (and its end is audited).
+                penalise(&shared, peer, id, Offence::GraceExceeded).await;
+                handle.disconnect("login grace time over");
+                match tokio::time::timeout(GOODBYE_TIME, &mut run).await {
+                    Ok(r) => r,
+                    Err(_) => Err("login grace time over".into()),
+                }
+            }
         }
-    });
-    // Shutdown reaches the session as a disconnect through its handle, which lets the
-    // client hear why instead of seeing the socket drop.
-    if let Err(e) = session.await {
-        debug!("session ended: {e}");
+    };
+    // The connection's handler answers what the client asks until the engine ends; it
+    // is dropped (its Drop records the session's end and frees what it held) once the
+    // socket is closed, whichever finishes first.
+    let mut serve = Box::pin(conn.serve(incoming));
+    tokio::select! {
+        r = drive => {
+            if let Err(e) = r {
+                debug!("session ended: {e}");
+            }
+        }
+        () = &mut serve => {}
     }
-    timer.abort();
-    if !authenticated.load(Ordering::SeqCst)
-        && !kex_done.load(Ordering::SeqCst)
-        && !grace_over.load(Ordering::SeqCst)
-    {
+    drop(serve);
+    // A client that closed (or spoke no SSH) before key exchange was through, rather than
+    // one that merely failed to log in (ssh-keyscan, a wrong key).
+    let kex_done = handle.session_id().is_some();
+    if !authenticated.load(Ordering::SeqCst) && !kex_done && !grace_over.load(Ordering::SeqCst) {
         penalise(&shared, peer, id, Offence::NoAuth).await;
     }
     if let Ok(mut s) = sessions.lock() {
@@ -306,195 +278,15 @@ async fn run_one(
     }
 }
 
-/// The client's side of a connection, watched until its first `SSH_MSG_NEWKEYS` (key
-/// exchange done), to tell a client that gave up on SSH from one that merely did not log
-/// in (`ssh-keyscan`, a wrong key). Until then packets are unencrypted, so their framing
-/// can be read without touching russh.
-struct KexWatch {
-    inner: TcpStream,
-    /// `None` once the verdict is in.
-    scan: Option<KexScan>,
-    done: Arc<AtomicBool>,
-}
+/// How long a connection cut at the grace time gets for its goodbye to go out.
+const GOODBYE_TIME: Duration = Duration::from_millis(500);
 
-impl tokio::io::AsyncRead for KexWatch {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(scan) = self.scan.as_mut() {
-            // Not SSH as expected (`Some(false)`): russh will end it, and it counts as
-            // a connection that gave up before key exchange.
-            if let Some(done) = scan.feed(&buf.filled()[before..]) {
-                self.done.store(done, Ordering::SeqCst);
-                self.scan = None;
-            }
-        }
-        r
-    }
-}
-
-impl tokio::io::AsyncWrite for KexWatch {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Longest identification line (RFC 4253 4.2: 255 bytes) and other lines before it that
-/// the scanner reads through; russh refuses more long before.
-const MAX_ID_SCAN: usize = 8 << 10;
-/// Longest packet before key exchange is done (RFC 4253 6.1).
-const MAX_PLAIN_PACKET: u32 = 35_000;
-const SSH_MSG_NEWKEYS: u8 = 21;
-
-/// Reads the client's stream up to its first `SSH_MSG_NEWKEYS`: the identification line,
-/// then unencrypted binary packets (`uint32 length, byte padding, byte type, ...`).
-#[derive(Debug, Default)]
-struct KexScan {
-    /// Bytes of the identification phase seen so far.
-    id_len: usize,
-    /// The current line so far (only its first bytes, to check for "SSH-").
-    line: Vec<u8>,
-    id_done: bool,
-    /// The current packet's first 6 bytes (length, padding length, message type).
-    header: Vec<u8>,
-    /// Bytes of the current packet still to skip after its header.
-    skip: u64,
-}
-
-impl KexScan {
-    /// Feeds the next bytes from the client: `Some(true)` once its `NEWKEYS` went by,
-    /// `Some(false)` if the stream is not SSH as expected, `None` while undecided.
-    fn feed(&mut self, mut data: &[u8]) -> Option<bool> {
-        while !self.id_done {
-            let (&b, rest) = data.split_first()?;
-            data = rest;
-            self.id_len += 1;
-            if self.id_len > MAX_ID_SCAN {
-                return Some(false);
-            }
-            if self.line.len() < 4 {
-                self.line.push(b);
-            }
-            if b == b'\n' {
-                self.id_done = self.line.starts_with(b"SSH-");
-                self.line.clear();
-            }
-        }
-        loop {
-            if self.skip > 0 {
-                let n = (data.len() as u64).min(self.skip);
-                self.skip -= n;
-                data = &data[n as usize..];
-                if self.skip > 0 {
-                    return None;
-                }
-            }
-            let want = 6 - self.header.len();
-            let n = want.min(data.len());
-            self.header.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.header.len() < 6 {
-                return None;
-            }
-            let len = u32::from_be_bytes([
-                self.header[0],
-                self.header[1],
-                self.header[2],
-                self.header[3],
-            ]);
-            if !(2..=MAX_PLAIN_PACKET).contains(&len) {
-                return Some(false);
-            }
-            if self.header[5] == SSH_MSG_NEWKEYS {
-                return Some(true);
-            }
-            self.skip = u64::from(len) - 2;
-            self.header.clear();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn packet(kind: u8, payload_len: usize) -> Vec<u8> {
-        let padding = 4;
-        let len = (1 + 1 + payload_len + padding) as u32;
-        let mut p = len.to_be_bytes().to_vec();
-        p.push(padding as u8);
-        p.push(kind);
-        p.extend(std::iter::repeat_n(0xa5, payload_len + padding));
-        p
-    }
-
-    #[test]
-    fn kex_scan_sees_newkeys_however_the_bytes_are_split() {
-        let mut stream = b"SSH-2.0-OpenSSH_9.2\r\n".to_vec();
-        stream.extend(packet(20, 1500)); // KEXINIT
-        stream.extend(packet(30, 40)); // KEX_ECDH_INIT
-        stream.extend(packet(SSH_MSG_NEWKEYS, 0));
-        stream.extend([0xff; 64]); // encrypted from here on
-        for chunk in [1, 3, 7, 100, stream.len()] {
-            let mut scan = KexScan::default();
-            let mut verdict = None;
-            for piece in stream.chunks(chunk) {
-                if let Some(v) = scan.feed(piece) {
-                    verdict = Some(v);
-                    break;
-                }
-            }
-            assert_eq!(verdict, Some(true), "chunks of {chunk}");
-        }
-        // Up to (not including) NEWKEYS: undecided.
-        let mut scan = KexScan::default();
-        let before = stream.len() - 64 - 6;
-        assert_eq!(scan.feed(&stream[..before]), None);
-    }
-
-    #[test]
-    fn kex_scan_gives_up_on_what_is_not_ssh() {
-        let mut scan = KexScan::default();
-        assert_eq!(scan.feed(&[b'x'; MAX_ID_SCAN + 1]), Some(false));
-        let mut scan = KexScan::default();
-        let mut stream = b"SSH-2.0-x\r\n".to_vec();
-        stream.extend(u32::MAX.to_be_bytes());
-        stream.extend([0, 20]);
-        assert_eq!(scan.feed(&stream), Some(false));
+/// Completes when `grace` is over and the connection has still not logged in; never
+/// after a login.
+async fn grace_expires(grace: Duration, authenticated: &AtomicBool) {
+    tokio::time::sleep(grace).await;
+    if authenticated.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
     }
 }
 

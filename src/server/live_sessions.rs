@@ -7,10 +7,10 @@
 //! the reason), and live sessions judge each new channel by the rules in force.
 
 use super::config::ServerConfig;
-use russh::keys::ssh_key::HashAlg;
-use russh::server::Handle;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use warren_ssh::driver::Handle;
+use warren_ssh::ssh_key::HashAlg;
 
 /// What a login was admitted with.
 pub struct LiveSession {

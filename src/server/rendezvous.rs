@@ -1,11 +1,10 @@
 //! The rendezvous namespace: `-R name:port` registrations that other users reach with
 //! `-L`/`-W`/`-J`, without any socket on the host.
 
-use crate::forward::budget::Budget;
-use russh::server::Handle;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use warren_ssh::driver::Handle;
 
 /// Who currently serves a name.
 #[derive(Clone)]
@@ -19,8 +18,6 @@ pub struct Owner {
     pub handle: Handle,
     /// Cancelled when the publisher's session ends: connections through the name end too.
     pub session: CancellationToken,
-    /// The publisher's byte budget: what its slow readers make warrend hold.
-    pub budget: Arc<Budget>,
 }
 
 /// A registration refused because another user serves the name.

@@ -29,7 +29,7 @@ pub struct Shared {
     /// Forwarded-connection tasks, so shutdown can wait for their audit records.
     pub channels: tokio_util::task::TaskTracker,
     sessions: Mutex<HashMap<String, u32>>,
-    /// What all slow readers together may make warrend hold (`max_buffered`).
+    /// Window growth all sessions together may claim (`max_buffered`).
     buffered: Arc<Budget>,
     /// Forwarded channels open on the whole server (`max_channels`).
     open_channels: Arc<Budget>,
@@ -156,7 +156,7 @@ pub struct UserSession {
 
 /// What one user may hold over all their sessions, inside the server's totals.
 pub struct UserShare {
-    /// Bytes held for slow readers (`max_buffered_per_user`).
+    /// Window growth all the user's sessions may claim (`max_buffered_per_user`).
     pub bytes: Arc<Budget>,
     /// Forwarded channels open (`max_channels_per_user`).
     pub channels: Arc<Budget>,
@@ -177,5 +177,60 @@ impl Drop for UserSession {
                 sessions.remove(&self.user);
             }
         }
+    }
+}
+
+/// Bytes of a user's `max_buffered_per_user` (inside the server's `max_buffered`) lent to
+/// one session as its engine window budget: how far the session's channel windows may grow
+/// beyond their initial size together, which bounds what a peer can make warrend buffer
+/// for slow readers. Given back when the session ends.
+pub struct WindowShare {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl WindowShare {
+    /// Takes `want` bytes, or the largest `want / 2^k` the budgets still have room for
+    /// (possibly none: the session's windows then stay at their initial size).
+    pub fn reserve(budget: &Arc<Budget>, want: u64) -> WindowShare {
+        let mut bytes = want;
+        while bytes > 0 && budget.try_charge(bytes).is_err() {
+            bytes /= 2;
+        }
+        WindowShare {
+            budget: budget.clone(),
+            bytes,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for WindowShare {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_shares_fit_the_budgets_and_come_back() {
+        let server = Budget::new("server", 100);
+        let alice = Budget::within(&server, "alice", 80);
+        let a = WindowShare::reserve(&alice, 64);
+        assert_eq!(a.bytes(), 64);
+        // 16 left for alice: 64 -> 32 -> 16.
+        let b = WindowShare::reserve(&alice, 64);
+        assert_eq!(b.bytes(), 16);
+        let c = WindowShare::reserve(&alice, 64);
+        assert_eq!(c.bytes(), 0);
+        assert_eq!(server.used(), 80);
+        drop((a, b, c));
+        assert_eq!((alice.used(), server.used()), (0, 0));
     }
 }

@@ -1,26 +1,23 @@
 //! `direct-tcpip` (ssh -L, -W, -D, -J): resolve, decide on the resolved addresses, dial,
 //! then relay; or reach a rendezvous through its publisher's session.
 
-use super::ChannelCtx;
-use crate::forward::decouple::decouple_budgeted;
+use super::{ChannelCtx, PendingOpen};
 use crate::server::address::Host;
 use crate::server::identity::Identity;
 use crate::server::policy::Decision;
 use crate::server::rendezvous::Owner;
 use crate::server::resolver::Resolver;
-use russh::server::{ChannelOpenHandle, Msg};
-use russh::{Channel, ChannelOpenFailure};
 use std::net::{IpAddr, SocketAddr};
 use tokio::net::TcpStream;
 use tracing::info;
+use warren_ssh::proto::{ChannelKind, reason};
 
 /// A network destination: the name is resolved here and the policy judges every address
 /// it resolves to, so a name pointing inside cannot slip past a rule. Only the judged
 /// addresses are dialed.
 pub async fn network(
     ctx: ChannelCtx,
-    channel: Channel<Msg>,
-    reply: ChannelOpenHandle,
+    reply: PendingOpen,
     identity: Identity,
     host: Host,
     raw_host: String,
@@ -37,16 +34,14 @@ pub async fn network(
             ) {
                 ctx.audit_open(&deny, &[]).await;
                 info!(conn = ctx.conn, target = %ctx.target, "{deny}");
-                reply
-                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                    .await;
+                reply.reject(reason::ADMINISTRATIVELY_PROHIBITED);
                 return;
             }
             let limits = (&identity.config.limits).into();
             match Resolver::global().lookup(&limits, &ctx.user, name).await {
                 Ok(addrs) => addrs,
-                Err(reason) => {
-                    return refuse(&ctx, reply, reason, ChannelOpenFailure::ConnectFailed).await;
+                Err(why) => {
+                    return refuse(&ctx, reply, why, reason::CONNECT_FAILED).await;
                 }
             }
         }
@@ -59,9 +54,7 @@ pub async fn network(
     if !decision.is_allowed() {
         ctx.audit_open(&decision, &shown).await;
         info!(conn = ctx.conn, target = %ctx.target, "{decision}");
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        reply.reject(reason::ADMINISTRATIVELY_PROHIBITED);
         return;
     }
     let mut last = String::from("no address");
@@ -72,12 +65,11 @@ pub async fn network(
             Some(Ok(Ok(mut tcp))) => {
                 let _ = tcp.set_nodelay(true);
                 ctx.audit_open(&decision, &[addr.to_string()]).await;
-                reply.accept().await;
-                let mut stream = decouple_budgeted(channel, ctx.budget.clone());
-                let failed = stream.failure();
-                let cut = ctx.relay(&mut stream, &mut tcp, failed).await;
+                let mut stream = reply.accept();
+                let cut = ctx
+                    .relay(&mut stream, &mut tcp, std::future::pending())
+                    .await;
                 super::close_tcp(tcp, cut);
-                stream.close().await;
                 return;
             }
             Some(Ok(Err(e))) => last = format!("{addr}: {e}"),
@@ -89,18 +81,17 @@ pub async fn network(
         }
     }
     // Allowed, but the target could not be reached: the audit says both.
-    let reason = format!("connect failed: {last}");
-    info!(conn = ctx.conn, target = %ctx.target, "{reason}");
-    ctx.audit_open_failed(&decision, &shown, reason).await;
-    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+    let why = format!("connect failed: {last}");
+    info!(conn = ctx.conn, target = %ctx.target, "{why}");
+    ctx.audit_open_failed(&decision, &shown, why).await;
+    reply.reject(reason::CONNECT_FAILED);
 }
 
 /// A rendezvous: open a forwarded-tcpip channel on the publisher's session, as if its
 /// `-R` port had been connected to, and splice the two channels.
 pub async fn rendezvous(
     ctx: ChannelCtx,
-    channel: Channel<Msg>,
-    reply: ChannelOpenHandle,
+    reply: PendingOpen,
     owner: Owner,
     name: String,
     port: u16,
@@ -108,48 +99,41 @@ pub async fn rendezvous(
 ) {
     let opened = tokio::time::timeout(
         ctx.connect_timeout,
-        owner.handle.channel_open_forwarded_tcpip(
-            name.clone(),
-            u32::from(port),
-            origin.0,
-            origin.1,
-        ),
+        owner.handle.open(ChannelKind::ForwardedTcpip {
+            address: name.clone(),
+            port: u32::from(port),
+            originator: origin.0,
+            originator_port: origin.1,
+        }),
     );
     let Some(opened) = ctx.unless_session_ends(opened).await else {
         return refuse(
             &ctx,
             reply,
             "the session closed while the publisher was asked".into(),
-            ChannelOpenFailure::ConnectFailed,
+            reason::CONNECT_FAILED,
         )
         .await;
     };
     match opened {
-        Ok(Ok(peer)) => {
-            reply.accept().await;
-            // What each side's slow reader makes us hold is charged to the user who
-            // sent it; the relay ends with either session.
-            let mut a = decouple_budgeted(channel, ctx.budget.clone());
-            let mut b = decouple_budgeted(peer, owner.budget.clone());
-            let (fa, fb) = (a.failure(), b.failure());
+        Ok(Ok(mut b)) => {
+            let mut a = reply.accept();
+            // Two channels spliced: each side's window is granted back only as the other
+            // side reads, so a slow reader on either end slows its own sender and warrend
+            // holds at most a window each way. The relay ends with either session.
             let publisher_gone = owner.session.clone();
-            let failed = async move {
-                tokio::select! {
-                    r = fa => r,
-                    r = fb => r,
-                    _ = publisher_gone.cancelled() => "the publisher's session closed".into(),
-                }
+            let stop = async move {
+                publisher_gone.cancelled().await;
+                "error: the publisher's session closed".to_string()
             };
-            ctx.relay(&mut a, &mut b, failed).await;
-            a.close().await;
-            b.close().await;
+            ctx.relay(&mut a, &mut b, stop).await;
         }
         Ok(Err(e)) => {
             refuse(
                 &ctx,
                 reply,
                 format!("the publisher of {name}:{port} refused: {e}"),
-                ChannelOpenFailure::ConnectFailed,
+                reason::CONNECT_FAILED,
             )
             .await
         }
@@ -158,21 +142,22 @@ pub async fn rendezvous(
                 &ctx,
                 reply,
                 format!("the publisher of {name}:{port} did not answer"),
-                ChannelOpenFailure::ConnectFailed,
+                reason::CONNECT_FAILED,
             )
             .await
         }
     }
 }
 
-async fn refuse(
-    ctx: &ChannelCtx,
-    reply: ChannelOpenHandle,
-    reason: String,
-    failure: ChannelOpenFailure,
-) {
-    info!(conn = ctx.conn, target = %ctx.target, "{reason}");
-    ctx.audit_open(&Decision::Deny { reason, rule: None }, &[])
-        .await;
-    reply.reject(failure).await;
+async fn refuse(ctx: &ChannelCtx, reply: PendingOpen, why: String, code: u32) {
+    info!(conn = ctx.conn, target = %ctx.target, "{why}");
+    ctx.audit_open(
+        &Decision::Deny {
+            reason: why,
+            rule: None,
+        },
+        &[],
+    )
+    .await;
+    reply.reject(code);
 }

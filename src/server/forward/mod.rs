@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
+use warren_ssh::driver::{ChannelStream, Handle};
+use warren_ssh::proto::{ChannelId, reason};
 
 /// Everything a forwarded connection needs to audit itself, captured when it opens.
 #[derive(Clone)]
@@ -31,10 +33,11 @@ pub struct ChannelCtx {
     /// Where forwarded-connection tasks are spawned (shutdown waits for them).
     pub tasks: tokio_util::task::TaskTracker,
     /// Cancelled when the SSH session ends: everything the channel holds (target socket,
-    /// buffers, spill file) is released then, whatever the target is doing.
+    /// buffers) is released then, whatever the target is doing.
     pub session: CancellationToken,
-    /// The user's byte budget for data held for slow readers.
-    pub budget: Arc<Budget>,
+    /// The client's SSH connection: a relay that fails because it ended was ended by the
+    /// session, not by an error of its own.
+    pub ssh: Handle,
 }
 
 impl ChannelCtx {
@@ -89,18 +92,20 @@ impl ChannelCtx {
         }
     }
 
-    /// Relays until both directions end, the idle timeout, the session's end or
-    /// `channel_failed` (the tunnel side gave up: reader too far behind, budget used
-    /// up), then records bytes and duration. The channel counts as open for the whole
-    /// relay; its sockets and buffers go when this returns. Returns whether the relay
-    /// was cut short (stopped or failed) rather than finished: the caller then resets
-    /// its TCP socket, so the target sees an aborted stream, never a clean EOF after a
-    /// truncated upload.
+    /// Relays until both directions end, the idle timeout, the session's end or `stop`
+    /// (another session the relay depends on ended), then records bytes and duration.
+    /// The channel counts as open for the whole relay; its sockets and buffers go when
+    /// this returns. A channel is relayed as it is, never drained into a buffer: the SSH
+    /// window is granted back only as the other side takes the bytes, so a slow target
+    /// holds back its own sender and warrend holds at most one window for it. Returns
+    /// whether the relay was cut short (stopped or failed) rather than finished: the
+    /// caller then resets its TCP socket, so the target sees an aborted stream, never a
+    /// clean EOF after a truncated upload.
     pub async fn relay<A, B>(
         &self,
         client_side: &mut A,
         target_side: &mut B,
-        channel_failed: impl Future<Output = String>,
+        stop: impl Future<Output = String>,
     ) -> bool
     where
         A: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -110,14 +115,16 @@ impl ChannelCtx {
         let stop = async {
             tokio::select! {
                 _ = self.session.cancelled() => "session closed".to_string(),
-                reason = channel_failed => format!("error: {reason}"),
+                reason = stop => reason,
             }
         };
         let (up, down, ended) =
             relay_with_idle(client_side, target_side, self.idle_timeout, stop).await;
         let cut = matches!(ended, Ended::Stopped(_) | Ended::Failed(_));
+        let session_over = self.session.is_cancelled() || self.ssh.ended().is_some();
         let close_reason = match ended {
             Ended::Done => "closed".to_string(),
+            Ended::Failed(_) if session_over => "session closed".to_string(),
             Ended::Idle(idle) => format!("idle for {idle:?} (channel_idle_timeout)"),
             Ended::Stopped(reason) => reason,
             Ended::Failed(e) => format!("error: {e}"),
@@ -148,4 +155,43 @@ pub fn close_tcp(tcp: tokio::net::TcpStream, cut: bool) {
         let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
     }
     drop(tcp);
+}
+
+/// A channel the client asked for and warrend has not answered yet: the answer waits for
+/// a DNS lookup, a dial or another session, so it travels with the task that does that
+/// work. Dropped unanswered (the task ended early, the session is closing), it refuses
+/// the channel, so the client never waits on an open nobody will answer.
+pub struct PendingOpen {
+    handle: Handle,
+    id: ChannelId,
+    answered: bool,
+}
+
+impl PendingOpen {
+    pub fn new(handle: Handle, id: ChannelId) -> PendingOpen {
+        PendingOpen {
+            handle,
+            id,
+            answered: false,
+        }
+    }
+
+    pub fn accept(mut self) -> ChannelStream {
+        self.answered = true;
+        self.handle.accept(self.id)
+    }
+
+    /// Refuses with an RFC 4254 reason code (`warren_ssh::proto::reason`).
+    pub fn reject(mut self, code: u32) {
+        self.answered = true;
+        self.handle.reject(self.id, code, "");
+    }
+}
+
+impl Drop for PendingOpen {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.handle.reject(self.id, reason::CONNECT_FAILED, "");
+        }
+    }
 }

@@ -3,13 +3,13 @@
 
 use super::ChannelCtx;
 use crate::forward::bind::listen;
-use crate::forward::decouple::decouple_budgeted;
 use crate::server::policy::Decision;
-use russh::server::Handle;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
+use warren_ssh::driver::Handle;
+use warren_ssh::proto::ChannelKind;
 
 /// Binds every address on `port`; with 0, the first bind picks the port for all.
 pub fn bind(addrs: &[IpAddr], port: u16) -> std::io::Result<(Vec<TcpListener>, u16)> {
@@ -90,18 +90,18 @@ async fn one(
     };
     let opened = tokio::time::timeout(
         ctx.connect_timeout,
-        handle.channel_open_forwarded_tcpip(
-            address.clone(),
+        handle.open(ChannelKind::ForwardedTcpip {
+            address: address.clone(),
             port,
-            peer.ip().to_string(),
-            u32::from(peer.port()),
-        ),
+            originator: peer.ip().to_string(),
+            originator_port: u32::from(peer.port()),
+        }),
     );
     let Some(opened) = ctx.unless_session_ends(opened).await else {
         return;
     };
     match opened {
-        Ok(Ok(channel)) => {
+        Ok(Ok(mut stream)) => {
             ctx.audit_open(
                 &Decision::Allow {
                     rule: format!("listener {address}:{port}"),
@@ -109,11 +109,10 @@ async fn one(
                 &[peer.to_string()],
             )
             .await;
-            let mut stream = decouple_budgeted(channel, ctx.budget.clone());
-            let failed = stream.failure();
-            let cut = ctx.relay(&mut tcp, &mut stream, failed).await;
+            let cut = ctx
+                .relay(&mut tcp, &mut stream, std::future::pending())
+                .await;
             super::close_tcp(tcp, cut);
-            stream.close().await;
         }
         Ok(Err(e)) => {
             debug!("client refused forwarded connection: {e}");

@@ -7,6 +7,8 @@
 //! no per-channel queue exist outside the core, so a channel costs only its core state.
 
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -647,6 +649,24 @@ impl Handle {
 
     pub fn global_reply(&self, request_id: RequestId, ok: bool, data: &[u8]) {
         self.with(|st| st.session.global_reply(request_id, ok, data));
+    }
+
+    /// Sends `data` as stderr (extended data) on a channel, as much as the peer's window takes
+    /// now (one packet at most); returns how much went out.
+    pub fn channel_stderr(&self, id: ChannelId, data: &[u8]) -> io::Result<usize> {
+        self.with(|st| st.session.channel_write_stderr(id, data))
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
+    }
+
+    /// Sets how much window growth this connection's channels may claim together (the
+    /// per-session memory bound for slow readers beyond the initial windows).
+    pub fn set_window_budget(&self, limit: u64) {
+        self.with(|st| st.session.set_window_budget(limit));
+    }
+
+    /// The window growth budget: (in use, limit).
+    pub fn window_budget(&self) -> (u64, u64) {
+        self.shared.lock().session.window_budget()
     }
 
     /// Sends SSH_MSG_DISCONNECT (by application) and lets the driver finish.

@@ -38,6 +38,32 @@ impl ChannelStream {
         self.handle.as_ref().expect("handle present until drop")
     }
 
+    /// Completes once the channel is closed (both CLOSEs exchanged) or the connection ended.
+    /// Unlike EOF, which ends only the peer's data, this is the end of the channel: a
+    /// server that keeps a channel for the requests on it (a "session") waits for this.
+    pub async fn closed(&self) {
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await
+    }
+
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(h) = self.handle.as_ref() else {
+            return Poll::Ready(());
+        };
+        let mut st = h.shared.lock();
+        if st.ended.is_some() {
+            return Poll::Ready(());
+        }
+        match st.waiters.get_mut(&self.id) {
+            Some(w) if !w.closed => {
+                if !w.on_close.iter().any(|x| x.will_wake(cx.waker())) {
+                    w.on_close.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        }
+    }
+
     /// Forgets the channel without sending CLOSE (it was refused and never existed on the wire).
     pub(crate) fn detach(mut self) -> Handle {
         let h = self.handle.take().expect("handle present");

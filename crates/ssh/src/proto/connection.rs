@@ -339,6 +339,35 @@ impl Session {
         Ok(written)
     }
 
+    /// Sends extended data (stderr, data type code 1) within the peer's window, one packet at
+    /// most; returns how much went out (0: no window now). For the short diagnostics a server
+    /// owes a client it refuses (a refused shell says why on stderr, as sshd does).
+    pub fn channel_write_stderr(&mut self, id: ChannelId, data: &[u8]) -> Result<usize> {
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return Err(Error::Protocol("write on a closed channel".into()));
+        };
+        if ch.eof_sent || ch.close_sent || ch.close_received {
+            return Err(Error::Protocol("write after EOF or close".into()));
+        }
+        if ch.state != State::Open {
+            return Ok(0);
+        }
+        let n = data
+            .len()
+            .min(ch.send.available())
+            .min(ch.send.max_packet());
+        if n == 0 {
+            return Ok(0);
+        }
+        ch.send.consume(n);
+        let mut p = vec![msg::CHANNEL_EXTENDED_DATA];
+        p.put_u32(ch.remote);
+        p.put_u32(1);
+        p.put_string(&data[..n]);
+        self.send_app_or_fail(p);
+        Ok(n)
+    }
+
     /// Bytes the peer's window lets us send right now (0 also while a kex runs).
     pub fn channel_send_capacity(&self, id: ChannelId) -> usize {
         if !self.transport.can_send_app() {

@@ -280,6 +280,18 @@ impl Session {
         self.keepalives_missed = 0;
     }
 
+    /// Resizes the window growth this session's channels may claim together (see
+    /// [`crate::channel::WindowBudget::set_limit`]): a server learns whose session it is, and so
+    /// its share of the memory budget, only at login, after the session started.
+    pub fn set_window_budget(&mut self, limit: u64) {
+        self.budget.set_limit(limit);
+    }
+
+    /// The window growth budget: (in use, limit).
+    pub fn window_budget(&self) -> (u64, u64) {
+        (self.budget.in_use(), self.budget.limit())
+    }
+
     /// Ends the session politely (SSH_MSG_DISCONNECT BY_APPLICATION).
     pub fn disconnect(&mut self, description: &str) {
         self.transport.disconnect(11, description);

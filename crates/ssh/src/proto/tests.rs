@@ -360,3 +360,40 @@ fn channel_is_open_until_the_peer_sends_eof_or_close() {
     assert!(!p.c.channel_is_open(cid2), "CLOSE received");
     assert!(!p.c.channel_is_open(9999), "unknown id");
 }
+
+/// A refusing server says why on stderr: the client sees extended data, never channel data,
+/// and a write is bounded by one packet and the peer's window.
+#[test]
+fn stderr_reaches_the_client_as_extended_data_within_the_window() {
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    let (cid, sid) = p.open();
+    assert_eq!(
+        p.s.channel_write_stderr(sid, b"no shell here\r\n").unwrap(),
+        15
+    );
+    p.pump();
+    assert!(
+        p.c_events.iter().any(
+            |e| matches!(e, Event::ChannelStderr { id, data } if *id == cid && &data[..] == b"no shell here\r\n")
+        ),
+        "{:?}",
+        p.c_events
+    );
+    let mut buf = [0u8; 64];
+    assert_eq!(p.c.channel_read(cid, &mut buf), Read::WouldBlock);
+    let big = pattern(1 << 20);
+    let n = p.s.channel_write_stderr(sid, &big).unwrap();
+    assert!(n > 0 && n <= p.c.config.max_packet as usize, "{n}");
+    p.s.channel_eof(sid);
+    assert!(p.s.channel_write_stderr(sid, b"late").is_err());
+}
+
+#[test]
+fn the_window_budget_can_be_resized_after_the_session_started() {
+    let mut p = Pair::new(|c| c.window_budget = 0);
+    p.connect();
+    assert_eq!(p.s.window_budget(), (0, 0));
+    p.s.set_window_budget(64 << 20);
+    assert_eq!(p.s.window_budget(), (0, 64 << 20));
+}
