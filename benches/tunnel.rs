@@ -116,7 +116,9 @@ fn run() -> Result<bool> {
             Phase::Path(p) => bench.path(*p),
             Phase::Floor => bench.floor(),
             Phase::Link => bench.link(),
+            Phase::Wan => bench.wan(),
             Phase::Slow => bench.slow_reader(),
+            Phase::Consumer => bench.consumer(),
             Phase::Concurrency => bench.concurrency(),
         }
     }
