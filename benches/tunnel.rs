@@ -2,7 +2,7 @@
 //! and warrend, and a direct connection as the upper bound, through one
 //! forward on loopback.
 //!
-//! `cargo bench --bench tunnel` runs everything (about 11-15 minutes on two
+//! `cargo bench --bench tunnel` runs everything (about 17-22 minutes on two
 //! cores); `cargo bench --bench tunnel -- --smoke` is a functional run in
 //! well under a minute that exits non-zero only when a path does not work,
 //! never because of a timing. `-- --help` lists the options. Method and
@@ -116,7 +116,9 @@ fn run() -> Result<bool> {
             Phase::Path(p) => bench.path(*p),
             Phase::Floor => bench.floor(),
             Phase::Link => bench.link(),
+            Phase::Wan => bench.wan(),
             Phase::Slow => bench.slow_reader(),
+            Phase::Consumer => bench.consumer(),
             Phase::Concurrency => bench.concurrency(),
         }
     }

@@ -128,14 +128,18 @@ pub enum Phase {
     Floor,
     /// -L connection setup across a slower (delayed) link.
     Link,
+    /// One stream each way across delayed (and rate-capped) links.
+    Wan,
     /// One unread connection next to an echoing one.
     Slow,
+    /// A local reader slower than the target's offer.
+    Consumer,
     /// Many connections held open at once.
     Concurrency,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 11] = [
         Phase::Openssl,
         Phase::Startup,
         Phase::Path(PathKind::Local),
@@ -143,7 +147,9 @@ impl Phase {
         Phase::Path(PathKind::Dynamic),
         Phase::Path(PathKind::Remote),
         Phase::Link,
+        Phase::Wan,
         Phase::Slow,
+        Phase::Consumer,
         Phase::Concurrency,
     ];
 
@@ -154,7 +160,9 @@ impl Phase {
             Phase::Path(p) => p.flag(),
             Phase::Floor => "floor",
             Phase::Link => "link",
+            Phase::Wan => "wan",
             Phase::Slow => "slow",
+            Phase::Consumer => "consumer",
             Phase::Concurrency => "concurrency",
         }
     }
@@ -169,7 +177,7 @@ impl Phase {
             .find(|p| p.name() == want)
             .with_context(|| {
                 format!(
-                    "unknown phase {s:?}; expected openssl, startup, L, floor, D, R, link, slow, concurrency"
+                    "unknown phase {s:?}; expected openssl, startup, L, floor, D, R, link, wan, slow, consumer, concurrency"
                 )
             })
     }
@@ -204,6 +212,21 @@ pub struct Options {
     /// Sequential open/echo/close cycles per link run (or fewer if
     /// `setup_budget` is up first).
     pub link_conns: usize,
+    /// Round trips of the wan phase's links.
+    pub wan_rtts: Vec<Duration>,
+    /// Rate caps of the wan phase's links, bytes/s (`None`: no cap); every
+    /// round trip is measured with each.
+    pub wan_rates: Vec<Option<u64>>,
+    /// How long one wan transfer runs...
+    pub wan_secs: Duration,
+    /// ...or until this many bytes have crossed, if set (the smoke run).
+    pub wan_size: Option<u64>,
+    /// How fast the slow consumer reads, bytes/s.
+    pub consumer_rate: u64,
+    /// How long it reads.
+    pub consumer_secs: Duration,
+    /// What the target offers it, as fast as the tunnel takes it.
+    pub consumer_offer: u64,
     /// Concurrent connection counts through one session.
     pub concurrency: Vec<usize>,
     /// What the stalled connection of the slow-reader scenario is sent.
@@ -216,6 +239,8 @@ pub struct Options {
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
+/// 1 Gbit/s in bytes per second.
+const GBIT: u64 = 125_000_000;
 
 const USAGE: &str = "\
 usage: cargo bench --bench tunnel -- [OPTIONS]
@@ -224,7 +249,8 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
                        the default when not started by `cargo bench` (e.g. `cargo test --benches`)
   --full               the full run even when not started by `cargo bench`
   --only PAIR[,PAIR]   pairs to run: ssh-sshd, warren-sshd, ssh-warrend, warren-warrend, direct
-  --phases P[,P]       what to run (default all): openssl, startup, L, floor, D, R, link, slow, concurrency
+  --phases P[,P]       what to run (default all): openssl, startup, L, floor, D, R, link, wan,
+                       slow, consumer, concurrency
   --size SIZE          bytes per direction of a -L bulk run (e.g. 1GiB, 256MiB)
   --side-size SIZE     bytes per direction of a -D/-R bulk run
   --runs N             repetitions of bulk/setup/latency/link (medians are reported)
@@ -233,6 +259,13 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
   --starts N           client starts measured for the time to ready
   --link-rtt MS        round trip of the link phase's delayed link, in ms (default 10)
   --link-conns N       sequential -L connections per link run (default 200)
+  --wan-rtts MS[,MS]   round trips of the wan phase's links (default 10,50,100)
+  --wan-rate R[,R]     their rate caps: 1gbit, 200mbit, 100MiB (bytes/s) or none (default 1gbit,none)
+  --wan-secs SECS      duration of one wan transfer (default 3)
+  --wan-size SIZE      ...or until SIZE has crossed, whichever is first (smoke: 4MiB)
+  --consumer-rate SIZE bytes per second the slow consumer reads (default 2MiB; 2MB means the same)
+  --consumer-secs SECS how long it reads (default 20)
+  --consumer-offer SIZE what the target offers it (default 1536MiB)
   --concurrency N[,N]  concurrent connection counts (default 1000,10000)
   --slow-size SIZE     bytes sent to the stalled connection (slow reader)
   --stall SECS         how long the slow reader does not read
@@ -275,25 +308,18 @@ impl Options {
                 "--conns" => o.setup_conns = number(&flag, &value)?.max(1),
                 "--msgs" => o.latency_msgs = number(&flag, &value)?.max(1),
                 "--starts" => o.startup_reps = number(&flag, &value)?.max(1),
-                "--link-rtt" => {
-                    let t = value.trim();
-                    let ms: f64 = t
-                        .strip_suffix("ms")
-                        .unwrap_or(t)
-                        .trim()
-                        .parse()
-                        .ok()
-                        .filter(|ms: &f64| ms.is_finite() && *ms >= 0.0)
-                        .with_context(|| format!("{flag}: not a time in ms: {value:?}"))?;
-                    o.link_rtt = Duration::from_secs_f64(ms / 1e3);
-                }
+                "--link-rtt" => o.link_rtt = parse_ms(&flag, &value)?,
+                "--wan-rtts" => o.wan_rtts = list(&value, |s| parse_ms(&flag, s))?,
+                "--wan-rate" => o.wan_rates = list(&value, parse_rate)?,
+                "--wan-secs" => o.wan_secs = parse_secs(&flag, &value)?,
+                "--wan-size" => o.wan_size = Some(parse_size(&value)? as u64),
+                "--consumer-rate" => o.consumer_rate = (parse_size(&value)? as u64).max(1),
+                "--consumer-secs" => o.consumer_secs = parse_secs(&flag, &value)?,
+                "--consumer-offer" => o.consumer_offer = parse_size(&value)? as u64,
                 "--link-conns" => o.link_conns = number(&flag, &value)?.max(1),
                 "--concurrency" => o.concurrency = list(&value, |s| number(&flag, s))?,
                 "--slow-size" => o.slow_size = parse_size(&value)?,
-                "--stall" => {
-                    let secs: f64 = value.parse().with_context(|| format!("{flag} {value}"))?;
-                    o.stall = Duration::from_secs_f64(secs.max(0.0));
-                }
+                "--stall" => o.stall = parse_secs(&flag, &value)?,
                 "--report" => o.report = PathBuf::from(value),
                 _ => bail!("unknown option {flag}\n{USAGE}"),
             }
@@ -316,6 +342,13 @@ impl Options {
             startup_reps: 5,
             link_rtt: Duration::from_millis(10),
             link_conns: 200,
+            wan_rtts: [10, 50, 100].map(Duration::from_millis).to_vec(),
+            wan_rates: vec![Some(GBIT), None],
+            wan_secs: Duration::from_secs(3),
+            wan_size: None,
+            consumer_rate: 2 * MIB as u64,
+            consumer_secs: Duration::from_secs(20),
+            consumer_offer: 1536 * MIB as u64,
             concurrency: vec![1000, 10_000],
             slow_size: 256 * MIB,
             stall: Duration::from_secs(5),
@@ -333,6 +366,13 @@ impl Options {
             latency_msgs: 100,
             startup_reps: 1,
             link_conns: 20,
+            // One short round trip, capped (the cap is the code a smoke run
+            // should reach), a few MiB each way.
+            wan_rtts: vec![Duration::from_millis(10)],
+            wan_rates: vec![Some(GBIT)],
+            wan_size: Some(4 * MIB as u64),
+            consumer_secs: Duration::from_secs(2),
+            consumer_offer: 32 * MIB as u64,
             concurrency: vec![50],
             slow_size: 8 * MIB,
             stall: Duration::from_secs(1),
@@ -369,6 +409,74 @@ fn number(flag: &str, value: &str) -> Result<usize> {
         .replace('_', "")
         .parse()
         .with_context(|| format!("{flag}: not a number: {value:?}"))
+}
+
+/// `10`, `0.5ms`: a time in milliseconds.
+fn parse_ms(flag: &str, value: &str) -> Result<Duration> {
+    let t = value.trim();
+    let ms: f64 = t
+        .strip_suffix("ms")
+        .unwrap_or(t)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|ms: &f64| ms.is_finite() && *ms >= 0.0)
+        .with_context(|| format!("{flag}: not a time in ms: {value:?}"))?;
+    Ok(Duration::from_secs_f64(ms / 1e3))
+}
+
+/// `20`, `0.5`: a time in seconds.
+fn parse_secs(flag: &str, value: &str) -> Result<Duration> {
+    let secs: f64 = value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite())
+        .with_context(|| format!("{flag}: not a time in seconds: {value:?}"))?;
+    Ok(Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// A link's rate cap in bytes per second: `none`, a bit rate (`1gbit`,
+/// `200mbit`, `1.5gbit`; decimal prefixes, as links are sold) or a byte
+/// rate as a size per second (`100MiB`).
+fn parse_rate(s: &str) -> Result<Option<u64>> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "none" {
+        return Ok(None);
+    }
+    let Some(num) = t.strip_suffix("bit").or_else(|| t.strip_suffix("bps")) else {
+        return Ok(Some((parse_size(&t)? as u64).max(1)));
+    };
+    let (num, mult) = match num.strip_suffix(['k', 'm', 'g']) {
+        Some(n) if num.ends_with('k') => (n, 1e3),
+        Some(n) if num.ends_with('m') => (n, 1e6),
+        Some(n) => (n, 1e9),
+        None => (num, 1.0),
+    };
+    let bits: f64 = num
+        .trim()
+        .parse()
+        .ok()
+        .filter(|b: &f64| b.is_finite() && *b > 0.0)
+        .with_context(|| format!("bad rate {s:?}; use e.g. 1gbit, 200mbit, 100MiB or none"))?;
+    Ok(Some(((bits * mult / 8.0) as u64).max(1)))
+}
+
+/// `1 Gbit/s`, `no cap`: a rate cap as the report prints it.
+pub fn format_rate(rate: Option<u64>) -> String {
+    let Some(bytes) = rate else {
+        return "no cap".to_string();
+    };
+    let bits = bytes as f64 * 8.0;
+    let (v, unit) = if bits >= 1e9 {
+        (bits / 1e9, "Gbit/s")
+    } else if bits >= 1e6 {
+        (bits / 1e6, "Mbit/s")
+    } else {
+        (bits / 1e3, "kbit/s")
+    };
+    let v = format!("{v:.2}");
+    format!("{} {unit}", v.trim_end_matches('0').trim_end_matches('.'))
 }
 
 /// `1GiB`, `256MiB`, `64KiB`, `1G`, `4M` or a plain byte count.

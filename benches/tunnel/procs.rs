@@ -333,6 +333,37 @@ fn open_file_bytes(pid: i32) -> u64 {
         .sum()
 }
 
+/// Files a tunnel parks data in: descriptors of `pid` and its descendants
+/// that point at a deleted regular file (an anonymous temporary file, as
+/// `tempfile::tempfile()` makes with O_TMPFILE, or one unlinked after
+/// opening) or at a file in the temp directory outside `own` (the
+/// benchmark's own directory, where warrend's audit log is). Returns how
+/// many, and their total size in bytes.
+pub fn scratch_files(pid: i32, own: &Path) -> (usize, u64) {
+    let tmp = std::env::temp_dir();
+    let (mut count, mut bytes) = (0, 0);
+    for p in std::iter::once(pid).chain(descendants(pid)) {
+        let Ok(fds) = fs::read_dir(format!("/proc/{p}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            let deleted = target.to_string_lossy().ends_with(" (deleted)");
+            let scratch = deleted || (target.starts_with(&tmp) && !target.starts_with(own));
+            match fs::metadata(fd.path()) {
+                Ok(m) if scratch && m.is_file() => {
+                    count += 1;
+                    bytes += m.len();
+                }
+                _ => {}
+            }
+        }
+    }
+    (count, bytes)
+}
+
 fn status_kib(status: &str, key: &str) -> u64 {
     status
         .lines()

@@ -30,6 +30,8 @@ struct Row {
 struct Section {
     title: String,
     rows: Vec<Row>,
+    /// The pair this section's ratios are relative to.
+    reference: Pair,
 }
 
 #[derive(Default)]
@@ -49,16 +51,7 @@ impl Report {
     /// Records `cell` for `pair` in `metric` of `section` (created in the
     /// order first used).
     pub fn set(&mut self, section: &str, metric: &str, better: Better, pair: Pair, cell: Cell) {
-        let s = match self.sections.iter().position(|s| s.title == section) {
-            Some(i) => &mut self.sections[i],
-            None => {
-                self.sections.push(Section {
-                    title: section.to_string(),
-                    rows: Vec::new(),
-                });
-                self.sections.last_mut().expect("just pushed")
-            }
-        };
+        let s = self.section(section);
         let row = match s.rows.iter().position(|r| r.metric == metric) {
             Some(i) => &mut s.rows[i],
             None => {
@@ -71,6 +64,27 @@ impl Report {
             }
         };
         row.cells.insert(pair, cell);
+    }
+
+    /// Makes `section`'s ratios relative to `pair` instead of
+    /// [`Pair::REFERENCE`] (its title should say so).
+    pub fn reference(&mut self, section: &str, pair: Pair) {
+        self.section(section).reference = pair;
+    }
+
+    /// The section titled `title`, created (last) if new.
+    fn section(&mut self, title: &str) -> &mut Section {
+        match self.sections.iter().position(|s| s.title == title) {
+            Some(i) => &mut self.sections[i],
+            None => {
+                self.sections.push(Section {
+                    title: title.to_string(),
+                    rows: Vec::new(),
+                    reference: Pair::REFERENCE,
+                });
+                self.sections.last_mut().expect("just pushed")
+            }
+        }
     }
 
     /// A number, if there is one.
@@ -107,12 +121,13 @@ impl Report {
                     Better::Neither => "",
                 };
                 let _ = write!(out, "| {}{arrow} |", r.metric);
-                let reference = match r.cells.get(&Pair::REFERENCE) {
+                let reference = match r.cells.get(&s.reference) {
                     Some(Cell::Num(v)) if r.better != Better::Neither => Some(*v),
                     _ => None,
                 };
                 for p in pairs {
-                    let _ = write!(out, " {} |", cell_text(r.cells.get(p), reference, *p));
+                    let cell = r.cells.get(p);
+                    let _ = write!(out, " {} |", cell_text(cell, reference, *p == s.reference));
                 }
                 out.push('\n');
             }
@@ -139,12 +154,12 @@ impl Report {
     }
 }
 
-fn cell_text(cell: Option<&Cell>, reference: Option<f64>, pair: Pair) -> String {
+fn cell_text(cell: Option<&Cell>, reference: Option<f64>, is_reference: bool) -> String {
     match cell {
         None => "–".to_string(),
         Some(Cell::Text(t)) => t.clone(),
         Some(Cell::Num(v)) => match reference {
-            Some(r) if pair != Pair::REFERENCE && r != 0.0 => {
+            Some(r) if !is_reference && r != 0.0 => {
                 format!("{} (×{:.2})", format_num(*v), v / r)
             }
             _ => format_num(*v),

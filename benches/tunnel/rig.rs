@@ -3,14 +3,13 @@
 //! CPU time and peak memory read from /proc belong to what it measures.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::runtime::Handle;
 
 use crate::clients::{Client, ClientOptions, Forward};
 use crate::env::Env;
-use crate::link::DelayLine;
+use crate::link::{DelayLine, Shape};
 use crate::opts::{Pair, PathKind};
 use crate::procs::Usage;
 use crate::route::Route;
@@ -22,9 +21,10 @@ use crate::targets::{Target, Targets};
 #[derive(Clone, Debug, Default)]
 pub struct RigOptions {
     pub client: ClientOptions,
-    /// A [`DelayLine`] between client and server, run on this runtime with
-    /// this one-way delay: the client connects to the line, not the server.
-    pub link: Option<(Handle, Duration)>,
+    /// A [`DelayLine`] between client and server, run on this runtime and
+    /// shaped so: the client connects to the line, not the server. For the
+    /// direct pair, a line in front of each wanted target instead.
+    pub link: Option<(Handle, Shape)>,
 }
 
 pub struct Rig {
@@ -32,9 +32,9 @@ pub struct Rig {
     pub route: Route,
     pub client: Option<Client>,
     // Declared after the client: fields drop in order, and the client should
-    // go before the link and its server. The link is only held, so that it
-    // lives as long as the rig.
-    _link: Option<DelayLine>,
+    // go before the link and its server. The lines are only held, so that
+    // they live as long as the rig.
+    _link: Vec<DelayLine>,
     pub server: Option<Server>,
 }
 
@@ -49,19 +49,25 @@ impl Rig {
         wanted: &[Target],
         opts: &RigOptions,
     ) -> Result<Rig> {
-        let all: HashMap<Target, u16> =
-            [Target::Echo, Target::EchoConc, Target::Source, Target::Sink]
-                .into_iter()
-                .map(|t| (t, targets.port(t)))
-                .collect();
+        let all: HashMap<Target, u16> = Target::ALL
+            .into_iter()
+            .map(|t| (t, targets.port(t)))
+            .collect();
         let (Some(client_kind), Some(server_kind)) = (pair.client(), pair.server()) else {
-            return Ok(Rig {
-                pair,
-                route: Route::Direct(all),
-                client: None,
-                _link: None,
-                server: None,
-            });
+            let Some((rt, shape)) = &opts.link else {
+                return Ok(Rig::external(pair, Route::Direct(all)));
+            };
+            // The upper bound across the same line: one line per target.
+            let mut lines = Vec::new();
+            let mut ports = HashMap::new();
+            for t in wanted {
+                let line = DelayLine::start(rt, all[t], *shape).context("direct: delay line")?;
+                ports.insert(*t, line.port());
+                lines.push(line);
+            }
+            let mut rig = Rig::external(pair, Route::Direct(ports));
+            rig._link = lines;
+            return Ok(rig);
         };
         let server = Server::start(env, server_kind, &targets.all_ports())
             .with_context(|| format!("{}: server", pair.name()))?;
@@ -71,8 +77,8 @@ impl Rig {
             PathKind::Remote => wanted.iter().map(|t| Forward::Remote(all[t])).collect(),
         };
         let link = match &opts.link {
-            Some((rt, one_way)) => Some(
-                DelayLine::start(rt, server.port, *one_way)
+            Some((rt, shape)) => Some(
+                DelayLine::start(rt, server.port, *shape)
                     .with_context(|| format!("{}: delay line", pair.name()))?,
             ),
             None => None,
@@ -99,7 +105,7 @@ impl Rig {
             pair,
             route,
             client: Some(client),
-            _link: link,
+            _link: link.into_iter().collect(),
             server: Some(server),
         })
     }
@@ -111,7 +117,7 @@ impl Rig {
             pair,
             route,
             client: None,
-            _link: None,
+            _link: Vec::new(),
             server: None,
         }
     }
@@ -122,6 +128,14 @@ impl Rig {
         (
             self.client.as_ref().map(|c| Usage::of_tree(c.pid())),
             self.server.as_ref().map(|s| Usage::of_tree(s.pid())),
+        )
+    }
+
+    /// The client's and the server's process ids, `None` where there is none.
+    pub fn pids(&self) -> (Option<i32>, Option<i32>) {
+        (
+            self.client.as_ref().map(Client::pid),
+            self.server.as_ref().map(Server::pid),
         )
     }
 

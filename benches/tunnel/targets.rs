@@ -1,7 +1,10 @@
 //! The destinations behind every tunnel, served in-process on 127.0.0.1:
 //! an echo server, a source that sends the first N bytes of a fixed
 //! pseudo-random pattern, and a sink that stores what it receives and
-//! answers with its SHA-256.
+//! answers with its SHA-256; for transfers of a fixed duration (the wan and
+//! consumer phases), a stream that sends the pattern over and over for as
+//! long as asked and counts what it got rid of, and a sink that compares
+//! what arrives with the pattern as it goes.
 //!
 //! Payloads are prepared and received into memory that is allocated and
 //! touched before any timer starts, and hashed after the timer stops: on a
@@ -11,6 +14,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +37,23 @@ pub enum Target {
     Source,
     /// Receives until EOF, replies SHA-256 (32 bytes) + length (u64 LE).
     Sink,
+    /// Sends `u64` little-endian N bytes of the pattern repeated end to end
+    /// (`u64::MAX`: until the peer goes), counting them ([`Targets::pushed`]).
+    Stream,
+    /// Receives the repeated pattern until EOF, comparing as it goes;
+    /// replies length (u64 LE) + 1 if every byte matched, else 0.
+    Check,
+}
+
+impl Target {
+    pub const ALL: [Target; 6] = [
+        Target::Echo,
+        Target::EchoConc,
+        Target::Source,
+        Target::Sink,
+        Target::Stream,
+        Target::Check,
+    ];
 }
 
 /// The payload every transfer uses: deterministic, incompressible and
@@ -67,6 +88,32 @@ impl Pattern {
         &self.data[..n.min(self.data.len())]
     }
 
+    /// The pattern repeated end to end, from byte `offset` of that
+    /// repetition: at most `max` bytes, up to where it wraps.
+    pub fn cycled(&self, offset: u64, max: usize) -> &[u8] {
+        if self.data.is_empty() {
+            return &[];
+        }
+        let at = (offset % self.data.len() as u64) as usize;
+        let end = at + max.min(self.data.len() - at);
+        &self.data[at..end]
+    }
+
+    /// Whether `data` is the repeated pattern from byte `offset` on. A plain
+    /// comparison costs far less CPU than hashing, so it can run during a
+    /// transfer without taking much from the processes measured.
+    pub fn matches_cycled(&self, mut offset: u64, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            let want = self.cycled(offset, data.len());
+            if want.is_empty() || data[..want.len()] != *want {
+                return false;
+            }
+            data = &data[want.len()..];
+            offset += want.len() as u64;
+        }
+        true
+    }
+
     /// SHA-256 of the first `n` bytes, computed once per `n`.
     pub fn sha256(&self, n: usize) -> [u8; 32] {
         let mut h = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
@@ -98,6 +145,7 @@ pub struct Targets {
     ports: HashMap<Target, u16>,
     pub pattern: Arc<Pattern>,
     last_sink: Arc<Mutex<Option<SinkReport>>>,
+    last_stream: Arc<Mutex<Option<Arc<AtomicU64>>>>,
 }
 
 impl Targets {
@@ -120,11 +168,36 @@ impl Targets {
             Target::Sink,
             serve(move |s| sink(s, buffer.clone(), last.clone())).await?,
         );
+        let last_stream: Arc<Mutex<Option<Arc<AtomicU64>>>> = Arc::default();
+        let (p, last) = (pattern.clone(), last_stream.clone());
+        ports.insert(
+            Target::Stream,
+            serve(move |s| stream(s, p.clone(), last.clone())).await?,
+        );
+        let (p, last) = (pattern.clone(), last_sink.clone());
+        ports.insert(
+            Target::Check,
+            serve(move |s| check(s, p.clone(), last.clone())).await?,
+        );
         Ok(Targets {
             ports,
             pattern,
             last_sink,
+            last_stream,
         })
+    }
+
+    /// Forgets the latest stream connection, so that [`Targets::pushed`]
+    /// says `None` until the next one asks for data.
+    pub fn forget_stream(&self) {
+        *self.last_stream.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Bytes the latest stream connection has written into its socket so
+    /// far (what the tunnel accepted from it); `None` before one asked.
+    pub fn pushed(&self) -> Option<u64> {
+        let last = self.last_stream.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref().map(|n| n.load(Ordering::Relaxed))
     }
 
     pub fn port(&self, t: Target) -> u16 {
@@ -270,6 +343,64 @@ async fn sink(
         .map_err(io::Error::other)?;
     let mut reply = digest.to_vec();
     reply.extend_from_slice(&(len as u64).to_le_bytes());
+    s.write_all(&reply).await?;
+    s.shutdown().await
+}
+
+/// Stream bytes written per call: small enough that the count follows the
+/// tunnel closely, large enough to cost nothing.
+const STREAM_WRITE: usize = 64 * 1024;
+
+/// Reads the requested length, then sends the repeated pattern until that
+/// much is sent or the peer is gone, counting every byte its socket took.
+async fn stream(
+    mut s: TcpStream,
+    pattern: Arc<Pattern>,
+    last: Arc<Mutex<Option<Arc<AtomicU64>>>>,
+) -> io::Result<()> {
+    let n = s.read_u64_le().await?;
+    let pushed = Arc::new(AtomicU64::new(0));
+    *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(pushed.clone());
+    let mut sent = 0u64;
+    while sent < n {
+        let max = (n - sent).min(STREAM_WRITE as u64) as usize;
+        let w = s.write(pattern.cycled(sent, max)).await?;
+        if w == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        sent += w as u64;
+        pushed.store(sent, Ordering::Relaxed);
+    }
+    s.shutdown().await?;
+    let mut scratch = [0u8; 1024];
+    while s.read(&mut scratch).await? > 0 {}
+    Ok(())
+}
+
+/// Receives until EOF comparing with the repeated pattern, notes when EOF
+/// came (as [`sink`] does), then replies with the length and the verdict.
+async fn check(
+    mut s: TcpStream,
+    pattern: Arc<Pattern>,
+    last: Arc<Mutex<Option<SinkReport>>>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut len, mut intact) = (0u64, true);
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        intact = intact && pattern.matches_cycled(len, &buf[..n]);
+        len += n as u64;
+    }
+    if len > 0 {
+        // (An empty connection is a readiness probe, not an upload.)
+        let eof_at = Instant::now();
+        *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(SinkReport { eof_at });
+    }
+    let mut reply = len.to_le_bytes().to_vec();
+    reply.push(u8::from(intact));
     s.write_all(&reply).await?;
     s.shutdown().await
 }

@@ -6,13 +6,12 @@
 //! need and saves the first.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use anyhow::Context;
 
 use super::Bench;
 use crate::clients::ClientOptions;
-use crate::link::DelayLine;
+use crate::link::{DelayLine, Shape};
 use crate::opts::{ClientKind, Pair, PathKind, format_ms};
 use crate::report::{Better, Report, format_num};
 use crate::rig::{Rig, RigOptions};
@@ -35,7 +34,7 @@ impl Bench {
     pub fn link(&mut self) {
         let rtt = self.opts.link_rtt;
         let one_way = rtt / 2;
-        let line_rtt = self.line_rtt(one_way);
+        let line_rtt = self.line_rtt(Shape::delay(one_way));
         let mut rigs: Vec<(Rig, bool)> = Vec::new();
         for pair in self.tunnel_pairs() {
             let warren = pair.client() == Some(ClientKind::Warren);
@@ -48,7 +47,7 @@ impl Bench {
                         preconnect,
                         ..ClientOptions::default()
                     },
-                    link: Some((self.rt.handle().clone(), one_way)),
+                    link: Some((self.rt.handle().clone(), Shape::delay(one_way))),
                 };
                 let wanted = [Target::Echo];
                 match Rig::start(
@@ -97,10 +96,11 @@ impl Bench {
     }
 
     /// p50 of 1-byte echoes through a delay line straight to the echo
-    /// target: the link's real round trip (an error goes into the report).
-    fn line_rtt(&mut self, one_way: Duration) -> Option<f64> {
+    /// target: the link's real round trip in ms (an error goes into the
+    /// report).
+    pub(super) fn line_rtt(&mut self, shape: Shape) -> Option<f64> {
         let echo = self.targets.port(Target::Echo);
-        let r = DelayLine::start(self.rt.handle(), echo, one_way).and_then(|line| {
+        let r = DelayLine::start(self.rt.handle(), echo, shape).and_then(|line| {
             self.rt.block_on(async {
                 let route = Route::Ports(HashMap::from([(Target::Echo, line.port())]));
                 let mut s = route.dial(Target::Echo).await.context("connect")?;

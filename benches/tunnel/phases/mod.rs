@@ -5,11 +5,13 @@
 //! lands on all pairs alike instead of skewing one pair's ratio.
 
 mod concurrency;
+mod consumer;
 mod floor;
 mod link;
 mod path;
 mod slow;
 mod startup;
+mod wan;
 
 use std::collections::HashMap;
 

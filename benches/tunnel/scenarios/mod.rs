@@ -2,10 +2,12 @@
 
 pub mod bulk;
 pub mod concurrency;
+pub mod consumer;
 pub mod latency;
 pub mod setup;
 pub mod slow_reader;
 pub mod startup;
+pub mod wan;
 
 use std::time::Duration;
 
