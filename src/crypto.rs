@@ -1,7 +1,5 @@
 //! Algorithm preferences shared by the client and the server.
 
-use russh::cipher;
-
 /// Cipher order: AES-GCM costs a quarter of chacha20's CPU where the CPU has AES
 /// instructions, and throughput is what a tunnel is for. Without them chacha20 is faster.
 pub fn cipher_names() -> Vec<String> {
@@ -101,31 +99,6 @@ fn glob(pattern: &str, name: &str) -> bool {
         }
     }
     go(pattern.as_bytes(), name.as_bytes())
-}
-
-/// The same order in russh's names, for warrend until it runs on warren-ssh (then this goes).
-pub fn ciphers() -> &'static [cipher::Name] {
-    const AES_FIRST: &[cipher::Name] = &[
-        cipher::AES_256_GCM,
-        cipher::AES_128_GCM,
-        cipher::CHACHA20_POLY1305,
-        cipher::AES_256_CTR,
-        cipher::AES_192_CTR,
-        cipher::AES_128_CTR,
-    ];
-    const CHACHA_FIRST: &[cipher::Name] = &[
-        cipher::CHACHA20_POLY1305,
-        cipher::AES_256_GCM,
-        cipher::AES_128_GCM,
-        cipher::AES_256_CTR,
-        cipher::AES_192_CTR,
-        cipher::AES_128_CTR,
-    ];
-    if has_aes_instructions() {
-        AES_FIRST
-    } else {
-        CHACHA_FIRST
-    }
 }
 
 fn has_aes_instructions() -> bool {

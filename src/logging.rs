@@ -12,14 +12,14 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// `-q` shows only errors, the default warnings, `-v` progress (and the ready line),
-/// `-vv` debug, `-vvv` russh's protocol traces too. `RUST_LOG` overrides all of it.
+/// `-vv` debug, `-vvv` the SSH engine's protocol traces too. `RUST_LOG` overrides all of it.
 pub fn init(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "warren=info,warn",
         (false, 2) => "warren=debug,info",
-        (false, _) => "debug,russh=trace",
+        (false, _) => "debug,warren_ssh=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()

@@ -17,25 +17,14 @@
 //! without it (loopback, noisy). warrend does not set it: with ssh as the client its -R
 //! path showed no such stall (~1,900 connections/s).
 //!
-//! warren-ssh reads 256 KiB per system call itself, so no read buffer is needed in front
-//! of it; [`buffered`] remains only for warrend's russh sessions, which read every packet
-//! in two small reads, and goes with russh.
+//! The SSH engine reads 256 KiB per system call itself, so no read buffer sits in front of it.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-
-/// Read buffer for a russh connection: a few packets' worth, so one system call drains
-/// what a loopback or LAN socket typically holds.
-pub const READ_BUFFER: usize = 256 * 1024;
-
-/// Batches russh's small reads (warrend only, until it runs on warren-ssh).
-pub fn buffered<S: AsyncRead>(stream: S) -> BufReader<S> {
-    BufReader::with_capacity(READ_BUFFER, stream)
-}
 
 /// A client's TCP connection to the server, acknowledging received data as soon as there
 /// is nothing to send with the acknowledgement (see the module docs).

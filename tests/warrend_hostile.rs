@@ -10,6 +10,8 @@
 
 mod common;
 
+use warren_ssh::proto::ChannelKind;
+
 use common::warrend::*;
 use common::*;
 use std::fs;
@@ -470,38 +472,48 @@ fn another_user_cannot_take_a_published_name_but_its_owner_can_after_reconnectin
     drop(second);
 }
 
-/// A russh client that logs in as `login` with `client`'s key and accepts any host key
-/// (the test just started this warrend): stock ssh never holds several bare session
-/// channels open, so this scriptable client does what a hostile one would.
-struct Accept;
-
-impl russh::client::Handler for Accept {
-    type Error = russh::Error;
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
+/// A client on Warren's own SSH engine that logs in as `login` with `client`'s key and
+/// accepts any host key (the test just started this warrend): stock ssh never holds several
+/// bare session channels open, so this scriptable client does what a hostile one would.
+async fn engine_login(
+    addr: SocketAddr,
+    client: &SshClient,
+    login: &str,
+) -> (warren_ssh::driver::Handle, warren_ssh::driver::AuthOutcome) {
+    use warren_ssh::driver::{self, Incoming};
+    use warren_ssh::proto::{Config, Role};
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to warrend");
+    let (handle, mut events, run) =
+        driver::start(tcp, std::sync::Arc::new(Config::new(Role::Client)));
+    tokio::spawn(run);
+    match events.recv().await {
+        Some(Incoming::HostKey(_)) => {}
+        other => panic!("expected warrend's host key, got {other:?}"),
     }
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let key =
+        warren_ssh::ssh_key::PrivateKey::read_openssh_file(&client.key.private).expect("load key");
+    let outcome = handle
+        .auth_publickey(login, &key)
+        .await
+        .expect("authenticate");
+    (handle, outcome)
 }
 
 async fn scripted_login(
     w: &Warrend,
     client: &SshClient,
     login: &str,
-) -> russh::client::Handle<Accept> {
-    let config = std::sync::Arc::new(russh::client::Config::default());
-    let mut session = russh::client::connect(config, w.addr(), Accept)
-        .await
-        .expect("connect to warrend");
-    let key = russh::keys::load_secret_key(&client.key.private, None).expect("load key");
-    let key = russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None);
-    let auth = session
-        .authenticate_publickey(login, key)
-        .await
-        .expect("authenticate");
-    assert!(auth.success(), "{login} could not log in");
-    session
+) -> warren_ssh::driver::Handle {
+    let (handle, outcome) = engine_login(w.addr(), client, login).await;
+    assert_eq!(
+        outcome,
+        warren_ssh::driver::AuthOutcome::Success,
+        "{login} could not log in"
+    );
+    handle
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,12 +528,12 @@ async fn session_channels_are_capped_and_audited() {
     let mut open = Vec::new();
     for i in 0..3 {
         let ch = session
-            .channel_open_session()
+            .open(ChannelKind::Session)
             .await
             .unwrap_or_else(|e| panic!("session channel {i} refused: {e}"));
         open.push(ch);
     }
-    let refused = session.channel_open_session().await;
+    let refused = session.open(ChannelKind::Session).await;
     assert!(refused.is_err(), "a fourth session channel was opened");
     let deny = w.wait_audit("the fourth session channel", |v| {
         is(
@@ -545,13 +557,13 @@ async fn session_channels_are_capped_and_audited() {
 
     // Closing one frees its slot (and is audited).
     let first = open.remove(0);
-    first.close().await.unwrap();
+    drop(first);
     w.wait_audit("the closed session channel", |v| {
         is(v, "channel_close", &[("kind", "session")])
     });
     let mut again = None;
     for _ in 0..50 {
-        if let Ok(ch) = session.channel_open_session().await {
+        if let Ok(ch) = session.open(ChannelKind::Session).await {
             again = Some(ch);
             break;
         }
@@ -829,12 +841,8 @@ async fn client_text_cannot_forge_or_colour_diagnostic_lines() {
         .unwrap();
 
     let forged = "mallory\n WARN forged line\u{1b}[2J";
-    let config = std::sync::Arc::new(russh::client::Config::default());
-    let mut session = russh::client::connect(config, addr, Accept).await.unwrap();
-    let key = russh::keys::load_secret_key(&alice.key.private, None).unwrap();
-    let key = russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None);
-    let auth = session.authenticate_publickey(forged, key).await.unwrap();
-    assert!(!auth.success());
+    let (_session, outcome) = engine_login(addr, &alice, forged).await;
+    assert_ne!(outcome, warren_ssh::driver::AuthOutcome::Success);
     warrend
         .wait_for_stderr(|l| l.contains("forged line"), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("the refusal was not logged:\n{e}"));

@@ -119,27 +119,27 @@ impl Client {
     /// The cipher the client reported negotiating (verbose clients only).
     pub fn cipher(&self) -> Option<String> {
         // ssh -v: "debug1: kex: server->client cipher: aes256-gcm@openssh.com MAC: ..."
-        // russh:  "negotiated algorithms: Names { ..., cipher: Name(\"aes256-gcm@openssh.com\"), ..."
-        self.negotiated("server->client cipher: ", "cipher: ")
+        // warren: "DEBUG warren_ssh::proto::transport: negotiated kex=... s2c=aes256-gcm@openssh.com ..."
+        self.negotiated("server->client cipher: ", "s2c=")
     }
 
     /// The key exchange the client reported negotiating (verbose clients only).
     pub fn kex(&self) -> Option<String> {
         // ssh -v: "debug1: kex: algorithm: sntrup761x25519-sha512@openssh.com"
-        // russh:  "negotiated algorithms: Names { kex: Name(\"curve25519-sha256\"), ..."
-        self.negotiated("kex: algorithm: ", "kex: ")
+        // warren: "DEBUG warren_ssh::proto::transport: negotiated kex=curve25519-sha256 ..."
+        self.negotiated("kex: algorithm: ", "kex=")
     }
 
     /// The algorithm name after `ssh_key` in ssh's -v output, or after
-    /// `russh_field` in russh's "negotiated algorithms" debug line.
-    fn negotiated(&self, ssh_key: &str, russh_field: &str) -> Option<String> {
+    /// `engine_field` in the SSH engine's "negotiated" debug line.
+    fn negotiated(&self, ssh_key: &str, engine_field: &str) -> Option<String> {
         self.proc.lines(Stream::Stderr).iter().find_map(|l| {
             let t = &l.text;
             let rest = if let Some(i) = t.find(ssh_key) {
                 &t[i + ssh_key.len()..]
-            } else if let Some(names) = t.split("negotiated algorithms: ").nth(1) {
-                let i = names.find(russh_field)?;
-                names[i + russh_field.len()..].trim_start_matches("Name(\"")
+            } else if let Some(fields) = t.split(" negotiated ").nth(1) {
+                let i = fields.find(engine_field)?;
+                &fields[i + engine_field.len()..]
             } else {
                 return None;
             };
@@ -188,9 +188,11 @@ fn command(
         ClientKind::Warren => {
             cmd.env_remove("RUST_LOG");
             if verbose {
-                // -v, plus the one russh line naming the negotiated algorithms.
-                cmd.arg("-v")
-                    .env("RUST_LOG", "warn,warren=info,russh::client::kex=debug");
+                // -v, plus the one engine line naming the negotiated algorithms.
+                cmd.arg("-v").env(
+                    "RUST_LOG",
+                    "warn,warren=info,warren_ssh::proto::transport=debug",
+                );
             } else {
                 cmd.arg("--print-ports");
             }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use russh::keys::ssh_key::{Certificate, HashAlg};
+use warren_ssh::ssh_key::{Certificate, HashAlg};
 use tokio::io::{Join, Sink};
 use tokio::runtime::Runtime;
 use warren::config::forward::{Endpoint, Listen, parse_dynamic, parse_local, parse_remote};

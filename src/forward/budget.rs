@@ -1,9 +1,8 @@
 //! Budgets for what we hold on a peer's behalf: bytes, or open channels.
 //!
-//! A channel whose reader does not keep up makes us hold what its sender already sent
-//! (`forward::decouple`), in memory and then on disk. A per-channel cap bounds one
-//! channel, but a user with many channels (or many users) could still make a server hold
-//! their product. A [`Budget`] is shared by everything one owner holds, and budgets nest:
+//! Channels and listeners are held on a peer's behalf: each one costs memory, a socket
+//! and a task. A per-session cap bounds one connection, but a user with many sessions (or
+//! many users) could still make a server hold their product. A [`Budget`] is shared by everything one owner holds, and budgets nest:
 //! a user's budget inside the server's, so no user can take more than their share and
 //! all users together no more than the server's. Charging fails rather than waits: the
 //! caller ends the connection that asked for more, and the others go on.

@@ -4,7 +4,6 @@
 
 pub mod bind;
 pub mod budget;
-pub mod decouple;
 pub mod dynamic;
 pub mod local;
 pub mod relay;
@@ -19,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Opens a stream to `target` through the tunnel. The client implements it on its SSH
 /// session; keeping it a trait lets front ends (listeners, SOCKS, stdio) stay ignorant of
-/// russh and lets a reconnecting session swap underneath them.
+/// the SSH engine and lets a reconnecting session swap underneath them.
 pub trait Opener: Send + Sync + 'static {
     /// The tunnel side of one forwarded connection.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
