@@ -174,6 +174,9 @@ impl Session {
                 }
                 LastMethod::Other => Err(Error::Protocol("unexpected userauth message 60".into())),
             },
+            // RFC 8308 §2.3: a client may send its own EXT_INFO (asyncssh does); none of its
+            // extensions change what this server does.
+            (Role::Server, msg::EXT_INFO) => Ok(()),
             (Role::Server, msg::SERVICE_REQUEST) => {
                 let mut r = Reader::new(&p[1..], "SERVICE_REQUEST");
                 if r.string()? != SERVICE_USERAUTH || self.auth.phase != Phase::Ready {

@@ -397,3 +397,22 @@ fn the_window_budget_can_be_resized_after_the_session_started() {
     p.s.set_window_budget(64 << 20);
     assert_eq!(p.s.window_budget(), (0, 64 << 20));
 }
+
+/// asyncssh sends EXT_INFO as a client too (RFC 8308 §2.3); the server takes it in its stride.
+#[test]
+fn a_client_ext_info_is_accepted_by_the_server() {
+    let mut p = Pair::new(|_| {});
+    p.pump();
+    let mut ext = vec![crate::msg::EXT_INFO];
+    ext.extend_from_slice(&1u32.to_be_bytes());
+    for s in [&b"delay-compression"[..], b"none,none"] {
+        ext.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        ext.extend_from_slice(s);
+    }
+    p.c.send_raw_payload(&ext);
+    p.pump();
+    assert!(!p.s.is_closed(), "{:?}", p.s.error());
+    p.c.auth_password("alice", "pw");
+    p.pump();
+    assert!(p.c.is_authenticated());
+}
