@@ -262,3 +262,109 @@ fn ssh_with_compression_survives_warrend_keepalives() {
     let conn = connect_with_retry(loopback(lport), READY_TIMEOUT).unwrap();
     assert_eq!(exchange(conn, b"after", IO_TIMEOUT).unwrap(), b"after");
 }
+
+/// A dropbear server: warren's -L, -R and exec against it. dropbear reads the login user's
+/// ~/.ssh/authorized_keys from the passwd entry, so it runs in a private mount namespace
+/// where root's home is a temporary directory: the real /root is never read or written.
+#[test]
+fn warren_forwards_and_runs_commands_against_dropbear() {
+    let home = ClientHome::new();
+    let user = UserKey::generate(home.ssh_dir(), "ed25519", None);
+    let fake_root = tempfile::Builder::new()
+        .prefix("warren-dropbear-home-")
+        .tempdir()
+        .unwrap();
+    let ssh_dir = fake_root.path().join(".ssh");
+    std::fs::create_dir(&ssh_dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ssh_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let auth = ssh_dir.join("authorized_keys");
+    std::fs::write(&auth, format!("{}\n", user.public_line)).unwrap();
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let host_key = fake_root.path().join("dropbear_ed25519_host_key");
+    let out = Command::new("dropbearkey")
+        .args(["-t", "ed25519", "-f"])
+        .arg(&host_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("ssh-ed25519 "))
+        .expect("dropbearkey prints the public key")
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let port = free_port();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount --bind \"$1\" /root && exec dropbear -F -E -s -p \"127.0.0.1:$2\" -r \"$3\" -P \"$1/pid\"",
+        )
+        .arg("sh")
+        .arg(fake_root.path())
+        .arg(port.to_string())
+        .arg(&host_key);
+    let server = Proc::spawn(cmd);
+    connect_with_retry(loopback(port), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.report("dropbear did not listen")));
+    std::fs::write(home.known_hosts(), format!("[127.0.0.1]:{port} {public}\n")).unwrap();
+    let warren = |args: &[&str]| {
+        let mut c = Command::new(warren_bin());
+        home.apply(&mut c);
+        c.args([
+            "-v",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-i")
+        .arg(&user.private)
+        .args(args);
+        c
+    };
+
+    let out = warren(&["root@127.0.0.1", "echo from dropbear; exit 4"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.report("dropbear")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from dropbear\n");
+
+    let echo = EchoServer::start();
+    let (lport, rport) = (free_port(), free_port());
+    let lspec = format!("127.0.0.1:{lport}:127.0.0.1:{}", echo.port());
+    let rspec = format!("127.0.0.1:{rport}:127.0.0.1:{}", echo.port());
+    let fwd = Proc::spawn(warren(&[
+        "-N",
+        "-L",
+        &lspec,
+        "-R",
+        &rspec,
+        "root@127.0.0.1",
+    ]));
+    let data = pattern_bytes(4 * MIB, 6);
+    for p in [lport, rport] {
+        let conn = connect_with_retry(loopback(p), READY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", fwd.report("warren forward")));
+        let back = exchange(conn, &data, IO_TIMEOUT).unwrap();
+        assert!(
+            back == data,
+            "{}",
+            fwd.report("echo through dropbear differs")
+        );
+    }
+}

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use warren_ssh::ssh_key::{Certificate, HashAlg};
 use tokio::io::{Join, Sink};
 use tokio::runtime::Runtime;
 use warren::config::forward::{Endpoint, Listen, parse_dynamic, parse_local, parse_remote};
@@ -31,6 +30,7 @@ use warren::server::config::ServerConfig;
 use warren::server::key_options::{
     SourceList, parse_expiry, parse_permit, parse_permit_listen, parse_permit_open,
 };
+use warren_ssh::ssh_key::{Certificate, HashAlg};
 
 /// A fuzz target's body: arbitrary bytes in, a panic if something is wrong.
 pub type Target = fn(&[u8]);
