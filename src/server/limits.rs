@@ -84,8 +84,8 @@ pub struct Limits {
     pub max_session_channels: u32,
     /// Window growth beyond each channel's initial window that one user's sessions may
     /// claim together: what a peer can make warrend buffer for slow readers, since a
-    /// window is granted back only as its reader consumes. Each session takes
-    /// `max_buffered_per_user / max_sessions_per_user` of it at login (less when short).
+    /// window is granted back only as its reader consumes. Sessions draw from it as their
+    /// windows grow and pay it back as they shrink or close (`state::WindowPoolOf`).
     pub max_buffered_per_user: ConfigSize,
     /// The same, for all users together.
     pub max_buffered: ConfigSize,

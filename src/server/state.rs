@@ -180,37 +180,31 @@ impl Drop for UserSession {
     }
 }
 
-/// Bytes of a user's `max_buffered_per_user` (inside the server's `max_buffered`) lent to
-/// one session as its engine window budget: how far the session's channel windows may grow
-/// beyond their initial size together, which bounds what a peer can make warrend buffer
-/// for slow readers. Given back when the session ends.
-pub struct WindowShare {
-    budget: Arc<Budget>,
-    bytes: u64,
-}
+/// A user's `max_buffered_per_user` (inside the server's `max_buffered`) as the pool the
+/// engine draws window growth from: a session's channel windows grow beyond their initial
+/// size only while the user's and the server's budgets have room, and pay it back as they
+/// shrink when idle, close, or the session ends. Idle sessions hold none of it, so one busy
+/// session of a user can use the user's whole share.
+#[derive(Debug)]
+pub struct WindowPoolOf(pub Arc<Budget>);
 
-impl WindowShare {
-    /// Takes `want` bytes, or the largest `want / 2^k` the budgets still have room for
-    /// (possibly none: the session's windows then stay at their initial size).
-    pub fn reserve(budget: &Arc<Budget>, want: u64) -> WindowShare {
+/// Smallest piece worth growing a window by; below it the pool answers "nothing".
+const MIN_GROWTH: u64 = 256 * 1024;
+
+impl warren_ssh::channel::WindowPool for WindowPoolOf {
+    fn take(&self, want: u64) -> u64 {
         let mut bytes = want;
-        while bytes > 0 && budget.try_charge(bytes).is_err() {
+        while bytes >= MIN_GROWTH.min(want) && bytes > 0 {
+            if self.0.try_charge(bytes).is_ok() {
+                return bytes;
+            }
             bytes /= 2;
         }
-        WindowShare {
-            budget: budget.clone(),
-            bytes,
-        }
+        0
     }
 
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-}
-
-impl Drop for WindowShare {
-    fn drop(&mut self) {
-        self.budget.release(self.bytes);
+    fn give(&self, n: u64) {
+        self.0.release(n);
     }
 }
 
@@ -219,18 +213,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn window_shares_fit_the_budgets_and_come_back() {
-        let server = Budget::new("server", 100);
-        let alice = Budget::within(&server, "alice", 80);
-        let a = WindowShare::reserve(&alice, 64);
-        assert_eq!(a.bytes(), 64);
-        // 16 left for alice: 64 -> 32 -> 16.
-        let b = WindowShare::reserve(&alice, 64);
-        assert_eq!(b.bytes(), 16);
-        let c = WindowShare::reserve(&alice, 64);
-        assert_eq!(c.bytes(), 0);
-        assert_eq!(server.used(), 80);
-        drop((a, b, c));
+    fn the_window_pool_lends_what_the_nested_budgets_have_and_takes_it_back() {
+        use warren_ssh::channel::WindowPool;
+        let server = Budget::new("server", 8 << 20);
+        let alice = Budget::within(&server, "alice", 6 << 20);
+        let pool = WindowPoolOf(alice.clone());
+        assert_eq!(pool.take(4 << 20), 4 << 20);
+        // 2 MiB left for alice: 4 MiB -> 2 MiB.
+        assert_eq!(pool.take(4 << 20), 2 << 20);
+        assert_eq!(pool.take(4 << 20), 0);
+        assert_eq!(server.used(), 6 << 20);
+        pool.give(6 << 20);
         assert_eq!((alice.used(), server.used()), (0, 0));
     }
 }

@@ -12,7 +12,7 @@ use crate::server::config::ServerConfig;
 use crate::server::identity::Identity;
 use crate::server::key_options::KeyOptions;
 use crate::server::live_sessions::LiveSession;
-use crate::server::state::WindowShare;
+use crate::server::state::WindowPoolOf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -228,11 +228,12 @@ impl Connection {
             "limits.max_listeners_per_session",
             u64::from(limits.max_listeners_per_session),
         );
-        // Each of the user's sessions may grow its channels' windows by an equal part of
-        // max_buffered_per_user (less when the user's or the server's budget is short).
-        let per_session =
-            limits.max_buffered_per_user.0 / u64::from(limits.max_sessions_per_user.max(1));
-        self.window_share = Some(WindowShare::reserve(&slot.share.bytes, per_session));
+        // The session's windows grow from the user's max_buffered_per_user (inside the server's
+        // max_buffered) at the moment they grow, and pay it back as they shrink or close.
+        self.window_pool = Some((
+            std::sync::Arc::new(WindowPoolOf(slot.share.bytes.clone())),
+            limits.max_buffered_per_user.0,
+        ));
         self.user_session = Some(slot);
         self.audit(AuditEvent::AuthSuccess {
             user: user.to_string(),
@@ -259,8 +260,9 @@ impl Connection {
     /// After the engine was told: the session is live, its slots before login are free.
     fn logged_in(&mut self, h: &Handle) {
         self.authenticated.store(true, Ordering::SeqCst);
-        if let Some(share) = &self.window_share {
-            h.set_window_budget(share.bytes());
+        if let Some((pool, limit)) = self.window_pool.take() {
+            h.set_window_budget(limit);
+            h.set_window_pool(pool);
         }
         if let Some(identity) = &self.identity {
             self.shared.live.insert(

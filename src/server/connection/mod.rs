@@ -17,7 +17,7 @@ use super::audit::AuditEvent;
 use super::forward::ChannelCtx;
 use super::identity::Identity;
 use super::policy::UserPolicy;
-use super::state::{Shared, UserSession, WindowShare};
+use super::state::{Shared, UserSession, WindowPoolOf};
 use super::throttle::PendingGuard;
 use crate::forward::budget::BudgetGuard;
 use std::collections::HashMap;
@@ -51,7 +51,8 @@ pub struct Connection {
     user_session: Option<UserSession>,
     /// This session's part of the user's `max_buffered_per_user`, lent to the engine as
     /// its window budget.
-    window_share: Option<WindowShare>,
+    /// Set at login, handed to the engine once the client was told it is in.
+    window_pool: Option<(std::sync::Arc<WindowPoolOf>, u64)>,
     unauth_permit: Option<OwnedSemaphorePermit>,
     pending: Option<PendingGuard>,
     /// Cancelled when this connection ends (the handler is dropped): every task it
@@ -87,7 +88,7 @@ impl Connection {
             listeners: HashMap::new(),
             published: Vec::new(),
             user_session: None,
-            window_share: None,
+            window_pool: None,
             unauth_permit: Some(unauth_permit),
             pending: Some(pending),
             session: CancellationToken::new(),

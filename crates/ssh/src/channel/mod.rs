@@ -14,4 +14,4 @@ mod window;
 mod sim;
 
 pub use state::ChannelState;
-pub use window::{IDLE_SHRINK_AFTER, RecvWindow, SendWindow, WindowBudget};
+pub use window::{IDLE_SHRINK_AFTER, RecvWindow, SendWindow, WindowBudget, WindowPool};

@@ -36,17 +36,38 @@ pub const IDLE_SHRINK_AFTER: Duration = Duration::from_secs(2);
 /// peer was promised at CHANNEL_OPEN), so the budget bounds only what autotuning adds.
 /// A channel is charged for `committed - initial`, i.e. for the worst case the peer can
 /// make us buffer, not for what happens to be buffered now; that is what keeps the
-/// session's memory bounded whatever the peers do. To nest under a server-wide limit,
-/// the caller sizes each session's budget from its own share.
-#[derive(Debug, Clone)]
+/// session's memory bounded whatever the peers do. To nest under a server-wide limit, a
+/// [`WindowPool`] shared by many sessions is drawn from at the moment a window grows and
+/// paid back as it shrinks or closes, so idle sessions hold none of it.
+#[derive(Debug)]
 pub struct WindowBudget {
     limit: u64,
     in_use: u64,
+    pool: Option<std::sync::Arc<dyn WindowPool>>,
+}
+
+/// Growth credit shared by many sessions (a user's, a server's). `take` may grant less than
+/// asked, down to nothing; what a session took goes back with `give` when its windows shrink,
+/// its channels close or the session ends.
+pub trait WindowPool: Send + Sync + std::fmt::Debug {
+    fn take(&self, want: u64) -> u64;
+    fn give(&self, n: u64);
 }
 
 impl WindowBudget {
     pub fn new(limit: u64) -> Self {
-        WindowBudget { limit, in_use: 0 }
+        WindowBudget {
+            limit,
+            in_use: 0,
+            pool: None,
+        }
+    }
+
+    /// Draws growth from `pool` too (on top of this budget's own limit). Set before any
+    /// channel grows.
+    pub fn set_pool(&mut self, pool: std::sync::Arc<dyn WindowPool>) {
+        debug_assert_eq!(self.in_use, 0, "pool set after growth");
+        self.pool = Some(pool);
     }
 
     /// Bytes currently charged by the channels (their `committed - initial`).
@@ -73,14 +94,36 @@ impl WindowBudget {
     /// Takes up to `want`; partial grants let a channel grow into whatever room is
     /// left rather than not at all.
     fn take(&mut self, want: u64) -> u64 {
-        let got = want.min(self.available());
+        let mut got = want.min(self.available());
+        if let Some(pool) = &self.pool
+            && got > 0
+        {
+            got = pool.take(got).min(got);
+        }
         self.in_use += got;
         got
     }
 
     fn give_back(&mut self, n: u64) {
         debug_assert!(n <= self.in_use, "budget returned more than it lent");
-        self.in_use = self.in_use.saturating_sub(n);
+        let n = n.min(self.in_use);
+        self.in_use -= n;
+        if let Some(pool) = &self.pool
+            && n > 0
+        {
+            pool.give(n);
+        }
+    }
+}
+
+impl Drop for WindowBudget {
+    /// A session that ends with channels still open pays its growth back to the pool.
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool
+            && self.in_use > 0
+        {
+            pool.give(self.in_use);
+        }
     }
 }
 

@@ -664,6 +664,12 @@ impl Handle {
         self.with(|st| st.session.set_window_budget(limit));
     }
 
+    /// Shares window growth with other connections through `pool` (see
+    /// [`crate::channel::WindowPool`]); set at login, before channels grow.
+    pub fn set_window_pool(&self, pool: std::sync::Arc<dyn crate::channel::WindowPool>) {
+        self.with(|st| st.session.set_window_pool(pool));
+    }
+
     /// The window growth budget: (in use, limit).
     pub fn window_budget(&self) -> (u64, u64) {
         self.shared.lock().session.window_budget()

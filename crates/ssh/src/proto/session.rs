@@ -287,6 +287,12 @@ impl Session {
         self.budget.set_limit(limit);
     }
 
+    /// Draws window growth from a pool shared with other sessions as well (a user's, the
+    /// server's), at the moment a window grows; see [`crate::channel::WindowPool`].
+    pub fn set_window_pool(&mut self, pool: std::sync::Arc<dyn crate::channel::WindowPool>) {
+        self.budget.set_pool(pool);
+    }
+
     /// The window growth budget: (in use, limit).
     pub fn window_budget(&self) -> (u64, u64) {
         (self.budget.in_use(), self.budget.limit())

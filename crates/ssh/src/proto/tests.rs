@@ -416,3 +416,60 @@ fn a_client_ext_info_is_accepted_by_the_server() {
     p.pump();
     assert!(p.c.is_authenticated());
 }
+
+/// Window growth drawn from a pool shared with other sessions: taken as windows grow, all of
+/// it back when the session ends, even with channels still open.
+#[test]
+fn window_growth_comes_from_the_shared_pool_and_goes_back() {
+    use std::sync::Mutex;
+    #[derive(Debug)]
+    struct Pool(Mutex<u64>);
+    impl crate::channel::WindowPool for Pool {
+        fn take(&self, want: u64) -> u64 {
+            let mut left = self.0.lock().unwrap();
+            let got = want.min(*left);
+            *left -= got;
+            got
+        }
+        fn give(&self, n: u64) {
+            *self.0.lock().unwrap() += n;
+        }
+    }
+    let pool = Arc::new(Pool(Mutex::new(6 << 20)));
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    p.c.set_window_pool(pool.clone());
+    let (cid, sid) = p.open();
+    // A fast reader on a link where the window is the limit: the sender runs the window dry
+    // every round, so the receiver (the client here) grows it, paying with the pool.
+    let data = pattern(64 << 20);
+    let (mut sent, mut got) = (0, 0);
+    let mut buf = vec![0u8; 1 << 20];
+    for round in 0..400u64 {
+        p.now += Duration::from_millis(10);
+        p.c.set_time(p.now);
+        sent += p.s.channel_write(sid, &data[sent..]).unwrap();
+        p.pump();
+        p.now += Duration::from_millis(10);
+        p.c.set_time(p.now);
+        while let Read::Data(n) = p.c.channel_read(cid, &mut buf) {
+            got += n;
+        }
+        p.pump();
+        if got == data.len() || round > 300 {
+            break;
+        }
+    }
+    let taken = (6u64 << 20) - *pool.0.lock().unwrap();
+    assert!(
+        taken > 0 && taken <= 6 << 20,
+        "growth must come from the pool (took {taken})"
+    );
+    assert!(p.c.channel_window_target(cid) > 2 << 20, "the window grew");
+    drop(p);
+    assert_eq!(
+        *pool.0.lock().unwrap(),
+        6 << 20,
+        "the session's end paid everything back"
+    );
+}
