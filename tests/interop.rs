@@ -160,6 +160,45 @@ fn dbclient_forwards_both_ways_and_survives_keepalives() {
     assert_eq!(back, b"after the keepalives");
 }
 
+/// `warren -v` isolated like the rest of the fixture, with `key`, against 127.0.0.1:`port`.
+fn warren_cmd(home: &ClientHome, port: u16, key: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(warren_bin());
+    home.apply(&mut c);
+    c.args([
+        "-v",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+    ])
+    .arg("-p")
+    .arg(port.to_string())
+    .arg("-i")
+    .arg(key)
+    .args(args);
+    c
+}
+
+/// `warren -N -L ... -R ... dest` to an echo server: 4 MiB each way through each, compared.
+fn forwards_carry_both_ways(warren: &dyn Fn(&[&str]) -> Command, dest: &str, seed: u64) {
+    let echo = EchoServer::start();
+    let (lport, rport) = (free_port(), free_port());
+    let lspec = format!("127.0.0.1:{lport}:127.0.0.1:{}", echo.port());
+    let rspec = format!("127.0.0.1:{rport}:127.0.0.1:{}", echo.port());
+    let fwd = Proc::spawn(warren(&["-N", "-L", &lspec, "-R", &rspec, dest]));
+    let data = pattern_bytes(4 * MIB, seed);
+    for p in [lport, rport] {
+        let conn = connect_with_retry(loopback(p), READY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", fwd.report("warren forward")));
+        let back = exchange(conn, &data, IO_TIMEOUT).unwrap();
+        assert!(
+            back == data,
+            "{}",
+            fwd.report("echo through the forward differs")
+        );
+    }
+}
+
 /// An asyncssh server: warren's -L, -R and exec against it.
 #[test]
 fn warren_forwards_and_runs_commands_against_asyncssh() {
@@ -183,23 +222,7 @@ fn warren_forwards_and_runs_commands_against_asyncssh() {
         format!("[127.0.0.1]:{port} {}\n", host_line.join(" ")),
     )
     .unwrap();
-    let warren = |args: &[&str]| {
-        let mut c = Command::new(warren_bin());
-        home.apply(&mut c);
-        c.args([
-            "-v",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-        ])
-        .arg("-p")
-        .arg(port.to_string())
-        .arg("-i")
-        .arg(&user.private)
-        .args(args);
-        c
-    };
+    let warren = |args: &[&str]| warren_cmd(&home, port, &user.private, args);
 
     // exec: output and exit status come back.
     let out = warren(&["u@127.0.0.1", "hello world"]).output().unwrap();
@@ -212,22 +235,7 @@ fn warren_forwards_and_runs_commands_against_asyncssh() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ran: hello world\n");
 
     // -L and -R with 4 MiB each.
-    let echo = EchoServer::start();
-    let (lport, rport) = (free_port(), free_port());
-    let lspec = format!("127.0.0.1:{lport}:127.0.0.1:{}", echo.port());
-    let rspec = format!("127.0.0.1:{rport}:127.0.0.1:{}", echo.port());
-    let fwd = Proc::spawn(warren(&["-N", "-L", &lspec, "-R", &rspec, "u@127.0.0.1"]));
-    let data = pattern_bytes(4 * MIB, 4);
-    for p in [lport, rport] {
-        let conn = connect_with_retry(loopback(p), READY_TIMEOUT)
-            .unwrap_or_else(|e| panic!("{e}\n{}", fwd.report("warren forward")));
-        let back = exchange(conn, &data, IO_TIMEOUT).unwrap();
-        assert!(
-            back == data,
-            "{}",
-            fwd.report("echo through asyncssh differs")
-        );
-    }
+    forwards_carry_both_ways(&warren, "u@127.0.0.1", 4);
 }
 
 /// `ssh -C` (zlib@openssh.com, switched on only after authentication) idle for three of
@@ -314,23 +322,7 @@ fn warren_forwards_and_runs_commands_against_dropbear() {
     connect_with_retry(loopback(port), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\n{}", server.report("dropbear did not listen")));
     std::fs::write(home.known_hosts(), format!("[127.0.0.1]:{port} {public}\n")).unwrap();
-    let warren = |args: &[&str]| {
-        let mut c = Command::new(warren_bin());
-        home.apply(&mut c);
-        c.args([
-            "-v",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-        ])
-        .arg("-p")
-        .arg(port.to_string())
-        .arg("-i")
-        .arg(&user.private)
-        .args(args);
-        c
-    };
+    let warren = |args: &[&str]| warren_cmd(&home, port, &user.private, args);
 
     let out = warren(&["root@127.0.0.1", "echo from dropbear; exit 4"])
         .output()
@@ -344,27 +336,5 @@ fn warren_forwards_and_runs_commands_against_dropbear() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from dropbear\n");
 
-    let echo = EchoServer::start();
-    let (lport, rport) = (free_port(), free_port());
-    let lspec = format!("127.0.0.1:{lport}:127.0.0.1:{}", echo.port());
-    let rspec = format!("127.0.0.1:{rport}:127.0.0.1:{}", echo.port());
-    let fwd = Proc::spawn(warren(&[
-        "-N",
-        "-L",
-        &lspec,
-        "-R",
-        &rspec,
-        "root@127.0.0.1",
-    ]));
-    let data = pattern_bytes(4 * MIB, 6);
-    for p in [lport, rport] {
-        let conn = connect_with_retry(loopback(p), READY_TIMEOUT)
-            .unwrap_or_else(|e| panic!("{e}\n{}", fwd.report("warren forward")));
-        let back = exchange(conn, &data, IO_TIMEOUT).unwrap();
-        assert!(
-            back == data,
-            "{}",
-            fwd.report("echo through dropbear differs")
-        );
-    }
+    forwards_carry_both_ways(&warren, "root@127.0.0.1", 6);
 }

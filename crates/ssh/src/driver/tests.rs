@@ -9,25 +9,7 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::proto::{ChannelKind, Config, Role};
 
-fn host_key() -> ssh_key::PrivateKey {
-    let dir = std::env::temp_dir().join(format!(
-        "warren-ssh-driver-test-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("host_ed25519");
-    let _ = std::fs::remove_file(&path);
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-N", "", "-t", "ed25519", "-C", "", "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen runs");
-    assert!(st.success());
-    let key = ssh_key::PrivateKey::read_openssh_file(&path).expect("read key");
-    let _ = std::fs::remove_dir_all(&dir);
-    key
-}
+use crate::proto::tests::host_key;
 
 /// A logged-in client and the server's side of one channel it opened.
 async fn pair() -> (Handle, ChannelStream, ChannelStream) {

@@ -223,6 +223,17 @@ impl Session {
         }
     }
 
+    /// Refuses a request the application need not see (wrong service, password change, a
+    /// key that does not parse, an unknown method), in its place among the pending replies.
+    fn refuse_at_once(&mut self, id: RequestId, user: String) -> Result<()> {
+        let reject = AuthReply::Reject {
+            methods: vec![],
+            partial: false,
+        };
+        self.auth.pending.push_back((id, user, Some(reject)));
+        self.flush_auth_replies()
+    }
+
     fn on_userauth_request(&mut self, p: &[u8]) -> Result<()> {
         if self.auth.phase == Phase::Authenticated {
             return Ok(());
@@ -243,15 +254,7 @@ impl Session {
         let method_name = r.utf8()?;
         let id = self.next_request_id();
         if service != SERVICE_CONNECTION {
-            self.auth.pending.push_back((
-                id,
-                user,
-                Some(AuthReply::Reject {
-                    methods: vec![],
-                    partial: false,
-                }),
-            ));
-            return self.flush_auth_replies();
+            return self.refuse_at_once(id, user);
         }
         let method = match method_name {
             "none" => AuthMethod::None,
@@ -260,15 +263,7 @@ impl Session {
                 let password = String::from_utf8_lossy(r.string()?).into_owned();
                 if change {
                     // Password change is not offered; treat like a wrong password.
-                    self.auth.pending.push_back((
-                        id,
-                        user,
-                        Some(AuthReply::Reject {
-                            methods: vec![],
-                            partial: false,
-                        }),
-                    ));
-                    return self.flush_auth_replies();
+                    return self.refuse_at_once(id, user);
                 }
                 AuthMethod::Password { password }
             }
@@ -306,15 +301,7 @@ impl Session {
                     },
                     None => {
                         // A key we cannot parse can never be accepted; say so without bothering the application.
-                        self.auth.pending.push_back((
-                            id,
-                            user,
-                            Some(AuthReply::Reject {
-                                methods: vec![],
-                                partial: false,
-                            }),
-                        ));
-                        return self.flush_auth_replies();
+                        return self.refuse_at_once(id, user);
                     }
                 }
             }
@@ -324,15 +311,7 @@ impl Session {
                 AuthMethod::KeyboardInteractive { submethods }
             }
             _ => {
-                self.auth.pending.push_back((
-                    id,
-                    user,
-                    Some(AuthReply::Reject {
-                        methods: vec![],
-                        partial: false,
-                    }),
-                ));
-                return self.flush_auth_replies();
+                return self.refuse_at_once(id, user);
             }
         };
         self.auth.pending.push_back((id, user.clone(), None));

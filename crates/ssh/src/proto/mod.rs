@@ -17,4 +17,4 @@ pub use event::{
 pub use session::Session;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

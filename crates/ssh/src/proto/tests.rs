@@ -6,15 +6,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-fn host_key() -> ssh_key::PrivateKey {
-    let dir = std::env::temp_dir().join(format!(
-        "warren-ssh-test-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::create_dir_all(&dir);
+/// A fresh ed25519 host key made by ssh-keygen, for tests of both roles.
+pub(crate) fn host_key() -> ssh_key::PrivateKey {
+    let dir = tempfile_dir();
     let path = dir.join("host_ed25519");
-    let _ = std::fs::remove_file(&path);
     let st = std::process::Command::new("ssh-keygen")
         .args(["-q", "-N", "", "-t", "ed25519", "-C", "", "-f"])
         .arg(&path)
@@ -24,6 +19,19 @@ fn host_key() -> ssh_key::PrivateKey {
     let key = ssh_key::PrivateKey::read_openssh_file(&path).expect("read key");
     let _ = std::fs::remove_dir_all(&dir);
     key
+}
+
+/// A directory of its own per call (tests run in parallel threads).
+fn tempfile_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "warren-ssh-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create test dir");
+    dir
 }
 
 struct Pair {
