@@ -177,3 +177,77 @@ async fn a_stalled_channel_does_not_hold_up_another() {
     }
     let _ = pusher.await;
 }
+
+/// A peer that sends but never reads cannot make the server queue replies without end
+/// (unknown messages each get UNIMPLEMENTED): once 4 MiB are unsent, the driver stops
+/// reading that peer.
+#[tokio::test]
+async fn a_peer_that_never_reads_cannot_grow_our_output_without_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use warren_ssh::proto::{Event, Session};
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let mut sc = Config::new(Role::Server);
+    sc.host_keys = vec![warren_ssh::ssh_key::PrivateKey::from_openssh(HOST_KEY).unwrap()];
+    let (sh, mut sev, srun) = driver::start(b, Arc::new(sc));
+    tokio::spawn(srun);
+    tokio::spawn({
+        let sh = sh.clone();
+        async move {
+            while let Some(ev) = sev.recv().await {
+                if let Incoming::AuthRequest { id, .. } = ev {
+                    sh.auth_reply(id, AuthReply::Accept);
+                }
+            }
+        }
+    });
+    // A raw client core, pumped by hand so that it can stop reading.
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let mut c = Session::new(
+        Arc::new(Config::new(Role::Client)),
+        std::time::Instant::now(),
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut asked = false;
+    while !c.is_authenticated() {
+        let out = c.take_transmit(Vec::new());
+        aw.write_all(&out).await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(20), ar.read(&mut buf)).await
+        {
+            c.feed(&buf[..n], std::time::Instant::now()).unwrap();
+        }
+        while let Some(ev) = c.poll_event() {
+            if matches!(ev, Event::HostKey(_)) && !asked {
+                asked = true;
+                c.auth_password("mallory", "x");
+            }
+        }
+    }
+    for _ in 0..200_000 {
+        c.send_raw_payload(&[200]);
+    }
+    let flood = c.take_transmit(Vec::new());
+    // The writer blocks once the server stops reading.
+    let writer = tokio::spawn(async move {
+        let _ = aw.write_all(&flood).await;
+        aw
+    });
+    wait_until(|| sh.unsent() >= 4 * 1024 * 1024).await;
+    // Without the limit the server would read the whole flood (about 8 MB) in well under a
+    // second and queue a reply to each; with it, the writer stays blocked.
+    let writer = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    assert!(
+        writer.is_err(),
+        "the server read the whole flood from a peer that does not read"
+    );
+    let unsent = sh.unsent();
+    // The limit, plus the replies to what one 256 KiB read can carry.
+    assert!(
+        unsent <= 4 * 1024 * 1024 + 1024 * 1024,
+        "{unsent} bytes queued for a peer that does not read"
+    );
+    assert!(
+        unsent < 200_000 * 40,
+        "every reply was queued: no back-pressure"
+    );
+    drop(ar);
+}

@@ -121,6 +121,9 @@ pub(crate) struct Shared {
 /// queue is bounded by this plus what one socket read (256 KiB) can carry.
 const MAX_PENDING_EVENTS: usize = 256;
 
+/// Unsent output at which the driver stops reading from the peer (see `run`).
+const MAX_UNSENT_BEFORE_READ: usize = 4 * 1024 * 1024;
+
 /// The application's side of the event stream (see [`Incoming`]).
 pub struct Events {
     rx: mpsc::UnboundedReceiver<Incoming>,
@@ -385,7 +388,10 @@ where
                 out = st.session.take_transmit(std::mem::take(&mut spare));
                 st.dispatch();
             }
-            let may_read = st.pending.load(Ordering::Acquire) < MAX_PENDING_EVENTS;
+            // Replies the core makes by itself (UNIMPLEMENTED, refused keepalives and requests)
+            // pile up if the peer sends but never reads: stop reading it until they drain.
+            let may_read = st.pending.load(Ordering::Acquire) < MAX_PENDING_EVENTS
+                && st.session.transmit().len() < MAX_UNSENT_BEFORE_READ;
             (st.session.poll_timeout(), st.session.is_closed(), may_read)
         };
         if closed && out.is_empty() {
@@ -687,6 +693,11 @@ impl Handle {
     /// Bytes received on a channel and not yet read by the application (at most its window).
     pub fn buffered(&self, id: ChannelId) -> usize {
         self.shared.lock().session.channel_buffered(id)
+    }
+
+    /// Bytes the core has queued for the peer and the driver has not taken yet.
+    pub fn unsent(&self) -> usize {
+        self.shared.lock().session.transmit().len()
     }
 
     /// Window the peer may still use on a channel before it must wait for us to read.

@@ -171,7 +171,9 @@ impl Session {
             _ => {
                 // RFC 4253 §11.4: answer unknown messages with UNIMPLEMENTED(seq), never drop the session.
                 debug!(msg = n, "unimplemented message");
-                Ok(())
+                let mut reply = vec![msg::UNIMPLEMENTED];
+                reply.extend_from_slice(&self.transport.last_received_seq().to_be_bytes());
+                self.send_app(reply)
             }
         }
     }

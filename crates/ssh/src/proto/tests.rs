@@ -481,3 +481,25 @@ fn window_growth_comes_from_the_shared_pool_and_goes_back() {
         "the session's end paid everything back"
     );
 }
+
+/// An unknown message number gets SSH_MSG_UNIMPLEMENTED with its sequence number (RFC 4253
+/// §11.4) and the session goes on.
+#[test]
+fn an_unknown_message_is_answered_with_unimplemented() {
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    p.c.send_raw_payload(&[200, 1, 2, 3]);
+    let a = p.c.take_transmit(Vec::new());
+    p.s.feed(&a, p.now).unwrap();
+    let reply = p.s.take_transmit(Vec::new());
+    // Nothing else is pending on an idle session, so any packet here is the answer; the client
+    // takes it (UNIMPLEMENTED is ignored) and both sides go on.
+    assert!(!reply.is_empty(), "the server answered nothing");
+    p.c.feed(&reply, p.now).unwrap();
+    assert!(!p.c.is_closed() && !p.s.is_closed());
+    let (cid, sid) = p.open();
+    p.c.channel_write(cid, b"after").unwrap();
+    p.pump();
+    let mut buf = [0u8; 8];
+    assert_eq!(p.s.channel_read(sid, &mut buf), Read::Data(5));
+}

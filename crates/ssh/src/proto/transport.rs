@@ -101,6 +101,8 @@ pub struct Transport {
     last_kex: Instant,
     /// Length of the packet whose header we already decoded (waiting for the rest).
     pending_len: Option<usize>,
+    /// Sequence number of the packet most recently read (for SSH_MSG_UNIMPLEMENTED).
+    last_rx_seq: u32,
     pub(crate) closed: bool,
 }
 
@@ -142,10 +144,16 @@ impl Transport {
             authenticated: false,
             last_kex: now,
             pending_len: None,
+            last_rx_seq: 0,
             closed: false,
         };
         t.start_kex();
         t
+    }
+
+    /// Sequence number of the packet the last event came from.
+    pub fn last_received_seq(&self) -> u32 {
+        self.last_rx_seq
     }
 
     pub fn session_id(&self) -> Option<&[u8]> {
@@ -326,6 +334,7 @@ impl Transport {
         self.pending_len = None;
         let mut packet = self.inbuf.split_to(total);
         let range = self.rx.cipher.open(self.rx.seq, &mut packet)?;
+        self.last_rx_seq = self.rx.seq;
         self.rx.seq = self.rx.seq.wrapping_add(1);
         self.rx.bytes_since_kex += total as u64;
         let mut packet = packet.freeze();
