@@ -149,7 +149,9 @@ fn a_full_disk_refuses_logins_channels_and_listeners_until_the_log_works_again()
             &[&alice],
             &format!("connect = [\"{target}\"]\nlisten = [\"127.0.0.1:*\"]"),
         ),
-        &[],
+        // One failed login would block the source: a login refused because the log
+        // cannot be written must not count as one.
+        &[("max_failed_auth_per_source", "1")],
         &[("audit_log", &toml_str(&audit.link))],
     );
     trust_all(&w, &[&alice]);
@@ -170,9 +172,17 @@ fn a_full_disk_refuses_logins_channels_and_listeners_until_the_log_works_again()
         .unwrap_or_else(|e| panic!("ssh -L not ready:\n{e}"));
     let forward = loopback(local);
     assert_eq!(round_trip(forward, b"before"), b"before");
-    // Everything about that channel is written before the disk fills up.
-    wait_file(&first, "channel_close", |r| {
-        any(r, |v| is(v, "channel_close", &[]))
+    // An -R listener granted while the log works: during the outage it must not carry
+    // unaudited connections either.
+    let early = free_port();
+    assert!(
+        mux_remote_forward(&alice, &ctl, early, &target),
+        "-R refused"
+    );
+    assert_eq!(round_trip(loopback(early), b"early"), b"early");
+    // Everything about those channels is written before the disk fills up.
+    wait_file(&first, "both channel_close records", |r| {
+        r.iter().filter(|v| is(v, "channel_close", &[])).count() >= 2
     });
 
     // The disk is full: every write to the path now fails with ENOSPC. SIGHUP makes
@@ -194,6 +204,10 @@ fn a_full_disk_refuses_logins_channels_and_listeners_until_the_log_works_again()
         .unwrap_or_else(|e| panic!("ssh did not see the channel refused:\n{e}"));
     wait_stderr(&w, from, &format!("channel refused: {REFUSED}"));
 
+    refused_through(loopback(early));
+    let line = wait_stderr(&w, from, &format!("-R 127.0.0.1:{early}: connection from"));
+    assert!(line.contains(&format!("refused: {REFUSED}")), "{line}");
+
     assert!(!can_log_in(&w, &alice, "alice"), "logged in unaudited");
     wait_stderr(&w, from, &format!("login refused: {REFUSED}"));
 
@@ -208,8 +222,12 @@ fn a_full_disk_refuses_logins_channels_and_listeners_until_the_log_works_again()
     let from = w.proc().stderr_line_count();
     audit.point_at(&second);
     wait_stderr(&w, from, "can be written again");
-    assert!(can_log_in(&w, &alice, "alice"), "login still refused");
+    assert!(
+        can_log_in(&w, &alice, "alice"),
+        "login still refused (was the refusal counted as a failed login?)"
+    );
     assert_eq!(round_trip(forward, b"after"), b"after");
+    assert_eq!(round_trip(loopback(early), b"early again"), b"early again");
     assert!(
         mux_remote_forward(&alice, &ctl, remote, &target),
         "-R still refused"

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Budget {
     /// Says whose budget ran out, e.g. `max_buffered_per_user (alice)`.
     name: String,
-    limit: u64,
+    /// Atomic so that a reload (SIGHUP) can resize a budget that live sessions share.
+    limit: AtomicU64,
     used: AtomicU64,
     parent: Option<Arc<Budget>>,
 }
@@ -26,7 +27,7 @@ impl Budget {
     pub fn new(name: impl Into<String>, limit: u64) -> Arc<Budget> {
         Arc::new(Budget {
             name: name.into(),
-            limit,
+            limit: AtomicU64::new(limit),
             used: AtomicU64::new(0),
             parent: None,
         })
@@ -36,7 +37,7 @@ impl Budget {
     pub fn within(parent: &Arc<Budget>, name: impl Into<String>, limit: u64) -> Arc<Budget> {
         Arc::new(Budget {
             name: name.into(),
-            limit,
+            limit: AtomicU64::new(limit),
             used: AtomicU64::new(0),
             parent: Some(parent.clone()),
         })
@@ -45,11 +46,12 @@ impl Budget {
     /// Takes `n` bytes from this budget and every parent, or from none of them. The
     /// error names the budget that ran out.
     pub fn try_charge(&self, n: u64) -> Result<(), String> {
+        let limit = self.limit();
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&u| u <= self.limit)
+                used.checked_add(n).filter(|&u| u <= limit)
             })
-            .map_err(|used| format!("{} of {} already in use ({})", used, self.limit, self.name))?;
+            .map_err(|used| format!("{used} of {limit} already in use ({})", self.name))?;
         if let Some(parent) = &self.parent
             && let Err(e) = parent.try_charge(n)
         {
@@ -74,6 +76,17 @@ impl Budget {
         if let Some(parent) = &self.parent {
             parent.release(n);
         }
+    }
+
+    /// The limit in force now.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Applies a new limit (a reload). What is held stays held: lowering the limit
+    /// below it takes nothing back, it refuses new charges until enough is released.
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Release);
     }
 
     /// Units held now.
@@ -124,6 +137,22 @@ mod tests {
         assert!(bob.try_charge(20).is_ok());
         bob.release(60);
         assert_eq!((server.used(), bob.used()), (0, 0));
+    }
+
+    #[test]
+    fn a_new_limit_applies_to_the_next_charge_and_takes_nothing_back() {
+        let server = Budget::new("server", 4);
+        let alice = Budget::within(&server, "alice", 4);
+        alice.try_charge(3).unwrap();
+        server.set_limit(2);
+        assert!(alice.try_charge(1).unwrap_err().contains("server"));
+        assert_eq!(alice.used(), 3, "held units stay held");
+        alice.release(2);
+        assert!(alice.try_charge(1).is_ok(), "back under the new limit");
+        server.set_limit(10);
+        alice.set_limit(8);
+        assert!(alice.try_charge(6).is_ok());
+        assert!(alice.try_charge(1).unwrap_err().contains("alice"));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! fixed buffers are allocated zeroed for every connection up front, which costs both a
 //! memset per connection and resident memory for connections that never need them.
 
+use super::budget::Budget;
 use bytes::{Buf, BytesMut};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -32,8 +34,24 @@ where
     L: AsyncRead + AsyncWrite + Unpin + ?Sized,
     T: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let mut up = Pump::default();
-    let mut down = Pump::default();
+    relay_within(local, tunnel, None).await
+}
+
+/// [`relay`], with buffer growth beyond the first 8 KiB per direction charged to
+/// `growth` (on warrend: the user's `max_buffered_per_user`, inside the server's
+/// `max_buffered`). When the budget has no room the buffer simply stays smaller:
+/// slower bulk, never a refusal. What was charged is given back when the relay ends.
+pub async fn relay_within<L, T>(
+    local: &mut L,
+    tunnel: &mut T,
+    growth: Option<Arc<Budget>>,
+) -> io::Result<(u64, u64)>
+where
+    L: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    T: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut up = Pump::new(growth.clone());
+    let mut down = Pump::new(growth);
     poll_fn(|cx| {
         let a = up.poll(cx, Pin::new(&mut *local), Pin::new(&mut *tunnel))?;
         let b = down.poll(cx, Pin::new(&mut *tunnel), Pin::new(&mut *local))?;
@@ -55,9 +73,38 @@ struct Pump {
     finished: bool,
     need_flush: bool,
     moved: u64,
+    /// Where growth beyond [`INITIAL_BUF`] is charged, and how much is charged now.
+    growth: Option<Arc<Budget>>,
+    charged: u64,
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.growth {
+            budget.release(self.charged);
+        }
+    }
 }
 
 impl Pump {
+    fn new(growth: Option<Arc<Budget>>) -> Pump {
+        let mut pump = Pump::default();
+        pump.growth = growth;
+        pump
+    }
+
+    /// Doubles the buffer if the budget (if any) has room for the growth.
+    fn grow(&mut self) {
+        let extra = self.size as u64;
+        if let Some(budget) = &self.growth {
+            if budget.try_charge(extra).is_err() {
+                return;
+            }
+            self.charged += extra;
+        }
+        self.size *= 2;
+    }
+
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -82,7 +129,7 @@ impl Pump {
                     Poll::Ready(Ok(0)) => self.read_done = true,
                     Poll::Ready(Ok(n)) => {
                         if n >= room && self.size < MAX_BUF {
-                            self.size *= 2;
+                            self.grow();
                         }
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -113,8 +160,11 @@ impl Pump {
                 ready!(writer.as_mut().poll_shutdown(cx))?;
                 self.finished = true;
                 // The buffer is not needed any more; a long half-closed connection keeps
-                // nothing.
+                // nothing, and gives its growth back to the budget.
                 self.buf = BytesMut::new();
+                if let Some(budget) = &self.growth {
+                    budget.release(std::mem::take(&mut self.charged));
+                }
                 return Poll::Ready(Ok(self.moved));
             }
         }
@@ -144,19 +194,19 @@ pub async fn relay_with_idle<A, B>(
     b: &mut B,
     idle: Option<std::time::Duration>,
     stop: impl std::future::Future<Output = String>,
+    growth: Option<Arc<Budget>>,
 ) -> (u64, u64, Ended)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let activity = Arc::new(AtomicU64::new(0));
     let start = tokio::time::Instant::now();
     let (read_a, read_b) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut ta = activity::Tracked::new(a, activity.clone(), read_a.clone(), start);
     let mut tb = activity::Tracked::new(b, activity.clone(), read_b.clone(), start);
-    let copy = relay(&mut ta, &mut tb);
+    let copy = relay_within(&mut ta, &mut tb, growth);
     tokio::pin!(copy);
     tokio::pin!(stop);
     let never = std::time::Duration::from_secs(365 * 86_400);
@@ -260,5 +310,59 @@ mod activity {
         ) -> Poll<std::io::Result<()>> {
             Pin::new(&mut *self.inner).poll_shutdown(cx)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// 4 MiB through a relay whose growth budget is `limit`; returns the most the budget
+    /// held at any time while the bytes moved, after checking every byte arrived in order.
+    async fn carry(limit: u64) -> (u64, Arc<Budget>) {
+        let budget = Budget::new("test", limit);
+        let (mut src, mut a) = tokio::io::duplex(1 << 20);
+        let (mut b, mut dst) = tokio::io::duplex(1 << 20);
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let growth = Some(budget.clone());
+        let relay = tokio::spawn(async move { relay_within(&mut a, &mut b, growth).await });
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            src.write_all(&sent).await.unwrap();
+            src.shutdown().await.unwrap();
+            src
+        });
+        let mut got = Vec::new();
+        let mut chunk = vec![0; 64 * 1024];
+        let mut peak = 0;
+        loop {
+            let n = dst.read(&mut chunk).await.unwrap();
+            peak = peak.max(budget.used());
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        // The far end closes too, so the relay's other direction ends.
+        drop(dst);
+        drop(writer.await.unwrap());
+        relay.await.unwrap().unwrap();
+        assert!(got == data, "bytes lost or reordered");
+        (peak, budget)
+    }
+
+    #[tokio::test]
+    async fn buffer_growth_is_charged_and_given_back() {
+        let (peak, budget) = carry(1 << 20).await;
+        assert!(peak > 0, "a bulk relay grows its buffer");
+        assert!(peak <= 2 * (MAX_BUF - INITIAL_BUF) as u64, "{peak}");
+        assert_eq!(budget.used(), 0, "all given back at the end");
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_budget_keeps_buffers_small_but_moves_every_byte() {
+        let (peak, budget) = carry(0).await;
+        assert_eq!((peak, budget.used()), (0, 0));
     }
 }

@@ -2,7 +2,7 @@
 //! (swapped on SIGHUP), the audit sink, the rendezvous registry and the limits' counters.
 
 use super::audit::AuditSink;
-use super::config::ServerConfig;
+use super::config::{Limits, ServerConfig};
 use super::host_addresses::HostAddresses;
 use super::live_sessions::LiveSessions;
 use super::rendezvous::Registry;
@@ -125,8 +125,28 @@ impl Shared {
         }
         config.share_host_addresses(&self.host_addresses);
         self.throttle.set_limits(throttle_limits(&config));
+        self.resize(&config.limits);
         self.resolver.reload();
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// Applies reloaded limits to the budgets live sessions share: the server's totals
+    /// and each user's share. Sessions keep what they hold; a lower limit refuses new
+    /// channels, listeners and window growth until enough is released.
+    fn resize(&self, limits: &Limits) {
+        self.buffered.set_limit(limits.max_buffered.0);
+        self.open_channels.set_limit(u64::from(limits.max_channels));
+        self.listeners.set_limit(u64::from(limits.max_listeners));
+        let shares = self.user_shares.lock().unwrap_or_else(|e| e.into_inner());
+        for share in shares.values().filter_map(Weak::upgrade) {
+            share.bytes.set_limit(limits.max_buffered_per_user.0);
+            share
+                .channels
+                .set_limit(u64::from(limits.max_channels_per_user));
+            share
+                .listeners
+                .set_limit(u64::from(limits.max_listeners_per_user));
+        }
     }
 
     /// Counts a session for `user` unless they already have `max`; the guard uncounts it.
@@ -225,5 +245,47 @@ mod tests {
         assert_eq!(server.used(), 6 << 20);
         pool.give(6 << 20);
         assert_eq!((alice.used(), server.used()), (0, 0));
+    }
+
+    /// A reload (SIGHUP) resizes the totals live sessions already share: the server's
+    /// and each user's, not only those of sessions that log in afterwards.
+    #[test]
+    fn a_reload_resizes_the_budgets_of_live_sessions() {
+        let mut config = ServerConfig::default_embedded();
+        config.limits.max_channels = 3;
+        config.limits.max_channels_per_user = 3;
+        let shared = Shared::new(config.clone(), AuditSink::memory().0);
+        let alice = shared.user_session("alice", 4).expect("alice's session");
+        let held: Vec<_> = (0..2)
+            .map(|_| alice.share.channels.take_one().expect("within 3"))
+            .collect();
+
+        config.limits.max_channels_per_user = 2;
+        shared.reload(config.clone());
+        let e = alice
+            .share
+            .channels
+            .take_one()
+            .err()
+            .expect("over the new per-user 2");
+        assert!(e.contains("max_channels_per_user"), "{e}");
+
+        config.limits.max_channels_per_user = 10;
+        config.limits.max_channels = 2;
+        shared.reload(config.clone());
+        let e = alice
+            .share
+            .channels
+            .take_one()
+            .err()
+            .expect("over the new total 2");
+        assert!(e.contains("(limits.max_channels)"), "{e}");
+
+        config.limits.max_channels = 10;
+        shared.reload(config);
+        let more: Vec<_> = (0..8)
+            .map(|_| alice.share.channels.take_one().expect("within 10"))
+            .collect();
+        assert_eq!(held.len() + more.len(), 10);
     }
 }

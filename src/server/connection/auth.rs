@@ -35,6 +35,10 @@ enum Verdict {
     /// A probe for a key (or certificate) that would be accepted if signed.
     PkOk,
     Reject,
+    /// The login was fine but cannot be recorded (audit outage): the client is told to
+    /// come back later, and it is no failure of the source's (no MaxAuthTries count, no
+    /// throttle penalty once the outage ends).
+    Unavailable,
 }
 
 impl Connection {
@@ -88,6 +92,9 @@ impl Connection {
                 }
                 tokio::time::sleep(limits.auth_rejection_delay.0).await;
                 h.auth_reply(id, reject());
+            }
+            Verdict::Unavailable => {
+                h.disconnect("service temporarily unavailable (the server cannot record logins); try again later");
             }
         }
     }
@@ -203,7 +210,17 @@ impl Connection {
     ) -> Verdict {
         if let Some(reason) = self.shared.audit.refusal() {
             warn!(conn = self.id, user, "login refused: {reason}");
-            return self.fail_auth(user, method, Some(key_fp), reason).await;
+            // Tried anyway: the record is kept if the queue has room and written once
+            // the log works again.
+            self.audit(AuditEvent::AuthFailure {
+                user: user.to_string(),
+                method: method.to_string(),
+                key_fp: Some(key_fp),
+                source: self.source(),
+                reason,
+            })
+            .await;
+            return Verdict::Unavailable;
         }
         let Some(policy) = config.policy().user(user).cloned() else {
             return self

@@ -189,6 +189,7 @@ impl Connection {
             target,
             audit: self.shared.audit.clone(),
             open: identity.channels.clone(),
+            buffers: self.user_session.as_ref().map(|s| s.share.bytes.clone()),
             connect_timeout: identity.config.limits.connect_timeout.0,
             idle_timeout: identity.config.limits.channel_idle_timeout.non_zero(),
             tasks: self.shared.channels.clone(),

@@ -28,6 +28,10 @@ pub struct ChannelCtx {
     /// Open forwarded channels: the session's budget, inside the user's and the
     /// server's (`max_channels_per_session`, `_per_user`, `max_channels`).
     pub open: Arc<Budget>,
+    /// Relay buffer growth (beyond 8 KiB per direction) is charged here: the user's
+    /// `max_buffered_per_user`, inside the server's `max_buffered`, shared with window
+    /// growth.
+    pub buffers: Option<Arc<Budget>>,
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     /// Where forwarded-connection tasks are spawned (shutdown waits for them).
@@ -118,8 +122,14 @@ impl ChannelCtx {
                 reason = stop => reason,
             }
         };
-        let (up, down, ended) =
-            relay_with_idle(client_side, target_side, self.idle_timeout, stop).await;
+        let (up, down, ended) = relay_with_idle(
+            client_side,
+            target_side,
+            self.idle_timeout,
+            stop,
+            self.buffers.clone(),
+        )
+        .await;
         let cut = matches!(ended, Ended::Stopped(_) | Ended::Failed(_));
         let session_over = self.session.is_cancelled() || self.ssh.ended().is_some();
         let close_reason = match ended {

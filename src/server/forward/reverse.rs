@@ -72,6 +72,17 @@ async fn one(
     peer: SocketAddr,
 ) {
     ctx.target = format!("{address}:{port} from {peer}");
+    // A listener granted before an audit outage must not carry unaudited connections
+    // during it: refused like new channels, until the log can be written again.
+    if let Some(reason) = ctx.audit.refusal() {
+        warn!(
+            conn = ctx.conn,
+            "-R {address}:{port}: connection from {peer} refused: {reason}"
+        );
+        ctx.audit_open(&Decision::Deny { reason, rule: None }, &[peer.to_string()])
+            .await;
+        return;
+    }
     // Connections to a -R port come from anyone who can reach it: they count against
     // the user's and the server's channel limits like the user's own channels.
     let _open = match ctx.open.take_one() {
