@@ -92,8 +92,7 @@ fn run() -> Result<bool> {
     let opts = Options::parse(std::env::args().skip(1))?;
     let started = Instant::now();
     // Set before any child starts, so that they all inherit it.
-    let want_fds = opts.concurrency.iter().max().copied().unwrap_or(0) as u64 + 4096;
-    let nofile = procs::raise_nofile(want_fds.max(65_536));
+    let nofile = procs::raise_nofile(opts.fds().max(65_536));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,6 +119,7 @@ fn run() -> Result<bool> {
             Phase::Slow => bench.slow_reader(),
             Phase::Consumer => bench.consumer(),
             Phase::Concurrency => bench.concurrency(),
+            Phase::Many => bench.many(),
         }
     }
     step("done");

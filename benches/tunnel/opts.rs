@@ -136,10 +136,12 @@ pub enum Phase {
     Consumer,
     /// Many connections held open at once.
     Concurrency,
+    /// 100,000 connections through one warrend session.
+    Many,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Openssl,
         Phase::Startup,
         Phase::Path(PathKind::Local),
@@ -151,6 +153,7 @@ impl Phase {
         Phase::Slow,
         Phase::Consumer,
         Phase::Concurrency,
+        Phase::Many,
     ];
 
     pub fn name(self) -> &'static str {
@@ -164,6 +167,7 @@ impl Phase {
             Phase::Slow => "slow",
             Phase::Consumer => "consumer",
             Phase::Concurrency => "concurrency",
+            Phase::Many => "many",
         }
     }
 
@@ -177,7 +181,7 @@ impl Phase {
             .find(|p| p.name() == want)
             .with_context(|| {
                 format!(
-                    "unknown phase {s:?}; expected openssl, startup, L, floor, D, R, link, wan, slow, consumer, concurrency"
+                    "unknown phase {s:?}; expected openssl, startup, L, floor, D, R, link, wan, slow, consumer, concurrency, many"
                 )
             })
     }
@@ -229,6 +233,10 @@ pub struct Options {
     pub consumer_offer: u64,
     /// Concurrent connection counts through one session.
     pub concurrency: Vec<usize>,
+    /// Connections of the many phase.
+    pub many: usize,
+    /// Whether `--only` named the pairs (the many phase then runs those).
+    pub pairs_given: bool,
     /// What the stalled connection of the slow-reader scenario is sent.
     pub slow_size: usize,
     /// How long that connection is not read.
@@ -250,7 +258,7 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
   --full               the full run even when not started by `cargo bench`
   --only PAIR[,PAIR]   pairs to run: ssh-sshd, warren-sshd, ssh-warrend, warren-warrend, direct
   --phases P[,P]       what to run (default all): openssl, startup, L, floor, D, R, link, wan,
-                       slow, consumer, concurrency
+                       slow, consumer, concurrency, many
   --size SIZE          bytes per direction of a -L bulk run (e.g. 1GiB, 256MiB)
   --side-size SIZE     bytes per direction of a -D/-R bulk run
   --runs N             repetitions of bulk/setup/latency/link (medians are reported)
@@ -267,6 +275,8 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
   --consumer-secs SECS how long it reads (default 20)
   --consumer-offer SIZE what the target offers it (default 1536MiB)
   --concurrency N[,N]  concurrent connection counts (default 1000,10000)
+  --many N             connections of the many phase (default 100000; warren-warrend
+                       unless --only names pairs)
   --slow-size SIZE     bytes sent to the stalled connection (slow reader)
   --stall SECS         how long the slow reader does not read
   --report FILE        markdown report path (default target/bench-report.md)
@@ -296,7 +306,10 @@ impl Options {
                 .next()
                 .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
             match flag.as_str() {
-                "--only" => o.pairs = list(&value, Pair::parse)?,
+                "--only" => {
+                    o.pairs = list(&value, Pair::parse)?;
+                    o.pairs_given = true;
+                }
                 "--phases" => {
                     o.phases = list(&value, Phase::parse)?;
                     o.phases.sort();
@@ -318,6 +331,7 @@ impl Options {
                 "--consumer-offer" => o.consumer_offer = parse_size(&value)? as u64,
                 "--link-conns" => o.link_conns = number(&flag, &value)?.max(1),
                 "--concurrency" => o.concurrency = list(&value, |s| number(&flag, s))?,
+                "--many" => o.many = number(&flag, &value)?.max(1),
                 "--slow-size" => o.slow_size = parse_size(&value)?,
                 "--stall" => o.stall = parse_secs(&flag, &value)?,
                 "--report" => o.report = PathBuf::from(value),
@@ -350,6 +364,8 @@ impl Options {
             consumer_secs: Duration::from_secs(20),
             consumer_offer: 1536 * MIB as u64,
             concurrency: vec![1000, 10_000],
+            many: 100_000,
+            pairs_given: false,
             slow_size: 256 * MIB,
             stall: Duration::from_secs(5),
             report: default_report(),
@@ -374,12 +390,37 @@ impl Options {
             consumer_secs: Duration::from_secs(2),
             consumer_offer: 32 * MIB as u64,
             concurrency: vec![50],
+            many: 200,
             slow_size: 8 * MIB,
             stall: Duration::from_secs(1),
             // The ceiling is a timing, which a smoke run has no use for.
             phases: Phase::ALL[1..].to_vec(),
             ..Options::full()
         }
+    }
+
+    /// Pairs of the many phase: those `--only` named (but direct), else warren → warrend.
+    pub fn many_pairs(&self) -> Vec<Pair> {
+        if self.pairs_given {
+            self.pairs
+                .iter()
+                .copied()
+                .filter(|p| *p != Pair::Direct)
+                .collect()
+        } else {
+            vec![Pair::WarrenWarrend]
+        }
+    }
+
+    /// Descriptors each process of the run may need: every held connection, plus room.
+    pub fn fds(&self) -> u64 {
+        let most = self.concurrency.iter().copied().max().unwrap_or(0);
+        let many = if self.phases.contains(&Phase::Many) {
+            self.many
+        } else {
+            0
+        };
+        most.max(many) as u64 + 4096
     }
 
     /// The largest payload any scenario sends: the size of the shared pattern.

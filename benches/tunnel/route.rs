@@ -41,6 +41,39 @@ impl Route {
     }
 }
 
+/// Source addresses the many phase spreads its connections over (127.0.0.2 and
+/// up): each gives one destination about 28,000 ephemeral ports.
+pub const SOURCES: usize = 8;
+
+impl Route {
+    /// Connection `i` of many to the echo helper, from loopback source address
+    /// 127.0.0.(2 + i % [`SOURCES`]) and, where the route lets the benchmark choose the
+    /// target (direct, SOCKS), to echo port `i % ports.len()`: 100,000 connections fit
+    /// in the ephemeral port ranges on every hop.
+    pub async fn dial_spread(&self, i: usize, echo_ports: &[u16]) -> io::Result<TcpStream> {
+        let target = echo_ports
+            .get(i % echo_ports.len().max(1))
+            .copied()
+            .ok_or_else(|| io::Error::other("no echo ports"))?;
+        let (port, socks_target) = match self {
+            Route::Direct(_) => (target, None),
+            Route::Ports(m) => (lookup(m, Target::EchoConc)?, None),
+            Route::Socks { proxy, .. } => (*proxy, Some(target)),
+        };
+        let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % SOURCES) as u8);
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((from, 0)))?;
+        let s = socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await?;
+        s.set_nodelay(true)?;
+        match socks_target {
+            Some(t) => socks5_connect(s, t).await,
+            None => Ok(s),
+        }
+    }
+}
+
 fn lookup(m: &HashMap<Target, u16>, t: Target) -> io::Result<u16> {
     m.get(&t)
         .copied()

@@ -141,7 +141,9 @@ fn warrend_config(env: &Env, dir: &Path, target_ports: &[u16]) -> String {
          max_unauthenticated = 1000\n\
          max_unauthenticated_per_source = 1000\n\
          max_sessions_per_user = 1000\n\
-         max_channels_per_session = 20000\n\
+         max_channels_per_session = 250000\n\
+         max_channels_per_user = 250000\n\
+         max_channels = 250000\n\
          max_listeners_per_session = 64\n\n",
     );
     let _ = writeln!(

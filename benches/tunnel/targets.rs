@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -143,6 +144,8 @@ pub struct SinkReport {
 /// The running target servers.
 pub struct Targets {
     ports: HashMap<Target, u16>,
+    /// All of the echo helper's ports ([`Target::EchoConc`] is the first).
+    pub echo_ports: Vec<u16>,
     pub pattern: Arc<Pattern>,
     last_sink: Arc<Mutex<Option<SinkReport>>>,
     last_stream: Arc<Mutex<Option<Arc<AtomicU64>>>>,
@@ -181,6 +184,7 @@ impl Targets {
         );
         Ok(Targets {
             ports,
+            echo_ports: helper.ports.clone(),
             pattern,
             last_sink,
             last_stream,
@@ -207,7 +211,9 @@ impl Targets {
     /// Every target port (warrend's connect rule names exactly these).
     pub fn all_ports(&self) -> Vec<u16> {
         let mut v: Vec<u16> = self.ports.values().copied().collect();
+        v.extend(&self.echo_ports);
         v.sort_unstable();
+        v.dedup();
         v
     }
 
@@ -227,8 +233,16 @@ impl Targets {
 /// raise it).
 pub struct EchoHelper {
     pub port: u16,
+    /// Every port it echoes on ([`ECHO_PORTS`] of them, `port` first): the many phase
+    /// spreads its connections over them, since one destination address and port
+    /// takes fewer connections from one source address than there are ephemeral ports.
+    pub ports: Vec<u16>,
     _proc: Proc,
 }
+
+/// Ports the echo helper listens on: 100,000 connections over 8 ports is 12,500 per
+/// port, well inside the 28,000 ephemeral ports of Linux's default range.
+pub const ECHO_PORTS: usize = 8;
 
 /// The argument that turns this binary into the echo helper.
 pub const HELPER_ARG: &str = "--echo-helper";
@@ -242,8 +256,16 @@ impl EchoHelper {
         let line = proc.wait_line(Stream::Stdout, Duration::from_secs(10), |l| {
             l.starts_with(HELPER_READY)
         })?;
-        let port = line.text[HELPER_READY.len()..].trim().parse()?;
-        Ok(EchoHelper { port, _proc: proc })
+        let ports = line.text[HELPER_READY.len()..]
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<Vec<u16>, _>>()?;
+        let port = *ports.first().context("the echo helper named no port")?;
+        Ok(EchoHelper {
+            port,
+            ports,
+            _proc: proc,
+        })
     }
 
     /// The helper's main: serve echo until killed, or until the benchmark
@@ -254,8 +276,11 @@ impl EchoHelper {
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let port = serve(echo).await?;
-            println!("{HELPER_READY}{port}");
+            let mut ports = Vec::new();
+            for _ in 0..ECHO_PORTS {
+                ports.push(serve(echo).await?.to_string());
+            }
+            println!("{HELPER_READY}{}", ports.join(" "));
             while std::os::unix::process::parent_id() == parent {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

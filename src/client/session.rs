@@ -360,6 +360,10 @@ fn engine_config(s: &ConnectSettings) -> Config {
     c.host_key_algorithms = s.host_key.preferred_algorithms(&c.host_key_algorithms);
     c.ciphers = s.ciphers.clone();
     c.compression = s.compression;
+    // Channels the server opens to us are connections to our -R listeners on its side:
+    // ssh takes as many as it has descriptors, so a busy -R (a web server shown through
+    // the gateway) must not be refused at the engine's default of 1,024.
+    c.max_channels = 1 << 20;
     if let Some((interval, count)) = s.keepalive {
         c.keepalive_interval = Some(interval);
         c.keepalive_max = u32::try_from(count).unwrap_or(u32::MAX);

@@ -28,7 +28,7 @@ impl Bench {
                         continue;
                     }
                 };
-                let run = self.rt.block_on(concurrency::run(&rig, level));
+                let run = self.rt.block_on(concurrency::run(&rig, level, None));
                 let alive = rig.check_alive();
                 self.file_concurrency(section, pair, &run);
                 if run.ok < run.wanted {
@@ -51,7 +51,7 @@ impl Bench {
         }
     }
 
-    fn file_concurrency(&mut self, s: &str, pair: Pair, run: &ConcurrencyRun) {
+    pub(super) fn file_concurrency(&mut self, s: &str, pair: Pair, run: &ConcurrencyRun) {
         let n = run.wanted;
         let r = &mut self.report;
         r.text(

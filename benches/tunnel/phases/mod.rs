@@ -8,6 +8,7 @@ mod concurrency;
 mod consumer;
 mod floor;
 mod link;
+mod many;
 mod path;
 mod slow;
 mod startup;

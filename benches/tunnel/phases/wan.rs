@@ -43,6 +43,12 @@ impl Bench {
                     for (&p, run) in runs {
                         r.num(&section, &metric, Better::Higher, p, Some(run.mibs()));
                     }
+                    let metric = format!("{dir}, {rtt_ms} ms RTT, second half, MiB/s");
+                    for (&p, run) in runs {
+                        if let Some(late) = run.late_mibs() {
+                            r.num(&section, &metric, Better::Higher, p, Some(late));
+                        }
+                    }
                 }
                 let limit = shape.limit() / 1048576.0;
                 let mut line = format!("{rtt_ms} ms");
@@ -175,7 +181,9 @@ fn wan_note(size: &Option<u64>) -> String {
          {until}: download = the target sends the pattern repeated through the tunnel to the \
          benchmark's -L connection (MiB/s from the request to the last byte), upload = the \
          benchmark sends it to a sink (to the sink's EOF, after everything sent arrived); both \
-         compared byte for byte with the pattern. One run per cell, fresh client and server per \
+         compared byte for byte with the pattern. The \"second half\" rows count only the \
+         run's second half (bytes read, or for uploads written, once windows have ramped up): \
+         what a long transfer gets. One run per cell, fresh client and server per \
          line; the ratio is to direct TCP over the same line.",
         QUEUE_BYTES >> 20
     )

@@ -43,17 +43,26 @@ pub struct Held {
     pub per_conn_kib: f64,
 }
 
-pub async fn run(rig: &Rig, wanted: usize) -> ConcurrencyRun {
+/// `spread`: the echo helper's ports, to spread connections over source addresses and
+/// (where the route allows) target ports, as the many phase must; `None` opens every
+/// connection the plain way, as the concurrency phase always has.
+pub async fn run(rig: &Rig, wanted: usize, spread: Option<Arc<Vec<u16>>>) -> ConcurrencyRun {
     let (c0, s0) = rig.usage();
     let mut failures = BTreeMap::new();
     let start = Instant::now();
     let gate = Arc::new(Semaphore::new(OPENING_AT_ONCE));
     let mut set = JoinSet::new();
     for i in 0..wanted {
-        let (gate, route) = (gate.clone(), rig.route.clone());
+        let (gate, route, spread) = (gate.clone(), rig.route.clone(), spread.clone());
         set.spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            let mut s = tokio::time::timeout(SMALL_TIMEOUT, route.dial(Target::EchoConc))
+            let dial = async {
+                match &spread {
+                    Some(ports) => route.dial_spread(i, ports).await,
+                    None => route.dial(Target::EchoConc).await,
+                }
+            };
+            let mut s = tokio::time::timeout(SMALL_TIMEOUT, dial)
                 .await
                 .map_err(|_| "connect timeout".to_string())?
                 .map_err(|e| format!("connect: {}", e.kind()))?;

@@ -26,11 +26,51 @@ pub struct WanRun {
     /// From the request (download) or the first write (upload) to the last
     /// byte's arrival.
     pub secs: f64,
+    /// Bytes read (download) or written (upload) in the second half of the
+    /// run, and how long that half lasted: the rate once windows and buffers
+    /// have ramped up, which is what a long transfer gets. Zero for runs cut
+    /// short by a size.
+    pub late_bytes: u64,
+    pub late_secs: f64,
 }
 
 impl WanRun {
     pub fn mibs(&self) -> f64 {
         self.bytes as f64 / 1048576.0 / self.secs.max(1e-9)
+    }
+
+    /// The second half's rate; `None` when the run had no second half.
+    pub fn late_mibs(&self) -> Option<f64> {
+        (self.late_secs > 0.0).then(|| self.late_bytes as f64 / 1048576.0 / self.late_secs)
+    }
+}
+
+/// Counts what moved after the run's midpoint.
+struct Halves {
+    mid: Instant,
+    at_mid: Option<u64>,
+}
+
+impl Halves {
+    fn new(start: Instant, secs: Duration) -> Halves {
+        Halves {
+            mid: start + secs / 2,
+            at_mid: None,
+        }
+    }
+
+    /// Called with the running total before each new count is added.
+    fn note(&mut self, total_before: u64, now: Instant) {
+        if self.at_mid.is_none() && now >= self.mid {
+            self.at_mid = Some(total_before);
+        }
+    }
+
+    fn finish(&self, total: u64, end: Instant) -> (u64, f64) {
+        match self.at_mid {
+            Some(m) if end > self.mid => (total - m, end.duration_since(self.mid).as_secs_f64()),
+            _ => (0, 0.0),
+        }
     }
 }
 
@@ -52,11 +92,13 @@ pub async fn download(
     let deadline = start + secs;
     s.write_u64_le(want).await.context("stream request")?;
     let (mut got, mut last) = (0u64, start);
+    let mut halves = Halves::new(start, secs);
     while got < want {
         let n = match timeout_at(deadline, s.read(&mut buf)).await {
             Err(_) => break,
             Ok(r) => r.context("download read")?,
         };
+        halves.note(got, Instant::now());
         if n == 0 {
             bail!("download: EOF after {got} bytes");
         }
@@ -68,9 +110,16 @@ pub async fn download(
         last = Instant::now();
     }
     ensure!(got > 0, "download: nothing arrived in {secs:?}");
+    let (late_bytes, late_secs) = if got < want {
+        halves.finish(got, last)
+    } else {
+        (0, 0.0)
+    };
     Ok(WanRun {
         bytes: got,
         secs: last.duration_since(start).as_secs_f64(),
+        late_bytes,
+        late_secs,
     })
 }
 
@@ -91,15 +140,31 @@ pub async fn upload(
     let start = Instant::now();
     let deadline = start + secs;
     let mut sent = 0u64;
+    let mut halves = Halves::new(start, secs);
+    let mut cut = false;
     while sent < want {
         let chunk = targets
             .pattern
             .cycled(sent, (want - sent).min(IO as u64) as usize);
         match timeout_at(deadline, s.write(chunk)).await {
-            Err(_) => break,
-            Ok(r) => sent += r.context("upload write")? as u64,
+            Err(_) => {
+                cut = true;
+                break;
+            }
+            Ok(r) => {
+                let n = r.context("upload write")? as u64;
+                halves.note(sent, Instant::now());
+                sent += n;
+            }
         }
     }
+    // Writes are held back by the tunnel's window, so once it is full the rate of
+    // writes is the rate of delivery.
+    let (late_bytes, late_secs) = if cut {
+        halves.finish(sent, deadline)
+    } else {
+        (0, 0.0)
+    };
     s.shutdown().await.context("upload shutdown")?;
     let mut reply = [0u8; 9];
     timeout(DRAIN, s.read_exact(&mut reply))
@@ -118,5 +183,7 @@ pub async fn upload(
     Ok(WanRun {
         bytes: len,
         secs: report.eof_at.duration_since(start.into_std()).as_secs_f64(),
+        late_bytes,
+        late_secs,
     })
 }

@@ -1,6 +1,8 @@
 //! Throughput of one download between our client and our server across a user-space delay
 //! line, with and without window autotuning. `cargo run --release -p warren-ssh --example
-//! wan_probe -- RTT_MS MIB`. An experiment, not a benchmark (the benchmark is benches/tunnel).
+//! wan_probe -- RTT_MS MIB [MAX_PACKET [CIPHER]]`: MAX_PACKET (bytes, default 32768) is what
+//! both ends advertise per channel; CIPHER the one the client asks for (default: the engine's
+//! own order). An experiment, not a benchmark (the benchmark is benches/tunnel).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,13 +52,14 @@ async fn delay_pipe(
     let _ = wr.shutdown().await;
 }
 
-async fn serve(listener: TcpListener, size: usize, cap: u32) {
+async fn serve(listener: TcpListener, size: usize, cap: u32, max_packet: u32) {
     loop {
         let (tcp, _) = listener.accept().await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let mut cfg = Config::new(Role::Server);
         cfg.host_keys = vec![warren_ssh::ssh_key::PrivateKey::from_openssh(HOST_KEY).unwrap()];
         cfg.window_cap = cap;
+        cfg.max_packet = max_packet;
         tokio::spawn(async move {
             let (h, mut ev, run) = driver::start(tcp, Arc::new(cfg));
             tokio::spawn(run);
@@ -91,13 +94,15 @@ async fn main() {
     let rtt: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(50);
     let mib: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(256);
     let size = mib << 20;
+    let max_packet: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(32768);
+    let cipher = args.get(4).cloned();
     for (label, cap) in [
         ("fixed 2 MiB window", 2u32 << 20),
         ("autotuned (cap 64 MiB)", 64 << 20),
     ] {
         let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let saddr = server.local_addr().unwrap();
-        tokio::spawn(serve(server, size, cap));
+        tokio::spawn(serve(server, size, cap, max_packet));
         let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let raddr = relay.local_addr().unwrap();
         let one_way = Duration::from_millis(rtt / 2);
@@ -115,6 +120,10 @@ async fn main() {
         tcp.set_nodelay(true).unwrap();
         let mut cfg = Config::new(Role::Client);
         cfg.window_cap = cap;
+        cfg.max_packet = max_packet;
+        if let Some(c) = &cipher {
+            cfg.ciphers = vec![c.clone()];
+        }
         let (h, mut ev, run) = driver::start(tcp, Arc::new(cfg));
         tokio::spawn(run);
         assert!(matches!(ev.recv().await, Some(Incoming::HostKey(_))));
@@ -142,7 +151,7 @@ async fn main() {
         }
         let secs = t0.elapsed().as_secs_f64();
         println!(
-            "{rtt} ms RTT, {label}: {} MiB in {secs:.2} s = {:.1} MiB/s (window reached {} MiB; 2 MiB/RTT = {:.1} MiB/s)",
+            "{rtt} ms RTT, max packet {max_packet}, {label}: {} MiB in {secs:.2} s = {:.1} MiB/s (window reached {} MiB; 2 MiB/RTT = {:.1} MiB/s)",
             total >> 20,
             total as f64 / secs / 1048576.0,
             max_target >> 20,

@@ -51,6 +51,9 @@ pub(crate) struct Channel {
     pending_replies: VecDeque<(RequestId, Option<bool>)>,
     /// Our requests with want_reply, in order: true when the reply is for the core itself.
     outstanding: VecDeque<bool>,
+    /// The peer opened it: counted against `max_channels` (ours are bounded by the
+    /// application that opens them).
+    by_peer: bool,
 }
 
 impl Channel {
@@ -68,6 +71,7 @@ impl Channel {
             detached: false,
             pending_replies: VecDeque::new(),
             outstanding: VecDeque::new(),
+            by_peer: false,
         }
     }
 }
@@ -149,8 +153,16 @@ fn parse_kind(name: &str, r: &mut Reader<'_>) -> Result<ChannelKind> {
 }
 
 impl Session {
-    fn alloc_channel_id(&mut self) -> Option<ChannelId> {
-        if self.channels.len() >= self.config.max_channels {
+    /// A free channel id. `max_channels` caps only the channels the peer opens: those
+    /// cost us memory at the peer's will. Our own opens are bounded by whoever asks for
+    /// them (one per accepted local connection), as in OpenSSH; capping them too would
+    /// refuse a client's ten-thousandth -L connection for no reason of the peer's.
+    fn alloc_channel_id(&mut self, by_peer: bool) -> Option<ChannelId> {
+        if by_peer && self.peer_channels >= self.config.max_channels {
+            return None;
+        }
+        // Every id in use: nothing left to hand out (the loop below would not end).
+        if self.channels.len() >= u32::MAX as usize {
             return None;
         }
         loop {
@@ -162,6 +174,15 @@ impl Session {
         }
     }
 
+    /// Forgets a channel, keeping the count of the peer's channels right.
+    fn remove_channel(&mut self, id: ChannelId) -> Option<Channel> {
+        let ch = self.channels.remove(&id)?;
+        if ch.by_peer {
+            self.peer_channels -= 1;
+        }
+        Some(ch)
+    }
+
     fn new_recv(&self) -> RecvWindow {
         RecvWindow::new(self.config.window_initial, self.config.window_cap)
     }
@@ -169,7 +190,7 @@ impl Session {
     /// Opens a channel; [`Event::ChannelOpened`] or [`Event::ChannelOpenFailed`] follows.
     /// None when this session already has `max_channels` channels.
     pub fn open_channel(&mut self, kind: ChannelKind) -> Option<ChannelId> {
-        let id = self.alloc_channel_id()?;
+        let id = self.alloc_channel_id(false)?;
         let recv = self.new_recv();
         let p = open_payload(&kind, id, recv.advertised_initial(), self.config.max_packet);
         self.channels.insert(
@@ -206,7 +227,7 @@ impl Session {
             return;
         }
         let remote = ch.remote;
-        if let Some(mut ch) = self.channels.remove(&id) {
+        if let Some(mut ch) = self.remove_channel(id) {
             ch.recv.release(&mut self.budget);
         }
         let mut p = vec![msg::CHANNEL_OPEN_FAILURE];
@@ -440,7 +461,7 @@ impl Session {
             return;
         };
         if ch.close_sent && ch.close_received {
-            let mut ch = self.channels.remove(&id).expect("present");
+            let mut ch = self.remove_channel(id).expect("present");
             ch.recv.release(&mut self.budget);
             self.blocked_writers.retain(|&x| x != id);
             self.events.push_back(Event::ChannelClosed { id });
@@ -685,14 +706,16 @@ impl Session {
                     reject(self, reason::UNKNOWN_CHANNEL_TYPE, "unknown channel type");
                     return Ok(());
                 }
-                let Some(id) = self.alloc_channel_id() else {
+                let Some(id) = self.alloc_channel_id(true) else {
                     reject(self, reason::RESOURCE_SHORTAGE, "too many channels");
                     return Ok(());
                 };
                 let recv = self.new_recv();
                 let send = SendWindow::new(window, max_packet.clamp(1, 256 * 1024));
-                self.channels
-                    .insert(id, Channel::new(State::Offered, remote, recv, send));
+                let mut ch = Channel::new(State::Offered, remote, recv, send);
+                ch.by_peer = true;
+                self.channels.insert(id, ch);
+                self.peer_channels += 1;
                 self.events
                     .push_back(Event::ChannelOpenRequest { id, kind });
                 Ok(())
@@ -738,7 +761,7 @@ impl Session {
                 }
                 let reason_code = r.u32()?;
                 let description = String::from_utf8_lossy(r.string()?).into_owned();
-                let mut ch = self.channels.remove(&id).expect("present");
+                let mut ch = self.remove_channel(id).expect("present");
                 ch.recv.release(&mut self.budget);
                 self.events.push_back(Event::ChannelOpenFailed {
                     id,

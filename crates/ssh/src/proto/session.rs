@@ -37,6 +37,8 @@ pub struct Session {
     pub(crate) auth: AuthState,
     pub(crate) channels: HashMap<ChannelId, Channel>,
     pub(crate) next_channel: ChannelId,
+    /// Channels the peer opened that are still ours to hold (`Config::max_channels`).
+    pub(crate) peer_channels: usize,
     pub(crate) budget: WindowBudget,
     /// Our global requests awaiting a reply, in order: true = keepalive (answered internally).
     pub(crate) global_outstanding: VecDeque<bool>,
@@ -64,6 +66,7 @@ impl Session {
             auth: AuthState::new(role),
             channels: HashMap::new(),
             next_channel: 0,
+            peer_channels: 0,
             budget,
             global_outstanding: VecDeque::new(),
             global_pending: VecDeque::new(),

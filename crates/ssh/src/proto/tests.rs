@@ -503,3 +503,72 @@ fn an_unknown_message_is_answered_with_unimplemented() {
     let mut buf = [0u8; 8];
     assert_eq!(p.s.channel_read(sid, &mut buf), Read::Data(5));
 }
+
+/// `max_channels` bounds what the peer makes us hold, never our own opens: a client with
+/// thousands of -L connections must not be refused by its own engine, while a peer that
+/// opens too many is refused, and a freed channel makes room again.
+#[test]
+fn max_channels_caps_the_peers_channels_not_ours() {
+    let mut p = Pair::new(|c| c.max_channels = 3);
+    p.connect();
+    let direct = || ChannelKind::DirectTcpip {
+        host: "db".into(),
+        port: 5432,
+        originator: "127.0.0.1".into(),
+        originator_port: 1,
+    };
+    let ours: Vec<ChannelId> = (0..4)
+        .map(|_| {
+            p.c.open_channel(direct())
+                .expect("our own opens are not capped")
+        })
+        .collect();
+    p.pump();
+    let opened = |p: &Pair, id: ChannelId| {
+        p.c_events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelOpened { id: x } if *x == id))
+    };
+    assert!(
+        ours[..3].iter().all(|&id| opened(&p, id)),
+        "{:?}",
+        p.c_events
+    );
+    assert!(
+        p.c_events.iter().any(|e| matches!(
+            e,
+            Event::ChannelOpenFailed { id, reason, .. }
+                if *id == ours[3] && *reason == crate::proto::reason::RESOURCE_SHORTAGE
+        )),
+        "the server refuses the peer's fourth: {:?}",
+        p.c_events
+    );
+    // The server's own channel to the client is not counted against the client's three.
+    let back =
+        p.s.open_channel(ChannelKind::Session)
+            .expect("server opens");
+    p.pump();
+    assert!(
+        p.c_events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelOpenRequest { .. })),
+        "the client was offered the server's channel: {:?}",
+        p.c_events
+    );
+    let _ = back;
+    // Closing the three (both sides, as any close ends) makes room for the peer again.
+    for sid in 0..3 {
+        p.s.channel_close(sid);
+    }
+    for &cid in &ours[..3] {
+        p.c.channel_close(cid);
+    }
+    p.pump();
+    let again = p.c.open_channel(direct()).unwrap();
+    p.pump();
+    assert!(
+        opened(&p, again),
+        "room again after a close: {:?}",
+        p.c_events
+    );
+}
