@@ -5,21 +5,16 @@
 //! `EC PRIVATE KEY`, PKCS#8 `PRIVATE KEY` and PBES2-encrypted `ENCRYPTED PRIVATE KEY`.
 //! Each becomes the same `ssh_key::PrivateKey` an OpenSSH-format file would.
 //!
-//! PBES2 is assembled here from pbkdf2, hmac and aes rather than taken from pkcs8's
-//! `encryption` feature, because that feature needs crates (pkcs5, cbc, scrypt) the lock file
-//! does not hold. The legacy OpenSSL encryption (`Proc-Type: 4,ENCRYPTED`) needs MD5, which the
-//! lock file does not hold either, so such files are answered with how to convert them.
+//! Encrypted PKCS#8 is decrypted by pkcs8/pkcs5. The legacy OpenSSL encryption
+//! (`Proc-Type: 4,ENCRYPTED`, MD5-derived keys) is answered with how to convert the file.
 //!
 //! Nothing in a file may make this panic: every length, tag and number is checked, and the
 //! work an encrypted file can ask for (PBKDF2 iterations) is capped.
 
-use aes::cipher::consts::U16;
-use aes::cipher::{BlockCipherDecrypt, KeyInit};
 use base64::Engine as _;
-use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef, UintRef};
-use der::{Decode, Reader, SliceReader, Tag, Tagged};
-use hmac::Hmac;
-use pkcs8::{AlgorithmIdentifierRef, PrivateKeyInfoRef};
+use der::asn1::{BitStringRef, ObjectIdentifier, OctetStringRef, UintRef};
+use der::{Decode, Reader, SliceReader};
+use pkcs8::PrivateKeyInfoRef;
 use warren_ssh::ssh_key::private::{
     EcdsaKeypair, Ed25519Keypair, RsaKeypair, RsaPrivateKey as SshRsaPrivate,
 };
@@ -53,6 +48,8 @@ use KeyFileError::{Invalid, Unsupported};
 /// Far above what the tools write (OpenSSL and ssh-keygen: 2048), yet a cap, so a crafted
 /// file cannot keep warren deriving keys for minutes.
 const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+/// The most memory an encrypted key's scrypt may ask for (OpenSSL's default is 32 MiB).
+const MAX_SCRYPT_BYTES: u128 = 1 << 30;
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -62,17 +59,6 @@ const OID_DSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10040.4.
 const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const OID_P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
-const OID_PBES2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.5.13");
-const OID_PBKDF2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.5.12");
-const OID_SCRYPT: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11591.4.11");
-const OID_HMAC_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.2.7");
-const OID_HMAC_SHA224: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.2.8");
-const OID_HMAC_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.2.9");
-const OID_HMAC_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.2.10");
-const OID_HMAC_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.2.11");
-const OID_AES128_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.2");
-const OID_AES192_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.22");
-const OID_AES256_CBC: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.42");
 
 /// Decodes a private key file's bytes. `passphrase` is only used for encrypted keys; an
 /// encrypted key without one gives [`KeyFileError::NeedsPassphrase`], so callers can ask
@@ -346,179 +332,68 @@ fn ed25519(inner: &[u8], public: Option<BitStringRef<'_>>) -> Result<PrivateKey,
     Ok(PrivateKey::from(keypair))
 }
 
-/// The PRFs PBKDF2 may name; OpenSSL writes hmacWithSHA256, older tools the SHA-1 default.
-#[derive(Clone, Copy)]
-enum Prf {
-    Sha1,
-    Sha224,
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-/// PKCS#8 `EncryptedPrivateKeyInfo` with PBES2 (RFC 8018): PBKDF2 and AES-CBC, what
-/// `ssh-keygen -m PKCS8` and `openssl pkcs8 -topk8 -v2` write.
+/// PKCS#8 `EncryptedPrivateKeyInfo` (RFC 8018 PBES2), what `ssh-keygen -m PKCS8` and
+/// `openssl pkcs8 -topk8` write: decrypted by pkcs8/pkcs5 (PBKDF2 or scrypt, AES-CBC or
+/// 3DES-CBC). Only the work a file may ask for is judged here, before any is done.
 fn pkcs8_encrypted(der: &[u8], passphrase: Option<&[u8]>) -> Result<PrivateKey, KeyFileError> {
-    const WHAT: &str = "an encrypted PKCS#8 key";
-    let mut r = SliceReader::new(der).map_err(der_err(WHAT))?;
-    let (scheme, data) = r
-        .sequence(|r| {
-            let scheme: AlgorithmIdentifierRef = r.decode()?;
-            let data: &OctetStringRef = r.decode()?;
-            Ok((scheme, data))
-        })
-        .map_err(der_err(WHAT))?;
-    r.finish().map_err(der_err(WHAT))?;
-    if scheme.oid != OID_PBES2 {
+    let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(der).map_err(|e| {
+        // Schemes pkcs5 does not model (PKCS#12 PBE, say) fail here too, not only
+        // damaged files: either way the user's way out is the same.
+        Unsupported(format!(
+            "an encrypted PKCS#8 key warren cannot read ({e}); if ssh-keygen can, \
+                 `ssh-keygen -p -f FILE` rewrites it in OpenSSH format"
+        ))
+    })?;
+    let Some(pbes2) = info.encryption_algorithm.pbes2() else {
         return Err(Unsupported(format!(
-            "PKCS#8 encryption {} (warren reads PBES2 only; `ssh-keygen -p -f FILE` converts)",
-            scheme.oid
+            "PKCS#8 encryption {} (PBES1; warren reads PBES2, `ssh-keygen -p -f FILE` converts)",
+            info.encryption_algorithm.oid()
+        )));
+    };
+    if let Some(p) = pbes2.kdf.pbkdf2()
+        && !(1..=MAX_PBKDF2_ITERATIONS).contains(&p.iteration_count)
+    {
+        return Err(Unsupported(format!(
+            "PBKDF2 with {} iterations (warren allows 1 to {MAX_PBKDF2_ITERATIONS})",
+            p.iteration_count
         )));
     }
-    let params = sequence_params(scheme.parameters, "PBES2 parameters")?;
-    let mut r = SliceReader::new(params).map_err(der_err("PBES2 parameters"))?;
-    let (kdf, cipher): (AlgorithmIdentifierRef, AlgorithmIdentifierRef) = (|| {
-        let kdf = r.decode()?;
-        let cipher = r.decode()?;
-        r.finish()?;
-        Ok((kdf, cipher))
-    })()
-    .map_err(der_err("PBES2 parameters"))?;
-
-    let key_len = match cipher.oid {
-        OID_AES128_CBC => 16,
-        OID_AES192_CBC => 24,
-        OID_AES256_CBC => 32,
-        other => {
+    if let Some(p) = pbes2.kdf.scrypt() {
+        // scrypt holds 128 * N * r bytes while it works.
+        let bytes = 128u128 * u128::from(p.cost_parameter) * u128::from(p.block_size);
+        if bytes > MAX_SCRYPT_BYTES || p.parallelization > 16 {
             return Err(Unsupported(format!(
-                "PBES2 cipher {other} (warren reads AES-CBC; `ssh-keygen -p -f FILE` converts)"
-            )));
-        }
-    };
-    let iv: [u8; 16] = cipher
-        .parameters
-        .ok_or_else(|| Invalid("PBES2 AES-CBC without an IV".into()))?
-        .decode_as::<&OctetStringRef>()
-        .map_err(der_err("the PBES2 IV"))?
-        .as_bytes()
-        .try_into()
-        .map_err(|_| Invalid("a PBES2 IV that is not 16 bytes".into()))?;
-
-    if kdf.oid == OID_SCRYPT {
-        return Err(Unsupported(
-            "PBES2 with scrypt (warren reads PBKDF2; `ssh-keygen -p -f FILE` converts)".into(),
-        ));
-    }
-    if kdf.oid != OID_PBKDF2 {
-        return Err(Unsupported(format!("PBES2 key derivation {}", kdf.oid)));
-    }
-    const KDF: &str = "PBKDF2 parameters";
-    let kdf_params = sequence_params(kdf.parameters, KDF)?;
-    let mut r = SliceReader::new(kdf_params).map_err(der_err(KDF))?;
-    let salt: &OctetStringRef = r.decode().map_err(der_err(KDF))?;
-    let iterations: u32 = r.decode().map_err(der_err(KDF))?;
-    if Tag::peek(&r).ok() == Some(Tag::Integer) {
-        let declared: u32 = r.decode().map_err(der_err(KDF))?;
-        if declared as usize != key_len {
-            return Err(Invalid(format!(
-                "PBKDF2 key length {declared} for a {}-byte AES key",
-                key_len
+                "scrypt with N={} r={} p={} (warren allows up to {} MiB and p <= 16)",
+                p.cost_parameter,
+                p.block_size,
+                p.parallelization,
+                MAX_SCRYPT_BYTES >> 20
             )));
         }
     }
-    let prf = if r.is_finished() {
-        Prf::Sha1
-    } else {
-        let prf: AlgorithmIdentifierRef = r.decode().map_err(der_err(KDF))?;
-        match prf.oid {
-            OID_HMAC_SHA1 => Prf::Sha1,
-            OID_HMAC_SHA224 => Prf::Sha224,
-            OID_HMAC_SHA256 => Prf::Sha256,
-            OID_HMAC_SHA384 => Prf::Sha384,
-            OID_HMAC_SHA512 => Prf::Sha512,
-            other => return Err(Unsupported(format!("PBKDF2 with PRF {other}"))),
-        }
-    };
-    r.finish().map_err(der_err(KDF))?;
-    if iterations == 0 || iterations > MAX_PBKDF2_ITERATIONS {
-        return Err(Unsupported(format!(
-            "PBKDF2 with {iterations} iterations (warren allows 1 to {MAX_PBKDF2_ITERATIONS})"
-        )));
-    }
-    let ciphertext = data.as_bytes();
-    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
-        return Err(Invalid(format!(
-            "{WHAT} of {} bytes, not whole AES blocks (truncated?)",
-            ciphertext.len()
-        )));
-    }
-
     let Some(passphrase) = passphrase else {
         return Err(KeyFileError::NeedsPassphrase);
     };
-    let mut key = Zeroizing::new([0u8; 32]);
-    let key = &mut key[..key_len];
-    let salt = salt.as_bytes();
-    let derived = match prf {
-        Prf::Sha1 => pbkdf2::pbkdf2::<Hmac<sha1::Sha1>>(passphrase, salt, iterations, key),
-        Prf::Sha224 => pbkdf2::pbkdf2::<Hmac<sha2::Sha224>>(passphrase, salt, iterations, key),
-        Prf::Sha256 => pbkdf2::pbkdf2::<Hmac<sha2::Sha256>>(passphrase, salt, iterations, key),
-        Prf::Sha384 => pbkdf2::pbkdf2::<Hmac<sha2::Sha384>>(passphrase, salt, iterations, key),
-        Prf::Sha512 => pbkdf2::pbkdf2::<Hmac<sha2::Sha512>>(passphrase, salt, iterations, key),
-    };
-    derived.map_err(|_| Invalid("PBKDF2 refused the passphrase's length".into()))?;
-    let mut plain = Zeroizing::new(ciphertext.to_vec());
-    match key_len {
-        16 => cbc_decrypt::<aes::Aes128>(key, &iv, &mut plain),
-        24 => cbc_decrypt::<aes::Aes192>(key, &iv, &mut plain),
-        _ => cbc_decrypt::<aes::Aes256>(key, &iv, &mut plain),
-    }?;
-    // A wrong key leaves random bytes: the padding almost never checks out, and when it
-    // does by chance, the DER inside does not.
-    let pad = usize::from(plain.last().copied().unwrap_or(0));
-    if !(1..=16).contains(&pad)
-        || !plain[plain.len() - pad..]
-            .iter()
-            .all(|&b| usize::from(b) == pad)
-    {
-        return Err(KeyFileError::WrongPassphrase);
-    }
-    let inner = &plain[..plain.len() - pad];
-    if PrivateKeyInfoRef::try_from(inner).is_err() {
-        return Err(KeyFileError::WrongPassphrase);
-    }
-    pkcs8(inner)
-}
-
-/// The contents of an algorithm's parameters, which must be a SEQUENCE.
-fn sequence_params<'a>(params: Option<AnyRef<'a>>, what: &str) -> Result<&'a [u8], KeyFileError> {
-    match params {
-        Some(p) if p.tag() == Tag::Sequence => Ok(p.value()),
-        _ => Err(Invalid(format!("{what}: not a SEQUENCE"))),
-    }
-}
-
-/// CBC decryption in place (the caller has checked `data` is whole 16-byte blocks): the
-/// block cipher comes from aes, the chaining is the few lines below, since the cbc crate is
-/// not in the lock file.
-fn cbc_decrypt<C>(key: &[u8], iv: &[u8; 16], data: &mut [u8]) -> Result<(), KeyFileError>
-where
-    C: BlockCipherDecrypt<BlockSize = U16> + KeyInit,
-{
-    let cipher =
-        C::new_from_slice(key).map_err(|_| Invalid("an AES key of the wrong length".into()))?;
-    let mut previous = *iv;
-    for chunk in data.chunks_exact_mut(16) {
-        let mut this_ciphertext = [0u8; 16];
-        this_ciphertext.copy_from_slice(chunk);
-        let mut block = aes::Block::from(this_ciphertext);
-        cipher.decrypt_block(&mut block);
-        for ((out, plain), prev) in chunk.iter_mut().zip(block.iter()).zip(previous.iter()) {
-            *out = plain ^ prev;
+    // Padding that does not check out, or DER that does not parse after decryption: a
+    // wrong key leaves random bytes. An algorithm pkcs5 cannot run says so instead.
+    let plain = match info.decrypt(passphrase) {
+        Ok(doc) => doc,
+        Err(pkcs8::Error::EncryptedPrivateKey(
+            pkcs8::pkcs5::Error::AlgorithmParametersInvalid { oid },
+        ))
+        | Err(pkcs8::Error::EncryptedPrivateKey(pkcs8::pkcs5::Error::UnsupportedAlgorithm {
+            oid,
+        })) => {
+            return Err(Unsupported(format!(
+                "PKCS#8 encryption with {oid} (`ssh-keygen -p -f FILE` converts)"
+            )));
         }
-        previous = this_ciphertext;
+        Err(_) => return Err(KeyFileError::WrongPassphrase),
+    };
+    if PrivateKeyInfoRef::try_from(plain.as_bytes()).is_err() {
+        return Err(KeyFileError::WrongPassphrase);
     }
-    Ok(())
+    pkcs8(plain.as_bytes())
 }
 
 #[cfg(test)]
@@ -777,6 +652,8 @@ mod tests {
                 &["-v2", "aes-256-cbc", "-v2prf", "hmacWithSHA224"][..],
             ),
             ("aes256-iter", &["-v2", "aes-256-cbc", "-iter", "10000"][..]),
+            ("scrypt", &["-scrypt"][..]),
+            ("des3", &["-v2", "des3"][..]),
         ] {
             let text = convert(name, args);
             let key =
@@ -788,11 +665,7 @@ mod tests {
                 "{name}"
             );
         }
-        for (name, args) in [
-            ("scrypt", &["-scrypt"][..]),
-            ("des3", &["-v2", "des3"][..]),
-            ("pbes1", &["-v1", "PBE-SHA1-3DES"][..]),
-        ] {
+        for (name, args) in [("pbes1", &["-v1", "PBE-SHA1-3DES"][..])] {
             let text = convert(name, args);
             for pass in [None, Some(&b"pw"[..])] {
                 match decode_private_key(&text, pass) {
