@@ -266,3 +266,83 @@ fn agent_certificate_authenticates_through_a_trusted_ca() {
         sshd.logs()
     );
 }
+
+/// "SHA256:..." of a public key line, as sshd logs it.
+fn line_fingerprint(dir: &std::path::Path, line: &str) -> String {
+    let path = dir.join("fingerprint-me.pub");
+    fs::write(&path, format!("{line}\n")).unwrap();
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-l", "-E", "sha256", "-f"]).arg(&path);
+    let out = run_ok(cmd);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint field")
+        .to_string()
+}
+
+/// Keys not in OpenSSH's own format log in: a `-m PEM` (PKCS#1) RSA key with no `.pub`
+/// beside it, as AWS EC2 hands them out, and an OpenSSL PKCS#8 Ed25519 key whose `.pub` is
+/// offered first. The authorized_keys lines come from ssh-keygen and OpenSSL, not from warren.
+#[test]
+fn pem_rsa_and_pkcs8_ed25519_key_files_log_in() {
+    use base64::Engine as _;
+    let sshd = Sshd::start();
+    let home = ClientHome::new();
+    sshd.write_known_hosts(home.known_hosts());
+    let dir = tempfile::tempdir().unwrap();
+
+    let rsa = dir.path().join("ec2.pem");
+    let mut keygen = Command::new("ssh-keygen");
+    keygen
+        .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
+        .arg(&rsa);
+    run_ok(keygen);
+    let rsa_pub = dir.path().join("ec2.pem.pub");
+    let rsa_line = fs::read_to_string(&rsa_pub).unwrap().trim().to_string();
+    fs::remove_file(&rsa_pub).unwrap();
+    assert!(
+        fs::read_to_string(&rsa)
+            .unwrap()
+            .starts_with("-----BEGIN RSA PRIVATE KEY-----")
+    );
+
+    let ed = dir.path().join("ed25519.p8");
+    let mut genpkey = Command::new("openssl");
+    genpkey
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&ed);
+    run_ok(genpkey);
+    fs::set_permissions(&ed, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        fs::read_to_string(&ed)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    let mut pubout = Command::new("openssl");
+    pubout
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&ed);
+    let spki = run_ok(pubout).stdout;
+    let mut blob = Vec::new();
+    for part in [&b"ssh-ed25519"[..], &spki[spki.len() - 32..]] {
+        blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        blob.extend_from_slice(part);
+    }
+    let ed_line = format!(
+        "ssh-ed25519 {} openssl",
+        base64::engine::general_purpose::STANDARD.encode(&blob)
+    );
+    fs::write(dir.path().join("ed25519.p8.pub"), format!("{ed_line}\n")).unwrap();
+
+    for (key, line) in [(&rsa, &rsa_line), (&ed, &ed_line)] {
+        sshd.authorize(line);
+        let fingerprint = line_fingerprint(dir.path(), line);
+        let mut cmd = warren_client(&home, &sshd);
+        cmd.arg("-i").arg(key).arg("root@127.0.0.1");
+        let warren = ready_or_exit(cmd)
+            .unwrap_or_else(|(c, e)| panic!("{}: exit {c:?}\n{e}\n{}", key.display(), sshd.logs()));
+        assert_eq!(accepted_fp(&sshd, &fingerprint), 1, "{}", key.display());
+        drop(warren);
+    }
+}

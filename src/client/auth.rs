@@ -7,6 +7,7 @@
 
 use super::agent::Agent;
 use super::error::ClientError;
+use super::key_file::{self, KeyFileError};
 use super::prompt::Prompter;
 use std::path::{Path, PathBuf};
 use tracing::{debug, info, warn};
@@ -411,25 +412,35 @@ fn pub_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Loads a private key (OpenSSH format), asking for its passphrase (up to three times)
-/// when it is encrypted. Errors read like "wrong passphrase" or "encrypted and BatchMode
-/// is on".
+/// Loads a private key in any format OpenSSH's ssh reads ([`key_file`]), asking for its
+/// passphrase (up to three times) only when it is encrypted. Errors read like "wrong
+/// passphrase" or "encrypted and BatchMode is on".
 async fn load_private(path: PathBuf, prompter: Prompter) -> anyhow::Result<PrivateKey> {
     tokio::task::spawn_blocking(move || {
-        let key = PrivateKey::read_openssh_file(&path).map_err(|e| {
-            anyhow::anyhow!("cannot read key: {e} (warren reads OpenSSH-format keys; convert with ssh-keygen -p -f)")
-        })?;
-        if !key.is_encrypted() {
-            return Ok(key);
+        let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read key: {e}"))?;
+        let explain = |e: KeyFileError| match e {
+            KeyFileError::LegacyEncrypted { cipher } => anyhow::anyhow!(
+                "the key uses legacy OpenSSL PEM encryption ({cipher}), which warren cannot \
+                 decrypt; run `ssh-keygen -p -f {}` to rewrite it in OpenSSH format",
+                path.display()
+            ),
+            other => anyhow::anyhow!("cannot read key: {other}"),
+        };
+        match key_file::decode_private_key(&text, None) {
+            Err(KeyFileError::NeedsPassphrase) => {}
+            other => return other.map_err(explain),
         }
         for _ in 0..3 {
             let prompt = format!("Enter passphrase for key '{}': ", path.display());
             let Some(pass) = prompter.secret(&prompt)? else {
                 anyhow::bail!("key is encrypted and there is no terminal or SSH_ASKPASS to ask for its passphrase");
             };
-            match key.decrypt(pass.as_bytes()) {
+            match key_file::decode_private_key(&text, Some(pass.as_bytes())) {
                 Ok(k) => return Ok(k),
-                Err(e) => debug!("passphrase for {} not accepted: {e}", path.display()),
+                Err(KeyFileError::WrongPassphrase) => {
+                    debug!("passphrase for {} not accepted", path.display())
+                }
+                Err(e) => return Err(explain(e)),
             }
         }
         anyhow::bail!("wrong passphrase")

@@ -17,6 +17,7 @@ pub mod error;
 pub mod exec;
 pub mod handler;
 pub mod host_key;
+pub mod key_file;
 pub mod known_hosts;
 pub mod prompt;
 pub mod proxy_command;
