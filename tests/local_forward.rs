@@ -96,6 +96,37 @@ fn two_hundred_concurrent_connections_through_one_forward() {
     assert_eq!(sshd.logs().matches("Accepted publickey").count(), 1);
 }
 
+/// Held at once, not one after another: the engine once counted our own channels against
+/// the cap meant for the peer's (1,024), so the 1,025th -L connection was refused while
+/// the others were open.
+#[test]
+fn eleven_hundred_connections_held_open_at_once() {
+    const N: usize = 1100;
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let (_warren, addrs) = warren_forwards(&sshd, &user, &[&tcp_spec(echo.addr())]);
+    let echo_byte = |conn: &mut TcpStream, b: u8, i: usize| {
+        conn.write_all(&[b]).unwrap();
+        let mut back = [0u8];
+        conn.read_exact(&mut back)
+            .unwrap_or_else(|e| panic!("connection {i} of {N}: {e}"));
+        assert_eq!(back[0], b, "connection {i}");
+    };
+    let mut held = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut conn = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        echo_byte(&mut conn, i as u8, i);
+        held.push(conn);
+    }
+    // Every one of them is still a working channel.
+    for (i, conn) in held.iter_mut().enumerate() {
+        echo_byte(conn, !(i as u8), i);
+    }
+    assert_eq!(echo.connections(), N);
+}
+
 #[test]
 fn refused_target_closes_only_that_connection() {
     let sshd = Sshd::start();

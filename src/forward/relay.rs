@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// buffer is never zeroed, so its pages become resident only as data lands in them: an
 /// idle or chatty connection costs a few KiB rather than two zeroed 64 KiB buffers.
 const INITIAL_BUF: usize = 8 * 1024;
+/// Buffers up to this size are given back whenever the reader has nothing to read.
+const RELEASE_UP_TO: usize = 16 * 1024;
 /// Largest buffer per direction. A buffer grows (doubling) each time a read fills it, so
 /// a bulk transfer soon moves 256 KiB per system call: fewer wake-ups of the peer and
 /// fewer calls than copying 32 KiB packets one by one.
@@ -138,6 +140,13 @@ impl Pump {
                         if self.need_flush {
                             ready!(writer.as_mut().poll_flush(cx))?;
                             self.need_flush = false;
+                        }
+                        // Waiting with nothing buffered: a small buffer goes back to the
+                        // allocator, so the many idle or chatty connections of a bastion
+                        // hold none while they wait (an allocation per message is cheap
+                        // at this size). A bulk stream's grown buffer is kept.
+                        if self.size <= RELEASE_UP_TO && self.buf.is_empty() {
+                            self.buf = BytesMut::new();
                         }
                         return Poll::Pending;
                     }

@@ -18,9 +18,27 @@ use crate::rig::{Rig, RigOptions};
 use crate::scenarios::concurrency;
 use crate::targets::Target;
 
+/// Descriptors kept free for everything else a process holds (listeners, the SSH
+/// connection, the audit log, the benchmark's targets).
+const FD_RESERVE: usize = 1500;
+
 impl Bench {
     pub fn many(&mut self) {
-        let n = self.opts.many;
+        // Every process on the path (this one, the echo helper, the client, the server)
+        // holds one descriptor per connection. Where the hard limit cannot be raised (no
+        // CAP_SYS_RESOURCE), run as many as it allows and say so.
+        let limit = crate::procs::raise_nofile(0) as usize;
+        let room = limit.saturating_sub(FD_RESERVE);
+        let n = self.opts.many.min(room.max(1));
+        if n < self.opts.many {
+            self.report.findings.push(format!(
+                "many: {} connections were asked for, but a process here may hold only {limit} \
+                 descriptors (the hard limit; raising it needs CAP_SYS_RESOURCE, which this \
+                 machine does not grant), and each process on the path holds one per \
+                 connection: ran {n}",
+                self.opts.many
+            ));
+        }
         let section = format!(
             "Many: {n} connections held open through one session (-D, spread over {} source \
              addresses and {} target ports)",
