@@ -346,3 +346,50 @@ fn pem_rsa_and_pkcs8_ed25519_key_files_log_in() {
         drop(warren);
     }
 }
+
+/// The key OpenSSH before 7.8 made by default: `ssh-keygen -m PEM -N ...`, legacy OpenSSL
+/// encryption (AES-128-CBC, MD5-derived key); the passphrase comes from SSH_ASKPASS.
+#[test]
+fn legacy_encrypted_pem_key_logs_in_with_its_passphrase() {
+    let sshd = Sshd::start();
+    let home = ClientHome::new();
+    sshd.write_known_hosts(home.known_hosts());
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_rsa");
+    let mut keygen = Command::new("ssh-keygen");
+    keygen
+        .args([
+            "-q",
+            "-t",
+            "rsa",
+            "-b",
+            "2048",
+            "-m",
+            "PEM",
+            "-N",
+            "old secret",
+            "-f",
+        ])
+        .arg(&key);
+    run_ok(keygen);
+    let text = fs::read_to_string(&key).unwrap();
+    assert!(text.contains("Proc-Type: 4,ENCRYPTED"), "{text}");
+    let line = fs::read_to_string(dir.path().join("id_rsa.pub")).unwrap();
+    sshd.authorize(line.trim());
+    let fingerprint = line_fingerprint(dir.path(), line.trim());
+    let script = askpass(dir.path(), "old secret");
+
+    let mut cmd = Command::new(warren_bin());
+    home.apply(&mut cmd);
+    cmd.env("SSH_ASKPASS", &script)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .args(["-v", "-o", "GlobalKnownHostsFile=/dev/null", "-p"])
+        .arg(sshd.port().to_string())
+        .arg("-i")
+        .arg(&key)
+        .arg("root@127.0.0.1");
+    let _warren = ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}"));
+    let asked = fs::read_to_string(dir.path().join("askpass.log")).unwrap();
+    assert!(asked.contains("Enter passphrase for key"), "{asked}");
+    assert_eq!(accepted_fp(&sshd, &fingerprint), 1);
+}

@@ -420,7 +420,7 @@ async fn load_private(path: PathBuf, prompter: Prompter) -> anyhow::Result<Priva
         let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read key: {e}"))?;
         let explain = |e: KeyFileError| match e {
             KeyFileError::LegacyEncrypted { cipher } => anyhow::anyhow!(
-                "the key uses legacy OpenSSL PEM encryption ({cipher}), which warren cannot \
+                "the key uses legacy OpenSSL PEM encryption with {cipher}, which warren cannot \
                  decrypt; run `ssh-keygen -p -f {}` to rewrite it in OpenSSH format",
                 path.display()
             ),

@@ -5,8 +5,8 @@
 //! `EC PRIVATE KEY`, PKCS#8 `PRIVATE KEY` and PBES2-encrypted `ENCRYPTED PRIVATE KEY`.
 //! Each becomes the same `ssh_key::PrivateKey` an OpenSSH-format file would.
 //!
-//! Encrypted PKCS#8 is decrypted by pkcs8/pkcs5. The legacy OpenSSL encryption
-//! (`Proc-Type: 4,ENCRYPTED`, MD5-derived keys) is answered with how to convert the file.
+//! Encrypted PKCS#8 is decrypted by pkcs8/pkcs5, the legacy OpenSSL encryption
+//! (`Proc-Type: 4,ENCRYPTED`, MD5-derived keys) with md-5, cbc, aes and des.
 //!
 //! Nothing in a file may make this panic: every length, tag and number is checked, and the
 //! work an encrypted file can ask for (PBKDF2 iterations) is capped.
@@ -30,11 +30,11 @@ pub enum KeyFileError {
     NeedsPassphrase,
     #[error("wrong passphrase")]
     WrongPassphrase,
-    /// Legacy OpenSSL PEM encryption, which needs MD5 (EVP_BytesToKey); `ssh-keygen -p -f`
-    /// rewrites such a file in OpenSSH's format, which warren reads.
+    /// Legacy OpenSSL PEM encryption with a cipher other than AES-CBC or 3DES-CBC (which
+    /// are decrypted); `ssh-keygen -p -f` rewrites such a file in OpenSSH's format.
     #[error(
-        "the key uses legacy OpenSSL PEM encryption ({cipher}), which warren cannot decrypt; \
-         run `ssh-keygen -p -f FILE` to rewrite it in OpenSSH format"
+        "the key uses legacy OpenSSL PEM encryption with {cipher}, which warren cannot \
+         decrypt; run `ssh-keygen -p -f FILE` to rewrite it in OpenSSH format"
     )]
     LegacyEncrypted { cipher: String },
     #[error("unsupported key: {0}")]
@@ -70,16 +70,17 @@ pub fn decode_private_key(
     let pem = Pem::find(text)?;
     match pem.label {
         "OPENSSH PRIVATE KEY" => openssh(pem.block, passphrase),
-        "RSA PRIVATE KEY" | "EC PRIVATE KEY" | "DSA PRIVATE KEY" | "PRIVATE KEY"
-            if pem.legacy_encrypted() =>
-        {
-            Err(KeyFileError::LegacyEncrypted {
-                cipher: pem
-                    .header("DEK-Info")
-                    .and_then(|v| v.split(',').next())
-                    .unwrap_or("unknown cipher")
-                    .trim()
-                    .to_string(),
+        "RSA PRIVATE KEY" | "EC PRIVATE KEY" if pem.legacy_encrypted() => {
+            let plain = legacy_decrypt(&pem, passphrase)?;
+            // A wrong passphrase whose padding happened to check out leaves DER that
+            // does not parse.
+            let key = match pem.label {
+                "RSA PRIVATE KEY" => rsa_pkcs1(&plain),
+                _ => ec_sec1(&plain, None),
+            };
+            key.map_err(|e| match e {
+                Invalid(_) => KeyFileError::WrongPassphrase,
+                other => other,
             })
         }
         "RSA PRIVATE KEY" => rsa_pkcs1(&pem.decode()?),
@@ -178,6 +179,92 @@ impl<'a> Pem<'a> {
             .map(Zeroizing::new)
             .map_err(|e| Invalid(format!("the \"{}\" block's base64: {e}", self.label)))
     }
+}
+
+/// Legacy OpenSSL PEM encryption (RFC 1421 `Proc-Type: 4,ENCRYPTED` and `DEK-Info`), what
+/// OpenSSH before 7.8 and `ssh-keygen -m PEM -N ...` write: the key is OpenSSL's
+/// EVP_BytesToKey with MD5, one round, salted with the IV's first 8 bytes.
+fn legacy_decrypt(
+    pem: &Pem<'_>,
+    passphrase: Option<&[u8]>,
+) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
+    use cbc::cipher::block_padding::Pkcs7;
+    use cbc::cipher::{BlockModeDecrypt, KeyIvInit};
+    let info = pem
+        .header("DEK-Info")
+        .ok_or_else(|| Invalid("an encrypted PEM key without a DEK-Info header".into()))?;
+    let (cipher, iv_hex) = info
+        .split_once(',')
+        .ok_or_else(|| Invalid(format!("a DEK-Info header without an IV: {info:?}")))?;
+    let cipher = cipher.trim().to_ascii_uppercase();
+    let (key_len, iv_len) = match cipher.as_str() {
+        "AES-128-CBC" => (16, 16),
+        "AES-192-CBC" => (24, 16),
+        "AES-256-CBC" => (32, 16),
+        "DES-EDE3-CBC" => (24, 8),
+        _ => return Err(KeyFileError::LegacyEncrypted { cipher }),
+    };
+    let iv = hex_bytes(iv_hex.trim())
+        .filter(|iv| iv.len() == iv_len)
+        .ok_or_else(|| Invalid(format!("a DEK-Info IV that is not {iv_len} hex bytes")))?;
+    let Some(passphrase) = passphrase else {
+        return Err(KeyFileError::NeedsPassphrase);
+    };
+    let key = evp_bytes_to_key(passphrase, &iv[..8], key_len);
+    let mut data = pem.decode()?;
+    let bad_key = |_| Invalid("a key or IV of the wrong length".to_string());
+    let plain = match cipher.as_str() {
+        "AES-128-CBC" => cbc::Decryptor::<aes::Aes128>::new_from_slices(&key, &iv)
+            .map_err(bad_key)?
+            .decrypt_padded::<Pkcs7>(&mut data)
+            .map(<[u8]>::len),
+        "AES-192-CBC" => cbc::Decryptor::<aes::Aes192>::new_from_slices(&key, &iv)
+            .map_err(bad_key)?
+            .decrypt_padded::<Pkcs7>(&mut data)
+            .map(<[u8]>::len),
+        "AES-256-CBC" => cbc::Decryptor::<aes::Aes256>::new_from_slices(&key, &iv)
+            .map_err(bad_key)?
+            .decrypt_padded::<Pkcs7>(&mut data)
+            .map(<[u8]>::len),
+        _ => cbc::Decryptor::<des::TdesEde3>::new_from_slices(&key, &iv)
+            .map_err(bad_key)?
+            .decrypt_padded::<Pkcs7>(&mut data)
+            .map(<[u8]>::len),
+    };
+    // Padding that does not check out: almost surely a wrong passphrase (or a damaged file).
+    let len = plain.map_err(|_| KeyFileError::WrongPassphrase)?;
+    data.truncate(len);
+    Ok(data)
+}
+
+/// OpenSSL's EVP_BytesToKey(MD5, one round): D_i = MD5(D_{i-1} || passphrase || salt).
+fn evp_bytes_to_key(passphrase: &[u8], salt: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+    use md5::Digest;
+    let mut out = Zeroizing::new(Vec::with_capacity(len + 16));
+    let mut previous: Option<[u8; 16]> = None;
+    while out.len() < len {
+        let mut h = md5::Md5::new();
+        if let Some(p) = &previous {
+            h.update(p);
+        }
+        h.update(passphrase);
+        h.update(salt);
+        let d: [u8; 16] = h.finalize().into();
+        out.extend_from_slice(&d);
+        previous = Some(d);
+    }
+    out.truncate(len);
+    out
+}
+
+fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn openssh(block: &str, passphrase: Option<&[u8]>) -> Result<PrivateKey, KeyFileError> {
@@ -676,22 +763,75 @@ mod tests {
         }
     }
 
+    /// OpenSSH before 7.8 and `ssh-keygen -m PEM -N ...` encrypt with AES-128-CBC; older
+    /// OpenSSL tools with 3DES or AES-256. Every one is made by the real tools.
     #[test]
-    fn legacy_encrypted_pem_says_how_to_convert() {
+    fn legacy_encrypted_pem_from_ssh_keygen_and_openssl() {
         let dir = tempfile::tempdir().unwrap();
-        let k = keygen(
+        let rsa = keygen(
             dir.path(),
-            "k",
+            "rsa",
             &["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "secret"],
         );
-        let text = read(&k);
-        assert!(String::from_utf8_lossy(&text).contains("Proc-Type: 4,ENCRYPTED"));
-        for pass in [None, Some(&b"secret"[..])] {
-            let err = decode_private_key(&text, pass).unwrap_err();
+        let ec = keygen(
+            dir.path(),
+            "ec",
+            &["-t", "ecdsa", "-m", "PEM", "-N", "secret"],
+        );
+        let mut cases = vec![(rsa.clone(), "AES-128-CBC"), (ec.clone(), "AES-128-CBC")];
+        for (tool, src, cipher, flag) in [
+            ("rsa", &rsa, "AES-256-CBC", "-aes256"),
+            ("rsa", &rsa, "DES-EDE3-CBC", "-des3"),
+            ("ec", &ec, "AES-192-CBC", "-aes192"),
+        ] {
+            let out = dir.path().join(format!("{tool}{flag}"));
+            let mut cmd = Command::new("openssl");
+            cmd.args([tool, "-in"])
+                .arg(src)
+                .args(["-passin", "pass:secret"]);
+            if tool == "rsa" {
+                cmd.arg("-traditional");
+            }
+            run(cmd
+                .args([flag, "-passout", "pass:secret", "-out"])
+                .arg(&out));
+            cases.push((out, cipher));
+        }
+        for (path, cipher) in cases {
+            let text = read(&path);
+            let seen = String::from_utf8_lossy(&text);
+            assert!(
+                seen.contains("Proc-Type: 4,ENCRYPTED") && seen.contains(cipher),
+                "{path:?} is not legacy {cipher}:\n{seen}"
+            );
+            let what = format!("{path:?} ({cipher})");
+            assert_eq!(
+                decode_private_key(&text, None).unwrap_err(),
+                KeyFileError::NeedsPassphrase,
+                "{what}"
+            );
+            assert_eq!(
+                decode_private_key(&text, Some(b"Secret")).unwrap_err(),
+                KeyFileError::WrongPassphrase,
+                "{what}"
+            );
+            let key = decode_private_key(&text, Some(b"secret"))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_usable(&key, &openssh_public(&path, Some("secret")), &what);
+        }
+    }
+
+    /// A legacy cipher we do not run says how to convert the file, before any prompt.
+    #[test]
+    fn legacy_pem_with_an_unknown_cipher_says_how_to_convert() {
+        let text = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: \
+            CAMELLIA-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        for pass in [None, Some(&b"x"[..])] {
+            let err = decode_private_key(text, pass).unwrap_err();
             assert_eq!(
                 err,
                 KeyFileError::LegacyEncrypted {
-                    cipher: "AES-128-CBC".into()
+                    cipher: "CAMELLIA-128-CBC".into()
                 }
             );
             assert!(err.to_string().contains("ssh-keygen -p -f"), "{err}");
