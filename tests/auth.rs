@@ -271,14 +271,28 @@ fn agent_certificate_authenticates_through_a_trusted_ca() {
 fn line_fingerprint(dir: &std::path::Path, line: &str) -> String {
     let path = dir.join("fingerprint-me.pub");
     fs::write(&path, format!("{line}\n")).unwrap();
-    let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-l", "-E", "sha256", "-f"]).arg(&path);
-    let out = run_ok(cmd);
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(1)
-        .expect("fingerprint field")
-        .to_string()
+    public_file_fingerprint(&path)
+}
+
+/// `ssh-keygen -m PEM` RSA key at DIR/NAME with `passphrase` ("" for none): its path and
+/// its public line (the .pub file is removed, as with the keys AWS EC2 hands out).
+fn pem_rsa_key(
+    dir: &std::path::Path,
+    name: &str,
+    passphrase: &str,
+) -> (std::path::PathBuf, String) {
+    let key = dir.join(name);
+    let mut keygen = Command::new("ssh-keygen");
+    keygen
+        .args([
+            "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", passphrase, "-f",
+        ])
+        .arg(&key);
+    run_ok(keygen);
+    let public = dir.join(format!("{name}.pub"));
+    let line = fs::read_to_string(&public).unwrap().trim().to_string();
+    fs::remove_file(&public).unwrap();
+    (key, line)
 }
 
 /// Keys not in OpenSSH's own format log in: a `-m PEM` (PKCS#1) RSA key with no `.pub`
@@ -292,15 +306,7 @@ fn pem_rsa_and_pkcs8_ed25519_key_files_log_in() {
     sshd.write_known_hosts(home.known_hosts());
     let dir = tempfile::tempdir().unwrap();
 
-    let rsa = dir.path().join("ec2.pem");
-    let mut keygen = Command::new("ssh-keygen");
-    keygen
-        .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
-        .arg(&rsa);
-    run_ok(keygen);
-    let rsa_pub = dir.path().join("ec2.pem.pub");
-    let rsa_line = fs::read_to_string(&rsa_pub).unwrap().trim().to_string();
-    fs::remove_file(&rsa_pub).unwrap();
+    let (rsa, rsa_line) = pem_rsa_key(dir.path(), "ec2.pem", "");
     assert!(
         fs::read_to_string(&rsa)
             .unwrap()
@@ -355,28 +361,11 @@ fn legacy_encrypted_pem_key_logs_in_with_its_passphrase() {
     let home = ClientHome::new();
     sshd.write_known_hosts(home.known_hosts());
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("id_rsa");
-    let mut keygen = Command::new("ssh-keygen");
-    keygen
-        .args([
-            "-q",
-            "-t",
-            "rsa",
-            "-b",
-            "2048",
-            "-m",
-            "PEM",
-            "-N",
-            "old secret",
-            "-f",
-        ])
-        .arg(&key);
-    run_ok(keygen);
+    let (key, line) = pem_rsa_key(dir.path(), "id_rsa", "old secret");
     let text = fs::read_to_string(&key).unwrap();
     assert!(text.contains("Proc-Type: 4,ENCRYPTED"), "{text}");
-    let line = fs::read_to_string(dir.path().join("id_rsa.pub")).unwrap();
-    sshd.authorize(line.trim());
-    let fingerprint = line_fingerprint(dir.path(), line.trim());
+    sshd.authorize(&line);
+    let fingerprint = line_fingerprint(dir.path(), &line);
     let script = askpass(dir.path(), "old secret");
 
     let mut cmd = Command::new(warren_bin());

@@ -1011,15 +1011,20 @@ impl UserKey {
 
     /// "SHA256:..." fingerprint, as sshd logs it on "Accepted publickey".
     pub fn fingerprint(&self) -> String {
-        let mut cmd = Command::new("ssh-keygen");
-        cmd.args(["-l", "-E", "sha256", "-f"]).arg(&self.public);
-        let out = run_ok(cmd);
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .nth(1)
-            .expect("fingerprint field")
-            .to_string()
+        public_file_fingerprint(&self.public)
     }
+}
+
+/// "SHA256:..." of the public key file at `path`, computed by ssh-keygen.
+pub fn public_file_fingerprint(path: &Path) -> String {
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-l", "-E", "sha256", "-f"]).arg(path);
+    let out = run_ok(cmd);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint field")
+        .to_string()
 }
 
 /// A private `ssh-agent` on a socket in a temporary directory, so agent
