@@ -164,3 +164,65 @@ fn ciphers_option_decides_the_negotiation() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("aes128-cbc"));
 }
+
+/// `KexAlgorithms`, `MACs` and `HostKeyAlgorithms` reach the negotiation too: against an
+/// sshd restricted to a few, a list sharing one of them connects, a list that leaves
+/// nothing in common cannot (so the list is what was offered), and a name
+/// warren does not implement is a usage error (exit 2) before anything is dialed.
+#[test]
+fn kex_mac_and_host_key_options_decide_the_negotiation() {
+    let sshd = Sshd::start_with(SshdOptions {
+        extra_config: vec![
+            "Ciphers aes128-ctr".into(),
+            "KexAlgorithms curve25519-sha256".into(),
+            "MACs hmac-sha2-512-etm@openssh.com,hmac-sha2-256".into(),
+        ],
+        ..Default::default()
+    });
+    let user = warren_user(&sshd);
+    let run = |opts: &[&str]| {
+        let mut cmd = warren_client(&user.home, &sshd);
+        cmd.arg("-i").arg(&user.key.private);
+        for o in opts {
+            cmd.args(["-o", o]);
+        }
+        cmd.args(["root@127.0.0.1", "echo through"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let out = run(&["MACs=hmac-sha2-256", "KexAlgorithms=curve25519-sha256"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), sshd.logs());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through\n");
+
+    for nothing_in_common in [
+        "MACs=hmac-sha2-256-etm@openssh.com",
+        "KexAlgorithms=mlkem768x25519-sha256",
+        // The fixture's sshd has only an Ed25519 host key.
+        "HostKeyAlgorithms=ecdsa-sha2-nistp256",
+    ] {
+        let out = run(&[nothing_in_common]);
+        assert_eq!(
+            out.status.code(),
+            Some(255),
+            "{nothing_in_common}: {}",
+            text(&out)
+        );
+    }
+    let out = run(&["HostKeyAlgorithms=ecdsa-sha2-nistp256,ssh-ed25519"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    for (option, bad) in [
+        (
+            "KexAlgorithms=diffie-hellman-group1-sha1",
+            "diffie-hellman-group1-sha1",
+        ),
+        ("MACs=hmac-md5", "hmac-md5"),
+        ("HostKeyAlgorithms=ssh-dss", "ssh-dss"),
+    ] {
+        let out = run(&[option]);
+        assert_eq!(out.status.code(), Some(2), "{option}: {}", text(&out));
+        assert!(text(&out).contains(bad), "{option}: {}", text(&out));
+    }
+}

@@ -42,6 +42,12 @@ pub struct ConnectSettings {
     pub compression: bool,
     /// Ciphers in preference order (the `Ciphers` option applied to our defaults).
     pub ciphers: Vec<String>,
+    /// Key exchanges and MACs, the options applied likewise.
+    pub kex: Vec<String>,
+    pub macs: Vec<String>,
+    /// `HostKeyAlgorithms` when given (used as is, as ssh does); `None`: ours, the types
+    /// known_hosts holds for this host first.
+    pub host_key_algorithms: Option<Vec<String>>,
     /// ServerAliveInterval and ServerAliveCountMax; `None` disables keepalive.
     pub keepalive: Option<(Duration, usize)>,
     pub connect_timeout: Option<Duration>,
@@ -357,7 +363,12 @@ impl Drop for Session {
 /// The engine's settings for one connection.
 fn engine_config(s: &ConnectSettings) -> Config {
     let mut c = Config::new(Role::Client);
-    c.host_key_algorithms = s.host_key.preferred_algorithms(&c.host_key_algorithms);
+    c.host_key_algorithms = match &s.host_key_algorithms {
+        Some(given) => given.clone(),
+        None => s.host_key.preferred_algorithms(&c.host_key_algorithms),
+    };
+    c.kex = s.kex.clone();
+    c.macs = s.macs.clone();
     c.ciphers = s.ciphers.clone();
     c.compression = s.compression;
     // Channels the server opens to us are connections to our -R listeners on its side:

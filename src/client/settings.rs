@@ -99,12 +99,46 @@ fn expand_tilde(p: &str) -> PathBuf {
 /// `Ciphers` applied to our preference order; unknown names are a usage error, as in ssh.
 fn ciphers(o: &Options) -> Result<Vec<String>, ClientError> {
     let defaults = crate::crypto::cipher_names();
-    match &o.ciphers {
+    algorithms("Ciphers", &o.ciphers, defaults, warren_ssh::cipher::CIPHERS)
+}
+
+/// `KexAlgorithms` and `MACs` applied to the engine's own order, and `HostKeyAlgorithms`
+/// when given.
+#[allow(clippy::type_complexity)]
+fn kex_macs_host_keys(
+    o: &Options,
+) -> Result<(Vec<String>, Vec<String>, Option<Vec<String>>), ClientError> {
+    use warren_ssh::{cipher, hostkey, kex};
+    let own = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let kex_list = algorithms(
+        "KexAlgorithms",
+        &o.kex_algorithms,
+        own(kex::KEX_ALGORITHMS),
+        kex::KEX_ALGORITHMS,
+    )?;
+    let macs = algorithms("MACs", &o.macs, own(cipher::MACS), cipher::MACS)?;
+    let host_keys = match &o.host_key_algorithms {
+        None => None,
+        given => Some(algorithms(
+            "HostKeyAlgorithms",
+            given,
+            own(hostkey::HOST_KEY_ALGORITHMS),
+            hostkey::HOST_KEY_ALGORITHMS,
+        )?),
+    };
+    Ok((kex_list, macs, host_keys))
+}
+
+fn algorithms(
+    what: &str,
+    spec: &Option<String>,
+    defaults: Vec<String>,
+    supported: &[&str],
+) -> Result<Vec<String>, ClientError> {
+    match spec {
         None => Ok(defaults),
-        Some(spec) => {
-            crate::crypto::algorithm_list("Ciphers", spec, &defaults, warren_ssh::cipher::CIPHERS)
-                .map_err(ClientError::Usage)
-        }
+        Some(spec) => crate::crypto::algorithm_list(what, spec, &defaults, supported)
+            .map_err(ClientError::Usage),
     }
 }
 
@@ -353,12 +387,16 @@ fn resolve_connect(
         hash_new_entries: o.hash_known_hosts.unwrap_or(false),
         prompter,
     };
+    let (kex, macs, host_key_algorithms) = kex_macs_host_keys(&o)?;
     let mut connect = ConnectSettings {
         host: host.clone(),
         port,
         transport: Transport::Direct,
         compression: cli.compression || o.compression.unwrap_or(false),
         ciphers: ciphers(&o)?,
+        kex: kex.clone(),
+        macs: macs.clone(),
+        host_key_algorithms: host_key_algorithms.clone(),
         keepalive: keepalive(&o),
         connect_timeout: o.connect_timeout,
         host_key,

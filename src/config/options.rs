@@ -166,6 +166,12 @@ pub struct Options {
     pub proxy_command: Option<String>,
     /// `Ciphers`, as given (ssh's `+`, `-`, `^` prefixes included).
     pub ciphers: Option<String>,
+    /// `KexAlgorithms`, as given (same prefixes).
+    pub kex_algorithms: Option<String>,
+    /// `MACs`, as given (same prefixes).
+    pub macs: Option<String>,
+    /// `HostKeyAlgorithms`, as given (same prefixes).
+    pub host_key_algorithms: Option<String>,
     /// `HostKeyAlias`
     pub host_key_alias: Option<String>,
 }
@@ -202,6 +208,9 @@ enum Keyword {
     ProxyJump,
     ProxyCommand,
     Ciphers,
+    KexAlgorithms,
+    Macs,
+    HostKeyAlgorithms,
     HostKeyAlias,
     Unsupported,
     Directive,
@@ -286,15 +295,15 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("GSSAPIDelegateCredentials", Keyword::Unsupported),
     ("HostbasedAcceptedAlgorithms", Keyword::Unsupported),
     ("HostbasedAuthentication", Keyword::Unsupported),
-    ("HostKeyAlgorithms", Keyword::Unsupported),
+    ("HostKeyAlgorithms", Keyword::HostKeyAlgorithms),
     ("IgnoreUnknown", Keyword::Unsupported),
     ("IPQoS", Keyword::Unsupported),
     ("KbdInteractiveDevices", Keyword::Unsupported),
-    ("KexAlgorithms", Keyword::Unsupported),
+    ("KexAlgorithms", Keyword::KexAlgorithms),
     ("KnownHostsCommand", Keyword::Unsupported),
     ("LocalCommand", Keyword::Unsupported),
     ("LogVerbose", Keyword::Unsupported),
-    ("MACs", Keyword::Unsupported),
+    ("MACs", Keyword::Macs),
     ("NoHostAuthenticationForLocalhost", Keyword::Unsupported),
     ("NumberOfPasswordPrompts", Keyword::Unsupported),
     ("ObscureKeystrokeTiming", Keyword::Unsupported),
@@ -423,6 +432,9 @@ impl Options {
             Keyword::User => set_once(&mut self.user, v.single()?),
             Keyword::HostKeyAlias => set_once(&mut self.host_key_alias, v.single()?),
             Keyword::Ciphers => set_once(&mut self.ciphers, v.single()?),
+            Keyword::KexAlgorithms => set_once(&mut self.kex_algorithms, v.single()?),
+            Keyword::Macs => set_once(&mut self.macs, v.single()?),
+            Keyword::HostKeyAlgorithms => set_once(&mut self.host_key_algorithms, v.single()?),
             Keyword::Port => set_once(&mut self.port, parse_port(&v)?),
             Keyword::IdentityFile => {
                 let path = v.single()?;
@@ -1062,6 +1074,13 @@ mod tests {
             |o| o.ciphers = s("aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"),
         ),
         ("Ciphers=+aes128-cbc", |o| o.ciphers = s("+aes128-cbc")),
+        ("KexAlgorithms=-mlkem*", |o| o.kex_algorithms = s("-mlkem*")),
+        ("MACs=hmac-sha2-512-etm@openssh.com", |o| {
+            o.macs = s("hmac-sha2-512-etm@openssh.com")
+        }),
+        ("HostKeyAlgorithms=^ssh-ed25519", |o| {
+            o.host_key_algorithms = s("^ssh-ed25519")
+        }),
         ("HostKeyAlias=myhost", |o| o.host_key_alias = s("myhost")),
     ];
 

@@ -405,7 +405,13 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
         count.unwrap_or(d.server_alive_count_max)
     ));
     out.push(format!("serveraliveinterval {}", interval.as_secs()));
-    let optional = [("ciphers", &o.ciphers), ("hostkeyalias", &o.host_key_alias)];
+    let optional = [
+        ("ciphers", &o.ciphers),
+        ("kexalgorithms", &o.kex_algorithms),
+        ("macs", &o.macs),
+        ("hostkeyalgorithms", &o.host_key_algorithms),
+        ("hostkeyalias", &o.host_key_alias),
+    ];
     for (key, value) in optional {
         out.extend(value.as_ref().map(|v| format!("{key} {v}")));
     }
