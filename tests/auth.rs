@@ -382,3 +382,54 @@ fn legacy_encrypted_pem_key_logs_in_with_its_passphrase() {
     assert!(asked.contains("Enter passphrase for key"), "{asked}");
     assert_eq!(accepted_fp(&sshd, &fingerprint), 1);
 }
+
+/// `<key>-cert.pub` beside an identity file (ssh-keygen -s, step-ca, Vault) logs in through
+/// a CA sshd trusts, with no authorized_keys line for the key and no agent: the certificate
+/// is offered before the plain key, and an encrypted key's passphrase is asked only after
+/// the server took the certificate.
+#[test]
+fn certificate_file_beside_the_identity_file_authenticates() {
+    let cadir = tempfile::tempdir().unwrap();
+    let ca = UserKey::generate(cadir.path(), "ed25519", None);
+    let sshd = Sshd::start_with(SshdOptions {
+        extra_config: vec![format!("TrustedUserCAKeys {}", ca.public.display())],
+        ..Default::default()
+    });
+    let home = ClientHome::new();
+    sshd.write_known_hosts(home.known_hosts());
+    let keydir = tempfile::tempdir().unwrap();
+    let key = UserKey::generate(keydir.path(), "ed25519", Some("cert pass"));
+    let mut sign = Command::new("ssh-keygen");
+    sign.arg("-q")
+        .arg("-s")
+        .arg(&ca.private)
+        .args(["-I", "warren-cert-file", "-n", "root", "-V", "-5m:+1h"])
+        .arg(&key.public);
+    run_ok(sign);
+    let script = askpass(keydir.path(), "cert pass");
+
+    let mut cmd = Command::new(warren_bin());
+    home.apply(&mut cmd);
+    cmd.env("SSH_ASKPASS", &script)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["-v", "-o", "GlobalKnownHostsFile=/dev/null", "-p"])
+        .arg(sshd.port().to_string())
+        .arg("-i")
+        .arg(&key.private)
+        .arg("root@127.0.0.1");
+    let warren =
+        ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}\n{}", sshd.logs()));
+    assert!(
+        warren.stderr_text().contains("offering certificate"),
+        "{}",
+        warren.stderr_text()
+    );
+    assert!(
+        sshd.logs()
+            .lines()
+            .any(|l| l.contains("Accepted publickey") && l.contains("ED25519-CERT")),
+        "{}",
+        sshd.logs()
+    );
+}

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, info, warn};
 use warren_ssh::driver::{AuthOutcome, Handle};
 use warren_ssh::hostkey::{self, ParsedKey};
-use warren_ssh::ssh_key::{HashAlg, PrivateKey, PublicKey};
+use warren_ssh::ssh_key::{Certificate, HashAlg, PrivateKey, PublicKey};
 
 /// Where agent keys come from (IdentityAgent / SSH_AUTH_SOCK).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +284,9 @@ async fn try_file(
         }
         return Ok(false);
     }
+    if try_file_certificate(handle, s, path, public.as_ref(), p).await? {
+        return Ok(true);
+    }
     if let Some(public) = &public
         && p.offered.iter().any(|k| k.key_data() == public.key_data())
     {
@@ -351,6 +354,86 @@ async fn try_file(
         handle
             .auth_publickey_with(&s.user, &alg, &blob, |data| async move {
                 hostkey::sign(&key, &sign_alg, &data).map_err(std::io::Error::other)
+            })
+            .await,
+    )?;
+    Ok(p.outcome(outcome, what))
+}
+
+/// `<file>-cert.pub` beside an identity file, where `ssh-keygen -s`, step-ca and Vault put
+/// a certificate, is offered before the plain key, as ssh does. The private key is opened
+/// only once the server said it would take the certificate. Returns true on success; a
+/// refused or unusable certificate leaves the plain key to be tried.
+async fn try_file_certificate(
+    handle: &Handle,
+    s: &AuthSettings,
+    path: &Path,
+    public: Option<&PublicKey>,
+    p: &mut Progress,
+) -> Result<bool, ClientError> {
+    let mut cert_path = path.as_os_str().to_owned();
+    cert_path.push("-cert.pub");
+    let cert_path = PathBuf::from(cert_path);
+    if !cert_path.exists() {
+        return Ok(false);
+    }
+    let what = cert_path.display().to_string();
+    let cert = match Certificate::read_file(&cert_path) {
+        Ok(c) => c,
+        Err(e) => {
+            p.tried
+                .push(format!("{what} (not a certificate warren can read: {e})"));
+            return Ok(false);
+        }
+    };
+    let key = PublicKey::new(cert.public_key().clone(), "");
+    if let Some(public) = public
+        && public.key_data() != key.key_data()
+    {
+        p.tried.push(format!(
+            "{what} (certifies another key than {}.pub)",
+            path.display()
+        ));
+        return Ok(false);
+    }
+    let Some(alg) = offer_algorithm(&key, true, handle.server_sig_algs().as_deref()) else {
+        p.tried.push(format!(
+            "{what} (a {} key, which warren cannot sign with)",
+            key.algorithm()
+        ));
+        return Ok(false);
+    };
+    let blob = cert
+        .to_bytes()
+        .map_err(|e| ClientError::Auth(format!("{what}: {e}")))?;
+    info!(
+        "offering certificate {what} ({}, id {:?})",
+        describe(&key),
+        cert.key_id()
+    );
+    match auth_call(handle.auth_publickey_probe(&s.user, &alg, &blob).await)? {
+        AuthOutcome::PkOk => {}
+        other => return Ok(p.outcome(other, what)),
+    }
+    let private = match load_private(path.to_path_buf(), s.prompter.clone()).await {
+        Ok(k) if k.public_key().key_data() == key.key_data() => k,
+        Ok(_) => {
+            p.tried.push(format!(
+                "{what} (certifies another key than {})",
+                path.display()
+            ));
+            return Ok(false);
+        }
+        Err(e) => {
+            p.tried.push(format!("{what} ({e:#})"));
+            return Ok(false);
+        }
+    };
+    let sign_alg = alg.clone();
+    let outcome = auth_call(
+        handle
+            .auth_publickey_with(&s.user, &alg, &blob, |data| async move {
+                hostkey::sign(&private, &sign_alg, &data).map_err(std::io::Error::other)
             })
             .await,
     )?;
