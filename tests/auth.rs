@@ -229,13 +229,7 @@ fn agent_certificate_authenticates_through_a_trusted_ca() {
     let agent = Agent::start();
     let keydir = tempfile::tempdir().unwrap();
     let key = UserKey::generate(keydir.path(), "ecdsa", None);
-    let mut sign = Command::new("ssh-keygen");
-    sign.arg("-q")
-        .arg("-s")
-        .arg(&ca.private)
-        .args(["-I", "warren-cert-test", "-n", "root", "-V", "-5m:+1h"])
-        .arg(&key.public);
-    run_ok(sign);
+    sign_for_root(&ca, &key, "warren-cert-test");
     agent.add(&key); // ssh-add picks up <key>-cert.pub beside the key
     assert!(
         agent
@@ -253,18 +247,7 @@ fn agent_certificate_authenticates_through_a_trusted_ca() {
     cmd.arg("root@127.0.0.1");
     let warren =
         ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}\n{}", sshd.logs()));
-    assert!(
-        warren.stderr_text().contains("offering agent certificate"),
-        "{}",
-        warren.stderr_text()
-    );
-    assert!(
-        sshd.logs()
-            .lines()
-            .any(|l| l.contains("Accepted publickey") && l.contains("ECDSA-CERT")),
-        "{}",
-        sshd.logs()
-    );
+    assert_certificate_login(&warren, &sshd, "offering agent certificate", "ECDSA-CERT");
 }
 
 /// "SHA256:..." of a public key line, as sshd logs it.
@@ -399,13 +382,7 @@ fn certificate_file_beside_the_identity_file_authenticates() {
     sshd.write_known_hosts(home.known_hosts());
     let keydir = tempfile::tempdir().unwrap();
     let key = UserKey::generate(keydir.path(), "ed25519", Some("cert pass"));
-    let mut sign = Command::new("ssh-keygen");
-    sign.arg("-q")
-        .arg("-s")
-        .arg(&ca.private)
-        .args(["-I", "warren-cert-file", "-n", "root", "-V", "-5m:+1h"])
-        .arg(&key.public);
-    run_ok(sign);
+    sign_for_root(&ca, &key, "warren-cert-file");
     let script = askpass(keydir.path(), "cert pass");
 
     let mut cmd = Command::new(warren_bin());
@@ -420,15 +397,33 @@ fn certificate_file_beside_the_identity_file_authenticates() {
         .arg("root@127.0.0.1");
     let warren =
         ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}\n{}", sshd.logs()));
+    assert_certificate_login(&warren, &sshd, "offering certificate", "ED25519-CERT");
+}
+
+/// `ssh-keygen -s`: certifies `key` for principal root, valid from 5 minutes ago for an hour;
+/// the certificate lands in `<key>-cert.pub`.
+fn sign_for_root(ca: &UserKey, key: &UserKey, id: &str) {
+    let mut sign = Command::new("ssh-keygen");
+    sign.arg("-q")
+        .arg("-s")
+        .arg(&ca.private)
+        .args(["-I", id, "-n", "root", "-V", "-5m:+1h"])
+        .arg(&key.public);
+    run_ok(sign);
+}
+
+/// warren said it offered a certificate (`offered`), and sshd logged a login by one of
+/// type `cert_type` (e.g. "ED25519-CERT").
+fn assert_certificate_login(warren: &Proc, sshd: &Sshd, offered: &str, cert_type: &str) {
     assert!(
-        warren.stderr_text().contains("offering certificate"),
+        warren.stderr_text().contains(offered),
         "{}",
         warren.stderr_text()
     );
     assert!(
         sshd.logs()
             .lines()
-            .any(|l| l.contains("Accepted publickey") && l.contains("ED25519-CERT")),
+            .any(|l| l.contains("Accepted publickey") && l.contains(cert_type)),
         "{}",
         sshd.logs()
     );
