@@ -11,4 +11,5 @@ pub mod forward;
 pub mod logging;
 pub mod proxy;
 pub mod server;
+pub mod systemd;
 pub mod transport;

@@ -21,6 +21,7 @@ pub mod key_file;
 pub mod known_hosts;
 pub mod prompt;
 pub mod proxy_command;
+pub mod service;
 pub mod session;
 pub mod settings;
 pub mod supervisor;
@@ -71,11 +72,18 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     let reconnect_now = Arc::new(Notify::new());
     tokio::spawn(signals(cancel.clone(), reconnect_now.clone()));
 
+    let announce = service::Announce::new(
+        settings.connect.quiet,
+        settings.stdio.is_some() || (settings.command.is_some() && !cli.exec),
+    );
     // Listeners first: a busy port fails before any prompt or network round trip.
     let mut locals = Vec::new();
     for fwd in &settings.local_forwards {
         match LocalListener::bind(fwd, settings.gateway_ports).await {
-            Ok(l) => locals.push(l.with_preconnect(cli.preconnect)),
+            Ok(l) => {
+                announce.local(fwd, &l.addresses());
+                locals.push(l.with_preconnect(cli.preconnect));
+            }
             Err(e) if settings.exit_on_forward_failure => {
                 return Err(ClientError::Forward(e.to_string()));
             }
@@ -85,7 +93,10 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     let mut dynamics = Vec::new();
     for fwd in &settings.dynamic_forwards {
         match DynamicListener::bind(fwd, settings.gateway_ports, proxy_auth.clone()).await {
-            Ok(l) => dynamics.push(l),
+            Ok(l) => {
+                announce.dynamic(fwd, &l.addresses());
+                dynamics.push(l);
+            }
             Err(e) if settings.exit_on_forward_failure => {
                 return Err(ClientError::Forward(e.to_string()));
             }
@@ -203,6 +214,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     if background::is_child() {
         background::signal_ready();
     }
+    service::report_ready(&slot, &ready.destination, count);
 
     let result = match cli.exec {
         true => {
@@ -229,6 +241,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         },
     };
     cancel.cancel();
+    crate::systemd::stopping();
     if !supervised.is_finished() {
         drain(&tracker).await;
     }
@@ -315,7 +328,10 @@ async fn run_local(argv: &[String], ports: &PortEnv) -> Result<u8, ClientError> 
         .split_first()
         .ok_or_else(|| ClientError::Usage("--exec: empty command".into()))?;
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).kill_on_drop(true);
+    // The command is not the service: its notifications must not reach our unit.
+    cmd.args(args)
+        .kill_on_drop(true)
+        .env_remove(crate::systemd::NOTIFY_SOCKET);
     for (k, v) in ports.vars() {
         cmd.env(k, v);
     }

@@ -49,6 +49,11 @@ impl SessionSlot {
     pub fn get(&self) -> Option<Arc<Session>> {
         self.current.borrow().clone()
     }
+
+    /// Follows the session as it is lost and re-established.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Session>>> {
+        self.current.subscribe()
+    }
 }
 
 impl Opener for SessionSlot {

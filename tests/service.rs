@@ -1,0 +1,238 @@
+//! warren as a service: the systemd notify protocol seen from a real notify socket (READY=1
+//! only once the forwards work, STATUS= through a reconnect, watchdog pings, STOPPING=1),
+//! the ports chosen by `-L 0`/`-D 0` printed without -v, and the shipped unit files checked
+//! by systemd's own verifier.
+
+mod common;
+
+use common::*;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A notify socket like systemd's: every datagram warren sends, as text.
+struct NotifySocket {
+    path: PathBuf,
+    messages: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let (tx, messages) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                if tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        NotifySocket {
+            path,
+            messages,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for a message with a line satisfying `pred`; returns the whole message.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool, seen: &mut Vec<String>) -> String {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.messages.recv_timeout(left) {
+                Ok(m) => {
+                    seen.push(m.clone());
+                    if m.lines().any(&pred) {
+                        return m;
+                    }
+                }
+                Err(_) => panic!("no {what} on the notify socket; got {seen:?}"),
+            }
+        }
+    }
+}
+
+/// `cmd` run through `sh -c 'WATCHDOG_PID=$$ exec ...'`, so the watchdog variables name the
+/// process that will be warren, as systemd sets them.
+fn with_watchdog(cmd: &Command, usec: u64) -> Command {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" \"$@\"")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env("WATCHDOG_USEC", usec.to_string());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    sh
+}
+
+fn allocated(lines: &[String], what: &str) -> u16 {
+    lines
+        .iter()
+        .find(|l| l.starts_with("Allocated port ") && l.contains(what))
+        .unwrap_or_else(|| panic!("no 'Allocated port ... {what}' line in {lines:?}"))
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn echo_once(port: u16) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{addr} not connectable: {e}"));
+    let data = pattern_bytes(64 * 1024, port.into());
+    assert!(exchange(conn, &data, IO_TIMEOUT).unwrap() == data);
+}
+
+#[test]
+fn notify_socket_gets_ready_after_the_forwards_then_status_watchdog_and_stopping() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let notify = NotifySocket::bind();
+    let mut cmd = warren_client(&user.home, &sshd);
+    cmd.arg("-i")
+        .arg(&user.key.private)
+        .args(["-L", &format!("0:127.0.0.1:{}", echo.port())])
+        .args(["-R", &format!("0:127.0.0.1:{}", echo.port())])
+        .arg("root@127.0.0.1")
+        .env("NOTIFY_SOCKET", &notify.path);
+    let warren = Proc::spawn(with_watchdog(&cmd, 300_000));
+    let mut seen = Vec::new();
+
+    let ready = notify.wait_for("READY=1", |l| l == "READY=1", &mut seen);
+    assert!(
+        ready.contains("STATUS=connected to"),
+        "READY=1 comes with a status: {ready:?}"
+    );
+    // At READY=1 the server already listens for the -R, and the -L port (printed on
+    // stdout without -v being needed for it) carries data.
+    let remote = allocated(&warren.stderr_lines(), "remote forward");
+    echo_once(remote);
+    let local = allocated(
+        &warren.stdout_lines(),
+        &format!("local forward to 127.0.0.1:{}", echo.port()),
+    );
+    echo_once(local);
+    notify.wait_for("a watchdog ping", |l| l == "WATCHDOG=1", &mut seen);
+
+    // SIGHUP drops the session: the status says so, then counts the reconnect.
+    warren.signal(libc::SIGHUP);
+    notify.wait_for(
+        "the reconnected status",
+        |l| l.starts_with("STATUS=") && l.contains("reconnected 1 time(s)"),
+        &mut seen,
+    );
+    assert!(
+        seen.iter().any(|m| m.contains("STATUS=reconnecting to")),
+        "the outage was not reported: {seen:?}"
+    );
+    echo_once(local);
+
+    warren.signal(libc::SIGTERM);
+    notify.wait_for("STOPPING=1", |l| l == "STOPPING=1", &mut seen);
+    assert!(warren.expect_exit(READY_TIMEOUT).success());
+    assert_eq!(
+        seen.iter()
+            .filter(|m| m.lines().any(|l| l == "READY=1"))
+            .count(),
+        1,
+        "READY=1 exactly once: {seen:?}"
+    );
+}
+
+#[test]
+fn an_exec_command_does_not_inherit_the_notify_socket_and_d0_is_printed() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let notify = NotifySocket::bind();
+    let mut cmd = warren_client(&user.home, &sshd);
+    cmd.arg("-i")
+        .arg(&user.key.private)
+        .args(["-D", "0"])
+        .arg("root@127.0.0.1")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .args(["--exec", "--", "sh", "-c", "test -z \"$NOTIFY_SOCKET\""]);
+    let warren = Proc::spawn(cmd);
+    let status = warren.expect_exit(READY_TIMEOUT);
+    assert!(
+        status.success(),
+        "the --exec command saw NOTIFY_SOCKET (or failed): {status:?}\n{}",
+        warren.stderr_text()
+    );
+    let port = allocated(&warren.stdout_lines(), "dynamic forward");
+    assert_ne!(port, 0);
+}
+
+#[test]
+fn quiet_prints_no_allocated_port_lines() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let mut cmd = warren_client(&user.home, &sshd);
+    cmd.arg("-q")
+        .arg("-i")
+        .arg(&user.key.private)
+        .args(["-L", &format!("0:127.0.0.1:{}", echo.port())])
+        .arg("root@127.0.0.1")
+        .args(["--exec", "--", "true"]);
+    let warren = Proc::spawn(cmd);
+    assert!(warren.expect_exit(READY_TIMEOUT).success());
+    assert!(
+        !warren.stdout_text().contains("Allocated port"),
+        "{}",
+        warren.stdout_text()
+    );
+}
+
+/// The unit files as shipped, with the program path pointed at this build, must pass
+/// `systemd-analyze verify` without a single complaint (an unknown key or a bad value is
+/// only a warning to systemd, and would silently weaken a hardened unit).
+#[test]
+fn shipped_unit_files_pass_systemd_analyze_verify() {
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        eprintln!("SKIPPED: systemd-analyze is not installed");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = warren_bin();
+    for (file, program) in [
+        ("user/warren@.service", "%h/.cargo/bin/warren"),
+        ("system/warren@.service", "/usr/local/bin/warren"),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(text.contains(program), "{file}: ExecStart moved?");
+        assert!(text.contains("Type=notify"), "{file}");
+        let unit = dir.path().join("warren@db.service");
+        std::fs::write(&unit, text.replace(program, &bin.display().to_string())).unwrap();
+        let out = Command::new(analyze)
+            .args(["verify", "--man=no"])
+            .arg(&unit)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("warren@db.service"),
+            "{file}: systemd-analyze verify: {}\n{stderr}",
+            out.status
+        );
+    }
+}
