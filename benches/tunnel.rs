@@ -25,6 +25,8 @@ mod floor;
 mod link;
 #[path = "tunnel/opts.rs"]
 mod opts;
+#[path = "tunnel/outage.rs"]
+mod outage;
 #[path = "tunnel/phases/mod.rs"]
 mod phases;
 #[path = "tunnel/procs.rs"]
@@ -120,6 +122,7 @@ fn run() -> Result<bool> {
             Phase::Consumer => bench.consumer(),
             Phase::Concurrency => bench.concurrency(),
             Phase::Many => bench.many(),
+            Phase::Reconnect => bench.reconnect(),
         }
     }
     step("done");

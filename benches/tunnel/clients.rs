@@ -42,6 +42,9 @@ pub struct ClientOptions {
     pub verbose: bool,
     /// warren's opt-in `--preconnect` (ssh has no such option).
     pub preconnect: bool,
+    /// Run ssh under `autossh -M 0`, the usual way to keep an ssh tunnel up (warren
+    /// reconnects by itself and ignores this).
+    pub autossh: bool,
 }
 
 /// A running client with its forwards up.
@@ -162,6 +165,12 @@ fn command(
 ) -> Command {
     let verbose = opts.verbose;
     let mut cmd = match kind {
+        ClientKind::Ssh if opts.autossh => {
+            let mut c = Command::new("autossh");
+            // GATETIME 0: keep restarting even if the first ssh fails fast.
+            c.args(["-M", "0"]).env("AUTOSSH_GATETIME", "0");
+            c
+        }
         ClientKind::Ssh => Command::new("ssh"),
         ClientKind::Warren => Command::new(&env.warren),
     };

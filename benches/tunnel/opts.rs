@@ -138,10 +138,12 @@ pub enum Phase {
     Concurrency,
     /// 100,000 connections through one warrend session.
     Many,
+    /// How soon a tunnel works again after its server was away.
+    Reconnect,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 13] = [
         Phase::Openssl,
         Phase::Startup,
         Phase::Path(PathKind::Local),
@@ -154,6 +156,7 @@ impl Phase {
         Phase::Consumer,
         Phase::Concurrency,
         Phase::Many,
+        Phase::Reconnect,
     ];
 
     pub fn name(self) -> &'static str {
@@ -168,6 +171,7 @@ impl Phase {
             Phase::Consumer => "consumer",
             Phase::Concurrency => "concurrency",
             Phase::Many => "many",
+            Phase::Reconnect => "reconnect",
         }
     }
 
@@ -235,6 +239,10 @@ pub struct Options {
     pub concurrency: Vec<usize>,
     /// Connections of the many phase.
     pub many: usize,
+    /// How long the reconnect phase's server stays away...
+    pub reconnect_outage: Duration,
+    /// ...and how many times, per pair.
+    pub reconnect_reps: usize,
     /// Whether `--only` named the pairs (the many phase then runs those).
     pub pairs_given: bool,
     /// What the stalled connection of the slow-reader scenario is sent.
@@ -258,7 +266,7 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
   --full               the full run even when not started by `cargo bench`
   --only PAIR[,PAIR]   pairs to run: ssh-sshd, warren-sshd, ssh-warrend, warren-warrend, direct
   --phases P[,P]       what to run (default all): openssl, startup, L, floor, D, R, link, wan,
-                       slow, consumer, concurrency, many
+                       slow, consumer, concurrency, many, reconnect
   --size SIZE          bytes per direction of a -L bulk run (e.g. 1GiB, 256MiB)
   --side-size SIZE     bytes per direction of a -D/-R bulk run
   --runs N             repetitions of bulk/setup/latency/link (medians are reported)
@@ -277,6 +285,8 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
   --concurrency N[,N]  concurrent connection counts (default 1000,10000)
   --many N             connections of the many phase (default 100000; warren-warrend
                        unless --only names pairs)
+  --outage SECS        how long the reconnect phase's server is away (default 3)
+  --outages N          outages per pair in the reconnect phase (default 3)
   --slow-size SIZE     bytes sent to the stalled connection (slow reader)
   --stall SECS         how long the slow reader does not read
   --report FILE        markdown report path (default target/bench-report.md)
@@ -332,6 +342,8 @@ impl Options {
                 "--link-conns" => o.link_conns = number(&flag, &value)?.max(1),
                 "--concurrency" => o.concurrency = list(&value, |s| number(&flag, s))?,
                 "--many" => o.many = number(&flag, &value)?.max(1),
+                "--outage" => o.reconnect_outage = parse_secs(&flag, &value)?,
+                "--outages" => o.reconnect_reps = number(&flag, &value)?.max(1),
                 "--slow-size" => o.slow_size = parse_size(&value)?,
                 "--stall" => o.stall = parse_secs(&flag, &value)?,
                 "--report" => o.report = PathBuf::from(value),
@@ -365,6 +377,8 @@ impl Options {
             consumer_offer: 1536 * MIB as u64,
             concurrency: vec![1000, 10_000],
             many: 100_000,
+            reconnect_outage: Duration::from_secs(3),
+            reconnect_reps: 3,
             pairs_given: false,
             slow_size: 256 * MIB,
             stall: Duration::from_secs(5),
@@ -391,6 +405,8 @@ impl Options {
             consumer_offer: 32 * MIB as u64,
             concurrency: vec![50],
             many: 200,
+            reconnect_outage: Duration::from_millis(500),
+            reconnect_reps: 1,
             slow_size: 8 * MIB,
             stall: Duration::from_secs(1),
             // The ceiling is a timing, which a smoke run has no use for.

@@ -10,6 +10,7 @@ mod floor;
 mod link;
 mod many;
 mod path;
+mod reconnect;
 mod slow;
 mod startup;
 mod wan;
