@@ -40,22 +40,18 @@ impl Announce {
 
     /// For `-L 0:...`, the port the kernel picked.
     pub fn local(self, fwd: &LocalForward, bound: &[String]) {
-        if matches!(fwd.listen, Listen::Tcp { port: 0, .. }) {
-            if let Some(port) = first_port(bound) {
-                self.line(&format!(
-                    "Allocated port {port} for local forward to {}",
-                    fwd.connect
-                ));
-            }
+        if let (Listen::Tcp { port: 0, .. }, Some(port)) = (&fwd.listen, first_port(bound)) {
+            self.line(&format!(
+                "Allocated port {port} for local forward to {}",
+                fwd.connect
+            ));
         }
     }
 
     /// For `-D 0`, the port the kernel picked.
     pub fn dynamic(self, fwd: &DynamicForward, bound: &[String]) {
-        if fwd.port == 0 {
-            if let Some(port) = first_port(bound) {
-                self.line(&format!("Allocated port {port} for dynamic forward"));
-            }
+        if let (0, Some(port)) = (fwd.port, first_port(bound)) {
+            self.line(&format!("Allocated port {port} for dynamic forward"));
         }
     }
 }
