@@ -11,6 +11,8 @@ Where warren differs from OpenSSH ssh:
   * -L listeners are bound before connecting, so a port already in use is reported at
     once, before any password or passphrase prompt.
   * A host known only under another key type is refused, never accepted as new.
+  * A host certificate signed by a known @cert-authority but expired or for another name
+    is refused, not offered as an unknown key to accept.
   * With -v, warren prints 'ready: ...' once every forward is up (a signal for scripts).
   * Tunnels heal themselves: keepalive is on (ServerAliveInterval 15, ServerAliveCountMax 3)
     and a lost connection is re-established while -L/-D ports stay open: a server that is

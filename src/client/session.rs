@@ -195,11 +195,13 @@ impl Session {
                 .unwrap_or_else(|e| {
                     Err(ClientError::HostKey(format!("host key check failed: {e}")))
                 }),
-            // We never offer certificate host-key algorithms, so a server sending one is
-            // misbehaving; refusing is the only safe answer.
-            ParsedKey::Certificate(_) => Err(ClientError::HostKey(
-                "the server presented a host certificate, which warren does not verify yet".into(),
-            )),
+            ParsedKey::Certificate(cert) => {
+                tokio::task::spawn_blocking(move || policy.verify_certificate(&cert))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ClientError::HostKey(format!("host key check failed: {e}")))
+                    })
+            }
         };
         if let Err(e) = verdict {
             session.handle.disconnect("host key verification failed");

@@ -119,12 +119,19 @@ fn kex_macs_host_keys(
     let macs = algorithms("MACs", &o.macs, own(cipher::MACS), cipher::MACS)?;
     let host_keys = match &o.host_key_algorithms {
         None => None,
-        given => Some(algorithms(
-            "HostKeyAlgorithms",
-            given,
-            own(hostkey::HOST_KEY_ALGORITHMS),
-            hostkey::HOST_KEY_ALGORITHMS,
-        )?),
+        given => {
+            let supported: Vec<&str> = hostkey::HOST_CERT_ALGORITHMS
+                .iter()
+                .chain(hostkey::HOST_KEY_ALGORITHMS)
+                .copied()
+                .collect();
+            Some(algorithms(
+                "HostKeyAlgorithms",
+                given,
+                own(hostkey::HOST_KEY_ALGORITHMS),
+                &supported,
+            )?)
+        }
     };
     Ok((kex_list, macs, host_keys))
 }

@@ -243,6 +243,26 @@ impl KnownHosts {
             .filter(move |e| e.marker == Marker::None && e.hosts.matches(name))
     }
 
+    /// The keys of `@cert-authority` lines whose patterns match `host:port`, with where
+    /// each line is. A revoked CA is listed too: the caller must refuse it, not skip it.
+    pub fn authorities(&self, host: &str, port: u16) -> Vec<(PathBuf, usize, &KeyData)> {
+        let name = lookup_name(host, port);
+        self.entries
+            .iter()
+            .filter(|e| e.marker == Marker::CertAuthority && e.hosts.matches(&name))
+            .map(|e| (self.path(e), e.line, e.key.key_data()))
+            .collect()
+    }
+
+    /// The `@revoked` line naming `key`, if any (for a CA, a host key or the key inside
+    /// a certificate alike).
+    pub fn revocation(&self, key: &KeyData) -> Option<(PathBuf, usize)> {
+        self.entries
+            .iter()
+            .find(|e| e.marker == Marker::Revoked && e.key.key_data() == key)
+            .map(|e| (self.path(e), e.line))
+    }
+
     fn is_revoked(&self, key: &KeyData) -> bool {
         self.entries
             .iter()
@@ -273,8 +293,8 @@ impl HostField {
 }
 
 /// The key a host proves possession of. For a certificate that is the
-/// certified key: with no CA support yet we fall back to checking the plain
-/// key, which is what OpenSSH does when no `@cert-authority` line applies.
+/// certified key: a certificate no `@cert-authority` line vouches for is
+/// judged as its plain key, as OpenSSH does (see [`super::host_cert`]).
 fn plain_key_data(key: &PublicKey) -> &KeyData {
     match key.key_data().certificate() {
         Some(cert) => cert.public_key(),
