@@ -117,7 +117,7 @@ fn ca_key_usable(ca: &KeyData) -> bool {
 }
 
 /// A validity bound in UTC ("forever" for the open ends, as ssh-keygen -L says).
-fn show_time(t: u64) -> String {
+pub fn show_time(t: u64) -> String {
     match t {
         0 => "the beginning".into(),
         u64::MAX => "forever".into(),

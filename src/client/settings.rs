@@ -362,6 +362,11 @@ fn resolve_connect(
     let auth = AuthSettings {
         user,
         identity_files,
+        certificate_files: o
+            .certificate_files
+            .iter()
+            .map(|f| expand_tilde(f))
+            .collect(),
         identities_only: o.identities_only.unwrap_or(false),
         agent,
         pubkey: o.pubkey_authentication.unwrap_or(true),
