@@ -483,7 +483,7 @@ async fn try_file_certificate(
 /// Who holds the private key of a CertificateFile.
 enum CertSigner {
     Agent(Vec<u8>),
-    Key(PrivateKey),
+    Key(Box<PrivateKey>),
     File(PathBuf),
 }
 
@@ -521,7 +521,7 @@ async fn try_certificate_file(
     let signer = if let Some((_, blob)) = p.agent_keys.iter().find(|(k, _)| same(k)) {
         CertSigner::Agent(blob.clone())
     } else if let Some(k) = p.loaded.iter().find(|k| same(k.public_key())) {
-        CertSigner::Key(k.clone())
+        CertSigner::Key(Box::new(k.clone()))
     } else if let Some((file, _)) = s
         .identity_files
         .iter()
