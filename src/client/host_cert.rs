@@ -129,3 +129,185 @@ pub fn show_time(t: u64) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use warren_ssh::ssh_key::certificate::Builder;
+    use warren_ssh::ssh_key::{PrivateKey, PublicKey};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn ed25519() -> PrivateKey {
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap()
+    }
+
+    /// A certificate for `host_key` signed by `ca`; an empty `principals` is the
+    /// all-hosts certificate.
+    fn cert(
+        ca: &PrivateKey,
+        host_key: &PrivateKey,
+        kind: CertType,
+        principals: &[&str],
+        window: (u64, u64),
+        critical: Option<(&str, &str)>,
+    ) -> Certificate {
+        let mut b = Builder::new(
+            [7u8; 32].to_vec(),
+            host_key.public_key().key_data().clone(),
+            window.0,
+            window.1,
+        )
+        .unwrap();
+        b.cert_type(kind).unwrap().key_id("t").unwrap();
+        if principals.is_empty() {
+            b.all_principals_valid().unwrap();
+        }
+        for p in principals {
+            b.valid_principal(*p).unwrap();
+        }
+        if let Some((k, v)) = critical {
+            b.critical_option(k, v).unwrap();
+        }
+        b.sign(ca).unwrap()
+    }
+
+    fn line(key: &PrivateKey) -> String {
+        PublicKey::from(key.public_key().key_data().clone())
+            .to_openssh()
+            .unwrap()
+    }
+
+    fn known(text: &str) -> (tempfile::TempDir, KnownHosts) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        fs::write(&path, text).unwrap();
+        let kh = KnownHosts::load(std::slice::from_ref(&path));
+        (dir, kh)
+    }
+
+    #[test]
+    fn a_valid_host_certificate_from_a_ca_for_the_host_is_trusted() {
+        let (ca, host) = (ed25519(), ed25519());
+        let good = cert(&ca, &host, CertType::Host, &["db"], (0, u64::MAX), None);
+        let (_d, kh) = known(&format!("@cert-authority db,[db]:2222 {}\n", line(&ca)));
+        assert!(matches!(
+            check(&kh, "db", 22, "db", &good, NOW),
+            CertStatus::Trusted { line: 1, .. }
+        ));
+        // Off port 22 the CA line must name [host]:port; the principal stays the host.
+        assert!(matches!(
+            check(&kh, "DB", 2222, "db", &good, NOW),
+            CertStatus::Trusted { .. }
+        ));
+        assert_eq!(
+            check(&kh, "db", 2200, "db", &good, NOW),
+            CertStatus::NoAuthority
+        );
+        // Another CA's line vouches for nothing; a CA for other hosts neither.
+        let (_d, kh2) = known(&format!("@cert-authority * {}\n", line(&ed25519())));
+        assert_eq!(
+            check(&kh2, "db", 22, "db", &good, NOW),
+            CertStatus::NoAuthority
+        );
+        let (_d, kh3) = known(&format!("@cert-authority web {}\n", line(&ca)));
+        assert_eq!(
+            check(&kh3, "db", 22, "db", &good, NOW),
+            CertStatus::NoAuthority
+        );
+        // A plain line holding the CA key is not a CA line.
+        let (_d, kh4) = known(&format!("db {}\n", line(&ca)));
+        assert_eq!(
+            check(&kh4, "db", 22, "db", &good, NOW),
+            CertStatus::NoAuthority
+        );
+        // No principals: every host, as in OpenSSH.
+        let any = cert(&ca, &host, CertType::Host, &[], (0, u64::MAX), None);
+        assert!(matches!(
+            check(&kh, "db", 22, "db", &any, NOW),
+            CertStatus::Trusted { .. }
+        ));
+    }
+
+    #[test]
+    fn invalid_certificates_from_a_trusted_ca_are_explained() {
+        let (ca, host) = (ed25519(), ed25519());
+        let (_d, kh) = known(&format!("@cert-authority * {}\n", line(&ca)));
+        let invalid = |c: &Certificate, needle: &str| match check(&kh, "db", 22, "db", c, NOW) {
+            CertStatus::Invalid(why) => assert!(why.contains(needle), "{needle}: {why}"),
+            other => panic!("{needle}: {other:?}"),
+        };
+        let all = (0, u64::MAX);
+        invalid(
+            &cert(&ca, &host, CertType::Host, &["web"], all, None),
+            "is for web and not for \"db\"",
+        );
+        invalid(
+            &cert(&ca, &host, CertType::User, &["db"], all, None),
+            "user certificate",
+        );
+        invalid(
+            &cert(&ca, &host, CertType::Host, &["db"], (0, NOW), None),
+            "not valid now (valid from the beginning to 2027-01-15T08:00:00Z)",
+        );
+        invalid(
+            &cert(
+                &ca,
+                &host,
+                CertType::Host,
+                &["db"],
+                (NOW + 1, u64::MAX),
+                None,
+            ),
+            "not valid now",
+        );
+        invalid(
+            &cert(
+                &ca,
+                &host,
+                CertType::Host,
+                &["db"],
+                all,
+                Some(("force-command", "x")),
+            ),
+            "critical options",
+        );
+        // The signature covers every field: a changed principal list breaks it.
+        let good = cert(&ca, &host, CertType::Host, &["database-one"], all, None);
+        let mut blob = good.to_bytes().unwrap();
+        let at = blob.windows(12).position(|w| w == b"database-one").unwrap();
+        blob[at + 11] = b'2';
+        let forged = Certificate::from_bytes(&blob).unwrap();
+        match check(&kh, "database-on2", 22, "database-on2", &forged, NOW) {
+            CertStatus::Invalid(why) => assert!(why.contains("does not verify"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn revoked_ca_or_host_key_wins_over_everything() {
+        let (ca, host) = (ed25519(), ed25519());
+        let good = cert(&ca, &host, CertType::Host, &["db"], (0, u64::MAX), None);
+        for revoked in [&ca, &host] {
+            let (_d, kh) = known(&format!(
+                "@cert-authority * {ca}\ndb {h}\n@revoked * {r}\n",
+                ca = line(&ca),
+                h = line(&host),
+                r = line(revoked)
+            ));
+            match check(&kh, "db", 22, "db", &good, NOW) {
+                CertStatus::Revoked(why) => assert!(why.contains("@revoked"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn validity_bounds_read_as_dates() {
+        assert_eq!(show_time(0), "the beginning");
+        assert_eq!(show_time(u64::MAX), "forever");
+        assert_eq!(show_time(NOW), "2027-01-15T08:00:00Z");
+        assert!(show_time(u64::MAX - 1).contains("Unix time"));
+    }
+}
