@@ -375,3 +375,31 @@ fn plain_key_line_still_works_for_a_server_with_a_certificate() {
     let (warren, code, _user) = connect_with_known_hosts(&s, &known);
     assert_eq!(code, None, "{}", warren.stderr_text());
 }
+
+/// A given HostKeyAlgorithms is used as is: naming the certificate algorithm gets the
+/// certificate, naming only the plain one gets a plain key no line vouches for.
+#[test]
+fn host_key_algorithms_may_name_certificate_algorithms() {
+    let s = cert_server("127.0.0.1", "-5m:+1h");
+    let known = format!("@cert-authority * {}\n", s.ca);
+    for (algs, trusted) in [
+        ("ssh-ed25519-cert-v01@openssh.com", true),
+        ("ssh-ed25519", false),
+    ] {
+        let user = warren_user(&s.sshd);
+        fs::write(user.home.known_hosts(), &known).unwrap();
+        let cmd = warren_to(
+            &s.sshd,
+            &user,
+            &[
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                &format!("HostKeyAlgorithms={algs}"),
+            ],
+        );
+        let (warren, code) = run_until_ready_or_exit(cmd);
+        let expected = if trusted { None } else { Some(4) };
+        assert_eq!(code, expected, "{algs}: {}", warren.stderr_text());
+    }
+}
