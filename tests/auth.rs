@@ -403,13 +403,153 @@ fn certificate_file_beside_the_identity_file_authenticates() {
 /// `ssh-keygen -s`: certifies `key` for principal root, valid from 5 minutes ago for an hour;
 /// the certificate lands in `<key>-cert.pub`.
 fn sign_for_root(ca: &UserKey, key: &UserKey, id: &str) {
+    sign_for_root_valid(ca, key, id, "-5m:+1h");
+}
+
+/// [`sign_for_root`] with an `ssh-keygen -V` validity interval.
+fn sign_for_root_valid(ca: &UserKey, key: &UserKey, id: &str, validity: &str) {
     let mut sign = Command::new("ssh-keygen");
     sign.arg("-q")
         .arg("-s")
         .arg(&ca.private)
-        .args(["-I", id, "-n", "root", "-V", "-5m:+1h"])
+        .args(["-I", id, "-n", "root", "-V", validity])
         .arg(&key.public);
     run_ok(sign);
+}
+
+/// `<key>-cert.pub`, moved to `to` so that only CertificateFile can find it.
+fn move_certificate(key: &UserKey, to: &std::path::Path) {
+    let beside = std::path::PathBuf::from(format!("{}-cert.pub", key.private.display()));
+    fs::create_dir_all(to.parent().unwrap()).unwrap();
+    fs::rename(beside, to).unwrap();
+}
+
+/// An sshd that trusts a fresh user CA (TrustedUserCAKeys) and has no authorized_keys
+/// line for anyone; returns it, the CA and the CA's directory.
+fn ca_sshd() -> (Sshd, UserKey, tempfile::TempDir) {
+    let cadir = tempfile::tempdir().unwrap();
+    let ca = UserKey::generate(cadir.path(), "ed25519", None);
+    let sshd = Sshd::start_with(SshdOptions {
+        extra_config: vec![format!("TrustedUserCAKeys {}", ca.public.display())],
+        ..Default::default()
+    });
+    (sshd, ca, cadir)
+}
+
+/// CertificateFile from ssh_config, with `~` and `%r` expanded, is offered with the
+/// identity file whose key it certifies.
+#[test]
+fn certificate_file_with_its_key_in_a_file_authenticates() {
+    let (sshd, ca, _cadir) = ca_sshd();
+    let home = ClientHome::new();
+    sshd.write_known_hosts(home.known_hosts());
+    let keydir = tempfile::tempdir().unwrap();
+    let key = UserKey::generate(keydir.path(), "ed25519", None);
+    sign_for_root(&ca, &key, "warren-certificate-file");
+    move_certificate(&key, &home.path().join("certs/root-cert.pub"));
+    home.write_ssh_config(&format!(
+        "Host *\n  IdentityFile {}\n  CertificateFile ~/certs/%r-cert.pub\n",
+        key.private.display()
+    ));
+    let mut cmd = warren_client(&home, &sshd);
+    cmd.arg("root@127.0.0.1");
+    let warren =
+        ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}\n{}", sshd.logs()));
+    assert!(
+        warren.stderr_text().contains("certs/root-cert.pub"),
+        "{}",
+        warren.stderr_text()
+    );
+    assert_certificate_login(&warren, &sshd, "offering certificate", "ED25519-CERT");
+}
+
+/// CertificateFile whose key only the agent holds: the agent signs for the certificate.
+#[test]
+fn certificate_file_with_its_key_in_the_agent_authenticates() {
+    let (sshd, ca, _cadir) = ca_sshd();
+    let home = ClientHome::new();
+    sshd.write_known_hosts(home.known_hosts());
+    let keydir = tempfile::tempdir().unwrap();
+    let key = UserKey::generate(keydir.path(), "ecdsa", None);
+    let agent = Agent::start();
+    agent.add(&key); // before signing: the agent holds the plain key only
+    sign_for_root(&ca, &key, "warren-certificate-agent");
+    let cert = keydir.path().join("elsewhere/cert.pub");
+    move_certificate(&key, &cert);
+    fs::remove_file(&key.private).unwrap();
+    assert!(
+        !agent.list().iter().any(|l| l.contains("-cert-v01@")),
+        "{:?}",
+        agent.list()
+    );
+    let mut cmd = warren_client(&home, &sshd);
+    agent.apply(&mut cmd);
+    cmd.arg("-o")
+        .arg(format!("CertificateFile={}", cert.display()))
+        .arg("root@127.0.0.1");
+    let warren =
+        ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}\n{}", sshd.logs()));
+    assert_certificate_login(&warren, &sshd, "offering certificate", "ECDSA-CERT");
+}
+
+/// An expired certificate is refused by sshd, and the failure says it expired; with the
+/// plain key authorized as well, warren falls back to it.
+#[test]
+fn expired_certificate_is_refused_with_a_clear_error_and_the_key_falls_back() {
+    let (sshd, ca, _cadir) = ca_sshd();
+    let home = ClientHome::new();
+    sshd.write_known_hosts(home.known_hosts());
+    let keydir = tempfile::tempdir().unwrap();
+    let key = UserKey::generate(keydir.path(), "ed25519", None);
+    sign_for_root_valid(&ca, &key, "warren-expired", "-2h:-1h");
+    let cert = keydir.path().join("expired-cert.pub");
+    move_certificate(&key, &cert);
+    let command = || {
+        let mut cmd = warren_client(&home, &sshd);
+        cmd.arg("-i")
+            .arg(&key.private)
+            .arg("-o")
+            .arg(format!("CertificateFile={}", cert.display()))
+            .arg("root@127.0.0.1");
+        cmd
+    };
+    let (code, err) = match ready_or_exit(command()) {
+        Ok(_) => panic!("an expired certificate logged in\n{}", sshd.logs()),
+        Err(failure) => failure,
+    };
+    assert_eq!(code, Some(255), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("expired-cert.pub") && l.contains("certificate expired at")),
+        "{err}"
+    );
+    assert!(
+        !sshd.logs().contains("Accepted publickey"),
+        "{}",
+        sshd.logs()
+    );
+
+    // Beside the key, the certificate is offered first; refused, the plain key follows.
+    sshd.authorize(&key.public_line);
+    fs::copy(&cert, format!("{}-cert.pub", key.private.display())).unwrap();
+    let mut cmd = warren_client(&home, &sshd);
+    cmd.arg("-i").arg(&key.private).arg("root@127.0.0.1");
+    let warren =
+        ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}\n{}", sshd.logs()));
+    let err = warren.stderr_text();
+    let cert_offer = err.find("offering certificate").expect(&err);
+    let key_offer = err.rfind("offering ").unwrap();
+    assert!(cert_offer < key_offer, "{err}");
+    assert_eq!(accepted_count(&sshd, &key), 1, "{err}");
+    assert!(
+        !sshd
+            .logs()
+            .lines()
+            .any(|l| l.contains("Accepted publickey") && l.contains("CERT")),
+        "{}",
+        sshd.logs()
+    );
 }
 
 /// warren said it offered a certificate (`offered`), and sshd logged a login by one of

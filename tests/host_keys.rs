@@ -243,3 +243,163 @@ fn hashed_and_wildcard_entries_match() {
     ));
     assert_eq!(code, None, "{}", warren.stderr_text());
 }
+
+/// An sshd whose ed25519 host key carries a certificate from a fresh CA (`ssh-keygen -s
+/// ca -h -n principals -V validity`), configured with HostCertificate; its fixture key is
+/// ECDSA, so a plain ssh-ed25519 answer is the certified key. Returns the server, the
+/// CA's "type base64" and the certified key's.
+struct CertServer {
+    sshd: Sshd,
+    ca: String,
+    host_key: String,
+    _dir: tempfile::TempDir,
+}
+
+fn cert_server(principals: &str, validity: &str) -> CertServer {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = UserKey::generate(dir.path(), "ed25519", None);
+    let host = dir.path().join("host_ed25519");
+    run_ok({
+        let mut c = Command::new("ssh-keygen");
+        c.args(["-q", "-N", "", "-t", "ed25519", "-C", "", "-f"])
+            .arg(&host);
+        c
+    });
+    run_ok({
+        let mut c = Command::new("ssh-keygen");
+        c.arg("-q")
+            .arg("-s")
+            .arg(&ca.private)
+            .args(["-h", "-I", "test-host", "-n", principals, "-V", validity])
+            .arg(host.with_extension("pub"));
+        c
+    });
+    let cert = dir.path().join("host_ed25519-cert.pub");
+    assert!(cert.exists());
+    let sshd = Sshd::start_with(SshdOptions {
+        host_key_types: vec!["ecdsa"],
+        extra_config: vec![
+            format!("HostKey {}", host.display()),
+            format!("HostCertificate {}", cert.display()),
+        ],
+    });
+    let two = |line: &str| {
+        line.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    CertServer {
+        sshd,
+        ca: two(&ca.public_line),
+        host_key: two(&fs::read_to_string(host.with_extension("pub")).unwrap()),
+        _dir: dir,
+    }
+}
+
+/// Connects with `known_hosts` as the only trust, strict checking on.
+fn connect_with_known_hosts(s: &CertServer, known_hosts: &str) -> (Proc, Option<i32>, WarrenUser) {
+    let user = warren_user(&s.sshd);
+    fs::write(user.home.known_hosts(), known_hosts).unwrap();
+    let cmd = warren_to(&s.sshd, &user, &["-o", "StrictHostKeyChecking=yes"]);
+    let (warren, code) = run_until_ready_or_exit(cmd);
+    (warren, code, user)
+}
+
+#[test]
+fn host_certificate_from_a_known_ca_is_accepted_without_a_key_line() {
+    let s = cert_server("127.0.0.1,localhost", "-5m:+1h");
+    let known = format!("@cert-authority [127.0.0.1]:{} {}\n", s.sshd.port(), s.ca);
+    let (warren, code, user) = connect_with_known_hosts(&s, &known);
+    let err = warren.stderr_text();
+    assert_eq!(code, None, "{err}\n{}", s.sshd.logs());
+    assert!(err.contains("trusted through the CA"), "{err}");
+    assert_eq!(
+        fs::read_to_string(user.home.known_hosts()).unwrap(),
+        known,
+        "nothing is added to known_hosts"
+    );
+    drop(warren);
+
+    // A wildcard CA line, as fleets write it, on a hashed-free pattern list.
+    let known = format!("@cert-authority *.example.com,[127.0.0.*]:* {}\n", s.ca);
+    let (warren, code, _user) = connect_with_known_hosts(&s, &known);
+    assert_eq!(code, None, "{}", warren.stderr_text());
+}
+
+#[test]
+fn revoked_ca_or_host_key_refuses_the_certificate() {
+    let s = cert_server("127.0.0.1", "-5m:+1h");
+    let ca_line = format!("@cert-authority [127.0.0.1]:{} {}\n", s.sshd.port(), s.ca);
+    for revoked in [&s.ca, &s.host_key] {
+        let known = format!("{ca_line}@revoked * {revoked}\n");
+        let (warren, code, _user) = connect_with_known_hosts(&s, &known);
+        let err = warren.stderr_text();
+        assert_eq!(code, Some(4), "{err}");
+        assert!(err.contains("@revoked"), "{err}");
+        assert!(!s.sshd.logs().contains("Accepted publickey"), "no login");
+    }
+}
+
+#[test]
+fn certificate_for_another_host_or_expired_is_refused() {
+    for (principals, validity, why) in [
+        ("db.example.com", "-5m:+1h", "not for \"127.0.0.1\""),
+        ("127.0.0.1", "-2h:-1h", "is not valid now"),
+    ] {
+        let s = cert_server(principals, validity);
+        let known = format!("@cert-authority [127.0.0.1]:{} {}\n", s.sshd.port(), s.ca);
+        let (warren, code, _user) = connect_with_known_hosts(&s, &known);
+        let err = warren.stderr_text();
+        assert_eq!(code, Some(4), "{err}");
+        assert!(err.contains(why), "{why}: {err}");
+        assert!(err.contains("Host key verification failed."), "{err}");
+    }
+}
+
+#[test]
+fn plain_key_line_still_works_for_a_server_with_a_certificate() {
+    let s = cert_server("127.0.0.1", "-5m:+1h");
+    // No CA known: warren does not ask for the certificate and checks the plain key.
+    let known = format!("[127.0.0.1]:{} {}\n", s.sshd.port(), s.host_key);
+    let (warren, code, _user) = connect_with_known_hosts(&s, &known);
+    assert_eq!(code, None, "{}", warren.stderr_text());
+    drop(warren);
+    // An untrusted CA's line does not stand in the way of the plain line.
+    let stranger = stranger_key("ed25519");
+    let known = format!(
+        "@cert-authority * {stranger}\n[127.0.0.1]:{} {}\n",
+        s.sshd.port(),
+        s.host_key
+    );
+    let (warren, code, _user) = connect_with_known_hosts(&s, &known);
+    assert_eq!(code, None, "{}", warren.stderr_text());
+}
+
+/// A given HostKeyAlgorithms is used as is: naming the certificate algorithm gets the
+/// certificate, naming only the plain one gets a plain key no line vouches for.
+#[test]
+fn host_key_algorithms_may_name_certificate_algorithms() {
+    let s = cert_server("127.0.0.1", "-5m:+1h");
+    let known = format!("@cert-authority * {}\n", s.ca);
+    for (algs, trusted) in [
+        ("ssh-ed25519-cert-v01@openssh.com", true),
+        ("ssh-ed25519", false),
+    ] {
+        let user = warren_user(&s.sshd);
+        fs::write(user.home.known_hosts(), &known).unwrap();
+        let cmd = warren_to(
+            &s.sshd,
+            &user,
+            &[
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                &format!("HostKeyAlgorithms={algs}"),
+            ],
+        );
+        let (warren, code) = run_until_ready_or_exit(cmd);
+        let expected = if trusted { None } else { Some(4) };
+        assert_eq!(code, expected, "{algs}: {}", warren.stderr_text());
+    }
+}

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, info, warn};
 use warren_ssh::driver::{AuthOutcome, Handle};
 use warren_ssh::hostkey::{self, ParsedKey};
+use warren_ssh::ssh_key::certificate::CertType;
 use warren_ssh::ssh_key::{Certificate, HashAlg, PrivateKey, PublicKey};
 
 /// Where agent keys come from (IdentityAgent / SSH_AUTH_SOCK).
@@ -36,6 +37,9 @@ pub struct IdentityFile {
 pub struct AuthSettings {
     pub user: String,
     pub identity_files: Vec<IdentityFile>,
+    /// CertificateFile: each is offered with the private key of the identity file or agent
+    /// key it certifies (ssh pairs them by public key), after the plain keys.
+    pub certificate_files: Vec<PathBuf>,
     pub identities_only: bool,
     pub agent: AgentSource,
     pub pubkey: bool,
@@ -52,6 +56,10 @@ struct Progress {
     methods: Option<Vec<String>>,
     /// Public keys already offered, so a key in the agent and on disk is offered once.
     offered: Vec<PublicKey>,
+    /// The agent's plain keys (key, blob): a CertificateFile for one is signed by the agent.
+    agent_keys: Vec<(PublicKey, Vec<u8>)>,
+    /// Private keys decrypted so far, so a CertificateFile for one asks no passphrase again.
+    loaded: Vec<PrivateKey>,
 }
 
 impl Progress {
@@ -89,6 +97,8 @@ pub async fn authenticate(
         tried: Vec::new(),
         methods: None,
         offered: Vec::new(),
+        agent_keys: Vec::new(),
+        loaded: Vec::new(),
     };
     // "none" first, as OpenSSH does: it learns which methods to try, and by its answer the
     // server's EXT_INFO (server-sig-algs, which picks the RSA signature hash) has arrived.
@@ -104,11 +114,26 @@ pub async fn authenticate(
             .iter()
             .map(|f| PublicKey::read_openssh_file(pub_path(&f.path)).ok())
             .collect();
-        if try_agent(handle, s, &file_publics, &mut p).await? {
+        // IdentitiesOnly lets through the agent keys of configured certificates too.
+        let configured: Vec<Option<PublicKey>> = file_publics
+            .iter()
+            .cloned()
+            .chain(s.certificate_files.iter().map(|c| {
+                Certificate::read_file(c)
+                    .ok()
+                    .map(|c| PublicKey::new(c.public_key().clone(), ""))
+            }))
+            .collect();
+        if try_agent(handle, s, &configured, &mut p).await? {
             return Ok(());
         }
-        for (file, public) in s.identity_files.iter().zip(file_publics) {
+        for (file, public) in s.identity_files.iter().zip(file_publics.iter().cloned()) {
             if try_file(handle, s, file, public, &mut p).await? {
+                return Ok(());
+            }
+        }
+        for cert in &s.certificate_files {
+            if try_certificate_file(handle, s, cert, &file_publics, &mut p).await? {
                 return Ok(());
             }
         }
@@ -216,9 +241,16 @@ async fn try_agent(
         }
     };
     for id in identities {
+        let mut note = String::new();
         let (key, certificate) = match hostkey::parse_key_blob(&id.blob) {
-            Ok(ParsedKey::Plain(k)) => (k, false),
-            Ok(ParsedKey::Certificate(c)) => (PublicKey::new(c.public_key().clone(), ""), true),
+            Ok(ParsedKey::Plain(k)) => {
+                p.agent_keys.push((k.clone(), id.blob.clone()));
+                (k, false)
+            }
+            Ok(ParsedKey::Certificate(c)) => {
+                note = validity_note(&c);
+                (PublicKey::new(c.public_key().clone(), ""), true)
+            }
             Err(e) => {
                 debug!(
                     "skipping an agent key we cannot parse ({}): {e}",
@@ -253,7 +285,7 @@ async fn try_agent(
                 agent.sign(&blob, &sign_alg, &data).await
             })
             .await;
-        let what = format!("agent {kind} {} {}", describe(&key), id.comment);
+        let what = format!("agent {kind} {} {}{note}", describe(&key), id.comment);
         match result {
             Ok(outcome) => {
                 if p.outcome(outcome, what) {
@@ -313,7 +345,10 @@ async fn try_file(
                 other => return Ok(p.outcome(other, what)),
             }
             match load_private(path.clone(), s.prompter.clone()).await {
-                Ok(k) if k.public_key().key_data() == public.key_data() => k,
+                Ok(k) if k.public_key().key_data() == public.key_data() => {
+                    p.loaded.push(k.clone());
+                    k
+                }
                 Ok(_) => {
                     p.tried.push(format!(
                         "{what} (the private key does not match {what}.pub)"
@@ -330,6 +365,7 @@ async fn try_file(
             Ok(k) => {
                 info!("offering {what} ({})", describe(k.public_key()));
                 p.offered.push(k.public_key().clone());
+                p.loaded.push(k.clone());
                 k
             }
             Err(e) => {
@@ -386,6 +422,7 @@ async fn try_file_certificate(
             return Ok(false);
         }
     };
+    let what = format!("{what}{}", validity_note(&cert));
     let key = PublicKey::new(cert.public_key().clone(), "");
     if let Some(public) = public
         && public.key_data() != key.key_data()
@@ -416,7 +453,10 @@ async fn try_file_certificate(
         other => return Ok(p.outcome(other, what)),
     }
     let private = match load_private(path.to_path_buf(), s.prompter.clone()).await {
-        Ok(k) if k.public_key().key_data() == key.key_data() => k,
+        Ok(k) if k.public_key().key_data() == key.key_data() => {
+            p.loaded.push(k.clone());
+            k
+        }
         Ok(_) => {
             p.tried.push(format!(
                 "{what} (certifies another key than {})",
@@ -438,6 +478,161 @@ async fn try_file_certificate(
             .await,
     )?;
     Ok(p.outcome(outcome, what))
+}
+
+/// Who holds the private key of a CertificateFile.
+enum CertSigner {
+    Agent(Vec<u8>),
+    Key(Box<PrivateKey>),
+    File(PathBuf),
+}
+
+/// Offers one CertificateFile, signed by the agent key or identity file it certifies (as
+/// ssh pairs them, by public key). Without either, it is skipped with the reason.
+async fn try_certificate_file(
+    handle: &Handle,
+    s: &AuthSettings,
+    path: &Path,
+    file_publics: &[Option<PublicKey>],
+    p: &mut Progress,
+) -> Result<bool, ClientError> {
+    let what = path.display().to_string();
+    if !path.exists() {
+        warn!("no such certificate: {what}");
+        p.tried.push(format!("{what} (certificate not found)"));
+        return Ok(false);
+    }
+    let cert = match Certificate::read_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            p.tried
+                .push(format!("{what} (not a certificate warren can read: {e})"));
+            return Ok(false);
+        }
+    };
+    if cert.cert_type() != CertType::User {
+        p.tried.push(format!(
+            "{what} (a host certificate, not a user certificate)"
+        ));
+        return Ok(false);
+    }
+    let key = PublicKey::new(cert.public_key().clone(), "");
+    let same = |k: &PublicKey| k.key_data() == key.key_data();
+    let signer = if let Some((_, blob)) = p.agent_keys.iter().find(|(k, _)| same(k)) {
+        CertSigner::Agent(blob.clone())
+    } else if let Some(k) = p.loaded.iter().find(|k| same(k.public_key())) {
+        CertSigner::Key(Box::new(k.clone()))
+    } else if let Some((file, _)) = s
+        .identity_files
+        .iter()
+        .zip(file_publics)
+        .find(|(f, public)| f.path.exists() && public.as_ref().is_some_and(same))
+    {
+        CertSigner::File(file.path.clone())
+    } else {
+        p.tried.push(format!(
+            "{what} (no identity file or agent key holds its private key {}; \
+             name the key with IdentityFile or add it with ssh-add)",
+            describe(&key)
+        ));
+        return Ok(false);
+    };
+    let what = format!("{what}{}", validity_note(&cert));
+    let Some(alg) = offer_algorithm(&key, true, handle.server_sig_algs().as_deref()) else {
+        p.tried.push(format!(
+            "{what} (a {} key, which warren cannot sign with)",
+            key.algorithm()
+        ));
+        return Ok(false);
+    };
+    let blob = cert
+        .to_bytes()
+        .map_err(|e| ClientError::Auth(format!("{what}: {e}")))?;
+    info!(
+        "offering certificate {what} ({}, id {:?})",
+        describe(&key),
+        cert.key_id()
+    );
+    match auth_call(handle.auth_publickey_probe(&s.user, &alg, &blob).await)? {
+        AuthOutcome::PkOk => {}
+        other => return Ok(p.outcome(other, what)),
+    }
+    let sign_alg = alg.clone();
+    let result = match signer {
+        CertSigner::Agent(key_blob) => {
+            let mut agent = match connect_agent(&s.agent).await {
+                Some(Ok(a)) => a,
+                _ => {
+                    p.tried.push(format!("{what} (the ssh-agent went away)"));
+                    return Ok(false);
+                }
+            };
+            let agent = &mut agent;
+            handle
+                .auth_publickey_with(&s.user, &alg, &blob, move |data| async move {
+                    agent.sign(&key_blob, &sign_alg, &data).await
+                })
+                .await
+        }
+        CertSigner::Key(private) => {
+            handle
+                .auth_publickey_with(&s.user, &alg, &blob, |data| async move {
+                    hostkey::sign(&private, &sign_alg, &data).map_err(std::io::Error::other)
+                })
+                .await
+        }
+        CertSigner::File(file) => {
+            let private = match load_private(file.clone(), s.prompter.clone()).await {
+                Ok(k) if same(k.public_key()) => k,
+                Ok(_) => {
+                    p.tried.push(format!(
+                        "{what} (the private key {} does not match its .pub)",
+                        file.display()
+                    ));
+                    return Ok(false);
+                }
+                Err(e) => {
+                    p.tried.push(format!("{what} ({}: {e:#})", file.display()));
+                    return Ok(false);
+                }
+            };
+            handle
+                .auth_publickey_with(&s.user, &alg, &blob, |data| async move {
+                    hostkey::sign(&private, &sign_alg, &data).map_err(std::io::Error::other)
+                })
+                .await
+        }
+    };
+    match result {
+        Ok(outcome) => Ok(p.outcome(outcome, what)),
+        Err(e) if handle.ended().is_some() => auth_call(Err(e)),
+        Err(e) => {
+            p.tried.push(format!("{what} (could not sign: {e})"));
+            Ok(false)
+        }
+    }
+}
+
+/// " (expired at ...)" or " (not valid until ...)" for a certificate outside its window
+/// by our clock, so a refusal explains itself. It is still offered: the server's clock
+/// is the one that counts, as with ssh.
+fn validity_note(cert: &Certificate) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if now >= cert.valid_before() {
+        format!(
+            " (certificate expired at {})",
+            super::host_cert::show_time(cert.valid_before())
+        )
+    } else if now < cert.valid_after() {
+        format!(
+            " (certificate not valid until {})",
+            super::host_cert::show_time(cert.valid_after())
+        )
+    } else {
+        String::new()
+    }
 }
 
 async fn kbd_interactive(

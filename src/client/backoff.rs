@@ -44,9 +44,45 @@ impl Backoff {
     }
 }
 
+/// While the server does not even accept TCP, a connect attempt costs one SYN: probing
+/// this often puts the tunnel back within a fraction of a second of the server's return.
+const PROBE_EVERY: Duration = Duration::from_millis(150);
+/// After this long an outage is not a restart: probe at [`PROBE_SLOW`] instead.
+const PROBE_FAST_FOR: Duration = Duration::from_secs(60);
+const PROBE_SLOW: Duration = Duration::from_secs(1);
+
+/// The wait between two TCP probes `outage` into an outage, scaled by `jitter` (clamped
+/// to [0.7, 1.3]) so a fleet of clients does not probe in step.
+pub fn probe_interval_with(outage: Duration, jitter: f64) -> Duration {
+    let base = if outage < PROBE_FAST_FOR {
+        PROBE_EVERY
+    } else {
+        PROBE_SLOW
+    };
+    base.mul_f64(jitter.clamp(0.7, 1.3))
+}
+
+/// [`probe_interval_with`] with random jitter.
+pub fn probe_interval(outage: Duration) -> Duration {
+    probe_interval_with(outage, 0.7 + rand::random::<f64>() * 0.6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_are_frequent_then_slow_down_and_stay_jittered() {
+        let ms = |d: Duration| d.as_millis() as u64;
+        assert_eq!(ms(probe_interval_with(Duration::ZERO, 1.0)), 150);
+        assert_eq!(ms(probe_interval_with(Duration::from_secs(59), 0.0)), 105);
+        assert_eq!(ms(probe_interval_with(Duration::from_secs(59), 9.0)), 195);
+        assert_eq!(ms(probe_interval_with(Duration::from_secs(61), 1.0)), 1000);
+        for _ in 0..100 {
+            let d = probe_interval(Duration::from_secs(1));
+            assert!(d >= Duration::from_millis(105) && d <= Duration::from_millis(195));
+        }
+    }
 
     #[test]
     fn doubles_caps_and_resets() {

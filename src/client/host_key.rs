@@ -1,12 +1,14 @@
 //! Deciding whether to trust the server's host key: known_hosts plus StrictHostKeyChecking.
 
 use super::error::ClientError;
+use super::host_cert::{self, CertStatus};
 use super::known_hosts::{self, HostKeyStatus, KnownHosts};
 use super::prompt::Prompter;
 use crate::config::options::StrictHostKeyChecking;
 use std::path::PathBuf;
-use tracing::warn;
-use warren_ssh::ssh_key::{Algorithm, HashAlg, PublicKey};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{debug, info, warn};
+use warren_ssh::ssh_key::{Algorithm, Certificate, HashAlg, PublicKey};
 
 /// Everything needed to judge one server's key, captured before connecting so the
 /// decision, made while the handshake waits, needs no outside state.
@@ -37,8 +39,24 @@ impl HostKeyPolicy {
     /// Host-key algorithms in the order to offer them: types already known for this host
     /// first, as OpenSSH does, so a server with several keys presents the one we can
     /// verify instead of one that would look new.
+    ///
+    /// When an `@cert-authority` line covers the host, the certificate variants of the
+    /// defaults come first, as ssh does: the server then presents its certificate, which
+    /// the CA vouches for, rather than a plain key no line names.
     pub fn preferred_algorithms(&self, defaults: &[String]) -> Vec<String> {
-        let known = self.load().known_algorithms(&self.host, self.port);
+        let known_hosts = self.load();
+        let mut out = Vec::new();
+        // A revoked CA counts too: its certificate is then refused naming the @revoked
+        // line, which says more than an unknown plain key would.
+        if !known_hosts.authorities(&self.host, self.port).is_empty() {
+            out.extend(
+                defaults
+                    .iter()
+                    .filter_map(|a| certificate_algorithm(a))
+                    .filter(|c| !defaults.contains(c)),
+            );
+        }
+        let known = known_hosts.known_algorithms(&self.host, self.port);
         let is_known = |name: &String| {
             known.iter().any(|k| match k {
                 // A known RSA key verifies under any of its signature algorithms.
@@ -46,9 +64,49 @@ impl HostKeyPolicy {
                 k => k.as_str() == name,
             })
         };
-        let mut out: Vec<String> = defaults.iter().filter(|a| is_known(a)).cloned().collect();
+        out.extend(defaults.iter().filter(|a| is_known(a)).cloned());
         out.extend(defaults.iter().filter(|a| !is_known(a)).cloned());
         out
+    }
+
+    /// Judges a presented host certificate: trusted through an `@cert-authority` line,
+    /// else (no CA for it) as its plain key, as ssh does. Blocking, like [`Self::verify`].
+    ///
+    /// Unlike ssh, a certificate a trusted CA signed but that is not valid for this host
+    /// (expired, another host's, ...) is refused rather than treated as an unknown key
+    /// that accept-new or a prompt could let in; a plain line for its key still admits it.
+    pub fn verify_certificate(&self, cert: &Certificate) -> Result<(), ClientError> {
+        let known_hosts = self.load();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let principal = self.host.to_ascii_lowercase();
+        let plain = PublicKey::new(cert.public_key().clone(), "");
+        match host_cert::check(&known_hosts, &self.host, self.port, &principal, cert, now) {
+            CertStatus::Trusted { file, line } => {
+                info!(
+                    "host certificate of {} (id {:?}) trusted through the CA in {}:{line}",
+                    known_hosts::lookup_name(&self.host, self.port),
+                    cert.key_id(),
+                    file.display()
+                );
+                Ok(())
+            }
+            CertStatus::NoAuthority => {
+                debug!(
+                    "no @cert-authority line vouches for the host certificate; checking its key"
+                );
+                self.verify(&plain)
+            }
+            CertStatus::Revoked(why) => Err(ClientError::HostKey(why)),
+            CertStatus::Invalid(why) => match known_hosts.check(&self.host, self.port, &plain) {
+                HostKeyStatus::Known { file, line } => {
+                    warn!("{why}; its key is known in {}:{line}", file.display());
+                    Ok(())
+                }
+                _ => Err(ClientError::HostKey(why)),
+            },
+        }
     }
 
     /// Judges the presented key. Blocking (may prompt or write known_hosts).
@@ -149,4 +207,12 @@ impl HostKeyPolicy {
         }
         Ok(false)
     }
+}
+
+/// `name-cert-v01@openssh.com` for a plain host key algorithm we have a certificate
+/// variant of.
+fn certificate_algorithm(plain: &str) -> Option<String> {
+    use warren_ssh::hostkey::{HOST_CERT_ALGORITHMS, HOST_KEY_ALGORITHMS};
+    let i = HOST_KEY_ALGORITHMS.iter().position(|a| *a == plain)?;
+    Some(HOST_CERT_ALGORITHMS[i].to_string())
 }

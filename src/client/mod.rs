@@ -16,6 +16,7 @@ pub mod control;
 pub mod error;
 pub mod exec;
 pub mod handler;
+pub mod host_cert;
 pub mod host_key;
 pub mod key_file;
 pub mod known_hosts;

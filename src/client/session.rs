@@ -81,8 +81,8 @@ impl Session {
     pub async fn connect(s: &ConnectSettings) -> Result<Session, ClientError> {
         match &s.transport {
             Transport::Direct => {
-                let tcp = dial(s).await?;
-                Session::handshake(s, crate::transport::QuickAck::new(tcp), None).await
+                let tcp = dial(s, s.connect_timeout).await?;
+                Session::connect_over(s, tcp).await
             }
             Transport::ProxyCommand(cmd) => {
                 let (stream, child) =
@@ -111,6 +111,12 @@ impl Session {
                 Ok(session)
             }
         }
+    }
+
+    /// The handshake over a TCP connection already made (by the reconnect probe, which
+    /// keeps the connection that answered rather than dialling again).
+    pub async fn connect_over(s: &ConnectSettings, tcp: TcpStream) -> Result<Session, ClientError> {
+        Session::handshake(s, crate::transport::QuickAck::new(tcp), None).await
     }
 
     /// A direct-tcpip stream to the next hop, for stacking SSH sessions. The inner session
@@ -189,11 +195,13 @@ impl Session {
                 .unwrap_or_else(|e| {
                     Err(ClientError::HostKey(format!("host key check failed: {e}")))
                 }),
-            // We never offer certificate host-key algorithms, so a server sending one is
-            // misbehaving; refusing is the only safe answer.
-            ParsedKey::Certificate(_) => Err(ClientError::HostKey(
-                "the server presented a host certificate, which warren does not verify yet".into(),
-            )),
+            ParsedKey::Certificate(cert) => {
+                tokio::task::spawn_blocking(move || policy.verify_certificate(&cert))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ClientError::HostKey(format!("host key check failed: {e}")))
+                    })
+            }
         };
         if let Err(e) = verdict {
             session.handle.disconnect("host key verification failed");
@@ -404,9 +412,12 @@ fn connect_error(s: &ConnectSettings, reason: String) -> ClientError {
     }
 }
 
-/// Resolves and connects, trying each address in turn like ssh, with ConnectTimeout per
-/// attempt.
-async fn dial(s: &ConnectSettings) -> Result<TcpStream, ClientError> {
+/// Resolves and connects, trying each address in turn like ssh, with `timeout`
+/// (ConnectTimeout) per attempt.
+pub async fn dial(
+    s: &ConnectSettings,
+    timeout: Option<Duration>,
+) -> Result<TcpStream, ClientError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((s.host.as_str(), s.port))
         .await
         .map_err(|e| ClientError::Resolve {
@@ -418,11 +429,14 @@ async fn dial(s: &ConnectSettings) -> Result<TcpStream, ClientError> {
     for addr in addrs {
         debug!("connecting to {addr}");
         let attempt = TcpStream::connect(addr);
-        let result = match s.connect_timeout {
+        let result = match timeout {
             Some(t) => match tokio::time::timeout(t, attempt).await {
                 Ok(r) => r,
                 Err(_) => {
-                    last = format!("Connection timed out (ConnectTimeout {}s)", t.as_secs());
+                    last = format!(
+                        "Connection timed out after {:.1}s (ConnectTimeout)",
+                        t.as_secs_f64()
+                    );
                     continue;
                 }
             },

@@ -119,12 +119,19 @@ fn kex_macs_host_keys(
     let macs = algorithms("MACs", &o.macs, own(cipher::MACS), cipher::MACS)?;
     let host_keys = match &o.host_key_algorithms {
         None => None,
-        given => Some(algorithms(
-            "HostKeyAlgorithms",
-            given,
-            own(hostkey::HOST_KEY_ALGORITHMS),
-            hostkey::HOST_KEY_ALGORITHMS,
-        )?),
+        given => {
+            let supported: Vec<&str> = hostkey::HOST_CERT_ALGORITHMS
+                .iter()
+                .chain(hostkey::HOST_KEY_ALGORITHMS)
+                .copied()
+                .collect();
+            Some(algorithms(
+                "HostKeyAlgorithms",
+                given,
+                own(hostkey::HOST_KEY_ALGORITHMS),
+                &supported,
+            )?)
+        }
     };
     Ok((kex_list, macs, host_keys))
 }
@@ -355,6 +362,11 @@ fn resolve_connect(
     let auth = AuthSettings {
         user,
         identity_files,
+        certificate_files: o
+            .certificate_files
+            .iter()
+            .map(|f| expand_tilde(f))
+            .collect(),
         identities_only: o.identities_only.unwrap_or(false),
         agent,
         pubkey: o.pubkey_authentication.unwrap_or(true),

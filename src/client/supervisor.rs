@@ -1,21 +1,23 @@
 //! Keeping the tunnel up: the SSH session behind the forwards is replaced when it dies,
 //! while local listeners stay bound and connections arriving meanwhile wait for it.
 //!
-//! This is autossh built in: keepalive (ServerAliveInterval) notices a dead link, the
-//! supervisor reconnects with backoff, re-verifies the host key, re-authenticates and asks
+//! This is autossh built in, quicker: keepalive (ServerAliveInterval) notices a dead link,
+//! the supervisor probes the server until it answers (backing off only for failures after
+//! TCP), re-verifies the host key, re-authenticates and asks
 //! for every -R again, retrying while the server still holds a port from the old session.
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, probe_interval};
 use super::error::ClientError;
-use super::session::{ConnectSettings, Session};
+use super::session::{ConnectSettings, Session, Transport};
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
 use crate::forward::{OpenError, Opener};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use warren_ssh::driver::ChannelStream;
 
 /// A connection that lived this long proves the server works: the next failure starts
@@ -117,40 +119,70 @@ pub struct Supervisor {
     pub reconnect_now: Arc<Notify>,
 }
 
+/// How a pause between attempts ended.
+enum Wake {
+    Elapsed,
+    /// SIGHUP: go now.
+    Hangup,
+    Cancelled,
+}
+
+/// A TCP probe that has not answered within this gives way to the next one (capped by
+/// ConnectTimeout): a lost SYN must not hold the tunnel down for the kernel's retry time.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Supervisor {
     /// Runs until cancelled (`Ok`) or until the tunnel cannot be (re)established
     /// (`Err`). `ready` fires once, after the first session has every forward.
+    ///
+    /// Two paces: failures after the server accepted TCP (handshake, auth, a session that
+    /// dies at once) back off exponentially, since retrying fast cannot help; while the
+    /// server does not accept TCP at all it is probed every ~150 ms and the connection
+    /// that answers is used at once, so a restarted server has its tunnel back within a
+    /// fraction of a second.
     pub async fn run(self, ready: oneshot::Sender<Ready>) -> Result<(), ClientError> {
         let mut ready = Some(ready);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut down_since = Instant::now();
+        let mut wait = Duration::ZERO;
         loop {
-            let attempt = tokio::select! {
-                r = Session::connect(&self.connect) => r,
-                _ = self.cancel.cancelled() => return Ok(()),
+            if !wait.is_zero() {
+                match self.pause(wait).await {
+                    Wake::Cancelled => return Ok(()),
+                    Wake::Hangup => {
+                        info!("SIGHUP: reconnecting now");
+                        backoff.reset();
+                    }
+                    Wake::Elapsed => {}
+                }
+            }
+            let attempt = if ready.is_some() {
+                self.steady(Session::connect(&self.connect)).await
+            } else {
+                self.steady(self.reconnect_once(&mut backoff, down_since))
+                    .await
+            };
+            let Some(attempt) = attempt else {
+                return Ok(());
             };
             let session = match attempt {
                 Ok(s) => Arc::new(s),
                 // The first connection's failure is the user's to see, not to retry.
                 Err(e) if ready.is_some() => return Err(e),
-                // A changed host key or refused credentials will not fix themselves.
-                Err(e @ (ClientError::HostKey(_) | ClientError::Auth(_))) => return Err(e),
+                // A changed host key or refused credentials will not fix themselves, and
+                // Lost is the probe giving up (--max-reconnects).
+                Err(
+                    e @ (ClientError::HostKey(_) | ClientError::Auth(_) | ClientError::Lost { .. }),
+                ) => {
+                    return Err(e);
+                }
                 Err(e) => {
-                    if let Some(max) = self.reconnect.max_attempts
-                        && backoff.attempts() >= max
-                    {
-                        return Err(ClientError::Lost {
-                            host: self.connect.host.clone(),
-                            reason: format!("gave up after {max} reconnect attempts: {e}"),
-                        });
-                    }
-                    let wait = backoff.next_delay();
+                    self.give_up_after(&backoff, &e)?;
+                    wait = backoff.next_delay();
                     warn!(
                         "reconnect failed: {e}; next attempt in {:.1}s",
                         wait.as_secs_f64()
                     );
-                    if self.sleep(wait).await {
-                        return Ok(());
-                    }
                     continue;
                 }
             };
@@ -170,7 +202,11 @@ impl Supervisor {
                     destination: session.destination.clone(),
                 });
             } else {
-                info!("reconnected to {}", session.destination);
+                info!(
+                    "reconnected to {} after {:.1}s outage",
+                    session.destination,
+                    down_since.elapsed().as_secs_f64()
+                );
             }
 
             let reason = tokio::select! {
@@ -182,12 +218,15 @@ impl Supervisor {
                 }
                 _ = self.reconnect_now.notified() => {
                     info!("SIGHUP: reconnecting now");
+                    down_since = Instant::now();
                     self.slot.set(None);
                     shutdown(&session).await;
                     backoff.reset();
+                    wait = Duration::ZERO;
                     continue;
                 }
             };
+            down_since = Instant::now();
             self.slot.set(None);
             if !self.reconnect.enabled {
                 return Err(ClientError::Lost {
@@ -198,24 +237,102 @@ impl Supervisor {
             if connected_at.elapsed() >= STABLE {
                 backoff.reset();
             }
-            let wait = backoff.next_delay();
+            // The first loss after a stable spell reconnects at once; a session that keeps
+            // dying soon after login backs off like any other failure after TCP.
+            let first_loss = backoff.attempts() == 0;
+            let delay = backoff.next_delay();
+            wait = if first_loss { Duration::ZERO } else { delay };
             warn!(
                 "connection to {} lost ({reason}); reconnecting in {:.1}s",
                 session.destination,
                 wait.as_secs_f64()
             );
             drop(session);
-            if self.sleep(wait).await {
-                return Ok(());
+        }
+    }
+
+    /// One reconnect. Over direct TCP the server is probed until it accepts a connection,
+    /// and that connection carries the handshake; through a ProxyCommand or jump hosts a
+    /// probe would cost as much as an attempt, so it is a plain attempt.
+    async fn reconnect_once(
+        &self,
+        backoff: &mut Backoff,
+        down_since: Instant,
+    ) -> Result<Session, ClientError> {
+        match self.connect.transport {
+            Transport::Direct => {
+                let tcp = self.probe(backoff, down_since).await?;
+                Session::connect_over(&self.connect, tcp).await
+            }
+            _ => Session::connect(&self.connect).await,
+        }
+    }
+
+    /// Connects to the server as soon as it accepts TCP. The time spent probing counts
+    /// against --max-reconnects as the backoff schedule would have: one attempt per
+    /// backoff wait, so the limit means the same time either way.
+    async fn probe(
+        &self,
+        backoff: &mut Backoff,
+        down_since: Instant,
+    ) -> Result<TcpStream, ClientError> {
+        let timeout = self
+            .connect
+            .connect_timeout
+            .map_or(PROBE_TIMEOUT, |t| t.min(PROBE_TIMEOUT));
+        let mut counted_until: Option<Instant> = None;
+        let mut said = false;
+        loop {
+            let e = match super::session::dial(&self.connect, Some(timeout)).await {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => e,
+            };
+            let now = Instant::now();
+            if counted_until.is_none_or(|t| now >= t) {
+                self.give_up_after(backoff, &e)?;
+                counted_until = Some(now + backoff.next_delay());
+            }
+            if !said {
+                info!("{e}; probing until the server answers");
+                said = true;
+            } else {
+                debug!("probe: {e}");
+            }
+            tokio::time::sleep(probe_interval(down_since.elapsed())).await;
+        }
+    }
+
+    /// `Err` once --max-reconnects attempts have failed in a row.
+    fn give_up_after(&self, backoff: &Backoff, e: &ClientError) -> Result<(), ClientError> {
+        match self.reconnect.max_attempts {
+            Some(max) if backoff.attempts() >= max => Err(ClientError::Lost {
+                host: self.connect.host.clone(),
+                reason: format!("gave up after {max} reconnect attempts: {e}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs a connection attempt to its end (or cancellation: `None`). A SIGHUP meanwhile
+    /// is taken as done by this attempt: left pending, it would drop the fresh session the
+    /// moment it is up, so one SIGHUP would reconnect twice.
+    async fn steady<F: std::future::Future>(&self, attempt: F) -> Option<F::Output> {
+        tokio::pin!(attempt);
+        loop {
+            tokio::select! {
+                r = &mut attempt => return Some(r),
+                _ = self.cancel.cancelled() => return None,
+                _ = self.reconnect_now.notified() => info!("SIGHUP: already reconnecting"),
             }
         }
     }
 
-    /// Sleeps unless cancelled first (then `true`).
-    async fn sleep(&self, d: Duration) -> bool {
+    /// Waits `d`, cut short by SIGHUP (reconnect now) or cancellation.
+    async fn pause(&self, d: Duration) -> Wake {
         tokio::select! {
-            _ = tokio::time::sleep(d) => false,
-            _ = self.cancel.cancelled() => true,
+            _ = tokio::time::sleep(d) => Wake::Elapsed,
+            _ = self.reconnect_now.notified() => Wake::Hangup,
+            _ = self.cancel.cancelled() => Wake::Cancelled,
         }
     }
 

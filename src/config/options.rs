@@ -116,6 +116,8 @@ pub struct Options {
     pub port: Option<u16>,
     /// `IdentityFile`, unexpanded, in order, duplicates dropped.
     pub identity_files: Vec<String>,
+    /// `CertificateFile`, likewise.
+    pub certificate_files: Vec<String>,
     /// `UserKnownHostsFile`, unexpanded; `["none"]` disables the user files.
     /// The whole list is one value, so the first list given wins.
     pub user_known_hosts_files: Option<Vec<String>>,
@@ -184,6 +186,7 @@ enum Keyword {
     User,
     Port,
     IdentityFile,
+    CertificateFile,
     UserKnownHostsFile,
     GlobalKnownHostsFile,
     StrictHostKeyChecking,
@@ -275,7 +278,7 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("CanonicalizeMaxDots", Keyword::Unsupported),
     ("CanonicalizePermittedCNAMEs", Keyword::Unsupported),
     ("CASignatureAlgorithms", Keyword::Unsupported),
-    ("CertificateFile", Keyword::Unsupported),
+    ("CertificateFile", Keyword::CertificateFile),
     ("ChannelTimeout", Keyword::Unsupported),
     ("CheckHostIP", Keyword::Unsupported),
     ("ClearAllForwardings", Keyword::Unsupported),
@@ -446,6 +449,19 @@ impl Options {
                     )));
                 } else {
                     self.identity_files.push(path);
+                    ApplyOutcome::Applied
+                }
+            }
+            Keyword::CertificateFile => {
+                let path = v.single()?;
+                if self.certificate_files.contains(&path) {
+                    ApplyOutcome::Ignored
+                } else if self.certificate_files.len() >= MAX_IDENTITY_FILES {
+                    return Err(v.bad(format!(
+                        "at most {MAX_IDENTITY_FILES} certificate files in total"
+                    )));
+                } else {
+                    self.certificate_files.push(path);
                     ApplyOutcome::Applied
                 }
             }
@@ -902,6 +918,9 @@ mod tests {
             o.identity_files = vec!["~/.ssh/id_ed25519".into()]
         }),
         ("IdentityFile2=id", |o| o.identity_files = vec!["id".into()]),
+        ("CertificateFile=~/.ssh/id_ed25519-cert.pub", |o| {
+            o.certificate_files = vec!["~/.ssh/id_ed25519-cert.pub".into()]
+        }),
         ("UserKnownHostsFile=/a /b", |o| {
             o.user_known_hosts_files = Some(vec!["/a".into(), "/b".into()])
         }),

@@ -231,13 +231,16 @@ pub fn expand_tokens(s: &str, t: &Tokens) -> Result<String, String> {
 }
 
 /// Expands `~` and `%` tokens in the path options, as ssh does once the port
-/// and user are final: IdentityFile, UserKnownHostsFile, IdentityAgent and
+/// and user are final: IdentityFile, CertificateFile, UserKnownHostsFile, IdentityAgent and
 /// forward socket paths. ProxyCommand is left for the client, which expands
 /// it itself. Call it once: `%%` would not survive a second expansion.
 pub fn expand_paths(opts: &mut Options, t: &Tokens) -> Result<(), String> {
     let path = |s: &str| expand_tokens(&expand_tilde(s, &t.home), t);
     for file in &mut opts.identity_files {
         *file = path(file).map_err(|e| format!("IdentityFile: {e}"))?;
+    }
+    for file in &mut opts.certificate_files {
+        *file = path(file).map_err(|e| format!("CertificateFile: {e}"))?;
     }
     for file in opts.user_known_hosts_files.iter_mut().flatten() {
         if !file.eq_ignore_ascii_case("none") {
@@ -452,6 +455,11 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
         &o.identity_files
     };
     out.extend(ids.iter().map(|f| format!("identityfile {f}")));
+    out.extend(
+        o.certificate_files
+            .iter()
+            .map(|f| format!("certificatefile {f}")),
+    );
     let global = o.global_known_hosts_files.as_ref();
     let global = global.unwrap_or(&d.global_known_hosts_files).join(" ");
     out.push(format!("globalknownhostsfile {global}"));

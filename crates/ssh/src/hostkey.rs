@@ -13,8 +13,8 @@ use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, Certificate, EcdsaCurve, HashAlg, PrivateKey, PublicKey, Signature};
 
 /// Host key algorithms we accept from a server / offer as a server, best first (OpenSSH's
-/// order). Certificate variants are not offered: a server would need a certificate to use
-/// them and a client needs a CA to trust them.
+/// order). Certificate variants ([`HOST_CERT_ALGORITHMS`]) are not offered by default: a
+/// client only gains from them when it trusts a CA for the host, and then puts them first.
 pub const HOST_KEY_ALGORITHMS: &[&str] = &[
     "ssh-ed25519",
     "ecdsa-sha2-nistp256",
@@ -22,6 +22,18 @@ pub const HOST_KEY_ALGORITHMS: &[&str] = &[
     "ecdsa-sha2-nistp521",
     "rsa-sha2-512",
     "rsa-sha2-256",
+];
+
+/// The certificate variants of [`HOST_KEY_ALGORITHMS`], in the same order. A client
+/// that offers one verifies the server's signature with the certified key; whether the
+/// certificate is trusted (CA, validity, principals) is the caller's decision.
+pub const HOST_CERT_ALGORITHMS: &[&str] = &[
+    "ssh-ed25519-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+    "rsa-sha2-512-cert-v01@openssh.com",
+    "rsa-sha2-256-cert-v01@openssh.com",
 ];
 
 const CERT_SUFFIX: &str = "-cert-v01@openssh.com";
@@ -363,6 +375,50 @@ mod tests {
             Err(Error::HostKeySignature)
         ));
         assert!(verify("unknown-alg", &blob(&p256), data, &sig).is_err());
+    }
+
+    #[test]
+    fn cert_algorithm_names_pair_with_the_plain_ones() {
+        assert_eq!(HOST_CERT_ALGORITHMS.len(), HOST_KEY_ALGORITHMS.len());
+        for (cert, plain) in HOST_CERT_ALGORITHMS.iter().zip(HOST_KEY_ALGORITHMS) {
+            assert_eq!(cert.strip_suffix(CERT_SUFFIX), Some(*plain));
+        }
+    }
+
+    /// A host certificate made by ssh-keygen verifies an exchange-hash signature made by
+    /// the certified key under the certificate algorithm name, and only under it.
+    #[test]
+    fn host_certificate_signatures_verify_with_the_certified_key() {
+        let dir = TempDir::new("hostcert");
+        let host = openssh_key(&dir, "host", &["ed25519"]);
+        openssh_key(&dir, "ca", &["ed25519"]);
+        keygen(&[
+            "-q",
+            "-s",
+            dir.path("ca").to_str().unwrap(),
+            "-h",
+            "-I",
+            "h",
+            "-n",
+            "h",
+            dir.path("host.pub").to_str().unwrap(),
+        ]);
+        let cert = Certificate::read_file(&dir.path("host-cert.pub")).unwrap();
+        let blob = cert.to_bytes().unwrap();
+        let data = b"exchange hash";
+        let sig = sign(&host, "ssh-ed25519-cert-v01@openssh.com", data).unwrap();
+        match verify("ssh-ed25519-cert-v01@openssh.com", &blob, data, &sig).unwrap() {
+            ParsedKey::Certificate(c) => assert_eq!(c.public_key(), host.public_key().key_data()),
+            ParsedKey::Plain(_) => panic!("certificate parsed as a plain key"),
+        }
+        assert!(verify("ssh-ed25519", &blob, data, &sig).is_err());
+        assert!(matches!(
+            verify("ssh-ed25519-cert-v01@openssh.com", &blob, b"other", &sig),
+            Err(Error::HostKeySignature)
+        ));
+        let other = random_key(Algorithm::Ed25519);
+        let forged = sign(&other, "ssh-ed25519", data).unwrap();
+        assert!(verify("ssh-ed25519-cert-v01@openssh.com", &blob, data, &forged).is_err());
     }
 
     #[test]
