@@ -11,10 +11,12 @@ pub mod auth;
 pub mod background;
 pub mod backoff;
 pub mod cli;
+pub mod cli_help;
 pub mod compat;
 pub mod control;
 pub mod error;
 pub mod exec;
+pub mod flags;
 pub mod handler;
 pub mod host_key;
 pub mod key_file;
@@ -23,6 +25,7 @@ pub mod prompt;
 pub mod proxy_command;
 pub mod session;
 pub mod settings;
+pub mod source;
 pub mod supervisor;
 
 pub use cli::Cli;
@@ -50,6 +53,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         print!("{}", settings::print_config(&cli)?);
         return Ok(0);
     }
+    flags::check(&cli)?;
     let settings = Settings::resolve(&cli)?;
     if cli.exec && settings.command.is_none() {
         return Err(ClientError::Usage(
@@ -74,7 +78,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     // Listeners first: a busy port fails before any prompt or network round trip.
     let mut locals = Vec::new();
     for fwd in &settings.local_forwards {
-        match LocalListener::bind(fwd, settings.gateway_ports).await {
+        match LocalListener::bind_with(fwd, settings.gateway_ports, settings.address_family).await {
             Ok(l) => locals.push(l.with_preconnect(cli.preconnect)),
             Err(e) if settings.exit_on_forward_failure => {
                 return Err(ClientError::Forward(e.to_string()));
@@ -84,7 +88,13 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     }
     let mut dynamics = Vec::new();
     for fwd in &settings.dynamic_forwards {
-        match DynamicListener::bind(fwd, settings.gateway_ports, proxy_auth.clone()).await {
+        let bound = DynamicListener::bind_with(
+            fwd,
+            settings.gateway_ports,
+            settings.address_family,
+            proxy_auth.clone(),
+        );
+        match bound.await {
             Ok(l) => dynamics.push(l),
             Err(e) if settings.exit_on_forward_failure => {
                 return Err(ClientError::Forward(e.to_string()));
@@ -118,7 +128,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         let tracker = serve_listeners(locals, dynamics, session.clone(), &cancel);
         let command = remote_command.unwrap_or_default();
         let result = tokio::select! {
-            r = exec::run(&session, &command, settings.null_stdin) => r,
+            r = exec::run(&session, &command, settings.subsystem, settings.null_stdin) => r,
             _ = cancel.cancelled() => Ok(0),
             reason = session.closed() => Err(ClientError::Lost { host: settings.connect.host.clone(), reason }),
         };

@@ -9,10 +9,13 @@ use super::prompt::Prompter;
 use super::proxy_command;
 use super::session::{ConnectSettings, Transport};
 use crate::config::forward::{self, DynamicForward, Endpoint, LocalForward, RemoteForward};
-use crate::config::options::{ApplyOutcome, IdentityAgent, Options, StrictHostKeyChecking};
+use crate::config::options::{
+    ApplyOutcome, IdentityAgent, LogLevel, Options, StrictHostKeyChecking,
+};
 use crate::config::ssh_config::{
     ConfigFile, Defaults, MatchContext, Tokens, apply_config_files, dump, expand_paths,
 };
+use crate::config::values::AddressFamily;
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
@@ -30,6 +33,10 @@ pub struct Settings {
     pub null_stdin: bool,
     pub exit_on_forward_failure: bool,
     pub gateway_ports: bool,
+    /// AddressFamily, for -L/-D listeners without an explicit address.
+    pub address_family: AddressFamily,
+    /// -s: the command is a subsystem name.
+    pub subsystem: bool,
 }
 
 /// `[user@]host` or `ssh://[user@]host[:port]`.
@@ -258,7 +265,7 @@ fn options_for(
     quiet_unsupported: bool,
 ) -> Result<(Options, MatchContext), ClientError> {
     let mut o = Options::default();
-    for arg in &cli.options {
+    for arg in super::flags::as_options(cli).iter().chain(&cli.options) {
         match o
             .apply_arg(arg)
             .map_err(|e| ClientError::Usage(format!("-o {arg}: {e}")))?
@@ -399,6 +406,12 @@ fn resolve_connect(
         host_key_algorithms: host_key_algorithms.clone(),
         keepalive: keepalive(&o),
         connect_timeout: o.connect_timeout,
+        address_family: o.address_family.unwrap_or_default(),
+        bind_address: o.bind_address.clone(),
+        bind_interface: o.bind_interface.clone(),
+        // ssh: 1 by default, and 0 still makes one attempt.
+        connection_attempts: o.connection_attempts.unwrap_or(1).max(1),
+        rekey: o.rekey_limit.unwrap_or_default(),
         host_key,
         auth,
         quiet: cli.quiet,
@@ -432,9 +445,17 @@ fn resolve_connect(
     Ok((connect, o))
 }
 
+/// The LogLevel the configuration asks for, read before logging starts (errors are left
+/// for the real resolution to report).
+pub fn configured_log_level(cli: &Cli) -> Option<LogLevel> {
+    let dest = Destination::parse(cli.destination()).ok()?;
+    let user = cli.login.clone().or(dest.user.clone());
+    options_for(&dest, cli, user, true).ok()?.0.log_level
+}
+
 /// `warren -G`: the resolved settings for the destination, like `ssh -G`.
 pub fn print_config(cli: &Cli) -> Result<String, ClientError> {
-    let dest = Destination::parse(&cli.destination)?;
+    let dest = Destination::parse(cli.destination())?;
     let (mut o, ctx) = options_for(&dest, cli, cli.login.clone().or(dest.user.clone()), false)?;
     if o.user.is_none() || cli.login.is_some() || dest.user.is_some() {
         o.user = cli.login.clone().or(dest.user.clone()).or(o.user.take());
@@ -456,7 +477,7 @@ impl Settings {
     /// Applies OpenSSH's precedence: flags and `-o` first (first value wins), then the
     /// destination's own user and port, then defaults.
     pub fn resolve(cli: &Cli) -> Result<Settings, ClientError> {
-        let dest = Destination::parse(&cli.destination)?;
+        let dest = Destination::parse(cli.destination())?;
         let (connect, o) = resolve_connect(&dest, cli, false, 0)?;
 
         let mut local_forwards = Vec::new();
@@ -495,6 +516,14 @@ impl Settings {
             ));
         }
         let command = (!cli.command.is_empty()).then(|| cli.command.join(" "));
+        if cli.subsystem && command.is_none() {
+            return Err(ClientError::Usage(
+                "-s needs a subsystem name after the destination (e.g. warren -s host sftp)".into(),
+            ));
+        }
+        if o.forward_agent == Some(true) {
+            warn!("agent forwarding (-A, ForwardAgent) is not supported yet; going on without it");
+        }
         if command.is_some() && stdio.is_some() {
             return Err(ClientError::Usage(
                 "-W and a remote command cannot be combined".into(),
@@ -511,6 +540,8 @@ impl Settings {
             null_stdin: cli.null_stdin,
             exit_on_forward_failure: o.exit_on_forward_failure.unwrap_or(true),
             gateway_ports: o.gateway_ports.unwrap_or(false),
+            address_family: o.address_family.unwrap_or_default(),
+            subsystem: cli.subsystem,
         })
     }
 }

@@ -115,7 +115,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// Runs until cancelled (`Ok`) or until the tunnel cannot be (re)established
     /// (`Err`). `ready` fires once, after the first session has every forward.
-    pub async fn run(self, ready: oneshot::Sender<Ready>) -> Result<(), ClientError> {
+    pub async fn run(mut self, ready: oneshot::Sender<Ready>) -> Result<(), ClientError> {
         let mut ready = Some(ready);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
@@ -159,6 +159,8 @@ impl Supervisor {
             };
             self.slot.set(Some(session.clone()));
             let connected_at = Instant::now();
+            // ConnectionAttempts is for the first connection, as in ssh.
+            self.connect.connection_attempts = 1;
             if let Some(tx) = ready.take() {
                 let _ = tx.send(Ready {
                     remote_ports: ports,

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use super::forward::{self, DynamicForward, ForwardKind, LocalForward, RemoteForward, SpecError};
+use super::values::{self, AddressFamily, RekeyLimit};
 
 /// ssh's own caps; enforcing them here keeps a runaway config from being
 /// accepted by Warren and then refused by ssh.
@@ -174,6 +175,20 @@ pub struct Options {
     pub host_key_algorithms: Option<String>,
     /// `HostKeyAlias`
     pub host_key_alias: Option<String>,
+    /// `AddressFamily` (`-4`, `-6`).
+    pub address_family: Option<AddressFamily>,
+    /// `BindAddress` (`-b`): the source address of the connection to the server.
+    pub bind_address: Option<String>,
+    /// `BindInterface` (`-B`): take the source address from this interface.
+    pub bind_interface: Option<String>,
+    /// `RekeyLimit`
+    pub rekey_limit: Option<RekeyLimit>,
+    /// `ForwardAgent` (`-A`, `-a`).
+    pub forward_agent: Option<bool>,
+    /// `EscapeChar` (`-e`), validated and kept for `-G` only.
+    pub escape_char: Option<String>,
+    /// `Tag` (`-P`), for `Match tagged` and `-G`.
+    pub tag: Option<String>,
 }
 
 /// The keywords Warren acts on; everything else in [`KEYWORDS`] is either
@@ -212,6 +227,13 @@ enum Keyword {
     Macs,
     HostKeyAlgorithms,
     HostKeyAlias,
+    AddressFamily,
+    BindAddress,
+    BindInterface,
+    RekeyLimit,
+    ForwardAgent,
+    EscapeChar,
+    Tag,
     Unsupported,
     Directive,
 }
@@ -260,15 +282,19 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("ProxyCommand", Keyword::ProxyCommand),
     ("Ciphers", Keyword::Ciphers),
     ("HostKeyAlias", Keyword::HostKeyAlias),
+    ("AddressFamily", Keyword::AddressFamily),
+    ("BindAddress", Keyword::BindAddress),
+    ("BindInterface", Keyword::BindInterface),
+    ("RekeyLimit", Keyword::RekeyLimit),
+    ("ForwardAgent", Keyword::ForwardAgent),
+    ("EscapeChar", Keyword::EscapeChar),
+    ("Tag", Keyword::Tag),
     // Config-file structure, refused on the command line as ssh does.
     ("Host", Keyword::Directive),
     ("Match", Keyword::Directive),
     ("Include", Keyword::Directive),
     // Real ssh_config(5) keywords that Warren does not implement.
     ("AddKeysToAgent", Keyword::Unsupported),
-    ("AddressFamily", Keyword::Unsupported),
-    ("BindAddress", Keyword::Unsupported),
-    ("BindInterface", Keyword::Unsupported),
     ("CanonicalDomains", Keyword::Unsupported),
     ("CanonicalizeFallbackLocal", Keyword::Unsupported),
     ("CanonicalizeHostname", Keyword::Unsupported),
@@ -284,10 +310,8 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("ControlPersist", Keyword::Unsupported),
     ("EnableEscapeCommandline", Keyword::Unsupported),
     ("EnableSSHKeysign", Keyword::Unsupported),
-    ("EscapeChar", Keyword::Unsupported),
     ("FingerprintHash", Keyword::Unsupported),
     ("ForkAfterAuthentication", Keyword::Unsupported),
-    ("ForwardAgent", Keyword::Unsupported),
     ("ForwardX11", Keyword::Unsupported),
     ("ForwardX11Timeout", Keyword::Unsupported),
     ("ForwardX11Trusted", Keyword::Unsupported),
@@ -314,7 +338,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("ProxyUseFdpass", Keyword::Unsupported),
     ("PubkeyAcceptedAlgorithms", Keyword::Unsupported),
     ("RefuseConnection", Keyword::Unsupported),
-    ("RekeyLimit", Keyword::Unsupported),
     ("RemoteCommand", Keyword::Unsupported),
     ("RequestTTY", Keyword::Unsupported),
     ("RequiredRSASize", Keyword::Unsupported),
@@ -327,7 +350,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("StreamLocalBindMask", Keyword::Unsupported),
     ("StreamLocalBindUnlink", Keyword::Unsupported),
     ("SyslogFacility", Keyword::Unsupported),
-    ("Tag", Keyword::Unsupported),
     ("TCPKeepAlive", Keyword::Unsupported),
     ("Tunnel", Keyword::Unsupported),
     ("TunnelDevice", Keyword::Unsupported),
@@ -431,6 +453,28 @@ impl Options {
             Keyword::HostName => set_once(&mut self.host_name, v.single()?),
             Keyword::User => set_once(&mut self.user, v.single()?),
             Keyword::HostKeyAlias => set_once(&mut self.host_key_alias, v.single()?),
+            Keyword::BindAddress => set_once(&mut self.bind_address, v.single()?),
+            Keyword::BindInterface => set_once(&mut self.bind_interface, v.single()?),
+            Keyword::Tag => set_once(&mut self.tag, v.single()?),
+            Keyword::AddressFamily => {
+                let family = AddressFamily::parse(&v.single()?)
+                    .ok_or_else(|| v.bad("any, inet or inet6"))?;
+                set_once(&mut self.address_family, family)
+            }
+            Keyword::RekeyLimit => {
+                let limit = RekeyLimit::parse(&v.split()?).map_err(|e| v.bad(e))?;
+                set_once(&mut self.rekey_limit, limit)
+            }
+            Keyword::ForwardAgent => {
+                let on = values::parse_forward_agent(&v.single()?)
+                    .ok_or_else(|| v.bad("yes, no, an agent socket path or $VARIABLE"))?;
+                set_once(&mut self.forward_agent, on)
+            }
+            Keyword::EscapeChar => {
+                let c = values::parse_escape_char(&v.single()?)
+                    .ok_or_else(|| v.bad("a single character, ^ and a character, or none"))?;
+                set_once(&mut self.escape_char, c)
+            }
             Keyword::Ciphers => set_once(&mut self.ciphers, v.single()?),
             Keyword::KexAlgorithms => set_once(&mut self.kex_algorithms, v.single()?),
             Keyword::Macs => set_once(&mut self.macs, v.single()?),
@@ -995,6 +1039,20 @@ mod tests {
         }),
         ("HashKnownHosts=yes", |o| o.hash_known_hosts = Some(true)),
         ("GatewayPorts=yes", |o| o.gateway_ports = Some(true)),
+        ("AddressFamily=inet6", |o| {
+            o.address_family = Some(AddressFamily::Inet6)
+        }),
+        ("BindAddress=127.0.0.2", |o| o.bind_address = s("127.0.0.2")),
+        ("BindInterface=lo", |o| o.bind_interface = s("lo")),
+        ("RekeyLimit=1M 1h", |o| {
+            o.rekey_limit = Some(RekeyLimit {
+                bytes: Some(1 << 20),
+                time: Some(Duration::from_secs(3600)),
+            })
+        }),
+        ("ForwardAgent=no", |o| o.forward_agent = Some(false)),
+        ("EscapeChar=none", |o| o.escape_char = s("none")),
+        ("Tag=prod", |o| o.tag = s("prod")),
         ("LogLevel=QUIET", |o| o.log_level = Some(LogLevel::Quiet)),
         ("LogLevel=fatal", |o| o.log_level = Some(LogLevel::Fatal)),
         ("LogLevel=ERROR", |o| o.log_level = Some(LogLevel::Error)),
@@ -1367,12 +1425,11 @@ mod tests {
     #[test]
     fn unsupported_keywords_are_reported_not_rejected() {
         for arg in [
-            "ForwardAgent yes",
             "forwardx11=no",
             "ControlMaster auto",
             "ControlPath ~/.ssh/cm-%r@%h:%p",
             "AddKeysToAgent yes",
-            "BindAddress 10.0.0.1",
+            "CheckHostIP no",
             "Protocol 2",
             "UseRoaming no",
             "PubkeyAcceptedKeyTypes +ssh-rsa",

@@ -424,6 +424,27 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
     // The variant names are ssh's level names in another case.
     let level = format!("{:?}", o.log_level.unwrap_or(LogLevel::Info));
     out.push(format!("loglevel {}", level.to_uppercase()));
+    let family = o.address_family.unwrap_or_default();
+    out.push(format!("addressfamily {}", family.name()));
+    out.extend(o.bind_address.as_ref().map(|a| format!("bindaddress {a}")));
+    out.extend(
+        o.bind_interface
+            .as_ref()
+            .map(|i| format!("bindinterface {i}")),
+    );
+    let rekey = o.rekey_limit.unwrap_or_default();
+    out.push(format!("rekeylimit {}", rekey.dump()));
+    let agent = if o.forward_agent.unwrap_or(false) {
+        "yes"
+    } else {
+        "no"
+    };
+    out.push(format!("forwardagent {agent}"));
+    out.push(format!(
+        "escapechar {}",
+        o.escape_char.as_deref().unwrap_or("~")
+    ));
+    out.extend(o.tag.as_ref().map(|t| format!("tag {t}")));
     for fwd in &o.dynamic_forwards {
         let (bind, port) = (fwd.bind.clone(), fwd.port);
         out.push(format!(

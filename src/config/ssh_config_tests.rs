@@ -499,8 +499,8 @@ fn expand_paths_after_resolution() {
 fn unknown_and_unsupported_keywords_warn() {
     let home = home_with(
         "Bogus 1\n\
-         ForwardAgent yes\n\
-         forwardagent no\n\
+         ForwardX11 yes\n\
+         forwardx11 no\n\
          Host other\n  AlsoBogus x\n  ControlMaster auto\n\
          Host *\n  IgnoreUnknown usekeychain2,fancy*\n  UseKeychain2 yes\n  FancyThing 1\n  Bogus2 x\n",
     );
@@ -508,7 +508,7 @@ fn unknown_and_unsupported_keywords_warn() {
     let w = messages(&w);
     let wanted = [
         "config:1: unknown keyword 'Bogus'",
-        "config:2: ForwardAgent is not supported",
+        "config:2: ForwardX11 is not supported",
         "config:5: unknown keyword 'AlsoBogus'",
         "config:11: unknown keyword 'Bogus2'",
     ];

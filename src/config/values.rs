@@ -1,0 +1,196 @@
+//! Values of the ssh_config keywords a tunnel user sets beyond the basics (AddressFamily,
+//! RekeyLimit, EscapeChar, ForwardAgent), parsed with ssh's syntax and limits. Kept apart
+//! from `options.rs`, which dispatches keywords, so each value's rules live in one place.
+
+use std::time::Duration;
+
+/// `AddressFamily` (`-4`/`-6`): which addresses to connect to and, for -L/-D without an
+/// explicit address, which loopback or wildcard to bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressFamily {
+    #[default]
+    Any,
+    Inet,
+    Inet6,
+}
+
+impl AddressFamily {
+    pub fn parse(s: &str) -> Option<AddressFamily> {
+        match s.to_ascii_lowercase().as_str() {
+            "any" => Some(AddressFamily::Any),
+            "inet" => Some(AddressFamily::Inet),
+            "inet6" => Some(AddressFamily::Inet6),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AddressFamily::Any => "any",
+            AddressFamily::Inet => "inet",
+            AddressFamily::Inet6 => "inet6",
+        }
+    }
+
+    pub fn allows(self, ip: &std::net::IpAddr) -> bool {
+        match self {
+            AddressFamily::Any => true,
+            AddressFamily::Inet => ip.is_ipv4(),
+            AddressFamily::Inet6 => ip.is_ipv6(),
+        }
+    }
+}
+
+/// `RekeyLimit bytes [time]`: `None` keeps the engine's default for that half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RekeyLimit {
+    pub bytes: Option<u64>,
+    pub time: Option<Duration>,
+}
+
+/// ssh refuses limits below this many bytes ("RekeyLimit too small").
+const MIN_REKEY_BYTES: u64 = 16;
+
+impl RekeyLimit {
+    /// `default`/`none` or a size with an optional K, M or G suffix; then optionally
+    /// `default`/`none` or a time (`30m`, `1h`).
+    pub fn parse(args: &[String]) -> Result<RekeyLimit, String> {
+        let expected = "bytes (with K, M or G) or default, then optionally a time or none";
+        let (bytes, time) = match args {
+            [b] => (b, None),
+            [b, t] => (b, Some(t)),
+            _ => return Err(expected.into()),
+        };
+        let bytes = match bytes.to_ascii_lowercase().as_str() {
+            "default" | "none" => None,
+            b => {
+                let n = parse_size(b).ok_or_else(|| expected.to_string())?;
+                if n != 0 && n < MIN_REKEY_BYTES {
+                    return Err(format!(
+                        "at least {MIN_REKEY_BYTES} bytes (RekeyLimit too small)"
+                    ));
+                }
+                (n != 0).then_some(n)
+            }
+        };
+        let time = match time.map(|t| t.to_ascii_lowercase()) {
+            None => None,
+            Some(t) if t == "default" || t == "none" => None,
+            Some(t) => {
+                let d = humantime_ssh(&t).ok_or_else(|| expected.to_string())?;
+                (!d.is_zero()).then_some(d)
+            }
+        };
+        Ok(RekeyLimit { bytes, time })
+    }
+
+    /// ssh -G's form: bytes (0 for the default) and seconds (0 for none).
+    pub fn dump(&self) -> String {
+        format!(
+            "{} {}",
+            self.bytes.unwrap_or(0),
+            self.time.map(|t| t.as_secs()).unwrap_or(0)
+        )
+    }
+}
+
+/// ssh's `scan_scaled`: digits then an optional K/M/G (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, mult) = match s.char_indices().last()? {
+        (i, 'k') => (&s[..i], 1u64 << 10),
+        (i, 'm') => (&s[..i], 1 << 20),
+        (i, 'g') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// ssh's time format (`90`, `1h30m`, units s/m/h/d/w), whole seconds.
+fn humantime_ssh(s: &str) -> Option<Duration> {
+    let mut total: u64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..end].parse().ok()?;
+        let mut tail = rest[end..].chars();
+        let mult = match tail.next() {
+            None | Some('s') => 1,
+            Some('m') => 60,
+            Some('h') => 3600,
+            Some('d') => 86_400,
+            Some('w') => 604_800,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(mult)?)?;
+        rest = tail.as_str();
+    }
+    Some(Duration::from_secs(total))
+}
+
+/// `EscapeChar` / `-e`: warren never has an interactive TTY session, so the escape
+/// character never applies; it is validated as ssh does and kept for `-G`.
+pub fn parse_escape_char(s: &str) -> Option<String> {
+    let ok = s == "none"
+        || s.chars().count() == 1
+        || (s.len() == 2 && s.starts_with('^') && s.as_bytes()[1].is_ascii_graphic());
+    ok.then(|| s.to_string())
+}
+
+/// `ForwardAgent`: yes/no, or (as ssh allows) an agent socket path or `$VAR`, which
+/// means yes with that agent.
+pub fn parse_forward_agent(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Some(true),
+        "no" | "false" => Some(false),
+        _ if s.starts_with('/') || s.starts_with('~') || s.starts_with('$') => Some(true),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn rekey_limits() {
+        let r = RekeyLimit::parse(&args("1G 1h")).unwrap();
+        assert_eq!(r.bytes, Some(1 << 30));
+        assert_eq!(r.time, Some(Duration::from_secs(3600)));
+        let r = RekeyLimit::parse(&args("64K")).unwrap();
+        assert_eq!((r.bytes, r.time), (Some(65536), None));
+        let r = RekeyLimit::parse(&args("default 30m")).unwrap();
+        assert_eq!((r.bytes, r.time), (None, Some(Duration::from_secs(1800))));
+        let r = RekeyLimit::parse(&args("500M none")).unwrap();
+        assert_eq!((r.bytes, r.time), (Some(500 << 20), None));
+        assert_eq!(r.dump(), format!("{} 0", 500u64 << 20));
+        for bad in ["", "x", "10", "1T", "1G 1y", "1G 1h extra", "K"] {
+            assert!(RekeyLimit::parse(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn families_escape_and_agent() {
+        assert_eq!(AddressFamily::parse("INET6"), Some(AddressFamily::Inet6));
+        assert_eq!(AddressFamily::parse("ipv4"), None);
+        assert!(AddressFamily::Inet.allows(&"127.0.0.1".parse().unwrap()));
+        assert!(!AddressFamily::Inet.allows(&"::1".parse().unwrap()));
+        for ok in ["none", "~", "^]", "%"] {
+            assert!(parse_escape_char(ok).is_some(), "{ok}");
+        }
+        for bad in ["ab", "^ ", "abc"] {
+            assert!(parse_escape_char(bad).is_none(), "{bad}");
+        }
+        assert_eq!(parse_forward_agent("Yes"), Some(true));
+        assert_eq!(parse_forward_agent("$SSH_AUTH_SOCK"), Some(true));
+        assert_eq!(parse_forward_agent("maybe"), None);
+    }
+}
