@@ -366,10 +366,32 @@ fn q_v_and_flags_accepted_or_refused_as_ssh_does() {
         "X11 forwarding is not supported",
         "GSSAPI",
         "PKCS#11",
-        "agent forwarding",
+        "no agent to forward",
     ] {
         assert!(err.contains(warning), "{warning}: {err}");
     }
+}
+
+#[test]
+fn capital_a_forwards_the_agent_to_a_remote_command() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let agent = Agent::start();
+    agent.add(&user.key);
+    let fingerprint = user.key.fingerprint();
+    let list = |flag: &str| {
+        let mut cmd = warren(&sshd, &user);
+        agent.apply(&mut cmd);
+        cmd.args([flag, "-n", "root@127.0.0.1", "ssh-add", "-l"]);
+        cmd.output().unwrap()
+    };
+    let out = list("-A");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout.contains(&fingerprint), "{stdout}");
+    // -a (the default): the remote command has no agent.
+    let out = list("-a");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 #[test]

@@ -184,7 +184,8 @@ pub struct Cli {
     #[arg(short = 'a', overrides_with = "forward_agent")]
     pub no_forward_agent: bool,
 
-    /// Agent forwarding (ForwardAgent yes): not supported yet, warns.
+    /// Agent forwarding (ForwardAgent yes) for a remote command: the server may use the
+    /// local agent while it runs (tunnels without a command open no session, as ssh -N).
     #[arg(short = 'A', overrides_with = "no_forward_agent")]
     pub forward_agent: bool,
 

@@ -22,7 +22,7 @@ Where warren differs from OpenSSH ssh:
   * Data from the server is acknowledged as soon as warren has nothing to send back, so
     sshd's Nagle pause (40 ms per new -R connection with ssh) does not apply.
   * Every ssh flag is accepted: -X/-Y, -K, -I warn and are ignored; -e has no effect (warren
-    never runs an interactive session); -A warns: agent forwarding is not supported yet.
+    never runs an interactive session).
   * -Q lists the algorithms of warren's own SSH engine; -y logs to syslog (stderr if
     /dev/log is missing); ConnectionAttempts retries the first connection only.
   * --preconnect (opt-in) saves -L connections the channel-open round trip by opening

@@ -62,6 +62,8 @@ pub struct ConnectSettings {
     /// backoff).
     pub connection_attempts: u32,
     pub rekey: RekeyLimit,
+    /// ForwardAgent: the local agent socket a remote command's session may reach.
+    pub agent_forward: Option<std::path::PathBuf>,
     pub host_key: HostKeyPolicy,
     pub auth: AuthSettings,
     pub quiet: bool,
@@ -84,6 +86,8 @@ pub struct Session {
     _proxy: Option<tokio::process::Child>,
     /// The server sends small packets at once (no Nagle), see [`super::compat`].
     sends_at_once: bool,
+    /// Agent forwarding is asked for on each remote command's session.
+    forward_agent: bool,
 }
 
 impl Session {
@@ -177,6 +181,7 @@ impl Session {
             via: Vec::new(),
             _proxy: proxy,
             sends_at_once: false,
+            forward_agent: s.agent_forward.is_some(),
         };
 
         let host_key = first_host_key(&mut incoming);
@@ -218,6 +223,7 @@ impl Session {
             quiet: s.quiet,
             remote: session.remote.clone(),
             exec: session.exec.clone(),
+            agent: s.agent_forward.clone(),
         };
         tokio::spawn(handler::serve(
             session.handle.clone(),
@@ -322,6 +328,13 @@ impl Session {
             .await
             .map_err(|e| lost(format!("cannot open a session channel: {e}")))?;
         let events = self.exec.register(channel.id());
+        if self.forward_agent {
+            // As ssh: no reply asked for; the server opens auth-agent channels if it agrees.
+            let _ = self
+                .handle
+                .channel_request(channel.id(), ChannelRequest::AuthAgentReq, false)
+                .await;
+        }
         let request = match subsystem {
             true => ChannelRequest::Subsystem(command.to_string()),
             false => ChannelRequest::Exec(command.as_bytes().to_vec()),

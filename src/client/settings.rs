@@ -15,7 +15,7 @@ use crate::config::options::{
 use crate::config::ssh_config::{
     ConfigFile, Defaults, MatchContext, Tokens, apply_config_files, dump, expand_paths,
 };
-use crate::config::values::AddressFamily;
+use crate::config::values::{AddressFamily, ForwardAgent};
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
@@ -412,6 +412,7 @@ fn resolve_connect(
         // ssh: 1 by default, and 0 still makes one attempt.
         connection_attempts: o.connection_attempts.unwrap_or(1).max(1),
         rekey: o.rekey_limit.unwrap_or_default(),
+        agent_forward: agent_to_forward(&o),
         host_key,
         auth,
         quiet: cli.quiet,
@@ -443,6 +444,23 @@ fn resolve_connect(
         connect.transport = Transport::ProxyCommand(expanded);
     }
     Ok((connect, o))
+}
+
+/// The agent socket ForwardAgent names, if there is one.
+fn agent_to_forward(o: &Options) -> Option<PathBuf> {
+    let env = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    match o.forward_agent.as_ref()? {
+        ForwardAgent::No => None,
+        ForwardAgent::Yes => env("SSH_AUTH_SOCK"),
+        ForwardAgent::Socket(s) => match s.strip_prefix('$') {
+            Some(var) => env(var),
+            None => Some(expand_tilde(s)),
+        },
+    }
 }
 
 /// The LogLevel the configuration asks for, read before logging starts (errors are left
@@ -521,8 +539,10 @@ impl Settings {
                 "-s needs a subsystem name after the destination (e.g. warren -s host sftp)".into(),
             ));
         }
-        if o.forward_agent == Some(true) {
-            warn!("agent forwarding (-A, ForwardAgent) is not supported yet; going on without it");
+        if matches!(&o.forward_agent, Some(f) if *f != ForwardAgent::No)
+            && connect.agent_forward.is_none()
+        {
+            warn!("ForwardAgent: no agent to forward (SSH_AUTH_SOCK is not set)");
         }
         if command.is_some() && stdio.is_some() {
             return Err(ClientError::Usage(

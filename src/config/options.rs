@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use super::forward::{self, DynamicForward, ForwardKind, LocalForward, RemoteForward, SpecError};
-use super::values::{self, AddressFamily, RekeyLimit};
+use super::values::{self, AddressFamily, ForwardAgent, RekeyLimit};
 
 /// ssh's own caps; enforcing them here keeps a runaway config from being
 /// accepted by Warren and then refused by ssh.
@@ -184,7 +184,7 @@ pub struct Options {
     /// `RekeyLimit`
     pub rekey_limit: Option<RekeyLimit>,
     /// `ForwardAgent` (`-A`, `-a`).
-    pub forward_agent: Option<bool>,
+    pub forward_agent: Option<ForwardAgent>,
     /// `EscapeChar` (`-e`), validated and kept for `-G` only.
     pub escape_char: Option<String>,
     /// `Tag` (`-P`), for `Match tagged` and `-G`.
@@ -466,7 +466,7 @@ impl Options {
                 set_once(&mut self.rekey_limit, limit)
             }
             Keyword::ForwardAgent => {
-                let on = values::parse_forward_agent(&v.single()?)
+                let on = ForwardAgent::parse(&v.single()?)
                     .ok_or_else(|| v.bad("yes, no, an agent socket path or $VARIABLE"))?;
                 set_once(&mut self.forward_agent, on)
             }
@@ -1050,7 +1050,9 @@ mod tests {
                 time: Some(Duration::from_secs(3600)),
             })
         }),
-        ("ForwardAgent=no", |o| o.forward_agent = Some(false)),
+        ("ForwardAgent=no", |o| {
+            o.forward_agent = Some(ForwardAgent::No)
+        }),
         ("EscapeChar=none", |o| o.escape_char = s("none")),
         ("Tag=prod", |o| o.tag = s("prod")),
         ("LogLevel=QUIET", |o| o.log_level = Some(LogLevel::Quiet)),

@@ -434,11 +434,7 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
     );
     let rekey = o.rekey_limit.unwrap_or_default();
     out.push(format!("rekeylimit {}", rekey.dump()));
-    let agent = if o.forward_agent.unwrap_or(false) {
-        "yes"
-    } else {
-        "no"
-    };
+    let agent = o.forward_agent.as_ref().map_or("no", |a| a.dump());
     out.push(format!("forwardagent {agent}"));
     out.push(format!(
         "escapechar {}",

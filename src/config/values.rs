@@ -141,14 +141,35 @@ pub fn parse_escape_char(s: &str) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
-/// `ForwardAgent`: yes/no, or (as ssh allows) an agent socket path or `$VAR`, which
-/// means yes with that agent.
-pub fn parse_forward_agent(s: &str) -> Option<bool> {
-    match s.to_ascii_lowercase().as_str() {
-        "yes" | "true" => Some(true),
-        "no" | "false" => Some(false),
-        _ if s.starts_with('/') || s.starts_with('~') || s.starts_with('$') => Some(true),
-        _ => None,
+/// `ForwardAgent` (`-A`, `-a`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardAgent {
+    No,
+    /// The agent of `SSH_AUTH_SOCK`.
+    Yes,
+    /// As ssh allows: this agent socket (unexpanded path) or `$VARIABLE` naming one.
+    Socket(String),
+}
+
+impl ForwardAgent {
+    pub fn parse(s: &str) -> Option<ForwardAgent> {
+        match s.to_ascii_lowercase().as_str() {
+            "yes" | "true" => Some(ForwardAgent::Yes),
+            "no" | "false" => Some(ForwardAgent::No),
+            _ if s.starts_with('/') || s.starts_with('~') || s.starts_with('$') => {
+                Some(ForwardAgent::Socket(s.to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// ssh -G's form.
+    pub fn dump(&self) -> &str {
+        match self {
+            ForwardAgent::No => "no",
+            ForwardAgent::Yes => "yes",
+            ForwardAgent::Socket(s) => s,
+        }
     }
 }
 
@@ -189,8 +210,11 @@ mod tests {
         for bad in ["ab", "^ ", "abc"] {
             assert!(parse_escape_char(bad).is_none(), "{bad}");
         }
-        assert_eq!(parse_forward_agent("Yes"), Some(true));
-        assert_eq!(parse_forward_agent("$SSH_AUTH_SOCK"), Some(true));
-        assert_eq!(parse_forward_agent("maybe"), None);
+        assert_eq!(ForwardAgent::parse("Yes"), Some(ForwardAgent::Yes));
+        assert_eq!(
+            ForwardAgent::parse("$MY_AGENT"),
+            Some(ForwardAgent::Socket("$MY_AGENT".into()))
+        );
+        assert_eq!(ForwardAgent::parse("maybe"), None);
     }
 }
