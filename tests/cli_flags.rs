@@ -339,6 +339,48 @@ fn q_v_and_flags_accepted_or_refused_as_ssh_does() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("warren"));
 
+    // -G shows what the flags set, and -P's Tag selects `Match tagged` blocks.
+    let home = ClientHome::new();
+    home.write_ssh_config("Match tagged prod\n  Port 2222\n");
+    let dash_g = |extra: &[&str]| {
+        let mut cmd = Command::new(warren_bin());
+        home.apply(&mut cmd);
+        cmd.args([
+            "-G",
+            "-g",
+            "-4",
+            "-b",
+            "127.0.0.2",
+            "-B",
+            "lo",
+            "-c",
+            "aes128-ctr",
+        ])
+        .args(["-m", "hmac-sha2-256", "-e", "none", "-A"])
+        .args(["-o", "RekeyLimit=1G 1h", "-o", "LogLevel=DEBUG2"])
+        .args(extra)
+        .arg("h");
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+    };
+    let shown = dash_g(&["-P", "prod"]);
+    for line in [
+        "port 2222",
+        "tag prod",
+        "gatewayports yes",
+        "addressfamily inet",
+        "bindaddress 127.0.0.2",
+        "bindinterface lo",
+        "ciphers aes128-ctr",
+        "macs hmac-sha2-256",
+        "escapechar none",
+        "forwardagent yes",
+        "rekeylimit 1073741824 3600",
+        "loglevel DEBUG2",
+    ] {
+        assert!(shown.lines().any(|l| l == line), "{line} missing:\n{shown}");
+    }
+    assert!(dash_g(&[]).lines().any(|l| l == "port 22"));
+
     for args in [
         &["-Z", "h"][..],
         &["-w", "0:0", "h"],

@@ -11,7 +11,7 @@
 //! - A bad value in a block that does not apply to this host is a warning;
 //!   ssh refuses it, but Warren's checks are stricter than ssh's in places
 //!   and must not break hosts the block is not about.
-//! - `Match exec`, `localnetwork`, `tagged`, `command`, `sessiontype` and
+//! - `Match exec`, `localnetwork`, `command`, `sessiontype` and
 //!   `version` are not evaluated: the block is treated as not matching and a
 //!   warning says so.
 //! - No hostname canonicalisation, so `Match canonical` is true only on the
@@ -50,7 +50,7 @@ const SYSTEM_DIR: &str = "/etc/ssh";
 
 /// Match criteria that ssh knows but Warren cannot evaluate (they need a
 /// shell, the network interfaces, or options Warren does not have).
-const UNEVALUATED_CRITERIA: &str = "exec localnetwork tagged command sessiontype version";
+const UNEVALUATED_CRITERIA: &str = "exec localnetwork command sessiontype version";
 
 /// Criteria that ssh also accepts in `name=value` form.
 const KEYED_CRITERIA: &str =
@@ -813,6 +813,8 @@ impl Reader<'_> {
                 "originalhost" => match_pattern_list(&self.ctx.original_host, arg, true),
                 "user" => match_pattern_list(remote_user(self.opts, self.ctx), arg, false),
                 "localuser" => match_pattern_list(&self.ctx.local_user, arg, false),
+                // The Tag set so far (-P, -o Tag, or an earlier line), "" when none.
+                "tagged" => match_pattern_list(self.opts.tag.as_deref().unwrap_or(""), arg, false),
                 lower if UNEVALUATED_CRITERIA.split(' ').any(|c| c == lower) => {
                     unevaluated.push(lower.to_owned());
                     result = false;

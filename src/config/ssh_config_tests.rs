@@ -369,7 +369,7 @@ fn unevaluated_match_criteria_warn_and_do_not_match() {
     let home = home_with(
         "Match exec \"true\"\n  Port 1\n\
          Match host x !localnetwork 10.0.0.0/8\n  User nope\n\
-         Match tagged=t\n  Compression yes\n",
+         Match command=x\n  Compression yes\n",
     );
     let (o, w) = home.resolve_ctx(&home.ctx("x")).unwrap();
     assert_eq!((o.port, o.user, o.compression), (None, None, None));
@@ -377,7 +377,7 @@ fn unevaluated_match_criteria_warn_and_do_not_match() {
     assert_eq!(w.len(), 3, "{w:?}");
     for (warning, (line, criterion)) in
         w.iter()
-            .zip([(1, "exec"), (3, "localnetwork"), (5, "tagged")])
+            .zip([(1, "exec"), (3, "localnetwork"), (5, "command")])
     {
         assert!(
             warning.contains(&format!("config:{line}: Match {criterion} ")),
@@ -385,6 +385,18 @@ fn unevaluated_match_criteria_warn_and_do_not_match() {
         );
         assert!(warning.contains("treated as not matching"), "{warning}");
     }
+}
+
+#[test]
+fn match_tagged_sees_the_tag_set_so_far() {
+    let home = home_with("Match tagged prod\n  Port 1\nMatch !tagged prod\n  User untagged\n");
+    let mut o = Options::default();
+    o.apply_arg("Tag=prod").unwrap();
+    let w = apply_config_files(&mut o, &home.ctx("x"), &home.files()).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!((o.port, o.user.as_deref()), (Some(1), None));
+    let (o, _) = home.resolve_ctx(&home.ctx("x")).unwrap();
+    assert_eq!((o.port, o.user.as_deref()), (None, Some("untagged")));
 }
 
 #[test]
