@@ -514,3 +514,59 @@ fn autossh_runs_warren_as_its_ssh() {
     sshd.wait_for_log(|l| l.contains("Accepted publickey"), IO_TIMEOUT)
         .unwrap();
 }
+
+#[test]
+fn session_type_stdin_null_and_fork_after_authentication_keywords() {
+    let sshd = sshd_with(&["Subsystem echo-back /bin/cat"]);
+    let user = warren_user(&sshd);
+
+    // SessionType subsystem is -s.
+    let mut cmd = warren(&sshd, &user);
+    cmd.args(["-o", "SessionType=subsystem", "root@127.0.0.1", "echo-back"]);
+    let mut p = Proc::spawn_with_stdin(cmd);
+    {
+        use std::io::Write;
+        let mut stdin = p.take_stdin().unwrap();
+        stdin.write_all(b"keyword says hi\n").unwrap();
+    }
+    p.wait_for_stdout(|l| l == "keyword says hi", IO_TIMEOUT)
+        .unwrap();
+    assert_eq!(p.expect_exit(IO_TIMEOUT).code(), Some(0));
+
+    // StdinNull is -n: cat sees EOF at once although our stdin stays open.
+    let mut cmd = warren(&sshd, &user);
+    cmd.args(["-o", "StdinNull=yes", "root@127.0.0.1", "cat"]);
+    let mut p = Proc::spawn_with_stdin(cmd);
+    let _open_stdin = p.take_stdin();
+    assert_eq!(p.expect_exit(IO_TIMEOUT).code(), Some(0));
+
+    // -N: no remote command, even when one is given; the tunnel is held instead.
+    let mut cmd = warren(&sshd, &user);
+    cmd.args(["-v", "-N", "root@127.0.0.1", "echo", "ran"]);
+    let p = Proc::spawn(cmd);
+    ready(&p, &sshd);
+    assert!(p.stderr_text().contains("the remote command is not run"));
+    assert!(p.try_wait().is_none() && !p.stdout_text().contains("ran"));
+    drop(p);
+
+    // ForkAfterAuthentication is -f: back to the shell once ready, the tunnel stays.
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut cmd = warren(&sshd, &user);
+    cmd.args(["-o", "ForkAfterAuthentication=yes", "--pidfile"])
+        .arg(&pidfile)
+        .arg("root@127.0.0.1");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    send_signal(pid, 15).unwrap();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while pidfile.exists() {
+        assert!(Instant::now() < deadline, "background warren did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     if let Some(status) = client::flags::answer_and_exit(&cli) {
         return ExitCode::from(status);
     }
-    if cli.background && !client::background::is_child() {
+    if !client::background::is_child() && client::flags::fork_after_authentication(&cli) {
         return ExitCode::from(client::background::spawn_and_wait());
     }
     let sink = match client::flags::log_sink(&cli) {

@@ -38,6 +38,17 @@ pub fn as_options(cli: &Cli) -> Vec<String> {
     if let Some(t) = &cli.tag {
         o.push(format!("Tag={t}"));
     }
+    // As in ssh, -N after -s (or the other way round) is the last one given; clap cannot
+    // tell, so -N, which asks for less, wins.
+    if cli.no_command {
+        o.push("SessionType=none".into());
+    }
+    if cli.subsystem {
+        o.push("SessionType=subsystem".into());
+    }
+    if cli.null_stdin {
+        o.push("StdinNull=yes".into());
+    }
     if cli.forward_agent {
         o.push("ForwardAgent=yes".into());
     }
@@ -76,6 +87,14 @@ pub fn answer_and_exit(cli: &Cli) -> Option<u8> {
     }
 }
 
+/// -f, or ForkAfterAuthentication in -o or the config.
+pub fn fork_after_authentication(cli: &Cli) -> bool {
+    cli.background
+        || super::settings::early_options(cli)
+            .and_then(|o| o.fork_after_authentication)
+            .unwrap_or(false)
+}
+
 /// -E (appended, created 0600) or -y, else stderr.
 pub fn log_sink(cli: &Cli) -> Result<crate::logging::Sink, String> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -101,7 +120,7 @@ pub fn log_verbosity(cli: &Cli) -> (u8, bool) {
     if cli.verbose > 0 || cli.quiet {
         return (cli.verbose, cli.quiet);
     }
-    match super::settings::configured_log_level(cli) {
+    match super::settings::early_options(cli).and_then(|o| o.log_level) {
         None | Some(LogLevel::Info) => (0, false),
         Some(LogLevel::Quiet | LogLevel::Fatal | LogLevel::Error) => (0, true),
         Some(LogLevel::Verbose | LogLevel::Debug1) => (1, false),

@@ -104,7 +104,10 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     }
 
     // One-shot modes: the session is the job, so it is not re-established.
-    let remote_command = settings.command.clone().filter(|_| !cli.exec);
+    let remote_command = settings
+        .command
+        .clone()
+        .filter(|_| !cli.exec && !settings.no_remote_command);
     if settings.stdio.is_some() || remote_command.is_some() {
         let session = tokio::select! {
             s = Session::connect(&settings.connect) => Arc::new(s?),

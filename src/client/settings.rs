@@ -9,13 +9,11 @@ use super::prompt::Prompter;
 use super::proxy_command;
 use super::session::{ConnectSettings, Transport};
 use crate::config::forward::{self, DynamicForward, Endpoint, LocalForward, RemoteForward};
-use crate::config::options::{
-    ApplyOutcome, IdentityAgent, LogLevel, Options, StrictHostKeyChecking,
-};
+use crate::config::options::{ApplyOutcome, IdentityAgent, Options, StrictHostKeyChecking};
 use crate::config::ssh_config::{
     ConfigFile, Defaults, MatchContext, Tokens, apply_config_files, dump, expand_paths,
 };
-use crate::config::values::{AddressFamily, ForwardAgent};
+use crate::config::values::{AddressFamily, ForwardAgent, SessionType};
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
@@ -37,6 +35,8 @@ pub struct Settings {
     pub address_family: AddressFamily,
     /// -s: the command is a subsystem name.
     pub subsystem: bool,
+    /// -N (SessionType none): the command, if any, is not run.
+    pub no_remote_command: bool,
 }
 
 /// `[user@]host` or `ssh://[user@]host[:port]`.
@@ -463,12 +463,12 @@ fn agent_to_forward(o: &Options) -> Option<PathBuf> {
     }
 }
 
-/// The LogLevel the configuration asks for, read before logging starts (errors are left
-/// for the real resolution to report).
-pub fn configured_log_level(cli: &Cli) -> Option<LogLevel> {
+/// The options for the destination, read before logging starts, for LogLevel and
+/// ForkAfterAuthentication (errors are left for the real resolution to report).
+pub fn early_options(cli: &Cli) -> Option<Options> {
     let dest = Destination::parse(cli.destination()).ok()?;
     let user = cli.login.clone().or(dest.user.clone());
-    options_for(&dest, cli, user, true).ok()?.0.log_level
+    Some(options_for(&dest, cli, user, true).ok()?.0)
 }
 
 /// `warren -G`: the resolved settings for the destination, like `ssh -G`.
@@ -534,7 +534,12 @@ impl Settings {
             ));
         }
         let command = (!cli.command.is_empty()).then(|| cli.command.join(" "));
-        if cli.subsystem && command.is_none() {
+        let subsystem = o.session_type == Some(SessionType::Subsystem);
+        let no_remote_command = o.session_type == Some(SessionType::None);
+        if no_remote_command && command.is_some() && !cli.exec {
+            warn!("-N (SessionType none): the remote command is not run");
+        }
+        if subsystem && command.is_none() {
             return Err(ClientError::Usage(
                 "-s needs a subsystem name after the destination (e.g. warren -s host sftp)".into(),
             ));
@@ -557,11 +562,12 @@ impl Settings {
             dynamic_forwards,
             stdio,
             command,
-            null_stdin: cli.null_stdin,
+            null_stdin: o.stdin_null.unwrap_or(false),
             exit_on_forward_failure: o.exit_on_forward_failure.unwrap_or(true),
             gateway_ports: o.gateway_ports.unwrap_or(false),
             address_family: o.address_family.unwrap_or_default(),
-            subsystem: cli.subsystem,
+            subsystem,
+            no_remote_command,
         })
     }
 }

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use super::forward::{self, DynamicForward, ForwardKind, LocalForward, RemoteForward, SpecError};
-use super::values::{self, AddressFamily, ForwardAgent, RekeyLimit};
+use super::values::{self, AddressFamily, ForwardAgent, RekeyLimit, SessionType};
 
 /// ssh's own caps; enforcing them here keeps a runaway config from being
 /// accepted by Warren and then refused by ssh.
@@ -189,6 +189,12 @@ pub struct Options {
     pub escape_char: Option<String>,
     /// `Tag` (`-P`), for `Match tagged` and `-G`.
     pub tag: Option<String>,
+    /// `SessionType` (`-N` none, `-s` subsystem).
+    pub session_type: Option<SessionType>,
+    /// `StdinNull` (`-n`).
+    pub stdin_null: Option<bool>,
+    /// `ForkAfterAuthentication` (`-f`).
+    pub fork_after_authentication: Option<bool>,
 }
 
 /// The keywords Warren acts on; everything else in [`KEYWORDS`] is either
@@ -234,6 +240,9 @@ enum Keyword {
     ForwardAgent,
     EscapeChar,
     Tag,
+    SessionType,
+    StdinNull,
+    ForkAfterAuthentication,
     Unsupported,
     Directive,
 }
@@ -289,6 +298,9 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("ForwardAgent", Keyword::ForwardAgent),
     ("EscapeChar", Keyword::EscapeChar),
     ("Tag", Keyword::Tag),
+    ("SessionType", Keyword::SessionType),
+    ("StdinNull", Keyword::StdinNull),
+    ("ForkAfterAuthentication", Keyword::ForkAfterAuthentication),
     // Config-file structure, refused on the command line as ssh does.
     ("Host", Keyword::Directive),
     ("Match", Keyword::Directive),
@@ -311,7 +323,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("EnableEscapeCommandline", Keyword::Unsupported),
     ("EnableSSHKeysign", Keyword::Unsupported),
     ("FingerprintHash", Keyword::Unsupported),
-    ("ForkAfterAuthentication", Keyword::Unsupported),
     ("ForwardX11", Keyword::Unsupported),
     ("ForwardX11Timeout", Keyword::Unsupported),
     ("ForwardX11Trusted", Keyword::Unsupported),
@@ -344,9 +355,7 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("RevokedHostKeys", Keyword::Unsupported),
     ("SecurityKeyProvider", Keyword::Unsupported),
     ("SendEnv", Keyword::Unsupported),
-    ("SessionType", Keyword::Unsupported),
     ("SetEnv", Keyword::Unsupported),
-    ("StdinNull", Keyword::Unsupported),
     ("StreamLocalBindMask", Keyword::Unsupported),
     ("StreamLocalBindUnlink", Keyword::Unsupported),
     ("SyslogFacility", Keyword::Unsupported),
@@ -456,6 +465,15 @@ impl Options {
             Keyword::BindAddress => set_once(&mut self.bind_address, v.single()?),
             Keyword::BindInterface => set_once(&mut self.bind_interface, v.single()?),
             Keyword::Tag => set_once(&mut self.tag, v.single()?),
+            Keyword::StdinNull => set_once(&mut self.stdin_null, parse_flag(&v)?),
+            Keyword::ForkAfterAuthentication => {
+                set_once(&mut self.fork_after_authentication, parse_flag(&v)?)
+            }
+            Keyword::SessionType => {
+                let t = SessionType::parse(&v.single()?)
+                    .ok_or_else(|| v.bad("none, subsystem or default"))?;
+                set_once(&mut self.session_type, t)
+            }
             Keyword::AddressFamily => {
                 let family = AddressFamily::parse(&v.single()?)
                     .ok_or_else(|| v.bad("any, inet or inet6"))?;
@@ -1055,6 +1073,13 @@ mod tests {
         }),
         ("EscapeChar=none", |o| o.escape_char = s("none")),
         ("Tag=prod", |o| o.tag = s("prod")),
+        ("SessionType=none", |o| {
+            o.session_type = Some(SessionType::None)
+        }),
+        ("StdinNull=yes", |o| o.stdin_null = Some(true)),
+        ("ForkAfterAuthentication=yes", |o| {
+            o.fork_after_authentication = Some(true)
+        }),
         ("LogLevel=QUIET", |o| o.log_level = Some(LogLevel::Quiet)),
         ("LogLevel=fatal", |o| o.log_level = Some(LogLevel::Fatal)),
         ("LogLevel=ERROR", |o| o.log_level = Some(LogLevel::Error)),

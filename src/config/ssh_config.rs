@@ -441,6 +441,14 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
         o.escape_char.as_deref().unwrap_or("~")
     ));
     out.extend(o.tag.as_ref().map(|t| format!("tag {t}")));
+    let session = o.session_type.map_or("default", |t| t.name());
+    out.push(format!("sessiontype {session}"));
+    let yes_no = |b: Option<bool>| if b.unwrap_or(false) { "yes" } else { "no" };
+    out.push(format!("stdinnull {}", yes_no(o.stdin_null)));
+    out.push(format!(
+        "forkafterauthentication {}",
+        yes_no(o.fork_after_authentication)
+    ));
     for fwd in &o.dynamic_forwards {
         let (bind, port) = (fwd.bind.clone(), fwd.port);
         out.push(format!(

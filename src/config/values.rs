@@ -141,6 +141,36 @@ pub fn parse_escape_char(s: &str) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
+/// `SessionType`: what the session channel is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionType {
+    /// `-N`: no remote command at all.
+    None,
+    /// `-s`: the command names a subsystem.
+    Subsystem,
+    /// A command (or, for ssh, a shell).
+    Default,
+}
+
+impl SessionType {
+    pub fn parse(s: &str) -> Option<SessionType> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Some(SessionType::None),
+            "subsystem" => Some(SessionType::Subsystem),
+            "default" => Some(SessionType::Default),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionType::None => "none",
+            SessionType::Subsystem => "subsystem",
+            SessionType::Default => "default",
+        }
+    }
+}
+
 /// `ForwardAgent` (`-A`, `-a`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardAgent {
