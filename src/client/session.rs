@@ -62,6 +62,10 @@ pub struct ConnectSettings {
     /// backoff).
     pub connection_attempts: u32,
     pub rekey: RekeyLimit,
+    /// TCPKeepAlive (SO_KEEPALIVE; on by default, as in ssh).
+    pub tcp_keepalive: bool,
+    /// IPQoS: the TOS / traffic class of the connection to the server (its bulk value).
+    pub tos: Option<u32>,
     /// ForwardAgent: the local agent socket a remote command's session may reach.
     pub agent_forward: Option<std::path::PathBuf>,
     pub host_key: HostKeyPolicy,
@@ -531,6 +535,19 @@ fn source_socket(s: &ConnectSettings, to: &SocketAddr) -> Result<tokio::net::Tcp
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
     }
     .map_err(|e| format!("cannot create a socket: {e}"))?;
+    let sock = socket2::SockRef::from(&socket);
+    if let Err(e) = sock.set_keepalive(s.tcp_keepalive) {
+        debug!("TCPKeepAlive: {e}");
+    }
+    if let Some(tos) = s.tos {
+        let set = match to {
+            SocketAddr::V4(_) => sock.set_tos_v4(tos),
+            SocketAddr::V6(_) => sock.set_tclass_v6(tos),
+        };
+        if let Err(e) = set {
+            debug!("IPQoS: cannot set {tos:#x}: {e}");
+        }
+    }
     let source = match (&s.bind_address, &s.bind_interface) {
         (Some(a), _) => {
             Some(super::source::address(a, to).map_err(|e| format!("BindAddress {a}: {e}"))?)

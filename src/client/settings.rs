@@ -413,6 +413,8 @@ fn resolve_connect(
         connection_attempts: o.connection_attempts.unwrap_or(1).max(1),
         rekey: o.rekey_limit.unwrap_or_default(),
         agent_forward: agent_to_forward(&o),
+        tcp_keepalive: o.tcp_keep_alive.unwrap_or(true),
+        tos: o.ip_qos.as_ref().and_then(|q| q.bulk),
         host_key,
         auth,
         quiet: cli.quiet,

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use super::forward::{self, DynamicForward, ForwardKind, LocalForward, RemoteForward, SpecError};
-use super::values::{self, AddressFamily, ForwardAgent, RekeyLimit, SessionType};
+use super::values::{self, AddressFamily, ForwardAgent, IpQos, RekeyLimit, SessionType};
 
 /// ssh's own caps; enforcing them here keeps a runaway config from being
 /// accepted by Warren and then refused by ssh.
@@ -195,6 +195,10 @@ pub struct Options {
     pub stdin_null: Option<bool>,
     /// `ForkAfterAuthentication` (`-f`).
     pub fork_after_authentication: Option<bool>,
+    /// `TCPKeepAlive` (alias `KeepAlive`).
+    pub tcp_keep_alive: Option<bool>,
+    /// `IPQoS`
+    pub ip_qos: Option<IpQos>,
 }
 
 /// The keywords Warren acts on; everything else in [`KEYWORDS`] is either
@@ -243,6 +247,8 @@ enum Keyword {
     SessionType,
     StdinNull,
     ForkAfterAuthentication,
+    TcpKeepAlive,
+    IpQos,
     Unsupported,
     Directive,
 }
@@ -301,6 +307,9 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("SessionType", Keyword::SessionType),
     ("StdinNull", Keyword::StdinNull),
     ("ForkAfterAuthentication", Keyword::ForkAfterAuthentication),
+    ("TCPKeepAlive", Keyword::TcpKeepAlive),
+    ("KeepAlive", Keyword::TcpKeepAlive),
+    ("IPQoS", Keyword::IpQos),
     // Config-file structure, refused on the command line as ssh does.
     ("Host", Keyword::Directive),
     ("Match", Keyword::Directive),
@@ -332,7 +341,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("HostbasedAuthentication", Keyword::Unsupported),
     ("HostKeyAlgorithms", Keyword::HostKeyAlgorithms),
     ("IgnoreUnknown", Keyword::Unsupported),
-    ("IPQoS", Keyword::Unsupported),
     ("KbdInteractiveDevices", Keyword::Unsupported),
     ("KexAlgorithms", Keyword::KexAlgorithms),
     ("KnownHostsCommand", Keyword::Unsupported),
@@ -359,7 +367,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("StreamLocalBindMask", Keyword::Unsupported),
     ("StreamLocalBindUnlink", Keyword::Unsupported),
     ("SyslogFacility", Keyword::Unsupported),
-    ("TCPKeepAlive", Keyword::Unsupported),
     ("Tunnel", Keyword::Unsupported),
     ("TunnelDevice", Keyword::Unsupported),
     ("UpdateHostKeys", Keyword::Unsupported),
@@ -371,7 +378,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     // Obsolete spellings ssh still maps to current keywords.
     ("HostbasedKeyTypes", Keyword::Unsupported),
     ("PubkeyAcceptedKeyTypes", Keyword::Unsupported),
-    ("KeepAlive", Keyword::Unsupported),
     ("SmartcardDevice", Keyword::Unsupported),
     // Removed options that ssh still accepts and ignores.
     ("Protocol", Keyword::Unsupported),
@@ -466,6 +472,11 @@ impl Options {
             Keyword::BindInterface => set_once(&mut self.bind_interface, v.single()?),
             Keyword::Tag => set_once(&mut self.tag, v.single()?),
             Keyword::StdinNull => set_once(&mut self.stdin_null, parse_flag(&v)?),
+            Keyword::TcpKeepAlive => set_once(&mut self.tcp_keep_alive, parse_flag(&v)?),
+            Keyword::IpQos => {
+                let qos = IpQos::parse(&v.split()?).map_err(|e| v.bad(e))?;
+                set_once(&mut self.ip_qos, qos)
+            }
             Keyword::ForkAfterAuthentication => {
                 set_once(&mut self.fork_after_authentication, parse_flag(&v)?)
             }
@@ -1077,6 +1088,10 @@ mod tests {
             o.session_type = Some(SessionType::None)
         }),
         ("StdinNull=yes", |o| o.stdin_null = Some(true)),
+        ("TCPKeepAlive=no", |o| o.tcp_keep_alive = Some(false)),
+        ("IPQoS=throughput", |o| {
+            o.ip_qos = Some(IpQos::parse(&["throughput".into()]).unwrap())
+        }),
         ("ForkAfterAuthentication=yes", |o| {
             o.fork_after_authentication = Some(true)
         }),

@@ -352,6 +352,10 @@ impl Default for Defaults {
 
 /// The resolved settings in `ssh -G`'s format (lowercase keyword, a space,
 /// the value, in ssh's order), so users can diff Warren's view against ssh's.
+fn yes_no_default(v: Option<bool>, default: bool) -> &'static str {
+    if v.unwrap_or(default) { "yes" } else { "no" }
+}
+
 pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
     let host_name = o.host_name.as_deref().unwrap_or(&ctx.host);
     let mut out = vec![
@@ -441,6 +445,13 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
         o.escape_char.as_deref().unwrap_or("~")
     ));
     out.extend(o.tag.as_ref().map(|t| format!("tag {t}")));
+    out.push(format!(
+        "tcpkeepalive {}",
+        yes_no_default(o.tcp_keep_alive, true)
+    ));
+    // Unlike ssh (af21 cs1), warren leaves the system's default unless told.
+    let qos = o.ip_qos.as_ref().map_or("none", |q| q.text.as_str());
+    out.push(format!("ipqos {qos}"));
     let session = o.session_type.map_or("default", |t| t.name());
     out.push(format!("sessiontype {session}"));
     let yes_no = |b: Option<bool>| if b.unwrap_or(false) { "yes" } else { "no" };

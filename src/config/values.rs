@@ -141,6 +141,69 @@ pub fn parse_escape_char(s: &str) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
+/// `IPQoS interactive [bulk]`: the IP type of service of the connection to the server.
+/// Warren never has an interactive session, so the bulk value is the one used, as ssh
+/// does for sessions without a TTY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpQos {
+    /// The values as given, for -G.
+    pub text: String,
+    /// `None`: leave the system's default (`none`).
+    pub bulk: Option<u32>,
+}
+
+impl IpQos {
+    pub fn parse(args: &[String]) -> Result<IpQos, String> {
+        let expected = "af11..af43, cs0..cs7, ef, le, lowdelay, throughput, reliability, \
+                        none or a number, once or twice";
+        let values = args
+            .iter()
+            .map(|a| tos_value(a).ok_or_else(|| expected.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bulk = match values.as_slice() {
+            [one] => *one,
+            [_, bulk] => *bulk,
+            _ => return Err(expected.into()),
+        };
+        Ok(IpQos {
+            text: args.join(" "),
+            bulk,
+        })
+    }
+}
+
+/// ssh's `parse_ipqos`: DSCP names shifted into the TOS byte, the old TOS names, `none`,
+/// or a number (decimal, 0x hex or 0 octal) up to 255.
+fn tos_value(name: &str) -> Option<Option<u32>> {
+    let lower = name.to_ascii_lowercase();
+    let dscp = |v: u32| Some(Some(v << 2));
+    match lower.as_str() {
+        "none" => return Some(None),
+        "ef" => return dscp(46),
+        "le" => return dscp(1),
+        "lowdelay" => return Some(Some(0x10)),
+        "throughput" => return Some(Some(0x08)),
+        "reliability" => return Some(Some(0x04)),
+        _ => {}
+    }
+    let b = lower.as_bytes();
+    match b {
+        [b'a', b'f', c @ b'1'..=b'4', p @ b'1'..=b'3'] => {
+            return dscp(8 * u32::from(c - b'0') + 2 * u32::from(p - b'0'));
+        }
+        [b'c', b's', n @ b'0'..=b'7'] => return dscp(8 * u32::from(n - b'0')),
+        _ => {}
+    }
+    let n = if let Some(hex) = lower.strip_prefix("0x") {
+        u32::from_str_radix(hex, 16).ok()?
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        u32::from_str_radix(&lower[1..], 8).ok()?
+    } else {
+        lower.parse().ok()?
+    };
+    (n <= 255).then_some(Some(n))
+}
+
 /// `SessionType`: what the session channel is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionType {
@@ -225,6 +288,20 @@ mod tests {
         assert_eq!(r.dump(), format!("{} 0", 500u64 << 20));
         for bad in ["", "x", "10", "1T", "1G 1y", "1G 1h extra", "K"] {
             assert!(RekeyLimit::parse(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ip_qos() {
+        let bulk = |s: &str| IpQos::parse(&args(s)).map(|q| q.bulk);
+        assert_eq!(bulk("af21 cs1"), Ok(Some(0x20)));
+        assert_eq!(bulk("throughput"), Ok(Some(0x08)));
+        assert_eq!(bulk("lowdelay none"), Ok(None));
+        assert_eq!(bulk("ef"), Ok(Some(0xb8)));
+        assert_eq!(bulk("af41 0x00"), Ok(Some(0)));
+        assert_eq!(bulk("cs7"), Ok(Some(0xe0)));
+        for bad in ["", "af51", "cs8", "256", "a b c", "fast"] {
+            assert!(IpQos::parse(&args(bad)).is_err(), "{bad:?}");
         }
     }
 
