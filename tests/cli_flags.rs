@@ -593,3 +593,25 @@ fn tcp_keepalive_is_on_unless_turned_off() {
     let off = timers(&["-o", "TCPKeepAlive=no"]);
     assert!(!off.is_empty() && !off.contains("keepalive"), "{off}");
 }
+
+#[test]
+fn send_env_and_set_env_reach_a_remote_command() {
+    let sshd = sshd_with(&["AcceptEnv WARREN_*"]);
+    let user = warren_user(&sshd);
+    let mut cmd = warren(&sshd, &user);
+    cmd.env("WARREN_SENT", "from here")
+        .env("WARREN_NOT_SENT", "stays")
+        .args(["-o", "SendEnv=WARREN_S* WARREN_NOT_SENT -WARREN_NOT*"])
+        .args([
+            "-o",
+            "SetEnv=WARREN_SET=fixed \"WARREN_SENT=overridden value\"",
+        ])
+        .args(["-n", "root@127.0.0.1"])
+        .arg("echo \"[$WARREN_SENT] [$WARREN_SET] [$WARREN_NOT_SENT]\"");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[overridden value] [fixed] []"
+    );
+}

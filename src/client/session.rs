@@ -66,6 +66,8 @@ pub struct ConnectSettings {
     pub tcp_keepalive: bool,
     /// IPQoS: the TOS / traffic class of the connection to the server (its bulk value).
     pub tos: Option<u32>,
+    /// SendEnv's matching variables and SetEnv, sent before a remote command.
+    pub env: Vec<(String, String)>,
     /// ForwardAgent: the local agent socket a remote command's session may reach.
     pub agent_forward: Option<std::path::PathBuf>,
     pub host_key: HostKeyPolicy,
@@ -92,6 +94,8 @@ pub struct Session {
     sends_at_once: bool,
     /// Agent forwarding is asked for on each remote command's session.
     forward_agent: bool,
+    /// Environment for each remote command (SendEnv, SetEnv).
+    env: Vec<(String, String)>,
 }
 
 impl Session {
@@ -186,6 +190,7 @@ impl Session {
             _proxy: proxy,
             sends_at_once: false,
             forward_agent: s.agent_forward.is_some(),
+            env: s.env.clone(),
         };
 
         let host_key = first_host_key(&mut incoming);
@@ -332,6 +337,17 @@ impl Session {
             .await
             .map_err(|e| lost(format!("cannot open a session channel: {e}")))?;
         let events = self.exec.register(channel.id());
+        for (name, value) in &self.env {
+            // As ssh: no reply asked for; sshd's AcceptEnv decides, silently.
+            let request = ChannelRequest::Env {
+                name: name.clone(),
+                value: value.as_bytes().to_vec(),
+            };
+            let _ = self
+                .handle
+                .channel_request(channel.id(), request, false)
+                .await;
+        }
         if self.forward_agent {
             // As ssh: no reply asked for; the server opens auth-agent channels if it agrees.
             let _ = self

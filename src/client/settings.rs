@@ -414,6 +414,7 @@ fn resolve_connect(
         rekey: o.rekey_limit.unwrap_or_default(),
         agent_forward: agent_to_forward(&o),
         tcp_keepalive: o.tcp_keep_alive.unwrap_or(true),
+        env: environment(&o),
         tos: o.ip_qos.as_ref().and_then(|q| q.bulk),
         host_key,
         auth,
@@ -446,6 +447,22 @@ fn resolve_connect(
         connect.transport = Transport::ProxyCommand(expanded);
     }
     Ok((connect, o))
+}
+
+/// SendEnv: the local variables matching its patterns (as ssh: by name, in the order of
+/// the environment); then SetEnv's, which win over a sent variable of the same name.
+fn environment(o: &Options) -> Vec<(String, String)> {
+    use crate::config::pattern::match_pattern;
+    // A variable that is not UTF-8 is not sent (ssh would; sshd's AcceptEnv sees names).
+    let mut env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(name, _)| o.send_env.iter().any(|p| match_pattern(name, p)))
+        .collect();
+    for (name, value) in o.set_env.iter().flatten() {
+        env.retain(|(n, _)| n != name);
+        env.push((name.clone(), value.clone()));
+    }
+    env
 }
 
 /// The agent socket ForwardAgent names, if there is one.

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use super::forward::{self, DynamicForward, ForwardKind, LocalForward, RemoteForward, SpecError};
+use super::pattern::match_pattern;
 use super::values::{self, AddressFamily, ForwardAgent, IpQos, RekeyLimit, SessionType};
 
 /// ssh's own caps; enforcing them here keeps a runaway config from being
@@ -199,6 +200,13 @@ pub struct Options {
     pub tcp_keep_alive: Option<bool>,
     /// `IPQoS`
     pub ip_qos: Option<IpQos>,
+    /// `SendEnv` patterns in order; `-pattern` entries removed earlier matches.
+    pub send_env: Vec<String>,
+    /// `SetEnv NAME=VALUE...`; the first line wins whole, as in ssh.
+    pub set_env: Option<Vec<(String, String)>>,
+    /// `GSSAPIAuthentication`: validated and shown by -G. Warren has no GSSAPI, so `yes`
+    /// ends like ssh's attempt without a Kerberos ticket: the next method is tried.
+    pub gssapi_authentication: Option<bool>,
 }
 
 /// The keywords Warren acts on; everything else in [`KEYWORDS`] is either
@@ -249,6 +257,10 @@ enum Keyword {
     ForkAfterAuthentication,
     TcpKeepAlive,
     IpQos,
+    SendEnv,
+    SetEnv,
+    GssapiAuthentication,
+    GssapiDelegateCredentials,
     Unsupported,
     Directive,
 }
@@ -310,6 +322,14 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("TCPKeepAlive", Keyword::TcpKeepAlive),
     ("KeepAlive", Keyword::TcpKeepAlive),
     ("IPQoS", Keyword::IpQos),
+    ("SendEnv", Keyword::SendEnv),
+    ("SetEnv", Keyword::SetEnv),
+    ("GSSAPIAuthentication", Keyword::GssapiAuthentication),
+    // Only means something with GSSAPI authentication, which warren skips (see below).
+    (
+        "GSSAPIDelegateCredentials",
+        Keyword::GssapiDelegateCredentials,
+    ),
     // Config-file structure, refused on the command line as ssh does.
     ("Host", Keyword::Directive),
     ("Match", Keyword::Directive),
@@ -335,8 +355,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("ForwardX11", Keyword::Unsupported),
     ("ForwardX11Timeout", Keyword::Unsupported),
     ("ForwardX11Trusted", Keyword::Unsupported),
-    ("GSSAPIAuthentication", Keyword::Unsupported),
-    ("GSSAPIDelegateCredentials", Keyword::Unsupported),
     ("HostbasedAcceptedAlgorithms", Keyword::Unsupported),
     ("HostbasedAuthentication", Keyword::Unsupported),
     ("HostKeyAlgorithms", Keyword::HostKeyAlgorithms),
@@ -362,8 +380,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("RequiredRSASize", Keyword::Unsupported),
     ("RevokedHostKeys", Keyword::Unsupported),
     ("SecurityKeyProvider", Keyword::Unsupported),
-    ("SendEnv", Keyword::Unsupported),
-    ("SetEnv", Keyword::Unsupported),
     ("StreamLocalBindMask", Keyword::Unsupported),
     ("StreamLocalBindUnlink", Keyword::Unsupported),
     ("SyslogFacility", Keyword::Unsupported),
@@ -473,6 +489,38 @@ impl Options {
             Keyword::Tag => set_once(&mut self.tag, v.single()?),
             Keyword::StdinNull => set_once(&mut self.stdin_null, parse_flag(&v)?),
             Keyword::TcpKeepAlive => set_once(&mut self.tcp_keep_alive, parse_flag(&v)?),
+            Keyword::GssapiAuthentication => {
+                set_once(&mut self.gssapi_authentication, parse_flag(&v)?)
+            }
+            Keyword::GssapiDelegateCredentials => {
+                parse_flag(&v)?;
+                ApplyOutcome::Applied
+            }
+            Keyword::SendEnv => {
+                for pattern in v.split()? {
+                    if pattern.contains('=') {
+                        return Err(v.bad("variable names or patterns, without '='"));
+                    }
+                    match pattern.strip_prefix('-') {
+                        Some(gone) => self.send_env.retain(|p| !match_pattern(p, gone)),
+                        None if !self.send_env.contains(&pattern) => self.send_env.push(pattern),
+                        None => {}
+                    }
+                }
+                ApplyOutcome::Applied
+            }
+            Keyword::SetEnv => {
+                let mut pairs = Vec::new();
+                for arg in v.split()? {
+                    match arg.split_once('=') {
+                        Some((name, value)) if !name.is_empty() => {
+                            pairs.push((name.to_string(), value.to_string()))
+                        }
+                        _ => return Err(v.bad("NAME=VALUE pairs")),
+                    }
+                }
+                set_once(&mut self.set_env, pairs)
+            }
             Keyword::IpQos => {
                 let qos = IpQos::parse(&v.split()?).map_err(|e| v.bad(e))?;
                 set_once(&mut self.ip_qos, qos)
@@ -1089,6 +1137,18 @@ mod tests {
         }),
         ("StdinNull=yes", |o| o.stdin_null = Some(true)),
         ("TCPKeepAlive=no", |o| o.tcp_keep_alive = Some(false)),
+        ("SendEnv=LANG LC_*", |o| {
+            o.send_env = vec!["LANG".into(), "LC_*".into()]
+        }),
+        ("SetEnv=A=1 \"B=two words\"", |o| {
+            o.set_env = Some(vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+            ])
+        }),
+        ("GSSAPIAuthentication=yes", |o| {
+            o.gssapi_authentication = Some(true)
+        }),
         ("IPQoS=throughput", |o| {
             o.ip_qos = Some(IpQos::parse(&["throughput".into()]).unwrap())
         }),
@@ -1475,9 +1535,9 @@ mod tests {
             "Protocol 2",
             "UseRoaming no",
             "PubkeyAcceptedKeyTypes +ssh-rsa",
-            "GSSAPIAuthentication no",
+            "GSSAPIKeyExchange no",
             "UseKeychain yes",
-            "SetEnv FOO=bar",
+            "NoHostAuthenticationForLocalhost yes",
             "XAuthLocation /usr/bin/xauth",
         ] {
             let mut o = Options::default();

@@ -452,6 +452,17 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
     // Unlike ssh (af21 cs1), warren leaves the system's default unless told.
     let qos = o.ip_qos.as_ref().map_or("none", |q| q.text.as_str());
     out.push(format!("ipqos {qos}"));
+    out.push(format!(
+        "gssapiauthentication {}",
+        yes_no_default(o.gssapi_authentication, false)
+    ));
+    if !o.send_env.is_empty() {
+        out.push(format!("sendenv {}", o.send_env.join(" ")));
+    }
+    if let Some(pairs) = &o.set_env {
+        let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push(format!("setenv {}", text.join(" ")));
+    }
     let session = o.session_type.map_or("default", |t| t.name());
     out.push(format!("sessiontype {session}"));
     let yes_no = |b: Option<bool>| if b.unwrap_or(false) { "yes" } else { "no" };
