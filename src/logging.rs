@@ -15,7 +15,8 @@ use tracing_subscriber::fmt::MakeWriter;
 pub enum Sink {
     Stderr,
     File(std::fs::File),
-    Syslog,
+    /// syslog(3)'s facility number (USER is 1).
+    Syslog(u8),
 }
 
 /// `-q` shows only errors, the default warnings, `-v` progress (and the ready line),
@@ -37,7 +38,7 @@ pub fn init_to(verbose: u8, quiet: bool, sink: Sink) {
     let writer = match sink {
         Sink::Stderr => Writers::Stderr,
         Sink::File(f) => Writers::File(f),
-        Sink::Syslog => match syslog::Syslog::connect() {
+        Sink::Syslog(facility) => match syslog::Syslog::connect(facility) {
             Ok(s) => Writers::Syslog(s),
             Err(e) => {
                 eprintln!("warren: -y: cannot reach syslog ({e}); logging to stderr");
@@ -85,17 +86,17 @@ mod syslog {
     use std::io::{self, Write};
     use std::os::unix::net::UnixDatagram;
 
-    pub struct Syslog(UnixDatagram);
+    pub struct Syslog(UnixDatagram, u8);
 
     impl Syslog {
-        pub fn connect() -> io::Result<Syslog> {
+        pub fn connect(facility: u8) -> io::Result<Syslog> {
             let socket = UnixDatagram::unbound()?;
             socket.connect("/dev/log")?;
-            Ok(Syslog(socket))
+            Ok(Syslog(socket, facility))
         }
 
         pub fn event(&self, level: &tracing::Level) -> Event<'_> {
-            // Facility USER (1); severities err, warning, info, debug.
+            // Severities err, warning, info, debug.
             let severity = match *level {
                 tracing::Level::ERROR => 3,
                 tracing::Level::WARN => 4,
@@ -104,14 +105,14 @@ mod syslog {
             };
             Event {
                 socket: &self.0,
-                priority: 8 + severity,
+                priority: u16::from(self.1) * 8 + severity,
             }
         }
     }
 
     pub struct Event<'a> {
         socket: &'a UnixDatagram,
-        priority: u8,
+        priority: u16,
     }
 
     impl Write for Event<'_> {

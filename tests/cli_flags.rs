@@ -615,3 +615,63 @@ fn send_env_and_set_env_reach_a_remote_command() {
         "[overridden value] [fixed] []"
     );
 }
+
+#[test]
+fn stream_local_bind_unlink_and_clear_all_forwardings() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("stale.sock");
+    // A socket file left behind by a process that is gone.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let spec = format!("{}:127.0.0.1:{}", socket.display(), echo.port());
+
+    let mut cmd = warren(&sshd, &user);
+    cmd.args(["-L", &spec, "root@127.0.0.1"]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+
+    let mut cmd = warren(&sshd, &user);
+    cmd.args([
+        "-v",
+        "-o",
+        "StreamLocalBindUnlink=yes",
+        "-L",
+        &spec,
+        "root@127.0.0.1",
+    ]);
+    let p = Proc::spawn(cmd);
+    ready(&p, &sshd);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    {
+        use std::io::{Read, Write};
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.write_all(b"unix").unwrap();
+        let mut got = [0u8; 4];
+        stream.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"unix");
+    }
+    drop(p);
+
+    // ClearAllForwardings: no forward at all, so not even a busy port stops the tunnel.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_spec = format!("{}:127.0.0.1:9", busy.local_addr().unwrap().port());
+    let mut cmd = warren(&sshd, &user);
+    cmd.args([
+        "-v",
+        "-o",
+        "ClearAllForwardings=yes",
+        "-L",
+        &busy_spec,
+        "-D",
+        "0",
+    ])
+    .arg("root@127.0.0.1");
+    let p = Proc::spawn(cmd);
+    p.wait_for_stderr(
+        |l| l.contains("ready: connected") && l.contains("0 forward(s)"),
+        READY_TIMEOUT,
+    )
+    .unwrap();
+}

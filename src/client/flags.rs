@@ -108,7 +108,12 @@ pub fn log_sink(cli: &Cli) -> Result<crate::logging::Sink, String> {
         return Ok(crate::logging::Sink::File(file));
     }
     Ok(match cli.syslog {
-        true => crate::logging::Sink::Syslog,
+        true => crate::logging::Sink::Syslog(
+            super::settings::early_options(cli)
+                .and_then(|o| o.syslog_facility)
+                .unwrap_or(crate::config::values::SyslogFacility::USER)
+                .0,
+        ),
         false => crate::logging::Sink::Stderr,
     })
 }

@@ -78,6 +78,11 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     // Listeners first: a busy port fails before any prompt or network round trip.
     let mut locals = Vec::new();
     for fwd in &settings.local_forwards {
+        if let (true, crate::config::forward::Listen::Unix(path)) =
+            (settings.stream_local_bind_unlink, &fwd.listen)
+        {
+            unlink_socket(path);
+        }
         match LocalListener::bind_with(fwd, settings.gateway_ports, settings.address_family).await {
             Ok(l) => locals.push(l.with_preconnect(cli.preconnect)),
             Err(e) if settings.exit_on_forward_failure => {
@@ -257,6 +262,14 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         background::remove_log();
     }
     result
+}
+
+/// StreamLocalBindUnlink: removes `path` if it is a socket (never a regular file).
+fn unlink_socket(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// How long a stop waits for connections that are already open to finish.

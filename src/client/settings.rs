@@ -37,6 +37,8 @@ pub struct Settings {
     pub subsystem: bool,
     /// -N (SessionType none): the command, if any, is not run.
     pub no_remote_command: bool,
+    /// StreamLocalBindUnlink: a unix-socket -L replaces a stale socket file.
+    pub stream_local_bind_unlink: bool,
 }
 
 /// `[user@]host` or `ssh://[user@]host[:port]`.
@@ -535,6 +537,11 @@ impl Settings {
                 .push(forward::parse_dynamic(spec).map_err(|e| ClientError::Usage(e.to_string()))?);
         }
         dynamic_forwards.extend(o.dynamic_forwards.iter().cloned());
+        if o.clear_all_forwardings == Some(true) {
+            local_forwards.clear();
+            remote_forwards.clear();
+            dynamic_forwards.clear();
+        }
         let stdio = cli.stdio.as_deref().map(parse_stdio).transpose()?;
         if stdio.is_some()
             && !(local_forwards.is_empty()
@@ -587,6 +594,7 @@ impl Settings {
             address_family: o.address_family.unwrap_or_default(),
             subsystem,
             no_remote_command,
+            stream_local_bind_unlink: o.stream_local_bind_unlink.unwrap_or(false),
         })
     }
 }

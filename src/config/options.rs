@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use super::forward::{self, DynamicForward, ForwardKind, LocalForward, RemoteForward, SpecError};
 use super::pattern::match_pattern;
-use super::values::{self, AddressFamily, ForwardAgent, IpQos, RekeyLimit, SessionType};
+use super::values::{
+    self, AddressFamily, ForwardAgent, IpQos, RekeyLimit, SessionType, SyslogFacility,
+};
 
 /// ssh's own caps; enforcing them here keeps a runaway config from being
 /// accepted by Warren and then refused by ssh.
@@ -207,6 +209,12 @@ pub struct Options {
     /// `GSSAPIAuthentication`: validated and shown by -G. Warren has no GSSAPI, so `yes`
     /// ends like ssh's attempt without a Kerberos ticket: the next method is tried.
     pub gssapi_authentication: Option<bool>,
+    /// `ClearAllForwardings`: no -L, -R or -D at all, from anywhere.
+    pub clear_all_forwardings: Option<bool>,
+    /// `StreamLocalBindUnlink`: remove a stale unix socket before listening on it.
+    pub stream_local_bind_unlink: Option<bool>,
+    /// `SyslogFacility` for -y, as syslog(3) numbers it.
+    pub syslog_facility: Option<SyslogFacility>,
 }
 
 /// The keywords Warren acts on; everything else in [`KEYWORDS`] is either
@@ -258,6 +266,9 @@ enum Keyword {
     TcpKeepAlive,
     IpQos,
     SendEnv,
+    ClearAllForwardings,
+    StreamLocalBindUnlink,
+    SyslogFacility,
     SetEnv,
     GssapiAuthentication,
     GssapiDelegateCredentials,
@@ -323,6 +334,9 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("KeepAlive", Keyword::TcpKeepAlive),
     ("IPQoS", Keyword::IpQos),
     ("SendEnv", Keyword::SendEnv),
+    ("ClearAllForwardings", Keyword::ClearAllForwardings),
+    ("StreamLocalBindUnlink", Keyword::StreamLocalBindUnlink),
+    ("SyslogFacility", Keyword::SyslogFacility),
     ("SetEnv", Keyword::SetEnv),
     ("GSSAPIAuthentication", Keyword::GssapiAuthentication),
     // Only means something with GSSAPI authentication, which warren skips (see below).
@@ -345,7 +359,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("CertificateFile", Keyword::Unsupported),
     ("ChannelTimeout", Keyword::Unsupported),
     ("CheckHostIP", Keyword::Unsupported),
-    ("ClearAllForwardings", Keyword::Unsupported),
     ("ControlMaster", Keyword::Unsupported),
     ("ControlPath", Keyword::Unsupported),
     ("ControlPersist", Keyword::Unsupported),
@@ -381,8 +394,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("RevokedHostKeys", Keyword::Unsupported),
     ("SecurityKeyProvider", Keyword::Unsupported),
     ("StreamLocalBindMask", Keyword::Unsupported),
-    ("StreamLocalBindUnlink", Keyword::Unsupported),
-    ("SyslogFacility", Keyword::Unsupported),
     ("Tunnel", Keyword::Unsupported),
     ("TunnelDevice", Keyword::Unsupported),
     ("UpdateHostKeys", Keyword::Unsupported),
@@ -489,6 +500,17 @@ impl Options {
             Keyword::Tag => set_once(&mut self.tag, v.single()?),
             Keyword::StdinNull => set_once(&mut self.stdin_null, parse_flag(&v)?),
             Keyword::TcpKeepAlive => set_once(&mut self.tcp_keep_alive, parse_flag(&v)?),
+            Keyword::ClearAllForwardings => {
+                set_once(&mut self.clear_all_forwardings, parse_flag(&v)?)
+            }
+            Keyword::StreamLocalBindUnlink => {
+                set_once(&mut self.stream_local_bind_unlink, parse_flag(&v)?)
+            }
+            Keyword::SyslogFacility => {
+                let f = SyslogFacility::parse(&v.single()?)
+                    .ok_or_else(|| v.bad("DAEMON, USER, AUTH, AUTHPRIV or LOCAL0..LOCAL7"))?;
+                set_once(&mut self.syslog_facility, f)
+            }
             Keyword::GssapiAuthentication => {
                 set_once(&mut self.gssapi_authentication, parse_flag(&v)?)
             }
@@ -1137,6 +1159,15 @@ mod tests {
         }),
         ("StdinNull=yes", |o| o.stdin_null = Some(true)),
         ("TCPKeepAlive=no", |o| o.tcp_keep_alive = Some(false)),
+        ("ClearAllForwardings=yes", |o| {
+            o.clear_all_forwardings = Some(true)
+        }),
+        ("StreamLocalBindUnlink=yes", |o| {
+            o.stream_local_bind_unlink = Some(true)
+        }),
+        ("SyslogFacility=local3", |o| {
+            o.syslog_facility = Some(SyslogFacility::parse("LOCAL3").unwrap())
+        }),
         ("SendEnv=LANG LC_*", |o| {
             o.send_env = vec!["LANG".into(), "LC_*".into()]
         }),

@@ -36,6 +36,7 @@ use super::options::{
     split_option,
 };
 use super::pattern::{match_host_patterns, match_pattern, match_pattern_list};
+use super::values::SyslogFacility;
 
 /// ssh's `READCONF_MAX_DEPTH`: a loop of includes must end in an error, not
 /// a stack overflow.
@@ -462,6 +463,14 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
     if let Some(pairs) = &o.set_env {
         let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push(format!("setenv {}", text.join(" ")));
+    }
+    let facility = o.syslog_facility.unwrap_or(SyslogFacility::USER);
+    out.push(format!("syslogfacility {}", facility.name()));
+    for (key, v) in [
+        ("clearallforwardings", o.clear_all_forwardings),
+        ("streamlocalbindunlink", o.stream_local_bind_unlink),
+    ] {
+        out.push(format!("{key} {}", yes_no_default(v, false)));
     }
     let session = o.session_type.map_or("default", |t| t.name());
     out.push(format!("sessiontype {session}"));

@@ -204,6 +204,39 @@ fn tos_value(name: &str) -> Option<Option<u32>> {
     (n <= 255).then_some(Some(n))
 }
 
+/// `SyslogFacility` (for `-y`), with syslog(3)'s numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyslogFacility(pub u8);
+
+impl SyslogFacility {
+    pub const USER: SyslogFacility = SyslogFacility(1);
+
+    pub fn parse(s: &str) -> Option<SyslogFacility> {
+        let upper = s.to_ascii_uppercase();
+        let code = match upper.as_str() {
+            "USER" => 1,
+            "DAEMON" => 3,
+            "AUTH" => 4,
+            "AUTHPRIV" => 10,
+            _ => match upper.strip_prefix("LOCAL")?.as_bytes() {
+                [d @ b'0'..=b'7'] => 16 + (d - b'0'),
+                _ => return None,
+            },
+        };
+        Some(SyslogFacility(code))
+    }
+
+    pub fn name(self) -> String {
+        match self.0 {
+            1 => "USER".into(),
+            3 => "DAEMON".into(),
+            4 => "AUTH".into(),
+            10 => "AUTHPRIV".into(),
+            n => format!("LOCAL{}", n.saturating_sub(16)),
+        }
+    }
+}
+
 /// `SessionType`: what the session channel is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionType {
