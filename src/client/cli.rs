@@ -172,7 +172,7 @@ pub struct Cli {
     #[arg(short = 'E', value_name = "LOG_FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// Send diagnostics to syslog (facility USER) instead of stderr.
+    /// Send diagnostics to syslog (SyslogFacility, USER by default) instead of stderr.
     #[arg(short = 'y')]
     pub syslog: bool,
 
