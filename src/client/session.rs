@@ -481,6 +481,7 @@ async fn dial(s: &ConnectSettings) -> Result<TcpStream, ClientError> {
     Err(connect_error(s, last))
 }
 
+/// Whether another ConnectionAttempts round could help (ssh retries only the connect).
 enum Dial {
     Final(ClientError),
     Retry(String),
