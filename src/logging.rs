@@ -11,9 +11,22 @@ use std::io::{self, Write};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
+/// Where diagnostics go: stderr, a file (`-E`, appended), or syslog (`-y`).
+pub enum Sink {
+    Stderr,
+    File(std::fs::File),
+    /// syslog(3)'s facility number (USER is 1).
+    Syslog(u8),
+}
+
 /// `-q` shows only errors, the default warnings, `-v` progress (and the ready line),
 /// `-vv` debug, `-vvv` the SSH engine's protocol traces too. `RUST_LOG` overrides all of it.
 pub fn init(verbose: u8, quiet: bool) {
+    init_to(verbose, quiet, Sink::Stderr);
+}
+
+/// [`init`], writing to `sink`.
+pub fn init_to(verbose: u8, quiet: bool, sink: Sink) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -22,23 +35,103 @@ pub fn init(verbose: u8, quiet: bool) {
         (false, _) => "debug,warren_ssh=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let writer = match sink {
+        Sink::Stderr => Writers::Stderr,
+        Sink::File(f) => Writers::File(f),
+        Sink::Syslog(facility) => match syslog::Syslog::connect(facility) {
+            Ok(s) => Writers::Syslog(s),
+            Err(e) => {
+                eprintln!("warren: -y: cannot reach syslog ({e}); logging to stderr");
+                Writers::Stderr
+            }
+        },
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(EscapedStderr)
+        .with_writer(writer)
         .with_ansi(false)
         .without_time()
         .with_target(false)
         .try_init();
 }
 
-/// Hands out [`Escaping`] writers over stderr, one per event.
-struct EscapedStderr;
+/// One writer per event, escaped, to wherever [`Sink`] said.
+enum Writers {
+    Stderr,
+    File(std::fs::File),
+    Syslog(syslog::Syslog),
+}
 
-impl<'a> MakeWriter<'a> for EscapedStderr {
-    type Writer = Escaping<io::Stderr>;
+impl<'a> MakeWriter<'a> for Writers {
+    type Writer = Escaping<Box<dyn Write + 'a>>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        Escaping(io::stderr())
+        match self {
+            Writers::Stderr => Escaping(Box::new(io::stderr())),
+            Writers::File(f) => Escaping(Box::new(f)),
+            Writers::Syslog(s) => Escaping(Box::new(s.event(&tracing::Level::INFO))),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        match self {
+            Writers::Syslog(s) => Escaping(Box::new(s.event(meta.level()))),
+            _ => self.make_writer(),
+        }
+    }
+}
+
+/// syslog(3)'s wire form without libc: one datagram per line to /dev/log.
+mod syslog {
+    use std::io::{self, Write};
+    use std::os::unix::net::UnixDatagram;
+
+    pub struct Syslog(UnixDatagram, u8);
+
+    impl Syslog {
+        pub fn connect(facility: u8) -> io::Result<Syslog> {
+            let socket = UnixDatagram::unbound()?;
+            socket.connect("/dev/log")?;
+            Ok(Syslog(socket, facility))
+        }
+
+        pub fn event(&self, level: &tracing::Level) -> Event<'_> {
+            // Severities err, warning, info, debug.
+            let severity = match *level {
+                tracing::Level::ERROR => 3,
+                tracing::Level::WARN => 4,
+                tracing::Level::INFO => 6,
+                _ => 7,
+            };
+            Event {
+                socket: &self.0,
+                priority: u16::from(self.1) * 8 + severity,
+            }
+        }
+    }
+
+    pub struct Event<'a> {
+        socket: &'a UnixDatagram,
+        priority: u16,
+    }
+
+    impl Write for Event<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let line = String::from_utf8_lossy(buf);
+            let msg = format!(
+                "<{}>warren[{}]: {}",
+                self.priority,
+                std::process::id(),
+                line.trim_end_matches('\n')
+            );
+            // A full or vanished syslog loses the line, as syslog(3) does.
+            let _ = self.socket.send(msg.as_bytes());
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 }
 

@@ -12,10 +12,21 @@ fn main() -> ExitCode {
         return ExitCode::from(status);
     }
     let cli = Cli::parse();
-    if cli.background && !client::background::is_child() {
+    if let Some(status) = client::flags::answer_and_exit(&cli) {
+        return ExitCode::from(status);
+    }
+    if !client::background::is_child() && client::flags::fork_after_authentication(&cli) {
         return ExitCode::from(client::background::spawn_and_wait());
     }
-    warren::logging::init(cli.verbose, cli.quiet);
+    let sink = match client::flags::log_sink(&cli) {
+        Ok(sink) => sink,
+        Err(e) => {
+            eprintln!("warren: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (verbose, quiet) = client::flags::log_verbosity(&cli);
+    warren::logging::init_to(verbose, quiet, sink);
     // One thread, like ssh: a tunnel's work is a chain of short hand-offs (socket ->
     // session -> channel -> socket), and on a multi-threaded runtime each hand-off may
     // wake another thread. Measured on loopback, one thread opens ~10-20 % more forwarded

@@ -3,45 +3,11 @@
 use clap::{ArgAction, Parser};
 use std::path::PathBuf;
 
-const AFTER_HELP: &str = "\
-Where warren differs from OpenSSH ssh:
-  * Holding the tunnels is the default: -N is accepted but not needed.
-  * ExitOnForwardFailure defaults to yes: if a forward cannot be set up, warren exits
-    instead of running without it (use -o ExitOnForwardFailure=no for ssh's behaviour).
-  * -L listeners are bound before connecting, so a port already in use is reported at
-    once, before any password or passphrase prompt.
-  * A host known only under another key type is refused, never accepted as new.
-  * A host certificate signed by a known @cert-authority but expired or for another name
-    is refused, not offered as an unknown key to accept.
-  * With -v, warren prints 'ready: ...' once every forward is up (a signal for scripts).
-  * Tunnels heal themselves: keepalive is on (ServerAliveInterval 15, ServerAliveCountMax 3)
-    and a lost connection is re-established while -L/-D ports stay open: a server that is
-    down is probed (TCP) every ~150 ms and reconnected within a fraction of a second of its
-    return; failed handshakes back off. --no-reconnect turns that off. SIGHUP reconnects
-    at once.
-  * -L/-D port 0 picks a free port; --exec runs a local command with the tunnel up.
-  * One -D port speaks SOCKS4/4a/5 and HTTP proxy (CONNECT and plain GET).
-  * `warren status` and `warren stop` list and stop running warren tunnels.
-  * A forwarded connection whose local reader keeps up slows the sender down, as with ssh;
-    one that stops reading (takes no packet within 5 ms) has what arrives for it parked
-    (4 MiB in memory, then a temporary file, up to 1 GiB; beyond that it is closed), so
-    the other connections of the session never wait for it.
-  * Data from the server is acknowledged as soon as warren has nothing to send back, so
-    sshd's Nagle pause (40 ms per new -R connection with ssh) does not apply.
-  * --preconnect (opt-in) saves -L connections the channel-open round trip by opening
-    the next channel in advance (after a pause through sshd; always through warrend).
-
-Exit status:
-  0    stopped cleanly (SIGINT/SIGTERM: listeners close at once, open connections get up to
-       5 s to finish, -R forwards are cancelled), or the remote/--exec command's own status
-  2    usage error: bad flag, malformed forward spec, bad -o option
-  3    a forward could not be set up (local port in use, cannot bind)
-  4    host key verification failed (changed, revoked, unknown with strict checking)
-  255  connection or authentication failure, or the connection was lost (as ssh)";
+use super::cli_help::AFTER_HELP;
 
 /// OpenSSH-compatible SSH tunnel client.
 #[derive(Debug, Parser)]
-#[command(name = "warren", version, about, after_help = AFTER_HELP)]
+#[command(name = "warren", about, after_help = AFTER_HELP, disable_version_flag = true)]
 pub struct Cli {
     /// Local forward: [bind_address:]port:host:hostport, [bind_address:]port:/remote/socket,
     /// /local/socket:host:hostport or /local/socket:/remote/socket. Binds loopback unless a
@@ -174,9 +140,103 @@ pub struct Cli {
     #[arg(short = 'F', value_name = "FILE")]
     pub config_file: Option<String>,
 
+    /// GatewayPorts: -L/-D without a bind address listen on every interface.
+    #[arg(short = 'g')]
+    pub gateway_ports: bool,
+
+    /// IPv4 only (AddressFamily inet), for the server and for -L/-D listeners.
+    #[arg(short = '4', overrides_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// IPv6 only (AddressFamily inet6), for the server and for -L/-D listeners.
+    #[arg(short = '6', overrides_with = "ipv4")]
+    pub ipv6: bool,
+
+    /// Source address of the connection to the server (BindAddress).
+    #[arg(short = 'b', value_name = "BIND_ADDRESS")]
+    pub bind_address: Option<String>,
+
+    /// Take the source address from this interface (BindInterface).
+    #[arg(short = 'B', value_name = "INTERFACE")]
+    pub bind_interface: Option<String>,
+
+    /// Ciphers, comma-separated, with ssh's +/-/^ forms (-Q cipher lists them).
+    #[arg(short = 'c', value_name = "CIPHER_SPEC")]
+    pub cipher_spec: Option<String>,
+
+    /// MACs, comma-separated, with ssh's +/-/^ forms (-Q mac lists them).
+    #[arg(short = 'm', value_name = "MAC_SPEC")]
+    pub mac_spec: Option<String>,
+
+    /// Append diagnostics to this file instead of stderr.
+    #[arg(short = 'E', value_name = "LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Send diagnostics to syslog (SyslogFacility, USER by default) instead of stderr.
+    #[arg(short = 'y')]
+    pub syslog: bool,
+
+    /// Escape character (EscapeChar); accepted, never used: warren has no interactive session.
+    #[arg(short = 'e', value_name = "ESCAPE_CHAR")]
+    pub escape_char: Option<String>,
+
+    /// Disable agent forwarding (the default).
+    #[arg(short = 'a', overrides_with = "forward_agent")]
+    pub no_forward_agent: bool,
+
+    /// Agent forwarding (ForwardAgent yes) for a remote command: the server may use the
+    /// local agent while it runs (tunnels without a command open no session, as ssh -N).
+    #[arg(short = 'A', overrides_with = "no_forward_agent")]
+    pub forward_agent: bool,
+
+    /// Disable X11 forwarding (the only mode warren has).
+    #[arg(short = 'x')]
+    pub no_x11: bool,
+
+    /// X11 forwarding: not supported, warns and goes on.
+    #[arg(short = 'X')]
+    pub x11: bool,
+
+    /// Trusted X11 forwarding: not supported, warns and goes on.
+    #[arg(short = 'Y')]
+    pub x11_trusted: bool,
+
+    /// Disable GSSAPI credential forwarding (warren has no GSSAPI).
+    #[arg(short = 'k')]
+    pub no_gssapi_delegation: bool,
+
+    /// GSSAPI authentication and forwarding: not supported, warns.
+    #[arg(short = 'K')]
+    pub gssapi: bool,
+
+    /// PKCS#11 provider: not supported, warns.
+    #[arg(short = 'I', value_name = "PKCS11")]
+    pub pkcs11: Option<String>,
+
+    /// Tag for `Match tagged` (Tag).
+    #[arg(short = 'P', value_name = "TAG")]
+    pub tag: Option<String>,
+
+    /// Run COMMAND as a subsystem (e.g. sftp) instead of a shell command.
+    #[arg(short = 's')]
+    pub subsystem: bool,
+
+    /// Tunnel device forwarding: not supported yet (exit 2).
+    #[arg(short = 'w', value_name = "LOCAL_TUN[:REMOTE_TUN]")]
+    pub tun: Option<String>,
+
+    /// List the algorithms warren's engine supports: cipher, cipher-auth, mac, kex, key,
+    /// key-cert, key-plain, key-sig, sig, protocol-version, compression or help.
+    #[arg(short = 'Q', value_name = "QUERY")]
+    pub query: Option<String>,
+
+    /// Print the version to stderr and exit, as ssh -V does.
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
+
     /// Destination: [user@]host or ssh://[user@]host[:port].
-    #[arg(value_name = "DESTINATION")]
-    pub destination: String,
+    #[arg(value_name = "DESTINATION", required_unless_present_any = ["query", "version"])]
+    pub destination: Option<String>,
 
     /// A remote command, run without a TTY; its output streams here and warren exits with its
     /// exit status, as `ssh host cmd` does. Forwards stay up while it runs.
@@ -186,4 +246,11 @@ pub struct Cli {
         allow_hyphen_values = true
     )]
     pub command: Vec<String>,
+}
+
+impl Cli {
+    /// The destination; clap requires it unless -Q or -V ended the run first.
+    pub fn destination(&self) -> &str {
+        self.destination.as_deref().unwrap_or_default()
+    }
 }

@@ -8,14 +8,19 @@ use crate::forward::stdio;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// Runs `command` and returns its exit status. stdin is forwarded unless `null_stdin`
-/// (`-n`), so `warren host sort < file` works.
-pub async fn run(session: &Session, command: &str, null_stdin: bool) -> Result<u8, ClientError> {
+/// Runs `command` (a subsystem name with `-s`) and returns its exit status. stdin is
+/// forwarded unless `null_stdin` (`-n`), so `warren host sort < file` works.
+pub async fn run(
+    session: &Session,
+    command: &str,
+    subsystem: bool,
+    null_stdin: bool,
+) -> Result<u8, ClientError> {
     let lost = |reason: String| ClientError::Lost {
         host: session.destination.clone(),
         reason,
     };
-    let (channel, events) = session.exec(command).await?;
+    let (channel, events) = session.exec(command, subsystem).await?;
     let id = channel.id();
     let status = tokio::spawn(status_and_stderr(events));
     let input: Box<dyn AsyncRead + Unpin + Send> = match null_stdin {

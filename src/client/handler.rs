@@ -6,7 +6,7 @@
 //! anything slow (dialing a -R destination) runs in a task of its own, so one slow
 //! destination never holds back another forward's connection or a reply.
 
-use crate::forward::remote::{SharedRemoteForwards, spawn_forwarded};
+use crate::forward::remote::{SharedRemoteForwards, Target, spawn_forwarded};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -82,6 +82,8 @@ pub struct Routes {
     /// The -R forwards the server granted, to route its forwarded connections.
     pub remote: SharedRemoteForwards,
     pub exec: ExecRoutes,
+    /// ForwardAgent: the local agent the server's auth-agent channels reach.
+    pub agent: Option<std::path::PathBuf>,
 }
 
 /// Answers the connection's events until it ends.
@@ -170,6 +172,10 @@ fn channel_open(handle: &Handle, routes: &Routes, id: ChannelId, kind: ChannelKi
         ChannelKind::ForwardedStreamlocal { path } => {
             routes.remote.lookup_unix(path).map(|t| (t, path.clone()))
         }
+        ChannelKind::AuthAgent => routes.agent.as_ref().map(|p| {
+            let target = Target::Fixed(crate::config::forward::Endpoint::Unix(p.clone()));
+            (target, "agent forwarding".to_string())
+        }),
         _ => None,
     };
     match routed {

@@ -11,10 +11,12 @@ pub mod auth;
 pub mod background;
 pub mod backoff;
 pub mod cli;
+pub mod cli_help;
 pub mod compat;
 pub mod control;
 pub mod error;
 pub mod exec;
+pub mod flags;
 pub mod handler;
 pub mod host_cert;
 pub mod host_key;
@@ -25,6 +27,7 @@ pub mod proxy_command;
 pub mod service;
 pub mod session;
 pub mod settings;
+pub mod source;
 pub mod supervisor;
 
 pub use cli::Cli;
@@ -52,6 +55,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         print!("{}", settings::print_config(&cli)?);
         return Ok(0);
     }
+    flags::check(&cli)?;
     let settings = Settings::resolve(&cli)?;
     if cli.exec && settings.command.is_none() {
         return Err(ClientError::Usage(
@@ -80,7 +84,12 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     // Listeners first: a busy port fails before any prompt or network round trip.
     let mut locals = Vec::new();
     for fwd in &settings.local_forwards {
-        match LocalListener::bind(fwd, settings.gateway_ports).await {
+        if let (true, crate::config::forward::Listen::Unix(path)) =
+            (settings.stream_local_bind_unlink, &fwd.listen)
+        {
+            unlink_socket(path);
+        }
+        match LocalListener::bind_with(fwd, settings.gateway_ports, settings.address_family).await {
             Ok(l) => {
                 announce.local(fwd, &l.addresses());
                 locals.push(l.with_preconnect(cli.preconnect));
@@ -93,7 +102,13 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     }
     let mut dynamics = Vec::new();
     for fwd in &settings.dynamic_forwards {
-        match DynamicListener::bind(fwd, settings.gateway_ports, proxy_auth.clone()).await {
+        let bound = DynamicListener::bind_with(
+            fwd,
+            settings.gateway_ports,
+            settings.address_family,
+            proxy_auth.clone(),
+        );
+        match bound.await {
             Ok(l) => {
                 announce.dynamic(fwd, &l.addresses());
                 dynamics.push(l);
@@ -106,7 +121,10 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     }
 
     // One-shot modes: the session is the job, so it is not re-established.
-    let remote_command = settings.command.clone().filter(|_| !cli.exec);
+    let remote_command = settings
+        .command
+        .clone()
+        .filter(|_| !cli.exec && !settings.no_remote_command);
     if settings.stdio.is_some() || remote_command.is_some() {
         let session = tokio::select! {
             s = Session::connect(&settings.connect) => Arc::new(s?),
@@ -130,7 +148,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         let tracker = serve_listeners(locals, dynamics, session.clone(), &cancel);
         let command = remote_command.unwrap_or_default();
         let result = tokio::select! {
-            r = exec::run(&session, &command, settings.null_stdin) => r,
+            r = exec::run(&session, &command, settings.subsystem, settings.null_stdin) => r,
             _ = cancel.cancelled() => Ok(0),
             reason = session.closed() => Err(ClientError::Lost { host: settings.connect.host.clone(), reason }),
         };
@@ -258,6 +276,14 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         background::remove_log();
     }
     result
+}
+
+/// StreamLocalBindUnlink: removes `path` if it is a socket (never a regular file).
+fn unlink_socket(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// How long a stop waits for connections that are already open to finish.

@@ -6,6 +6,7 @@ use super::error::ClientError;
 use super::handler::{self, ExecEvent, ExecRoutes, Routes};
 use super::host_key::HostKeyPolicy;
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
+use crate::config::values::{AddressFamily, RekeyLimit};
 use crate::forward::remote::{SharedRemoteForwards, Target, request_address};
 use crate::forward::{OpenError, Opener};
 use std::net::SocketAddr;
@@ -51,6 +52,24 @@ pub struct ConnectSettings {
     /// ServerAliveInterval and ServerAliveCountMax; `None` disables keepalive.
     pub keepalive: Option<(Duration, usize)>,
     pub connect_timeout: Option<Duration>,
+    /// AddressFamily: which of the server's addresses to try.
+    pub address_family: AddressFamily,
+    /// BindAddress, else BindInterface (as ssh: the address wins): the source address.
+    pub bind_address: Option<String>,
+    pub bind_interface: Option<String>,
+    /// ConnectionAttempts: TCP connects tried, 1 s apart, before giving up (the
+    /// supervisor sets it to 1 once the first session is up: reconnects have their own
+    /// backoff).
+    pub connection_attempts: u32,
+    pub rekey: RekeyLimit,
+    /// TCPKeepAlive (SO_KEEPALIVE; on by default, as in ssh).
+    pub tcp_keepalive: bool,
+    /// IPQoS: the TOS / traffic class of the connection to the server (its bulk value).
+    pub tos: Option<u32>,
+    /// SendEnv's matching variables and SetEnv, sent before a remote command.
+    pub env: Vec<(String, String)>,
+    /// ForwardAgent: the local agent socket a remote command's session may reach.
+    pub agent_forward: Option<std::path::PathBuf>,
     pub host_key: HostKeyPolicy,
     pub auth: AuthSettings,
     pub quiet: bool,
@@ -73,6 +92,10 @@ pub struct Session {
     _proxy: Option<tokio::process::Child>,
     /// The server sends small packets at once (no Nagle), see [`super::compat`].
     sends_at_once: bool,
+    /// Agent forwarding is asked for on each remote command's session.
+    forward_agent: bool,
+    /// Environment for each remote command (SendEnv, SetEnv).
+    env: Vec<(String, String)>,
 }
 
 impl Session {
@@ -172,6 +195,8 @@ impl Session {
             via: Vec::new(),
             _proxy: proxy,
             sends_at_once: false,
+            forward_agent: s.agent_forward.is_some(),
+            env: s.env.clone(),
         };
 
         let host_key = first_host_key(&mut incoming);
@@ -215,6 +240,7 @@ impl Session {
             quiet: s.quiet,
             remote: session.remote.clone(),
             exec: session.exec.clone(),
+            agent: s.agent_forward.clone(),
         };
         tokio::spawn(handler::serve(
             session.handle.clone(),
@@ -307,6 +333,7 @@ impl Session {
     pub async fn exec(
         &self,
         command: &str,
+        subsystem: bool,
     ) -> Result<(ChannelStream, mpsc::UnboundedReceiver<ExecEvent>), ClientError> {
         let lost = |reason: String| ClientError::Lost {
             host: self.destination.clone(),
@@ -318,7 +345,28 @@ impl Session {
             .await
             .map_err(|e| lost(format!("cannot open a session channel: {e}")))?;
         let events = self.exec.register(channel.id());
-        let request = ChannelRequest::Exec(command.as_bytes().to_vec());
+        for (name, value) in &self.env {
+            // As ssh: no reply asked for; sshd's AcceptEnv decides, silently.
+            let request = ChannelRequest::Env {
+                name: name.clone(),
+                value: value.as_bytes().to_vec(),
+            };
+            let _ = self
+                .handle
+                .channel_request(channel.id(), request, false)
+                .await;
+        }
+        if self.forward_agent {
+            // As ssh: no reply asked for; the server opens auth-agent channels if it agrees.
+            let _ = self
+                .handle
+                .channel_request(channel.id(), ChannelRequest::AuthAgentReq, false)
+                .await;
+        }
+        let request = match subsystem {
+            true => ChannelRequest::Subsystem(command.to_string()),
+            false => ChannelRequest::Exec(command.as_bytes().to_vec()),
+        };
         match self
             .handle
             .channel_request(channel.id(), request, true)
@@ -379,6 +427,10 @@ fn engine_config(s: &ConnectSettings) -> Config {
     c.macs = s.macs.clone();
     c.ciphers = s.ciphers.clone();
     c.compression = s.compression;
+    if let Some(bytes) = s.rekey.bytes {
+        c.rekey_bytes = bytes;
+    }
+    c.rekey_time = s.rekey.time;
     // Channels the server opens to us are connections to our -R listeners on its side:
     // ssh takes as many as it has descriptors, so a busy -R (a web server shown through
     // the gateway) must not be refused at the engine's default of 1,024.
@@ -412,23 +464,77 @@ fn connect_error(s: &ConnectSettings, reason: String) -> ClientError {
     }
 }
 
-/// Resolves and connects, trying each address in turn like ssh, with `timeout`
-/// (ConnectTimeout) per attempt.
+/// Resolves and connects, trying each address of the allowed family in turn like ssh,
+/// with `timeout` (ConnectTimeout, or the reconnect probe's) per address and
+/// ConnectionAttempts rounds 1 s apart.
 pub async fn dial(
     s: &ConnectSettings,
     timeout: Option<Duration>,
 ) -> Result<TcpStream, ClientError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((s.host.as_str(), s.port))
+    let mut last = String::new();
+    for attempt in 1..=s.connection_attempts {
+        if attempt > 1 {
+            info!(
+                "connection attempt {} of {} to {}:{} failed: {last}; retrying in 1s",
+                attempt - 1,
+                s.connection_attempts,
+                s.host,
+                s.port
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        match dial_once(s, timeout).await {
+            Ok(tcp) => return Ok(tcp),
+            // A name that does not resolve or a bad source address will not get better.
+            Err(Dial::Final(e)) => return Err(e),
+            Err(Dial::Retry(why)) => last = why,
+        }
+    }
+    Err(connect_error(s, last))
+}
+
+/// Whether another ConnectionAttempts round could help (ssh retries only the connect).
+enum Dial {
+    Final(ClientError),
+    Retry(String),
+}
+
+async fn dial_once(s: &ConnectSettings, timeout: Option<Duration>) -> Result<TcpStream, Dial> {
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((s.host.as_str(), s.port))
         .await
-        .map_err(|e| ClientError::Resolve {
-            host: s.host.clone(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            Dial::Final(ClientError::Resolve {
+                host: s.host.clone(),
+                reason: e.to_string(),
+            })
         })?
         .collect();
+    let addrs: Vec<SocketAddr> = resolved
+        .iter()
+        .copied()
+        .filter(|a| s.address_family.allows(&a.ip()))
+        .collect();
+    if addrs.is_empty() && !resolved.is_empty() {
+        return Err(Dial::Final(ClientError::Resolve {
+            host: s.host.clone(),
+            reason: format!(
+                "no {} address (AddressFamily {})",
+                match s.address_family {
+                    AddressFamily::Inet6 => "IPv6",
+                    _ => "IPv4",
+                },
+                s.address_family.name()
+            ),
+        }));
+    }
     let mut last = String::from("no addresses");
     for addr in addrs {
         debug!("connecting to {addr}");
-        let attempt = TcpStream::connect(addr);
+        let socket = match source_socket(s, &addr) {
+            Ok(sock) => sock,
+            Err(why) => return Err(Dial::Final(connect_error(s, why))),
+        };
+        let attempt = socket.connect(addr);
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, attempt).await {
                 Ok(r) => r,
@@ -450,7 +556,47 @@ pub async fn dial(
             Err(e) => last = os_error_text(&e),
         }
     }
-    Err(connect_error(s, last))
+    Err(Dial::Retry(last))
+}
+
+/// A socket for `to`, bound to BindAddress or BindInterface's address when given. Like
+/// ssh, BindInterface binds that interface's address (SO_BINDTODEVICE needs privileges).
+fn source_socket(s: &ConnectSettings, to: &SocketAddr) -> Result<tokio::net::TcpSocket, String> {
+    let socket = match to {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("cannot create a socket: {e}"))?;
+    let sock = socket2::SockRef::from(&socket);
+    if let Err(e) = sock.set_keepalive(s.tcp_keepalive) {
+        debug!("TCPKeepAlive: {e}");
+    }
+    if let Some(tos) = s.tos {
+        let set = match to {
+            SocketAddr::V4(_) => sock.set_tos_v4(tos),
+            SocketAddr::V6(_) => sock.set_tclass_v6(tos),
+        };
+        if let Err(e) = set {
+            debug!("IPQoS: cannot set {tos:#x}: {e}");
+        }
+    }
+    let source = match (&s.bind_address, &s.bind_interface) {
+        (Some(a), _) => {
+            Some(super::source::address(a, to).map_err(|e| format!("BindAddress {a}: {e}"))?)
+        }
+        (None, Some(i)) => Some(
+            super::source::interface_address(i, to)
+                .map_err(|e| format!("BindInterface {i}: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| format!("cannot bind to {ip}: {}", os_error_text(&e)))?;
+        debug!("connecting from {ip}");
+    }
+    Ok(socket)
 }
 
 /// "Connection refused" rather than "Connection refused (os error 111)", as ssh prints.

@@ -13,6 +13,7 @@ use crate::config::options::{ApplyOutcome, IdentityAgent, Options, StrictHostKey
 use crate::config::ssh_config::{
     ConfigFile, Defaults, MatchContext, Tokens, apply_config_files, dump, expand_paths,
 };
+use crate::config::values::{AddressFamily, ForwardAgent, SessionType};
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
@@ -30,6 +31,14 @@ pub struct Settings {
     pub null_stdin: bool,
     pub exit_on_forward_failure: bool,
     pub gateway_ports: bool,
+    /// AddressFamily, for -L/-D listeners without an explicit address.
+    pub address_family: AddressFamily,
+    /// -s: the command is a subsystem name.
+    pub subsystem: bool,
+    /// -N (SessionType none): the command, if any, is not run.
+    pub no_remote_command: bool,
+    /// StreamLocalBindUnlink: a unix-socket -L replaces a stale socket file.
+    pub stream_local_bind_unlink: bool,
 }
 
 /// `[user@]host` or `ssh://[user@]host[:port]`.
@@ -265,7 +274,7 @@ fn options_for(
     quiet_unsupported: bool,
 ) -> Result<(Options, MatchContext), ClientError> {
     let mut o = Options::default();
-    for arg in &cli.options {
+    for arg in super::flags::as_options(cli).iter().chain(&cli.options) {
         match o
             .apply_arg(arg)
             .map_err(|e| ClientError::Usage(format!("-o {arg}: {e}")))?
@@ -411,6 +420,16 @@ fn resolve_connect(
         host_key_algorithms: host_key_algorithms.clone(),
         keepalive: keepalive(&o),
         connect_timeout: o.connect_timeout,
+        address_family: o.address_family.unwrap_or_default(),
+        bind_address: o.bind_address.clone(),
+        bind_interface: o.bind_interface.clone(),
+        // ssh: 1 by default, and 0 still makes one attempt.
+        connection_attempts: o.connection_attempts.unwrap_or(1).max(1),
+        rekey: o.rekey_limit.unwrap_or_default(),
+        agent_forward: agent_to_forward(&o),
+        tcp_keepalive: o.tcp_keep_alive.unwrap_or(true),
+        env: environment(&o),
+        tos: o.ip_qos.as_ref().and_then(|q| q.bulk),
         host_key,
         auth,
         quiet: cli.quiet,
@@ -444,9 +463,50 @@ fn resolve_connect(
     Ok((connect, o))
 }
 
+/// SendEnv: the local variables matching its patterns (as ssh: by name, in the order of
+/// the environment); then SetEnv's, which win over a sent variable of the same name.
+fn environment(o: &Options) -> Vec<(String, String)> {
+    use crate::config::pattern::match_pattern;
+    // A variable that is not UTF-8 is not sent (ssh would; sshd's AcceptEnv sees names).
+    let mut env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(name, _)| o.send_env.iter().any(|p| match_pattern(name, p)))
+        .collect();
+    for (name, value) in o.set_env.iter().flatten() {
+        env.retain(|(n, _)| n != name);
+        env.push((name.clone(), value.clone()));
+    }
+    env
+}
+
+/// The agent socket ForwardAgent names, if there is one.
+fn agent_to_forward(o: &Options) -> Option<PathBuf> {
+    let env = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    match o.forward_agent.as_ref()? {
+        ForwardAgent::No => None,
+        ForwardAgent::Yes => env("SSH_AUTH_SOCK"),
+        ForwardAgent::Socket(s) => match s.strip_prefix('$') {
+            Some(var) => env(var),
+            None => Some(expand_tilde(s)),
+        },
+    }
+}
+
+/// The options for the destination, read before logging starts, for LogLevel and
+/// ForkAfterAuthentication (errors are left for the real resolution to report).
+pub fn early_options(cli: &Cli) -> Option<Options> {
+    let dest = Destination::parse(cli.destination()).ok()?;
+    let user = cli.login.clone().or(dest.user.clone());
+    Some(options_for(&dest, cli, user, true).ok()?.0)
+}
+
 /// `warren -G`: the resolved settings for the destination, like `ssh -G`.
 pub fn print_config(cli: &Cli) -> Result<String, ClientError> {
-    let dest = Destination::parse(&cli.destination)?;
+    let dest = Destination::parse(cli.destination())?;
     let (mut o, ctx) = options_for(&dest, cli, cli.login.clone().or(dest.user.clone()), false)?;
     if o.user.is_none() || cli.login.is_some() || dest.user.is_some() {
         o.user = cli.login.clone().or(dest.user.clone()).or(o.user.take());
@@ -468,7 +528,7 @@ impl Settings {
     /// Applies OpenSSH's precedence: flags and `-o` first (first value wins), then the
     /// destination's own user and port, then defaults.
     pub fn resolve(cli: &Cli) -> Result<Settings, ClientError> {
-        let dest = Destination::parse(&cli.destination)?;
+        let dest = Destination::parse(cli.destination())?;
         let (connect, o) = resolve_connect(&dest, cli, false, 0)?;
 
         let mut local_forwards = Vec::new();
@@ -489,6 +549,11 @@ impl Settings {
                 .push(forward::parse_dynamic(spec).map_err(|e| ClientError::Usage(e.to_string()))?);
         }
         dynamic_forwards.extend(o.dynamic_forwards.iter().cloned());
+        if o.clear_all_forwardings == Some(true) {
+            local_forwards.clear();
+            remote_forwards.clear();
+            dynamic_forwards.clear();
+        }
         let stdio = cli.stdio.as_deref().map(parse_stdio).transpose()?;
         if stdio.is_some()
             && !(local_forwards.is_empty()
@@ -507,6 +572,21 @@ impl Settings {
             ));
         }
         let command = (!cli.command.is_empty()).then(|| cli.command.join(" "));
+        let subsystem = o.session_type == Some(SessionType::Subsystem);
+        let no_remote_command = o.session_type == Some(SessionType::None);
+        if no_remote_command && command.is_some() && !cli.exec {
+            warn!("-N (SessionType none): the remote command is not run");
+        }
+        if subsystem && command.is_none() {
+            return Err(ClientError::Usage(
+                "-s needs a subsystem name after the destination (e.g. warren -s host sftp)".into(),
+            ));
+        }
+        if matches!(&o.forward_agent, Some(f) if *f != ForwardAgent::No)
+            && connect.agent_forward.is_none()
+        {
+            warn!("ForwardAgent: no agent to forward (SSH_AUTH_SOCK is not set)");
+        }
         if command.is_some() && stdio.is_some() {
             return Err(ClientError::Usage(
                 "-W and a remote command cannot be combined".into(),
@@ -520,9 +600,13 @@ impl Settings {
             dynamic_forwards,
             stdio,
             command,
-            null_stdin: cli.null_stdin,
+            null_stdin: o.stdin_null.unwrap_or(false),
             exit_on_forward_failure: o.exit_on_forward_failure.unwrap_or(true),
             gateway_ports: o.gateway_ports.unwrap_or(false),
+            address_family: o.address_family.unwrap_or_default(),
+            subsystem,
+            no_remote_command,
+            stream_local_bind_unlink: o.stream_local_bind_unlink.unwrap_or(false),
         })
     }
 }

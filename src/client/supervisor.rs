@@ -140,7 +140,7 @@ impl Supervisor {
     /// server does not accept TCP at all it is probed every ~150 ms and the connection
     /// that answers is used at once, so a restarted server has its tunnel back within a
     /// fraction of a second.
-    pub async fn run(self, ready: oneshot::Sender<Ready>) -> Result<(), ClientError> {
+    pub async fn run(mut self, ready: oneshot::Sender<Ready>) -> Result<(), ClientError> {
         let mut ready = Some(ready);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut down_since = Instant::now();
@@ -196,6 +196,8 @@ impl Supervisor {
             };
             self.slot.set(Some(session.clone()));
             let connected_at = Instant::now();
+            // ConnectionAttempts is for the first connection, as in ssh.
+            self.connect.connection_attempts = 1;
             if let Some(tx) = ready.take() {
                 let _ = tx.send(Ready {
                     remote_ports: ports,

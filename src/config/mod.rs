@@ -3,3 +3,4 @@ pub mod forward;
 pub mod options;
 pub mod pattern;
 pub mod ssh_config;
+pub mod values;

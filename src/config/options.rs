@@ -11,6 +11,10 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use super::forward::{self, DynamicForward, ForwardKind, LocalForward, RemoteForward, SpecError};
+use super::pattern::match_pattern;
+use super::values::{
+    self, AddressFamily, ForwardAgent, IpQos, RekeyLimit, SessionType, SyslogFacility,
+};
 
 /// ssh's own caps; enforcing them here keeps a runaway config from being
 /// accepted by Warren and then refused by ssh.
@@ -176,6 +180,43 @@ pub struct Options {
     pub host_key_algorithms: Option<String>,
     /// `HostKeyAlias`
     pub host_key_alias: Option<String>,
+    /// `AddressFamily` (`-4`, `-6`).
+    pub address_family: Option<AddressFamily>,
+    /// `BindAddress` (`-b`): the source address of the connection to the server.
+    pub bind_address: Option<String>,
+    /// `BindInterface` (`-B`): take the source address from this interface.
+    pub bind_interface: Option<String>,
+    /// `RekeyLimit`
+    pub rekey_limit: Option<RekeyLimit>,
+    /// `ForwardAgent` (`-A`, `-a`).
+    pub forward_agent: Option<ForwardAgent>,
+    /// `EscapeChar` (`-e`), validated and kept for `-G` only.
+    pub escape_char: Option<String>,
+    /// `Tag` (`-P`), for `Match tagged` and `-G`.
+    pub tag: Option<String>,
+    /// `SessionType` (`-N` none, `-s` subsystem).
+    pub session_type: Option<SessionType>,
+    /// `StdinNull` (`-n`).
+    pub stdin_null: Option<bool>,
+    /// `ForkAfterAuthentication` (`-f`).
+    pub fork_after_authentication: Option<bool>,
+    /// `TCPKeepAlive` (alias `KeepAlive`).
+    pub tcp_keep_alive: Option<bool>,
+    /// `IPQoS`
+    pub ip_qos: Option<IpQos>,
+    /// `SendEnv` patterns in order; `-pattern` entries removed earlier matches.
+    pub send_env: Vec<String>,
+    /// `SetEnv NAME=VALUE...`; the first line wins whole, as in ssh.
+    pub set_env: Option<Vec<(String, String)>>,
+    /// `GSSAPIAuthentication`: validated and shown by -G. Warren has no GSSAPI, so `yes`
+    /// ends like ssh's attempt without a Kerberos ticket: the next method is tried.
+    pub gssapi_authentication: Option<bool>,
+    /// `ClearAllForwardings`: no -L, -R or -D at all, from anywhere.
+    pub clear_all_forwardings: Option<bool>,
+    /// `StreamLocalBindUnlink`: remove a stale unix socket before listening on it.
+    pub stream_local_bind_unlink: Option<bool>,
+    /// `SyslogFacility` for -y, as syslog(3) numbers it.
+    pub syslog_facility: Option<SyslogFacility>,
 }
 
 /// The keywords Warren acts on; everything else in [`KEYWORDS`] is either
@@ -215,6 +256,25 @@ enum Keyword {
     Macs,
     HostKeyAlgorithms,
     HostKeyAlias,
+    AddressFamily,
+    BindAddress,
+    BindInterface,
+    RekeyLimit,
+    ForwardAgent,
+    EscapeChar,
+    Tag,
+    SessionType,
+    StdinNull,
+    ForkAfterAuthentication,
+    TcpKeepAlive,
+    IpQos,
+    SendEnv,
+    ClearAllForwardings,
+    StreamLocalBindUnlink,
+    SyslogFacility,
+    SetEnv,
+    GssapiAuthentication,
+    GssapiDelegateCredentials,
     Unsupported,
     Directive,
 }
@@ -263,15 +323,36 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("ProxyCommand", Keyword::ProxyCommand),
     ("Ciphers", Keyword::Ciphers),
     ("HostKeyAlias", Keyword::HostKeyAlias),
+    ("AddressFamily", Keyword::AddressFamily),
+    ("BindAddress", Keyword::BindAddress),
+    ("BindInterface", Keyword::BindInterface),
+    ("RekeyLimit", Keyword::RekeyLimit),
+    ("ForwardAgent", Keyword::ForwardAgent),
+    ("EscapeChar", Keyword::EscapeChar),
+    ("Tag", Keyword::Tag),
+    ("SessionType", Keyword::SessionType),
+    ("StdinNull", Keyword::StdinNull),
+    ("ForkAfterAuthentication", Keyword::ForkAfterAuthentication),
+    ("TCPKeepAlive", Keyword::TcpKeepAlive),
+    ("KeepAlive", Keyword::TcpKeepAlive),
+    ("IPQoS", Keyword::IpQos),
+    ("SendEnv", Keyword::SendEnv),
+    ("ClearAllForwardings", Keyword::ClearAllForwardings),
+    ("StreamLocalBindUnlink", Keyword::StreamLocalBindUnlink),
+    ("SyslogFacility", Keyword::SyslogFacility),
+    ("SetEnv", Keyword::SetEnv),
+    ("GSSAPIAuthentication", Keyword::GssapiAuthentication),
+    // Only means something with GSSAPI authentication, which warren skips (see below).
+    (
+        "GSSAPIDelegateCredentials",
+        Keyword::GssapiDelegateCredentials,
+    ),
     // Config-file structure, refused on the command line as ssh does.
     ("Host", Keyword::Directive),
     ("Match", Keyword::Directive),
     ("Include", Keyword::Directive),
     // Real ssh_config(5) keywords that Warren does not implement.
     ("AddKeysToAgent", Keyword::Unsupported),
-    ("AddressFamily", Keyword::Unsupported),
-    ("BindAddress", Keyword::Unsupported),
-    ("BindInterface", Keyword::Unsupported),
     ("CanonicalDomains", Keyword::Unsupported),
     ("CanonicalizeFallbackLocal", Keyword::Unsupported),
     ("CanonicalizeHostname", Keyword::Unsupported),
@@ -281,26 +362,19 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("CertificateFile", Keyword::CertificateFile),
     ("ChannelTimeout", Keyword::Unsupported),
     ("CheckHostIP", Keyword::Unsupported),
-    ("ClearAllForwardings", Keyword::Unsupported),
     ("ControlMaster", Keyword::Unsupported),
     ("ControlPath", Keyword::Unsupported),
     ("ControlPersist", Keyword::Unsupported),
     ("EnableEscapeCommandline", Keyword::Unsupported),
     ("EnableSSHKeysign", Keyword::Unsupported),
-    ("EscapeChar", Keyword::Unsupported),
     ("FingerprintHash", Keyword::Unsupported),
-    ("ForkAfterAuthentication", Keyword::Unsupported),
-    ("ForwardAgent", Keyword::Unsupported),
     ("ForwardX11", Keyword::Unsupported),
     ("ForwardX11Timeout", Keyword::Unsupported),
     ("ForwardX11Trusted", Keyword::Unsupported),
-    ("GSSAPIAuthentication", Keyword::Unsupported),
-    ("GSSAPIDelegateCredentials", Keyword::Unsupported),
     ("HostbasedAcceptedAlgorithms", Keyword::Unsupported),
     ("HostbasedAuthentication", Keyword::Unsupported),
     ("HostKeyAlgorithms", Keyword::HostKeyAlgorithms),
     ("IgnoreUnknown", Keyword::Unsupported),
-    ("IPQoS", Keyword::Unsupported),
     ("KbdInteractiveDevices", Keyword::Unsupported),
     ("KexAlgorithms", Keyword::KexAlgorithms),
     ("KnownHostsCommand", Keyword::Unsupported),
@@ -317,21 +391,12 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("ProxyUseFdpass", Keyword::Unsupported),
     ("PubkeyAcceptedAlgorithms", Keyword::Unsupported),
     ("RefuseConnection", Keyword::Unsupported),
-    ("RekeyLimit", Keyword::Unsupported),
     ("RemoteCommand", Keyword::Unsupported),
     ("RequestTTY", Keyword::Unsupported),
     ("RequiredRSASize", Keyword::Unsupported),
     ("RevokedHostKeys", Keyword::Unsupported),
     ("SecurityKeyProvider", Keyword::Unsupported),
-    ("SendEnv", Keyword::Unsupported),
-    ("SessionType", Keyword::Unsupported),
-    ("SetEnv", Keyword::Unsupported),
-    ("StdinNull", Keyword::Unsupported),
     ("StreamLocalBindMask", Keyword::Unsupported),
-    ("StreamLocalBindUnlink", Keyword::Unsupported),
-    ("SyslogFacility", Keyword::Unsupported),
-    ("Tag", Keyword::Unsupported),
-    ("TCPKeepAlive", Keyword::Unsupported),
     ("Tunnel", Keyword::Unsupported),
     ("TunnelDevice", Keyword::Unsupported),
     ("UpdateHostKeys", Keyword::Unsupported),
@@ -343,7 +408,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     // Obsolete spellings ssh still maps to current keywords.
     ("HostbasedKeyTypes", Keyword::Unsupported),
     ("PubkeyAcceptedKeyTypes", Keyword::Unsupported),
-    ("KeepAlive", Keyword::Unsupported),
     ("SmartcardDevice", Keyword::Unsupported),
     // Removed options that ssh still accepts and ignores.
     ("Protocol", Keyword::Unsupported),
@@ -434,6 +498,85 @@ impl Options {
             Keyword::HostName => set_once(&mut self.host_name, v.single()?),
             Keyword::User => set_once(&mut self.user, v.single()?),
             Keyword::HostKeyAlias => set_once(&mut self.host_key_alias, v.single()?),
+            Keyword::BindAddress => set_once(&mut self.bind_address, v.single()?),
+            Keyword::BindInterface => set_once(&mut self.bind_interface, v.single()?),
+            Keyword::Tag => set_once(&mut self.tag, v.single()?),
+            Keyword::StdinNull => set_once(&mut self.stdin_null, parse_flag(&v)?),
+            Keyword::TcpKeepAlive => set_once(&mut self.tcp_keep_alive, parse_flag(&v)?),
+            Keyword::ClearAllForwardings => {
+                set_once(&mut self.clear_all_forwardings, parse_flag(&v)?)
+            }
+            Keyword::StreamLocalBindUnlink => {
+                set_once(&mut self.stream_local_bind_unlink, parse_flag(&v)?)
+            }
+            Keyword::SyslogFacility => {
+                let f = SyslogFacility::parse(&v.single()?)
+                    .ok_or_else(|| v.bad("DAEMON, USER, AUTH, AUTHPRIV or LOCAL0..LOCAL7"))?;
+                set_once(&mut self.syslog_facility, f)
+            }
+            Keyword::GssapiAuthentication => {
+                set_once(&mut self.gssapi_authentication, parse_flag(&v)?)
+            }
+            Keyword::GssapiDelegateCredentials => {
+                parse_flag(&v)?;
+                ApplyOutcome::Applied
+            }
+            Keyword::SendEnv => {
+                for pattern in v.split()? {
+                    if pattern.contains('=') {
+                        return Err(v.bad("variable names or patterns, without '='"));
+                    }
+                    match pattern.strip_prefix('-') {
+                        Some(gone) => self.send_env.retain(|p| !match_pattern(p, gone)),
+                        None if !self.send_env.contains(&pattern) => self.send_env.push(pattern),
+                        None => {}
+                    }
+                }
+                ApplyOutcome::Applied
+            }
+            Keyword::SetEnv => {
+                let mut pairs = Vec::new();
+                for arg in v.split()? {
+                    match arg.split_once('=') {
+                        Some((name, value)) if !name.is_empty() => {
+                            pairs.push((name.to_string(), value.to_string()))
+                        }
+                        _ => return Err(v.bad("NAME=VALUE pairs")),
+                    }
+                }
+                set_once(&mut self.set_env, pairs)
+            }
+            Keyword::IpQos => {
+                let qos = IpQos::parse(&v.split()?).map_err(|e| v.bad(e))?;
+                set_once(&mut self.ip_qos, qos)
+            }
+            Keyword::ForkAfterAuthentication => {
+                set_once(&mut self.fork_after_authentication, parse_flag(&v)?)
+            }
+            Keyword::SessionType => {
+                let t = SessionType::parse(&v.single()?)
+                    .ok_or_else(|| v.bad("none, subsystem or default"))?;
+                set_once(&mut self.session_type, t)
+            }
+            Keyword::AddressFamily => {
+                let family = AddressFamily::parse(&v.single()?)
+                    .ok_or_else(|| v.bad("any, inet or inet6"))?;
+                set_once(&mut self.address_family, family)
+            }
+            Keyword::RekeyLimit => {
+                let limit = RekeyLimit::parse(&v.split()?).map_err(|e| v.bad(e))?;
+                set_once(&mut self.rekey_limit, limit)
+            }
+            Keyword::ForwardAgent => {
+                let on = ForwardAgent::parse(&v.single()?)
+                    .ok_or_else(|| v.bad("yes, no, an agent socket path or $VARIABLE"))?;
+                set_once(&mut self.forward_agent, on)
+            }
+            Keyword::EscapeChar => {
+                let c = values::parse_escape_char(&v.single()?)
+                    .ok_or_else(|| v.bad("a single character, ^ and a character, or none"))?;
+                set_once(&mut self.escape_char, c)
+            }
             Keyword::Ciphers => set_once(&mut self.ciphers, v.single()?),
             Keyword::KexAlgorithms => set_once(&mut self.kex_algorithms, v.single()?),
             Keyword::Macs => set_once(&mut self.macs, v.single()?),
@@ -1014,6 +1157,54 @@ mod tests {
         }),
         ("HashKnownHosts=yes", |o| o.hash_known_hosts = Some(true)),
         ("GatewayPorts=yes", |o| o.gateway_ports = Some(true)),
+        ("AddressFamily=inet6", |o| {
+            o.address_family = Some(AddressFamily::Inet6)
+        }),
+        ("BindAddress=127.0.0.2", |o| o.bind_address = s("127.0.0.2")),
+        ("BindInterface=lo", |o| o.bind_interface = s("lo")),
+        ("RekeyLimit=1M 1h", |o| {
+            o.rekey_limit = Some(RekeyLimit {
+                bytes: Some(1 << 20),
+                time: Some(Duration::from_secs(3600)),
+            })
+        }),
+        ("ForwardAgent=no", |o| {
+            o.forward_agent = Some(ForwardAgent::No)
+        }),
+        ("EscapeChar=none", |o| o.escape_char = s("none")),
+        ("Tag=prod", |o| o.tag = s("prod")),
+        ("SessionType=none", |o| {
+            o.session_type = Some(SessionType::None)
+        }),
+        ("StdinNull=yes", |o| o.stdin_null = Some(true)),
+        ("TCPKeepAlive=no", |o| o.tcp_keep_alive = Some(false)),
+        ("ClearAllForwardings=yes", |o| {
+            o.clear_all_forwardings = Some(true)
+        }),
+        ("StreamLocalBindUnlink=yes", |o| {
+            o.stream_local_bind_unlink = Some(true)
+        }),
+        ("SyslogFacility=local3", |o| {
+            o.syslog_facility = Some(SyslogFacility::parse("LOCAL3").unwrap())
+        }),
+        ("SendEnv=LANG LC_*", |o| {
+            o.send_env = vec!["LANG".into(), "LC_*".into()]
+        }),
+        ("SetEnv=A=1 \"B=two words\"", |o| {
+            o.set_env = Some(vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+            ])
+        }),
+        ("GSSAPIAuthentication=yes", |o| {
+            o.gssapi_authentication = Some(true)
+        }),
+        ("IPQoS=throughput", |o| {
+            o.ip_qos = Some(IpQos::parse(&["throughput".into()]).unwrap())
+        }),
+        ("ForkAfterAuthentication=yes", |o| {
+            o.fork_after_authentication = Some(true)
+        }),
         ("LogLevel=QUIET", |o| o.log_level = Some(LogLevel::Quiet)),
         ("LogLevel=fatal", |o| o.log_level = Some(LogLevel::Fatal)),
         ("LogLevel=ERROR", |o| o.log_level = Some(LogLevel::Error)),
@@ -1386,18 +1577,17 @@ mod tests {
     #[test]
     fn unsupported_keywords_are_reported_not_rejected() {
         for arg in [
-            "ForwardAgent yes",
             "forwardx11=no",
             "ControlMaster auto",
             "ControlPath ~/.ssh/cm-%r@%h:%p",
             "AddKeysToAgent yes",
-            "BindAddress 10.0.0.1",
+            "CheckHostIP no",
             "Protocol 2",
             "UseRoaming no",
             "PubkeyAcceptedKeyTypes +ssh-rsa",
-            "GSSAPIAuthentication no",
+            "GSSAPIKeyExchange no",
             "UseKeychain yes",
-            "SetEnv FOO=bar",
+            "NoHostAuthenticationForLocalhost yes",
             "XAuthLocation /usr/bin/xauth",
         ] {
             let mut o = Options::default();

@@ -11,7 +11,7 @@
 //! - A bad value in a block that does not apply to this host is a warning;
 //!   ssh refuses it, but Warren's checks are stricter than ssh's in places
 //!   and must not break hosts the block is not about.
-//! - `Match exec`, `localnetwork`, `tagged`, `command`, `sessiontype` and
+//! - `Match exec`, `localnetwork`, `command`, `sessiontype` and
 //!   `version` are not evaluated: the block is treated as not matching and a
 //!   warning says so.
 //! - No hostname canonicalisation, so `Match canonical` is true only on the
@@ -36,6 +36,7 @@ use super::options::{
     split_option,
 };
 use super::pattern::{match_host_patterns, match_pattern, match_pattern_list};
+use super::values::SyslogFacility;
 
 /// ssh's `READCONF_MAX_DEPTH`: a loop of includes must end in an error, not
 /// a stack overflow.
@@ -50,7 +51,7 @@ const SYSTEM_DIR: &str = "/etc/ssh";
 
 /// Match criteria that ssh knows but Warren cannot evaluate (they need a
 /// shell, the network interfaces, or options Warren does not have).
-const UNEVALUATED_CRITERIA: &str = "exec localnetwork tagged command sessiontype version";
+const UNEVALUATED_CRITERIA: &str = "exec localnetwork command sessiontype version";
 
 /// Criteria that ssh also accepts in `name=value` form.
 const KEYED_CRITERIA: &str =
@@ -355,6 +356,10 @@ impl Default for Defaults {
 
 /// The resolved settings in `ssh -G`'s format (lowercase keyword, a space,
 /// the value, in ssh's order), so users can diff Warren's view against ssh's.
+fn yes_no_default(v: Option<bool>, default: bool) -> &'static str {
+    if v.unwrap_or(default) { "yes" } else { "no" }
+}
+
 pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
     let host_name = o.host_name.as_deref().unwrap_or(&ctx.host);
     let mut out = vec![
@@ -427,6 +432,57 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
     // The variant names are ssh's level names in another case.
     let level = format!("{:?}", o.log_level.unwrap_or(LogLevel::Info));
     out.push(format!("loglevel {}", level.to_uppercase()));
+    let family = o.address_family.unwrap_or_default();
+    out.push(format!("addressfamily {}", family.name()));
+    out.extend(o.bind_address.as_ref().map(|a| format!("bindaddress {a}")));
+    out.extend(
+        o.bind_interface
+            .as_ref()
+            .map(|i| format!("bindinterface {i}")),
+    );
+    let rekey = o.rekey_limit.unwrap_or_default();
+    out.push(format!("rekeylimit {}", rekey.dump()));
+    let agent = o.forward_agent.as_ref().map_or("no", |a| a.dump());
+    out.push(format!("forwardagent {agent}"));
+    out.push(format!(
+        "escapechar {}",
+        o.escape_char.as_deref().unwrap_or("~")
+    ));
+    out.extend(o.tag.as_ref().map(|t| format!("tag {t}")));
+    out.push(format!(
+        "tcpkeepalive {}",
+        yes_no_default(o.tcp_keep_alive, true)
+    ));
+    // Unlike ssh (af21 cs1), warren leaves the system's default unless told.
+    let qos = o.ip_qos.as_ref().map_or("none", |q| q.text.as_str());
+    out.push(format!("ipqos {qos}"));
+    out.push(format!(
+        "gssapiauthentication {}",
+        yes_no_default(o.gssapi_authentication, false)
+    ));
+    if !o.send_env.is_empty() {
+        out.push(format!("sendenv {}", o.send_env.join(" ")));
+    }
+    if let Some(pairs) = &o.set_env {
+        let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push(format!("setenv {}", text.join(" ")));
+    }
+    let facility = o.syslog_facility.unwrap_or(SyslogFacility::USER);
+    out.push(format!("syslogfacility {}", facility.name()));
+    for (key, v) in [
+        ("clearallforwardings", o.clear_all_forwardings),
+        ("streamlocalbindunlink", o.stream_local_bind_unlink),
+    ] {
+        out.push(format!("{key} {}", yes_no_default(v, false)));
+    }
+    let session = o.session_type.map_or("default", |t| t.name());
+    out.push(format!("sessiontype {session}"));
+    let yes_no = |b: Option<bool>| if b.unwrap_or(false) { "yes" } else { "no" };
+    out.push(format!("stdinnull {}", yes_no(o.stdin_null)));
+    out.push(format!(
+        "forkafterauthentication {}",
+        yes_no(o.fork_after_authentication)
+    ));
     for fwd in &o.dynamic_forwards {
         let (bind, port) = (fwd.bind.clone(), fwd.port);
         out.push(format!(
@@ -804,6 +860,8 @@ impl Reader<'_> {
                 "originalhost" => match_pattern_list(&self.ctx.original_host, arg, true),
                 "user" => match_pattern_list(remote_user(self.opts, self.ctx), arg, false),
                 "localuser" => match_pattern_list(&self.ctx.local_user, arg, false),
+                // The Tag set so far (-P, -o Tag, or an earlier line), "" when none.
+                "tagged" => match_pattern_list(self.opts.tag.as_deref().unwrap_or(""), arg, false),
                 lower if UNEVALUATED_CRITERIA.split(' ').any(|c| c == lower) => {
                     unevaluated.push(lower.to_owned());
                     result = false;

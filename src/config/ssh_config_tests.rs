@@ -369,7 +369,7 @@ fn unevaluated_match_criteria_warn_and_do_not_match() {
     let home = home_with(
         "Match exec \"true\"\n  Port 1\n\
          Match host x !localnetwork 10.0.0.0/8\n  User nope\n\
-         Match tagged=t\n  Compression yes\n",
+         Match command=x\n  Compression yes\n",
     );
     let (o, w) = home.resolve_ctx(&home.ctx("x")).unwrap();
     assert_eq!((o.port, o.user, o.compression), (None, None, None));
@@ -377,7 +377,7 @@ fn unevaluated_match_criteria_warn_and_do_not_match() {
     assert_eq!(w.len(), 3, "{w:?}");
     for (warning, (line, criterion)) in
         w.iter()
-            .zip([(1, "exec"), (3, "localnetwork"), (5, "tagged")])
+            .zip([(1, "exec"), (3, "localnetwork"), (5, "command")])
     {
         assert!(
             warning.contains(&format!("config:{line}: Match {criterion} ")),
@@ -385,6 +385,18 @@ fn unevaluated_match_criteria_warn_and_do_not_match() {
         );
         assert!(warning.contains("treated as not matching"), "{warning}");
     }
+}
+
+#[test]
+fn match_tagged_sees_the_tag_set_so_far() {
+    let home = home_with("Match tagged prod\n  Port 1\nMatch !tagged prod\n  User untagged\n");
+    let mut o = Options::default();
+    o.apply_arg("Tag=prod").unwrap();
+    let w = apply_config_files(&mut o, &home.ctx("x"), &home.files()).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!((o.port, o.user.as_deref()), (Some(1), None));
+    let (o, _) = home.resolve_ctx(&home.ctx("x")).unwrap();
+    assert_eq!((o.port, o.user.as_deref()), (None, Some("untagged")));
 }
 
 #[test]
@@ -499,8 +511,8 @@ fn expand_paths_after_resolution() {
 fn unknown_and_unsupported_keywords_warn() {
     let home = home_with(
         "Bogus 1\n\
-         ForwardAgent yes\n\
-         forwardagent no\n\
+         ForwardX11 yes\n\
+         forwardx11 no\n\
          Host other\n  AlsoBogus x\n  ControlMaster auto\n\
          Host *\n  IgnoreUnknown usekeychain2,fancy*\n  UseKeychain2 yes\n  FancyThing 1\n  Bogus2 x\n",
     );
@@ -508,7 +520,7 @@ fn unknown_and_unsupported_keywords_warn() {
     let w = messages(&w);
     let wanted = [
         "config:1: unknown keyword 'Bogus'",
-        "config:2: ForwardAgent is not supported",
+        "config:2: ForwardX11 is not supported",
         "config:5: unknown keyword 'AlsoBogus'",
         "config:11: unknown keyword 'Bogus2'",
     ];

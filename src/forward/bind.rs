@@ -42,6 +42,22 @@ pub async fn bind_addresses(
     })
 }
 
+/// Keeps the addresses of AddressFamily's family (-4/-6), as ssh binds only those.
+pub fn retain_family(
+    mut addrs: Vec<IpAddr>,
+    family: crate::config::values::AddressFamily,
+) -> Result<Vec<IpAddr>, String> {
+    let had = !addrs.is_empty();
+    addrs.retain(|ip| family.allows(ip));
+    if had && addrs.is_empty() {
+        return Err(format!(
+            "no address to listen on in AddressFamily {}",
+            family.name()
+        ));
+    }
+    Ok(addrs)
+}
+
 /// Binds each address on `port`; with port 0 the first bind picks the port and the rest
 /// reuse it. An IPv6 loopback that the machine lacks is skipped when another address
 /// bound, as OpenSSH does; any other failure fails the forward.

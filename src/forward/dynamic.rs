@@ -2,8 +2,9 @@
 //! destination, reached through the tunnel.
 
 use super::Opener;
-use super::bind::{bind_addresses, bind_tcp};
+use super::bind::{bind_addresses, bind_tcp, retain_family};
 use crate::config::forward::DynamicForward;
+use crate::config::values::AddressFamily;
 use crate::proxy::{ProxyConfig, ProxyCredentials, serve_client};
 
 use std::sync::Arc;
@@ -38,6 +39,16 @@ impl DynamicListener {
         gateway_ports: bool,
         auth: Option<ProxyCredentials>,
     ) -> Result<DynamicListener, BindError> {
+        Self::bind_with(fwd, gateway_ports, AddressFamily::Any, auth).await
+    }
+
+    /// [`DynamicListener::bind`] within one address family (-4/-6).
+    pub async fn bind_with(
+        fwd: &DynamicForward,
+        gateway_ports: bool,
+        family: AddressFamily,
+        auth: Option<ProxyCredentials>,
+    ) -> Result<DynamicListener, BindError> {
         let err = |address: String, reason: String| BindError {
             spec: fwd.spec.clone(),
             address,
@@ -46,6 +57,7 @@ impl DynamicListener {
         let bind = fwd.bind.as_deref();
         let addrs = bind_addresses(bind, gateway_ports, fwd.port)
             .await
+            .and_then(|a| retain_family(a, family))
             .map_err(|e| err(format!("{}:{}", bind.unwrap_or(""), fwd.port), e))?;
         let sockets = bind_tcp(&addrs, fwd.port).map_err(|(a, e)| err(a, e))?;
         let listener = DynamicListener {

@@ -1,11 +1,12 @@
 //! `-L`: listen locally (TCP or a unix socket) and send each accepted connection through
 //! the tunnel to a fixed destination.
 
-use super::bind::{bind_addresses, bind_tcp};
+use super::bind::{bind_addresses, bind_tcp, retain_family};
 use super::relay::relay;
 use super::spare::{Early, Spare};
 use super::{OpenError, Opener};
 use crate::config::forward::{Endpoint, Listen, LocalForward};
+use crate::config::values::AddressFamily;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +76,15 @@ impl LocalListener {
     /// loopback only (127.0.0.1 and ::1) unless `gateway_ports`; `*` means all interfaces.
     /// With port 0, every address gets the same kernel-chosen port.
     pub async fn bind(fwd: &LocalForward, gateway_ports: bool) -> Result<LocalListener, BindError> {
+        Self::bind_with(fwd, gateway_ports, AddressFamily::Any).await
+    }
+
+    /// [`LocalListener::bind`] within one address family (-4/-6).
+    pub async fn bind_with(
+        fwd: &LocalForward,
+        gateway_ports: bool,
+        family: AddressFamily,
+    ) -> Result<LocalListener, BindError> {
         let err = |address: String, reason: String| BindError {
             spec: fwd.spec.clone(),
             address,
@@ -89,6 +99,7 @@ impl LocalListener {
             Listen::Tcp { bind, port } => {
                 let addrs = bind_addresses(bind.as_deref(), gateway_ports, *port)
                     .await
+                    .and_then(|a| retain_family(a, family))
                     .map_err(|e| err(format!("{}:{port}", bind.as_deref().unwrap_or("")), e))?;
                 bind_tcp(&addrs, *port)
                     .map_err(|(a, e)| err(a, e))?

@@ -758,7 +758,7 @@ impl Sshd {
         let res = proc.wait_for_stderr(
             |l| {
                 l.starts_with(&ready)
-                    || l.contains("Bind to port")
+                    || (l.contains("Bind to port") && l.contains("failed"))
                     || l.contains("Cannot bind any address")
             },
             READY_TIMEOUT,

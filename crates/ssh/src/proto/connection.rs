@@ -84,6 +84,7 @@ fn open_payload(kind: &ChannelKind, local: u32, window: u32, max_packet: u32) ->
         ChannelKind::ForwardedTcpip { .. } => "forwarded-tcpip",
         ChannelKind::DirectStreamlocal { .. } => "direct-streamlocal@openssh.com",
         ChannelKind::ForwardedStreamlocal { .. } => "forwarded-streamlocal@openssh.com",
+        ChannelKind::AuthAgent => "auth-agent@openssh.com",
         ChannelKind::Other(n) => n,
     };
     p.put_string(name.as_bytes());
@@ -122,7 +123,7 @@ fn open_payload(kind: &ChannelKind, local: u32, window: u32, max_packet: u32) ->
             p.put_string(path.as_bytes());
             p.put_string(b"");
         }
-        ChannelKind::Session | ChannelKind::Other(_) => {}
+        ChannelKind::Session | ChannelKind::AuthAgent | ChannelKind::Other(_) => {}
     }
     p
 }
@@ -148,6 +149,7 @@ fn parse_kind(name: &str, r: &mut Reader<'_>) -> Result<ChannelKind> {
         "forwarded-streamlocal@openssh.com" => ChannelKind::ForwardedStreamlocal {
             path: r.utf8()?.to_owned(),
         },
+        "auth-agent@openssh.com" => ChannelKind::AuthAgent,
         other => ChannelKind::Other(other.to_owned()),
     })
 }

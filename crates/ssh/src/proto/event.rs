@@ -141,6 +141,8 @@ pub enum ChannelKind {
     ForwardedStreamlocal {
         path: String,
     },
+    /// `auth-agent@openssh.com`: the server reaching the client's agent (agent forwarding).
+    AuthAgent,
     Other(String),
 }
 
