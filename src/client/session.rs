@@ -293,6 +293,27 @@ impl Session {
         }
     }
 
+    /// Stops one -R on the server (`-O cancel -R`); `port` is the one it listens on.
+    pub async fn cancel_remote(&self, fwd: &RemoteForward, port: u32) -> Result<(), String> {
+        let request = match &fwd.listen {
+            Listen::Unix(path) => {
+                let path = path.to_string_lossy().into_owned();
+                self.remote.remove_unix(&path);
+                GlobalRequest::CancelStreamlocalForward { path }
+            }
+            Listen::Tcp { .. } => {
+                let (address, _) = request_address(fwd).unwrap_or_default();
+                self.remote.remove_tcp(port);
+                GlobalRequest::CancelTcpipForward { address, port }
+            }
+        };
+        match self.handle.global_request(request).await {
+            Ok((true, _)) => Ok(()),
+            Ok((false, _)) => Err("the server refused to cancel the forward".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Opens a session channel and runs `command` on it (no TTY). The receiver gets the
     /// command's stderr and exit status; call [`Session::exec_finished`] once the channel
     /// is closed so it ends.

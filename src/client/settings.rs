@@ -452,6 +452,24 @@ pub fn print_config(cli: &Cli) -> Result<String, ClientError> {
     Ok(dump(&o, &ctx, &Defaults::default()))
 }
 
+/// What -M/-S/-O and ControlMaster, ControlPath and Tag resolve to for the destination.
+pub fn control_settings(cli: &Cli) -> Result<super::control::ControlSettings, ClientError> {
+    let dest = Destination::parse(&cli.destination)?;
+    let user = cli.login.clone().or(dest.user.clone());
+    let (mut o, ctx) = options_for(&dest, cli, user, true)?;
+    if let Some(p) = cli.port.or(dest.port) {
+        o.port = Some(p);
+    }
+    let tokens = Tokens::resolved(&o, &ctx);
+    let jump = cli
+        .jump
+        .clone()
+        .or(o.proxy_jump.clone())
+        .filter(|j| j != "none")
+        .unwrap_or_default();
+    super::control::ControlSettings::resolve(cli, &o, &tokens, &jump)
+}
+
 impl Settings {
     /// Applies OpenSSH's precedence: flags and `-o` first (first value wins), then the
     /// destination's own user and port, then defaults.

@@ -174,6 +174,31 @@ pub struct Options {
     pub host_key_algorithms: Option<String>,
     /// `HostKeyAlias`
     pub host_key_alias: Option<String>,
+    /// `ControlMaster`
+    pub control_master: Option<ControlMaster>,
+    /// `ControlPath`, unexpanded (its tokens include ones only the client knows, like %C).
+    pub control_path: Option<String>,
+    /// `ControlPersist`, as given (`yes`, `no` or a time): validated, and moot for warren,
+    /// whose master holds the tunnel anyway.
+    pub control_persist: Option<String>,
+    /// `Tag`: a name for this configuration; `warren status --check` and `warren stop`
+    /// accept it to pick a tunnel.
+    pub tag: Option<String>,
+}
+
+/// `ControlMaster`: whether this warren serves its ControlPath or defers to one there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlMaster {
+    /// `no`: use a master found at ControlPath, never become one.
+    No,
+    /// `yes`: become the master (if the path is taken by a live master, carry on without).
+    Yes,
+    /// `auto`: use a live master, else become one.
+    Auto,
+    /// `ask`: ssh confirms each use with ssh-askpass; warren treats it as `yes`.
+    Ask,
+    /// `autoask`: as `ask`, treated as `auto`.
+    AutoAsk,
 }
 
 /// The keywords Warren acts on; everything else in [`KEYWORDS`] is either
@@ -212,6 +237,10 @@ enum Keyword {
     Macs,
     HostKeyAlgorithms,
     HostKeyAlias,
+    ControlMaster,
+    ControlPath,
+    ControlPersist,
+    Tag,
     Unsupported,
     Directive,
 }
@@ -260,6 +289,10 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("ProxyCommand", Keyword::ProxyCommand),
     ("Ciphers", Keyword::Ciphers),
     ("HostKeyAlias", Keyword::HostKeyAlias),
+    ("ControlMaster", Keyword::ControlMaster),
+    ("ControlPath", Keyword::ControlPath),
+    ("ControlPersist", Keyword::ControlPersist),
+    ("Tag", Keyword::Tag),
     // Config-file structure, refused on the command line as ssh does.
     ("Host", Keyword::Directive),
     ("Match", Keyword::Directive),
@@ -279,9 +312,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("ChannelTimeout", Keyword::Unsupported),
     ("CheckHostIP", Keyword::Unsupported),
     ("ClearAllForwardings", Keyword::Unsupported),
-    ("ControlMaster", Keyword::Unsupported),
-    ("ControlPath", Keyword::Unsupported),
-    ("ControlPersist", Keyword::Unsupported),
     ("EnableEscapeCommandline", Keyword::Unsupported),
     ("EnableSSHKeysign", Keyword::Unsupported),
     ("EscapeChar", Keyword::Unsupported),
@@ -327,7 +357,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("StreamLocalBindMask", Keyword::Unsupported),
     ("StreamLocalBindUnlink", Keyword::Unsupported),
     ("SyslogFacility", Keyword::Unsupported),
-    ("Tag", Keyword::Unsupported),
     ("TCPKeepAlive", Keyword::Unsupported),
     ("Tunnel", Keyword::Unsupported),
     ("TunnelDevice", Keyword::Unsupported),
@@ -431,6 +460,30 @@ impl Options {
             Keyword::HostName => set_once(&mut self.host_name, v.single()?),
             Keyword::User => set_once(&mut self.user, v.single()?),
             Keyword::HostKeyAlias => set_once(&mut self.host_key_alias, v.single()?),
+            Keyword::ControlMaster => {
+                let value = match v.single()?.to_ascii_lowercase().as_str() {
+                    "yes" | "true" => ControlMaster::Yes,
+                    "no" | "false" => ControlMaster::No,
+                    "auto" => ControlMaster::Auto,
+                    "ask" => ControlMaster::Ask,
+                    "autoask" => ControlMaster::AutoAsk,
+                    _ => return Err(v.bad("yes, no, auto, ask, autoask")),
+                };
+                set_once(&mut self.control_master, value)
+            }
+            Keyword::ControlPath => set_once(&mut self.control_path, v.single()?),
+            Keyword::Tag => set_once(&mut self.tag, v.single()?),
+            Keyword::ControlPersist => {
+                let value = v.single()?;
+                let word = matches!(
+                    value.to_ascii_lowercase().as_str(),
+                    "yes" | "no" | "true" | "false"
+                );
+                if !word && value != "none" && parse_time(&v).is_err() {
+                    return Err(v.bad("yes, no or a time such as 10m"));
+                }
+                set_once(&mut self.control_persist, value)
+            }
             Keyword::Ciphers => set_once(&mut self.ciphers, v.single()?),
             Keyword::KexAlgorithms => set_once(&mut self.kex_algorithms, v.single()?),
             Keyword::Macs => set_once(&mut self.macs, v.single()?),
@@ -1369,8 +1422,6 @@ mod tests {
         for arg in [
             "ForwardAgent yes",
             "forwardx11=no",
-            "ControlMaster auto",
-            "ControlPath ~/.ssh/cm-%r@%h:%p",
             "AddKeysToAgent yes",
             "BindAddress 10.0.0.1",
             "Protocol 2",

@@ -2,6 +2,7 @@
 //! destination, reached through the tunnel.
 
 use super::Opener;
+use super::local::ForwardStats;
 use super::bind::{bind_addresses, bind_tcp};
 use crate::config::forward::DynamicForward;
 use crate::proxy::{ProxyConfig, ProxyCredentials, serve_client};
@@ -19,6 +20,10 @@ pub struct DynamicListener {
     pub spec: String,
     sockets: Vec<TcpListener>,
     config: ProxyConfig,
+    /// Clients served, for `warren status`.
+    pub stats: Arc<ForwardStats>,
+    /// Fires once every listening socket is closed (as [`super::local::LocalListener::closed`]).
+    closed: CancellationToken,
 }
 
 /// A bind failure, worded with the address so the user knows which forward and port.
@@ -55,6 +60,8 @@ impl DynamicListener {
                 auth,
                 ..ProxyConfig::default()
             },
+            stats: Arc::default(),
+            closed: CancellationToken::new(),
         };
         let exposed: Vec<String> = listener
             .sockets
@@ -80,6 +87,11 @@ impl DynamicListener {
         self
     }
 
+    /// Fires once `serve` has closed every listening socket.
+    pub fn closed(&self) -> CancellationToken {
+        self.closed.clone()
+    }
+
     /// The addresses actually bound (with the real port when 0 was asked for).
     pub fn addresses(&self) -> Vec<String> {
         self.sockets
@@ -97,6 +109,7 @@ impl DynamicListener {
     pub async fn serve<O: Opener>(self, opener: Arc<O>, cancel: CancellationToken) {
         let tracker = TaskTracker::new();
         let config = Arc::new(self.config);
+        let closed = Arc::new(self.closed.drop_guard());
         for l in self.sockets {
             let (opener, cancel, config, tracker2) = (
                 opener.clone(),
@@ -104,8 +117,13 @@ impl DynamicListener {
                 config.clone(),
                 tracker.clone(),
             );
-            tracker.spawn(accept_loop(l, opener, config, cancel, tracker2));
+            let (stats, closed) = (self.stats.clone(), closed.clone());
+            tracker.spawn(async move {
+                accept_loop(l, opener, config, cancel, tracker2, stats).await;
+                drop(closed);
+            });
         }
+        drop(closed);
         tracker.close();
         tracker.wait().await;
     }
@@ -117,6 +135,7 @@ async fn accept_loop<O: Opener>(
     config: Arc<ProxyConfig>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    stats: Arc<ForwardStats>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -127,8 +146,10 @@ async fn accept_loop<O: Opener>(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let (opener, config) = (opener.clone(), config.clone());
+                let active = stats.enter();
                 // Not cut by `cancel`: accepted clients may finish (see LocalListener::serve).
                 let client = async move {
+                    let _active = active;
                     serve_client(stream, Some(peer), &*opener, &config).await;
                 };
                 tracker.spawn(client.instrument(info_span!("proxy", %peer)));

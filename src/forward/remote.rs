@@ -90,6 +90,21 @@ impl RemoteForwards {
             .map(|e| e.target.clone())
     }
 
+    /// Forgets a TCP forward (after cancel-tcpip-forward): connections still arriving for
+    /// it are refused rather than dialed.
+    pub fn remove_tcp(&self, port: u32) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.retain(|e| e.path.is_some() || e.port != port);
+        }
+    }
+
+    /// Forgets a unix-socket forward.
+    pub fn remove_unix(&self, path: &str) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.retain(|e| e.path.as_deref() != Some(path));
+        }
+    }
+
     /// Every granted TCP forward as (address, port), for cancelling at shutdown.
     pub fn tcp_listeners(&self) -> Vec<(String, u32)> {
         self.entries
