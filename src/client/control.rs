@@ -188,9 +188,12 @@ impl Control {
     }
 }
 
-/// Binds the control socket(s) and serves them until the tunnel stops; the socket files
-/// are removed then. `control_path` is the ControlPath when this tunnel is a master.
-pub async fn serve(control: Arc<Control>) {
+/// Bound control sockets, each with the path to remove when serving ends.
+pub type Sockets = Vec<(UnixListener, PathBuf)>;
+
+/// Binds the tunnel's control socket in [`control_dir`] and, when it is a master, its
+/// ControlPath. Failing to is worth a warning, not the tunnel.
+pub fn bind(control_path: Option<&Path>) -> Sockets {
     let mut listeners = Vec::new();
     let dir = control_dir();
     match create_private_dir(&dir) {
@@ -207,13 +210,18 @@ pub async fn serve(control: Arc<Control>) {
             dir.display()
         ),
     }
-    if let Some(path) = &control.control_path {
-        match bind_control_path(path).await {
-            Ok(l) => listeners.push((l, path.clone())),
+    if let Some(path) = control_path {
+        match bind_control_path(path) {
+            Ok(l) => listeners.push((l, path.to_path_buf())),
             Err(e) => warn!("{e}"),
         }
     }
-    let tasks: Vec<_> = listeners
+    listeners
+}
+
+/// Serves the bound sockets until the tunnel stops; the socket files are removed then.
+pub async fn serve(sockets: Sockets, control: Arc<Control>) {
+    let tasks: Vec<_> = sockets
         .into_iter()
         .map(|(l, path)| tokio::spawn(accept(l, path, control.clone())))
         .collect();
@@ -224,9 +232,9 @@ pub async fn serve(control: Arc<Control>) {
 
 /// ControlMaster's socket: taken over when stale, left alone (as ssh does, with its
 /// words) when a live master answers there.
-async fn bind_control_path(path: &Path) -> Result<UnixListener, String> {
+fn bind_control_path(path: &Path) -> Result<UnixListener, String> {
     if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(format!(
                 "ControlSocket {} already exists, disabling multiplexing",
                 path.display()

@@ -53,11 +53,11 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         out::print(&settings::print_config(&cli)?);
         return Ok(0);
     }
-    let ctl = settings::control_settings(&cli)?;
+    let settings = Settings::resolve(&cli)?;
+    let ctl = settings.control.clone();
     if let Some(op) = cli.control_command.as_deref() {
         return Ok(control::client_command(&cli, &ctl, op).await);
     }
-    let settings = Settings::resolve(&cli)?;
     if cli.exec && settings.command.is_none() {
         return Err(ClientError::Usage(
             "--exec needs a command: warren [forwards] host --exec -- COMMAND [ARGS...]".into(),
@@ -202,6 +202,20 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             _ => Ok(0),
         };
     };
+    // Control sockets exist before anyone is told the tunnel is ready.
+    let exit_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let control_sockets = control::bind(ctl.serves_path().as_deref());
+    tokio::spawn(control::serve(
+        control_sockets,
+        Arc::new(control::Control {
+            live: live.clone(),
+            id: ctl.id.clone(),
+            destination: ready.destination.clone(),
+            control_path: ctl.serves_path(),
+            cancel: cancel.clone(),
+            exit_now: exit_now.clone(),
+        }),
+    ));
     let count = listener_count + settings.remote_forwards.len();
     info!(
         "ready: connected to {}, {count} forward(s)",
@@ -215,15 +229,6 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         }
     }
     let _pidfile = cli.pidfile.as_deref().map(PidFile::write).transpose()?;
-    let exit_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tokio::spawn(control::serve(Arc::new(control::Control {
-        live: live.clone(),
-        id: ctl.id.clone(),
-        destination: ready.destination.clone(),
-        control_path: ctl.serves_path(),
-        cancel: cancel.clone(),
-        exit_now: exit_now.clone(),
-    })));
     if background::is_child() {
         background::signal_ready();
     }

@@ -30,6 +30,8 @@ pub struct Settings {
     pub null_stdin: bool,
     pub exit_on_forward_failure: bool,
     pub gateway_ports: bool,
+    /// -M/-S/-O with ControlMaster, ControlPath and Tag.
+    pub control: super::control::ControlSettings,
 }
 
 /// `[user@]host` or `ssh://[user@]host[:port]`.
@@ -452,30 +454,27 @@ pub fn print_config(cli: &Cli) -> Result<String, ClientError> {
     Ok(dump(&o, &ctx, &Defaults::default()))
 }
 
-/// What -M/-S/-O and ControlMaster, ControlPath and Tag resolve to for the destination.
-pub fn control_settings(cli: &Cli) -> Result<super::control::ControlSettings, ClientError> {
-    let dest = Destination::parse(&cli.destination)?;
-    let user = cli.login.clone().or(dest.user.clone());
-    let (mut o, ctx) = options_for(&dest, cli, user, true)?;
-    if let Some(p) = cli.port.or(dest.port) {
-        o.port = Some(p);
-    }
-    let tokens = Tokens::resolved(&o, &ctx);
-    let jump = cli
-        .jump
-        .clone()
-        .or(o.proxy_jump.clone())
-        .filter(|j| j != "none")
-        .unwrap_or_default();
-    super::control::ControlSettings::resolve(cli, &o, &tokens, &jump)
-}
-
 impl Settings {
     /// Applies OpenSSH's precedence: flags and `-o` first (first value wins), then the
     /// destination's own user and port, then defaults.
     pub fn resolve(cli: &Cli) -> Result<Settings, ClientError> {
         let dest = Destination::parse(&cli.destination)?;
         let (connect, o) = resolve_connect(&dest, cli, false, 0)?;
+        let tokens = Tokens {
+            host: connect.host.clone(),
+            original_host: dest.host.clone(),
+            port: connect.port,
+            remote_user: connect.auth.user.clone(),
+            local_user: local_user().unwrap_or_default(),
+            home: home(),
+        };
+        let jump = cli
+            .jump
+            .clone()
+            .or(o.proxy_jump.clone())
+            .filter(|j| j != "none")
+            .unwrap_or_default();
+        let control = super::control::ControlSettings::resolve(cli, &o, &tokens, &jump)?;
 
         let mut local_forwards = Vec::new();
         for spec in &cli.local {
@@ -529,6 +528,7 @@ impl Settings {
             null_stdin: cli.null_stdin,
             exit_on_forward_failure: o.exit_on_forward_failure.unwrap_or(true),
             gateway_ports: o.gateway_ports.unwrap_or(false),
+            control,
         })
     }
 }
