@@ -360,3 +360,40 @@ fn completions_man_page_and_a_host_named_status() {
         assert!(text(&out.stdout).contains("hostname status"), "{}", text(&out.stdout));
     }
 }
+
+#[test]
+fn a_remote_forward_added_at_runtime_is_asked_for_again_after_a_reconnect() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let runtime = tempfile::tempdir().unwrap();
+    let warren = start_warren(&sshd, &user, runtime.path(), &["-D", "127.0.0.1:0"]);
+    let r_port = free_port();
+    let r_spec = format!("{r_port}:127.0.0.1:{}", echo.port());
+    // No -S: -O finds the running warren for this destination.
+    let out = warren_to(&sshd, &user, runtime.path(), &["-O", "forward", "-R", &r_spec]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r_addr: SocketAddr = ([127, 0, 0, 1], r_port).into();
+    echo_through(r_addr, b"before");
+
+    let from = warren.stderr_line_count();
+    assert!(sshd.drop_connections() > 0);
+    warren
+        .wait_for_stderr_from(from, |l| l.contains("reconnected to"), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.logs()));
+    // The server may still hold the port for the dead session a moment: retried.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let t = &status_json(runtime.path())[0];
+        let r = forward(t, "R", &r_spec).unwrap_or_else(|| panic!("{t}"));
+        if r["up"] == true {
+            assert_eq!(t["reconnects"], 1, "{t}");
+            assert!(t["last_error"].is_string(), "{t}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "-R not back after the reconnect: {t}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    echo_through(r_addr, b"after");
+    assert_eq!(logins(&sshd), 2, "{}", sshd.logs());
+}
