@@ -166,8 +166,17 @@ fn forwards_added_and_cancelled_on_a_running_tunnel_without_a_second_login() {
     let pattern = format!("{}/cm-%C", ctl_dir.path().display());
     let ctl_path = ssh_control_path(&sshd, &pattern);
 
-    let warren = start_warren(&sshd, &user, runtime.path(), &["-M", "-S", &pattern, "-D", "127.0.0.1:0"]);
-    assert!(ctl_path.exists(), "{} (ssh's %C) not created", ctl_path.display());
+    let warren = start_warren(
+        &sshd,
+        &user,
+        runtime.path(),
+        &["-M", "-S", &pattern, "-D", "127.0.0.1:0"],
+    );
+    assert!(
+        ctl_path.exists(),
+        "{} (ssh's %C) not created",
+        ctl_path.display()
+    );
     let socks = forward_addrs(&warren, "-D")[0];
     let s = ctl_path.to_str().unwrap();
 
@@ -182,14 +191,24 @@ fn forwards_added_and_cancelled_on_a_running_tunnel_without_a_second_login() {
 
     // -O forward -L: the chosen port is printed and carries bytes to a real echo.
     let l_spec = format!("127.0.0.1:0:127.0.0.1:{}", echo.port());
-    let out = warren_to(&sshd, &user, runtime.path(), &["-S", s, "-O", "forward", "-L", &l_spec]);
+    let out = warren_to(
+        &sshd,
+        &user,
+        runtime.path(),
+        &["-S", s, "-O", "forward", "-L", &l_spec],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let l_addr: SocketAddr = ([127, 0, 0, 1], printed_port(&out)).into();
     echo_through(l_addr, b"added at runtime");
 
     // -O forward -R: the server listens and connections come back to the echo.
     let r_spec = format!("0:127.0.0.1:{}", echo.port());
-    let out = warren_to(&sshd, &user, runtime.path(), &["-S", s, "-O", "forward", "-R", &r_spec]);
+    let out = warren_to(
+        &sshd,
+        &user,
+        runtime.path(),
+        &["-S", s, "-O", "forward", "-R", &r_spec],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let r_port = printed_port(&out);
     let r_addr: SocketAddr = ([127, 0, 0, 1], r_port).into();
@@ -221,9 +240,15 @@ fn forwards_added_and_cancelled_on_a_running_tunnel_without_a_second_login() {
     assert_eq!(l["port"], u64::from(l_addr.port()));
     assert!(l["connections"].as_u64() >= Some(1), "{l}");
     let r = forward(t, "R", &r_spec).unwrap_or_else(|| panic!("{t}"));
-    assert_eq!((r["port"].as_u64(), &r["up"]), (Some(u64::from(r_port)), &Value::Bool(true)));
+    assert_eq!(
+        (r["port"].as_u64(), &r["up"]),
+        (Some(u64::from(r_port)), &Value::Bool(true))
+    );
     let d = forward(t, "D", "127.0.0.1:0").unwrap_or_else(|| panic!("{t}"));
-    assert_eq!((d["active"].as_u64(), d["connections"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (d["active"].as_u64(), d["connections"].as_u64()),
+        (Some(0), Some(0))
+    );
     let held = socks5(socks, echo.addr());
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
@@ -238,25 +263,51 @@ fn forwards_added_and_cancelled_on_a_running_tunnel_without_a_second_login() {
     drop(held);
 
     // status --check: healthy by pid, destination or name; 2 for no such tunnel.
-    for name in [warren.pid().to_string(), "127.0.0.1".into(), format!("root@127.0.0.1:{}", sshd.port())] {
+    for name in [
+        warren.pid().to_string(),
+        "127.0.0.1".into(),
+        format!("root@127.0.0.1:{}", sshd.port()),
+    ] {
         let out = warren_sub(runtime.path(), &["status", "--check", &name]);
-        assert_eq!(out.status.code(), Some(0), "{name}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
     }
     let out = warren_sub(runtime.path(), &["status", "--check", "no-such-tunnel"]);
     assert_eq!(out.status.code(), Some(2));
 
     // -O cancel: the listeners close, the server stops listening.
-    let out = warren_to(&sshd, &user, runtime.path(), &["-S", s, "-O", "cancel", "-L", &l_spec]);
+    let out = warren_to(
+        &sshd,
+        &user,
+        runtime.path(),
+        &["-S", s, "-O", "cancel", "-L", &l_spec],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         TcpStream::connect(l_addr).is_err(),
         "-L port still open after -O cancel"
     );
-    let out = warren_to(&sshd, &user, runtime.path(), &["-S", s, "-O", "cancel", "-R", &r_spec]);
+    let out = warren_to(
+        &sshd,
+        &user,
+        runtime.path(),
+        &["-S", s, "-O", "cancel", "-R", &r_spec],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(refused_within(r_addr, READY_TIMEOUT), "-R port still open after -O cancel");
+    assert!(
+        refused_within(r_addr, READY_TIMEOUT),
+        "-R port still open after -O cancel"
+    );
     let t = &status_json(runtime.path())[0];
-    assert!(forward(t, "L", &l_spec).is_none() && forward(t, "R", &r_spec).is_none(), "{t}");
+    assert!(
+        forward(t, "L", &l_spec).is_none() && forward(t, "R", &r_spec).is_none(),
+        "{t}"
+    );
 
     // All of it on the one session.
     assert_eq!(logins(&sshd), 1, "{}", sshd.logs());
@@ -270,7 +321,11 @@ fn forwards_added_and_cancelled_on_a_running_tunnel_without_a_second_login() {
     let out = warren_to(&sshd, &user, runtime.path(), &["-S", s, "-O", "exit"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("Exit request sent."));
-    assert!(warren.expect_exit(READY_TIMEOUT).success(), "{}", warren.stderr_text());
+    assert!(
+        warren.expect_exit(READY_TIMEOUT).success(),
+        "{}",
+        warren.stderr_text()
+    );
     let out = warren_to(&sshd, &user, runtime.path(), &["-S", s, "-O", "check"]);
     assert_eq!(out.status.code(), Some(255));
     assert!(
@@ -286,7 +341,12 @@ fn stop_needs_a_name_when_several_tunnels_run_and_all_stops_all() {
     let sshd = Sshd::start();
     let user = warren_user(&sshd);
     let runtime = tempfile::tempdir().unwrap();
-    let a = start_warren(&sshd, &user, runtime.path(), &["-L", "127.0.0.1:0:127.0.0.1:9"]);
+    let a = start_warren(
+        &sshd,
+        &user,
+        runtime.path(),
+        &["-L", "127.0.0.1:0:127.0.0.1:9"],
+    );
     let b = start_warren(&sshd, &user, runtime.path(), &["-D", "127.0.0.1:0"]);
 
     let out = warren_sub(runtime.path(), &["stop"]);
@@ -296,13 +356,19 @@ fn stop_needs_a_name_when_several_tunnels_run_and_all_stops_all() {
         listed.contains(&a.pid().to_string()) && listed.contains(&b.pid().to_string()),
         "{listed}"
     );
-    assert!(a.try_wait().is_none() && b.try_wait().is_none(), "nothing stopped");
+    assert!(
+        a.try_wait().is_none() && b.try_wait().is_none(),
+        "nothing stopped"
+    );
 
     let out = warren_sub(runtime.path(), &["stop", "--all"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(a.expect_exit(READY_TIMEOUT).success());
     assert!(b.expect_exit(READY_TIMEOUT).success());
-    assert_eq!(warren_sub(runtime.path(), &["status"]).status.code(), Some(1));
+    assert_eq!(
+        warren_sub(runtime.path(), &["status"]).status.code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -327,8 +393,16 @@ fn status_into_a_closed_pipe_exits_0() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("warren "), "{}", text(&out.stdout));
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("warren "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -338,15 +412,26 @@ fn completions_man_page_and_a_host_named_status() {
     assert!(out.status.success() && text(&out.stdout).contains("-L"));
     for shell in ["zsh", "fish"] {
         let out = warren_sub(runtime.path(), &["completions", shell]);
-        assert!(out.status.success() && text(&out.stdout).contains("status"), "{shell}");
+        assert!(
+            out.status.success() && text(&out.stdout).contains("status"),
+            "{shell}"
+        );
     }
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("'{}' man | grep -q '\\\\-L'", warren_bin().display()))
+        .arg(format!(
+            "'{}' man | grep -q '\\\\-L'",
+            warren_bin().display()
+        ))
         .status()
         .unwrap();
     assert!(out.success(), "man page without -L");
-    assert_eq!(warren_sub(runtime.path(), &["completions", "tcsh"]).status.code(), Some(2));
+    assert_eq!(
+        warren_sub(runtime.path(), &["completions", "tcsh"])
+            .status
+            .code(),
+        Some(2)
+    );
     let out = warren_sub(runtime.path(), &["status", "--help"]);
     assert!(out.status.success() && text(&out.stdout).contains("--check"));
 
@@ -357,7 +442,11 @@ fn completions_man_page_and_a_host_named_status() {
         home.apply(&mut cmd).args(args);
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        assert!(text(&out.stdout).contains("hostname status"), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("hostname status"),
+            "{}",
+            text(&out.stdout)
+        );
     }
 }
 
@@ -371,7 +460,12 @@ fn a_remote_forward_added_at_runtime_is_asked_for_again_after_a_reconnect() {
     let r_port = free_port();
     let r_spec = format!("{r_port}:127.0.0.1:{}", echo.port());
     // No -S: -O finds the running warren for this destination.
-    let out = warren_to(&sshd, &user, runtime.path(), &["-O", "forward", "-R", &r_spec]);
+    let out = warren_to(
+        &sshd,
+        &user,
+        runtime.path(),
+        &["-O", "forward", "-R", &r_spec],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let r_addr: SocketAddr = ([127, 0, 0, 1], r_port).into();
     echo_through(r_addr, b"before");
@@ -391,7 +485,10 @@ fn a_remote_forward_added_at_runtime_is_asked_for_again_after_a_reconnect() {
             assert!(t["last_error"].is_string(), "{t}");
             break;
         }
-        assert!(Instant::now() < deadline, "-R not back after the reconnect: {t}");
+        assert!(
+            Instant::now() < deadline,
+            "-R not back after the reconnect: {t}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     echo_through(r_addr, b"after");

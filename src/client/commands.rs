@@ -101,9 +101,21 @@ pub fn command(args: &[String]) -> Option<u8> {
             let mut cmd = full_command();
             let mut buf = Vec::new();
             match a.shell {
-                Shell::Bash => clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "warren", &mut buf),
-                Shell::Zsh => clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "warren", &mut buf),
-                Shell::Fish => clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "warren", &mut buf),
+                Shell::Bash => clap_complete::generate(
+                    clap_complete::Shell::Bash,
+                    &mut cmd,
+                    "warren",
+                    &mut buf,
+                ),
+                Shell::Zsh => {
+                    clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "warren", &mut buf)
+                }
+                Shell::Fish => clap_complete::generate(
+                    clap_complete::Shell::Fish,
+                    &mut cmd,
+                    "warren",
+                    &mut buf,
+                ),
             }
             print(&String::from_utf8_lossy(&buf));
             0
@@ -161,7 +173,10 @@ async fn status(a: StatusArgs) -> u8 {
         let healthy = picked.iter().all(|s| s.healthy);
         if a.json {
             let list: Vec<&TunnelStatus> = picked.clone();
-            print(&format!("{}\n", serde_json::to_string_pretty(&list).unwrap_or_default()));
+            print(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&list).unwrap_or_default()
+            ));
         } else {
             for s in &picked {
                 let down: Vec<String> = s
@@ -186,7 +201,10 @@ async fn status(a: StatusArgs) -> u8 {
         .filter(|s| a.name.as_deref().is_none_or(|n| control::matches(s, n)))
         .collect();
     if a.json {
-        print(&format!("{}\n", serde_json::to_string_pretty(&list).unwrap_or_default()));
+        print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        ));
         return 0;
     }
     if list.is_empty() {
@@ -204,7 +222,10 @@ async fn status(a: StatusArgs) -> u8 {
 async fn stop(a: StopArgs) -> u8 {
     let all = control::running().await;
     let picked: Vec<&(std::path::PathBuf, TunnelStatus)> = match &a.target {
-        Some(name) => all.iter().filter(|(_, s)| control::matches(s, name)).collect(),
+        Some(name) => all
+            .iter()
+            .filter(|(_, s)| control::matches(s, name))
+            .collect(),
         None => all.iter().collect(),
     };
     if picked.is_empty() {
@@ -218,7 +239,10 @@ async fn stop(a: StopArgs) -> u8 {
         eprintln!(
             "{} warren tunnels are running{}; name one (pid, destination or Tag) or use --all:",
             picked.len(),
-            a.target.as_deref().map(|n| format!(" for {n}")).unwrap_or_default()
+            a.target
+                .as_deref()
+                .map(|n| format!(" for {n}"))
+                .unwrap_or_default()
         );
         for (_, s) in &picked {
             eprintln!("  {} {} -> {}", s.pid, s.name, s.destination);
@@ -227,11 +251,14 @@ async fn stop(a: StopArgs) -> u8 {
     }
     let mut status = 0;
     for (path, s) in picked {
-        match control::request(path, &Request {
-            op: "stop".into(),
-            kind: None,
-            spec: None,
-        })
+        match control::request(
+            path,
+            &Request {
+                op: "stop".into(),
+                kind: None,
+                spec: None,
+            },
+        )
         .await
         {
             Ok(r) if r.ok => print(&format!("stopping warren {} ({})\n", s.pid, s.name)),

@@ -384,7 +384,9 @@ impl ControlSettings {
             _ => ControlMaster::Ask,
         };
         if matches!(master, ControlMaster::Ask | ControlMaster::AutoAsk) {
-            warn!("ControlMaster ask/autoask: warren does not ask for confirmation; taken as yes/auto");
+            warn!(
+                "ControlMaster ask/autoask: warren does not ask for confirmation; taken as yes/auto"
+            );
             master = match master {
                 ControlMaster::Ask => ControlMaster::Yes,
                 _ => ControlMaster::Auto,
@@ -393,9 +395,10 @@ impl ControlSettings {
         let raw = cli.control_path.clone().or_else(|| o.control_path.clone());
         let path = match raw.as_deref() {
             None | Some("none") => None,
-            Some(p) => Some(expand_control_path(p, tokens, jump).map_err(|e| {
-                ClientError::Usage(format!("ControlPath {p}: {e}"))
-            })?),
+            Some(p) => Some(
+                expand_control_path(p, tokens, jump)
+                    .map_err(|e| ClientError::Usage(format!("ControlPath {p}: {e}")))?,
+            ),
         };
         Ok(ControlSettings {
             master,
@@ -513,12 +516,22 @@ pub async fn client_command(cli: &Cli, ctl: &ControlSettings, op: &str) -> u8 {
         async move { request(&path, &req).await }
     };
     let unreachable = |e: std::io::Error| {
-        eprintln!("Control socket connect({}): {}", path.display(), io_text(&e));
+        eprintln!(
+            "Control socket connect({}): {}",
+            path.display(),
+            io_text(&e)
+        );
         255
     };
     match op {
         "check" | "exit" | "stop" => {
-            let wire = if op == "check" { "check" } else if op == "exit" { "exit" } else { "stop" };
+            let wire = if op == "check" {
+                "check"
+            } else if op == "exit" {
+                "exit"
+            } else {
+                "stop"
+            };
             match send(Request::op(wire)).await {
                 Ok(r) if r.ok => {
                     match op {
@@ -607,7 +620,11 @@ pub async fn join_master(cli: &Cli, ctl: &ControlSettings) -> Option<u8> {
                 status = 255;
             }
             Err(e) => {
-                eprintln!("Control socket connect({}): {}", path.display(), io_text(&e));
+                eprintln!(
+                    "Control socket connect({}): {}",
+                    path.display(),
+                    io_text(&e)
+                );
                 return Some(255);
             }
         }
@@ -699,4 +716,82 @@ pub fn render(s: &TunnelStatus) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Tokens {
+        Tokens {
+            host: "db.example.org".into(),
+            original_host: "db".into(),
+            port: 2222,
+            remote_user: "ops".into(),
+            local_user: "me".into(),
+            home: PathBuf::from("/home/me"),
+        }
+    }
+
+    #[test]
+    fn control_path_tokens() {
+        let t = tokens();
+        let p = expand_control_path("~/.ssh/cm-%r@%h:%p-%n-%u-%j-%%", &t, "bastion").unwrap();
+        assert_eq!(
+            p,
+            PathBuf::from("/home/me/.ssh/cm-ops@db.example.org:2222-db-me-bastion-%")
+        );
+        let c = expand_control_path("%C", &t, "").unwrap();
+        let c = c.to_str().unwrap();
+        assert!(c.len() == 40 && c.chars().all(|c| c.is_ascii_hexdigit()), "{c}");
+        // %C does not depend on the jump host (as in OpenSSH 9.2) but on user and port.
+        assert_eq!(expand_control_path("%C", &t, "j").unwrap().to_str(), Some(c));
+        let other = Tokens { port: 22, ..tokens() };
+        assert_ne!(expand_control_path("%C", &other, "").unwrap().to_str(), Some(c));
+        for bad in ["%x", "trailing%"] {
+            assert!(expand_control_path(bad, &t, "").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn control_options() {
+        let mut o = Options::default();
+        o.apply_arg("ControlMaster=autoask").unwrap();
+        o.apply_arg("ControlPersist=10m").unwrap();
+        o.apply_arg("Tag=db").unwrap();
+        assert_eq!(o.control_master, Some(ControlMaster::AutoAsk));
+        assert_eq!(o.control_persist.as_deref(), Some("10m"));
+        assert_eq!(o.tag.as_deref(), Some("db"));
+        let mut o = Options::default();
+        assert!(o.apply_arg("ControlMaster=sometimes").is_err());
+        assert!(o.apply_arg("ControlPersist=soon").is_err());
+        o.apply_arg("ControlPersist=yes").unwrap();
+    }
+
+    #[test]
+    fn names_pick_tunnels() {
+        let s = TunnelStatus {
+            pid: 42,
+            name: "db".into(),
+            tag: Some("prod-db".into()),
+            destination: "ops@db.example.org:2222".into(),
+            host: "db.example.org".into(),
+            port: 2222,
+            user: "ops".into(),
+            ..TunnelStatus::default()
+        };
+        for n in [
+            "42",
+            "db",
+            "prod-db",
+            "ops@db.example.org:2222",
+            "db.example.org",
+            "ops@db.example.org",
+        ] {
+            assert!(matches(&s, n), "{n}");
+        }
+        for n in ["4", "other", ""] {
+            assert!(!matches(&s, n), "{n}");
+        }
+    }
 }

@@ -159,7 +159,11 @@ impl Live {
                     .map_err(|e| e.to_string())?
                     .with_preconnect(self.preconnect);
                 let port = first_port(&l.addresses());
-                info!("forward ready: -L {} listening on {}", l.spec, l.addresses().join(" "));
+                info!(
+                    "forward ready: -L {} listening on {}",
+                    l.spec,
+                    l.addresses().join(" ")
+                );
                 self.serve_local(l, Some(fwd));
                 Ok(u32::from(port))
             }
@@ -172,7 +176,11 @@ impl Live {
                     .await
                     .map_err(|e| e.to_string())?;
                 let port = first_port(&d.addresses());
-                info!("forward ready: -D {} listening on {}", d.spec, d.addresses().join(" "));
+                info!(
+                    "forward ready: -D {} listening on {}",
+                    d.spec,
+                    d.addresses().join(" ")
+                );
                 self.serve_dynamic(d, Some(fwd));
                 Ok(u32::from(port))
             }
@@ -209,13 +217,16 @@ impl Live {
                     .ok_or_else(|| format!("no {} {spec} to cancel", kind.flag()))?;
                 let entry = self.listening().remove(i);
                 entry.stop.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(5), entry.closed.cancelled()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), entry.closed.cancelled()).await;
                 info!("forward cancelled: {} {}", kind.flag(), entry.spec);
                 Ok(())
             }
             Kind::R => {
                 let fwd = forward::parse_remote(spec).map_err(|e| e.to_string())?;
-                let state = self.find_remote(&fwd).ok_or_else(|| format!("no -R {spec} to cancel"))?;
+                let state = self
+                    .find_remote(&fwd)
+                    .ok_or_else(|| format!("no -R {spec} to cancel"))?;
                 self.remotes.remove(&state.fwd);
                 if let (Some(session), Some(port)) = (self.slot.get(), state.port) {
                     session.cancel_remote(&state.fwd, port).await?;
@@ -249,8 +260,12 @@ impl Live {
     /// Index of the -L/-D a spec means: the same text, the same forward, or the same one
     /// with the chosen port in place of 0.
     fn find(&self, kind: Kind, spec: &str) -> Option<usize> {
-        let local = (kind == Kind::L).then(|| forward::parse_local(spec).ok()).flatten();
-        let dynamic = (kind == Kind::D).then(|| forward::parse_dynamic(spec).ok()).flatten();
+        let local = (kind == Kind::L)
+            .then(|| forward::parse_local(spec).ok())
+            .flatten();
+        let dynamic = (kind == Kind::D)
+            .then(|| forward::parse_dynamic(spec).ok())
+            .flatten();
         let entries = self.listening();
         entries.iter().position(|e| {
             if e.kind != kind {
@@ -262,11 +277,11 @@ impl Live {
             let bound = first_port(&e.addresses);
             match (&e.local, &local, &e.dynamic, &dynamic) {
                 (Some(have), Some(want), _, _) => {
-                    (have.listen == want.listen && have.connect == want.connect)
-                        || (have.connect == want.connect
-                            && matches!((&have.listen, &want.listen),
-                                (Listen::Tcp { bind: b1, port: 0 }, Listen::Tcp { bind: b2, port })
-                                    if b1 == b2 && *port == bound))
+                    let same_or_chosen = have.listen == want.listen
+                        || matches!((&have.listen, &want.listen),
+                            (Listen::Tcp { bind: b1, port: 0 }, Listen::Tcp { bind: b2, port })
+                                if b1 == b2 && *port == bound);
+                    have.connect == want.connect && same_or_chosen
                 }
                 (_, _, Some(have), Some(want)) => {
                     have.bind == want.bind

@@ -162,11 +162,19 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     ));
     let listener_count = locals.len() + dynamics.len();
     for l in locals {
-        info!("forward ready: -L {} listening on {}", l.spec, l.addresses().join(" "));
+        info!(
+            "forward ready: -L {} listening on {}",
+            l.spec,
+            l.addresses().join(" ")
+        );
         live.serve_local(l, None);
     }
     for d in dynamics {
-        info!("forward ready: -D {} listening on {}", d.spec, d.addresses().join(" "));
+        info!(
+            "forward ready: -D {} listening on {}",
+            d.spec,
+            d.addresses().join(" ")
+        );
         live.serve_dynamic(d, None);
     }
     let tracker = live.tracker.clone();

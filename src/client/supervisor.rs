@@ -390,12 +390,7 @@ impl Supervisor {
     }
 }
 
-async fn retry_remote(
-    session: Arc<Session>,
-    fwd: RemoteForward,
-    set: Arc<RemoteSet>,
-    quiet: bool,
-) {
+async fn retry_remote(session: Arc<Session>, fwd: RemoteForward, set: Arc<RemoteSet>, quiet: bool) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(STALE_RETRY) => {}

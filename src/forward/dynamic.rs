@@ -2,8 +2,8 @@
 //! destination, reached through the tunnel.
 
 use super::Opener;
-use super::local::ForwardStats;
 use super::bind::{bind_addresses, bind_tcp};
+use super::local::ForwardStats;
 use crate::config::forward::DynamicForward;
 use crate::proxy::{ProxyConfig, ProxyCredentials, serve_client};
 
