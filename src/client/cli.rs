@@ -17,16 +17,11 @@ Where warren differs from OpenSSH ssh:
     --no-reconnect turns that off. SIGHUP reconnects at once.
   * -L/-D port 0 picks a free port; --exec runs a local command with the tunnel up.
   * One -D port speaks SOCKS4/4a/5 and HTTP proxy (CONNECT and plain GET).
-  * `warren status [--json] [--check NAME]` and `warren stop [PID|NAME|--all]` list, check
-    and stop running tunnels (a host named status or stop: ssh://status). `warren
-    completions bash|zsh|fish` and `warren man` print completions and the manual page.
-  * -O check|forward|cancel|exit|stop (with -S or ControlPath, else the running warren for
-    the destination) adds or removes -L/-R/-D on a running tunnel without reconnecting
-    (-O stop: no new connections, exit once the open ones end). The control socket speaks
-    warren's own protocol, not OpenSSH's mux protocol: a stock ssh -O cannot drive it. With
-    ControlMaster auto/no and a live warren at ControlPath, warren adds its forwards to that
-    one and exits instead of opening a second session. ControlPersist is accepted: the
-    master holds the tunnel anyway.
+  * `warren status [--json|--check NAME]`, `warren stop [PID|NAME|--all]`, `warren
+    completions SHELL`, `warren man` (first argument only: a host named status is
+    ssh://status). -O speaks warren's own protocol (JSON lines), not ssh's mux: ssh -O
+    cannot drive a warren. With ControlMaster auto/no and a warren at ControlPath, a new
+    warren hands it its forwards and exits. ControlPersist is moot: the master stays up.
   * A forwarded connection whose local reader keeps up slows the sender down, as with ssh;
     one that stops reading (takes no packet within 5 ms) has what arrives for it parked
     (4 MiB in memory, then a temporary file, up to 1 GiB; beyond that it is closed), so
@@ -171,16 +166,21 @@ pub struct Cli {
     #[arg(long = "preconnect")]
     pub preconnect: bool,
 
-    /// ControlMaster yes (-MM: ask, treated as yes): serve the ControlPath for -O commands.
+    /// ControlMaster yes (-MM: ask, taken as yes): serve the ControlPath for -O commands.
     #[arg(short = 'M', action = ArgAction::Count)]
     pub control_master: u8,
 
-    /// ControlPath: the socket -O commands reach this tunnel on (ssh's tokens, "none").
+    /// ControlPath: the socket -O commands reach this tunnel on (ssh's %-tokens; "none").
     #[arg(short = 'S', value_name = "CTL_PATH")]
     pub control_path: Option<String>,
 
-    /// Control a running warren: check, forward, cancel, exit or stop (see below).
-    #[arg(short = 'O', value_name = "CTL_CMD", value_parser = ["check", "forward", "cancel", "exit", "stop"])]
+    /// Control the warren at -S/ControlPath (else the one running for this destination):
+    /// `-O forward|cancel -L|-R|-D SPEC` adds/removes a forward without reconnecting.
+    #[arg(
+        short = 'O',
+        value_name = "CTL_CMD",
+        value_parser = ["check", "forward", "cancel", "exit", "stop"]
+    )]
     pub control_command: Option<String>,
 
     /// Print the settings resolved from flags and ~/.ssh/config, like ssh -G, and exit.

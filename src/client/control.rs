@@ -743,11 +743,23 @@ mod tests {
         );
         let c = expand_control_path("%C", &t, "").unwrap();
         let c = c.to_str().unwrap();
-        assert!(c.len() == 40 && c.chars().all(|c| c.is_ascii_hexdigit()), "{c}");
+        assert!(
+            c.len() == 40 && c.chars().all(|c| c.is_ascii_hexdigit()),
+            "{c}"
+        );
         // %C does not depend on the jump host (as in OpenSSH 9.2) but on user and port.
-        assert_eq!(expand_control_path("%C", &t, "j").unwrap().to_str(), Some(c));
-        let other = Tokens { port: 22, ..tokens() };
-        assert_ne!(expand_control_path("%C", &other, "").unwrap().to_str(), Some(c));
+        assert_eq!(
+            expand_control_path("%C", &t, "j").unwrap().to_str(),
+            Some(c)
+        );
+        let other = Tokens {
+            port: 22,
+            ..tokens()
+        };
+        assert_ne!(
+            expand_control_path("%C", &other, "").unwrap().to_str(),
+            Some(c)
+        );
         for bad in ["%x", "trailing%"] {
             assert!(expand_control_path(bad, &t, "").is_err(), "{bad}");
         }
