@@ -341,13 +341,29 @@ fn stop_needs_a_name_when_several_tunnels_run_and_all_stops_all() {
     let sshd = Sshd::start();
     let user = warren_user(&sshd);
     let runtime = tempfile::tempdir().unwrap();
+    let ctl = runtime.path().join("ctl");
+    let ctl = ctl.to_str().unwrap();
     let a = start_warren(
         &sshd,
         &user,
         runtime.path(),
-        &["-L", "127.0.0.1:0:127.0.0.1:9"],
+        &["-M", "-S", ctl, "-L", "127.0.0.1:0:127.0.0.1:9"],
     );
-    let b = start_warren(&sshd, &user, runtime.path(), &["-D", "127.0.0.1:0"]);
+    // ControlMaster yes while a live master holds the path: ssh's warning, and a session
+    // of its own.
+    let b = start_warren(
+        &sshd,
+        &user,
+        runtime.path(),
+        &["-M", "-S", ctl, "-D", "127.0.0.1:0"],
+    );
+    assert!(
+        b.stderr_text().contains(&format!(
+            "ControlSocket {ctl} already exists, disabling multiplexing"
+        )),
+        "{}",
+        b.stderr_text()
+    );
 
     let out = warren_sub(runtime.path(), &["stop"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
