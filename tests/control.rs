@@ -262,6 +262,19 @@ fn forwards_added_and_cancelled_on_a_running_tunnel_without_a_second_login() {
     }
     drop(held);
 
+    // The human listing has them all too.
+    let out = warren_sub(runtime.path(), &["status"]);
+    let listing = text(&out.stdout);
+    for want in [
+        format!("-L {l_spec}"),
+        format!("-R {r_spec}"),
+        format!("server localhost:{r_port}"),
+        "-D 127.0.0.1:0".into(),
+        "0 reconnects".into(),
+    ] {
+        assert!(listing.contains(&want), "{want} not in\n{listing}");
+    }
+
     // status --check: healthy by pid, destination or name; 2 for no such tunnel.
     for name in [
         warren.pid().to_string(),

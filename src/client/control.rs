@@ -713,6 +713,7 @@ pub fn render(s: &TunnelStatus) -> String {
         if f.kind == Kind::L {
             let _ = write!(out, "  up {:>12}  down {:>12}", f.bytes_up, f.bytes_down);
         }
+        out.truncate(out.trim_end().len());
         out.push('\n');
     }
     out
