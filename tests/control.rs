@@ -378,6 +378,37 @@ fn stop_needs_a_name_when_several_tunnels_run_and_all_stops_all() {
         b.stderr_text()
     );
 
+    // A stock ssh cannot drive a warren (different protocol) but is not held up by one:
+    // its mux client gives up at once and connects on its own.
+    let t0 = Instant::now();
+    let mut ssh = openssh_client(&user.home, &sshd);
+    ssh.arg("-i").arg(&user.key.private);
+    ssh.args(["-S", ctl, "-O", "check", "root@127.0.0.1"]);
+    let out = run_bounded(ssh);
+    assert!(
+        text(&out.stderr).contains("master hello exchange failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut ssh = openssh_client(&user.home, &sshd);
+    ssh.arg("-i").arg(&user.key.private);
+    ssh.args([
+        "-o",
+        "ControlMaster=auto",
+        "-S",
+        ctl,
+        "root@127.0.0.1",
+        "echo",
+        "direct",
+    ]);
+    let out = run_bounded(ssh);
+    assert_eq!(text(&out.stdout).trim(), "direct", "{}", text(&out.stderr));
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "ssh waited {:?}",
+        t0.elapsed()
+    );
+
     let out = warren_sub(runtime.path(), &["stop"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let listed = text(&out.stderr);

@@ -268,14 +268,25 @@ async fn accept(listener: UnixListener, path: PathBuf, control: Arc<Control>) {
 
 async fn answer(stream: UnixStream, control: &Control) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
     let mut line = String::new();
     // A bounded read: the peer is local, but nothing here should wait forever.
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        BufReader::new(rd).read_line(&mut line),
-    )
-    .await
-    .map_err(|_| std::io::Error::other("no request"))??;
+    let read = async {
+        // An ssh mux client (a ControlPath shared with ssh) opens with a binary length:
+        // close at once, so it falls back to a connection of its own without waiting.
+        if rd
+            .fill_buf()
+            .await?
+            .first()
+            .is_some_and(|b| !b.is_ascii_graphic())
+        {
+            return Err(std::io::Error::other("not a warren control request"));
+        }
+        rd.read_line(&mut line).await
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| std::io::Error::other("no request"))??;
     let line = line.trim();
     // A bare word is a request too, for `echo status | socat - UNIX:...`.
     let req = serde_json::from_str::<Request>(line).unwrap_or_else(|_| Request::op(line));
