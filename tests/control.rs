@@ -240,6 +240,7 @@ fn forwards_added_and_cancelled_on_a_running_tunnel_without_a_second_login() {
     assert_eq!(l["port"], u64::from(l_addr.port()));
     assert!(l["connections"].as_u64() >= Some(1), "{l}");
     let r = forward(t, "R", &r_spec).unwrap_or_else(|| panic!("{t}"));
+    assert_eq!(r["connections"].as_u64(), Some(1), "{r}");
     assert_eq!(
         (r["port"].as_u64(), &r["up"]),
         (Some(u64::from(r_port)), &Value::Bool(true))

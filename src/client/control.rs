@@ -718,10 +718,8 @@ pub fn render(s: &TunnelStatus) -> String {
             _ => f.listening.join(" "),
         };
         let _ = write!(out, "  {} {:<36} on {:<28}", f.kind.flag(), f.spec, on);
-        if f.kind != Kind::R {
-            let _ = write!(out, " active {:>4}  total {:>6}", f.active, f.connections);
-        }
-        if f.kind == Kind::L {
+        let _ = write!(out, " active {:>4}  total {:>6}", f.active, f.connections);
+        if f.kind != Kind::D {
             let _ = write!(out, "  up {:>12}  down {:>12}", f.bytes_up, f.bytes_down);
         }
         out.truncate(out.trim_end().len());

@@ -47,10 +47,10 @@ pub struct ForwardStatus {
     pub port: u32,
     /// Listening (-L/-D) or granted by the server (-R).
     pub up: bool,
-    /// Connections open now and in total (-L/-D; -R counts are not kept: always 0).
+    /// Connections open now and in total.
     pub active: u64,
     pub connections: u64,
-    /// Bytes sent to and received from the tunnel (-L only).
+    /// Bytes sent to and received from the tunnel, counted when a connection ends (-L, -R).
     pub bytes_up: u64,
     pub bytes_down: u64,
 }
@@ -193,7 +193,14 @@ impl Live {
                 let Some(session) = self.slot.get() else {
                     return Ok(0);
                 };
-                match supervisor::request_remote(&session, &fwd, self.quiet).await {
+                let stats = self
+                    .remotes
+                    .list()
+                    .into_iter()
+                    .find(|r| r.fwd == fwd)
+                    .map(|r| r.stats);
+                let stats = stats.unwrap_or_default();
+                match supervisor::request_remote_counted(&session, &fwd, stats, self.quiet).await {
                     Ok(port) => {
                         self.remotes.set_port(&fwd, Some(port));
                         Ok(port)
@@ -323,10 +330,10 @@ impl Live {
                 listening,
                 port: r.port.unwrap_or(0),
                 up: r.port.is_some(),
-                active: 0,
-                connections: 0,
-                bytes_up: 0,
-                bytes_down: 0,
+                active: r.stats.active(),
+                connections: r.stats.connections(),
+                bytes_up: r.stats.bytes_up(),
+                bytes_down: r.stats.bytes_down(),
             });
         }
         out

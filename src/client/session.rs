@@ -6,6 +6,7 @@ use super::error::ClientError;
 use super::handler::{self, ExecEvent, ExecRoutes, Routes};
 use super::host_key::HostKeyPolicy;
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
+use crate::forward::local::ForwardStats;
 use crate::forward::remote::{SharedRemoteForwards, Target, request_address};
 use crate::forward::{OpenError, Opener};
 use std::net::SocketAddr;
@@ -223,6 +224,15 @@ impl Session {
     /// Asks the server to listen for -R. Returns the port it listens on (the allocated
     /// one for port 0) or, for unix sockets, 0.
     pub async fn request_remote(&self, fwd: &RemoteForward) -> Result<u32, String> {
+        self.request_remote_counted(fwd, Arc::default()).await
+    }
+
+    /// As [`Session::request_remote`], counting its connections in `stats`.
+    pub async fn request_remote_counted(
+        &self,
+        fwd: &RemoteForward,
+        stats: Arc<ForwardStats>,
+    ) -> Result<u32, String> {
         let target = match &fwd.connect {
             Some(e) => Target::Fixed(e.clone()),
             None => Target::Dynamic,
@@ -244,7 +254,7 @@ impl Session {
                         ));
                     }
                 }
-                self.remote.add_unix(&path, target);
+                self.remote.add_unix(&path, target, stats);
                 Ok(0)
             }
             Listen::Tcp { port, .. } => {
@@ -270,7 +280,7 @@ impl Session {
                     Ok((false, _)) => return Err(failed(REFUSED.into())),
                     Err(e) => return Err(failed(e.to_string())),
                 };
-                self.remote.add_tcp(&address, listening, target);
+                self.remote.add_tcp(&address, listening, target, stats);
                 Ok(listening)
             }
         }

@@ -9,6 +9,7 @@ use super::backoff::Backoff;
 use super::error::ClientError;
 use super::session::{ConnectSettings, Session};
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
+use crate::forward::local::ForwardStats;
 use crate::forward::{OpenError, Opener};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,13 +114,19 @@ pub struct RemoteSet {
 pub struct RemoteState {
     pub fwd: RemoteForward,
     pub port: Option<u32>,
+    /// Its connections, across reconnects.
+    pub stats: Arc<ForwardStats>,
 }
 
 impl RemoteSet {
     pub fn new(forwards: Vec<RemoteForward>) -> Arc<RemoteSet> {
         let inner = forwards
             .into_iter()
-            .map(|fwd| RemoteState { fwd, port: None })
+            .map(|fwd| RemoteState {
+                fwd,
+                port: None,
+                stats: Arc::default(),
+            })
             .collect();
         Arc::new(RemoteSet {
             inner: Mutex::new(inner),
@@ -144,7 +151,11 @@ impl RemoteSet {
         if v.iter().any(|r| r.fwd == fwd) {
             return false;
         }
-        v.push(RemoteState { fwd, port: None });
+        v.push(RemoteState {
+            fwd,
+            port: None,
+            stats: Arc::default(),
+        });
         true
     }
 
@@ -353,8 +364,9 @@ impl Supervisor {
         first: bool,
     ) -> Result<Vec<u32>, ClientError> {
         let mut ports = Vec::new();
-        for fwd in self.remote_forwards.list().iter().map(|r| &r.fwd) {
-            match request_remote(session, fwd, self.quiet).await {
+        for r in self.remote_forwards.list() {
+            let fwd = &r.fwd;
+            match request_remote_counted(session, fwd, r.stats.clone(), self.quiet).await {
                 Ok(p) => {
                     self.remote_forwards.set_port(fwd, Some(p));
                     ports.push(p)
@@ -378,7 +390,7 @@ impl Supervisor {
                     );
                     tokio::spawn(retry_remote(
                         session.clone(),
-                        fwd.clone(),
+                        r.clone(),
                         self.remote_forwards.clone(),
                         self.quiet,
                     ));
@@ -390,7 +402,8 @@ impl Supervisor {
     }
 }
 
-async fn retry_remote(session: Arc<Session>, fwd: RemoteForward, set: Arc<RemoteSet>, quiet: bool) {
+async fn retry_remote(session: Arc<Session>, r: RemoteState, set: Arc<RemoteSet>, quiet: bool) {
+    let fwd = r.fwd;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(STALE_RETRY) => {}
@@ -400,7 +413,7 @@ async fn retry_remote(session: Arc<Session>, fwd: RemoteForward, set: Arc<Remote
         if !set.contains(&fwd) {
             return;
         }
-        if let Ok(port) = request_remote(&session, &fwd, quiet).await {
+        if let Ok(port) = request_remote_counted(&session, &fwd, r.stats.clone(), quiet).await {
             set.set_port(&fwd, Some(port));
             info!("-R {} is back", fwd.spec);
             return;
@@ -415,7 +428,17 @@ pub async fn request_remote(
     fwd: &RemoteForward,
     quiet: bool,
 ) -> Result<u32, String> {
-    let port = session.request_remote(fwd).await?;
+    request_remote_counted(session, fwd, Arc::default(), quiet).await
+}
+
+/// As [`request_remote`], counting the forward's connections in `stats`.
+pub async fn request_remote_counted(
+    session: &Session,
+    fwd: &RemoteForward,
+    stats: Arc<ForwardStats>,
+    quiet: bool,
+) -> Result<u32, String> {
+    let port = session.request_remote_counted(fwd, stats).await?;
     let target = match &fwd.connect {
         Some(Endpoint::Tcp { host, port }) => format!("{host}:{port}"),
         Some(Endpoint::Unix(p)) => p.display().to_string(),

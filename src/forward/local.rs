@@ -44,6 +44,12 @@ impl ForwardStats {
         self.bytes_down.load(Ordering::Relaxed)
     }
 
+    /// Adds one finished connection's bytes (to the tunnel, from the tunnel).
+    pub fn add_bytes(&self, up: u64, down: u64) {
+        self.bytes_up.fetch_add(up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(down, Ordering::Relaxed);
+    }
+
     /// Counts one new connection, active until the guard drops.
     pub fn enter(self: &Arc<Self>) -> ActiveGuard {
         self.connections.fetch_add(1, Ordering::Relaxed);
