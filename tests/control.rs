@@ -250,12 +250,20 @@ fn forwards_added_and_cancelled_on_a_running_tunnel_without_a_second_login() {
         (d["active"].as_u64(), d["connections"].as_u64()),
         (Some(0), Some(0))
     );
-    let held = socks5(socks, echo.addr());
+    let mut held = socks5(socks, echo.addr());
+    held.write_all(b"ping").unwrap();
+    let mut pong = [0u8; 4];
+    held.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"ping");
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let t = &status_json(runtime.path())[0];
         let d = forward(t, "D", "127.0.0.1:0").unwrap();
-        if (d["active"].as_u64(), d["connections"].as_u64()) == (Some(1), Some(1)) {
+        // Counted live: the SOCKS handshake (3 + 10 bytes up, 2 + 10 down) and the ping.
+        if (d["active"].as_u64(), d["connections"].as_u64()) == (Some(1), Some(1))
+            && d["bytes_up"].as_u64() == Some(17)
+            && d["bytes_down"].as_u64() == Some(16)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "-D counts never moved: {d}");

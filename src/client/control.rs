@@ -718,10 +718,11 @@ pub fn render(s: &TunnelStatus) -> String {
             _ => f.listening.join(" "),
         };
         let _ = write!(out, "  {} {:<36} on {:<28}", f.kind.flag(), f.spec, on);
-        let _ = write!(out, " active {:>4}  total {:>6}", f.active, f.connections);
-        if f.kind != Kind::D {
-            let _ = write!(out, "  up {:>12}  down {:>12}", f.bytes_up, f.bytes_down);
-        }
+        let _ = write!(
+            out,
+            " active {:>4}  total {:>6}  up {:>12}  down {:>12}",
+            f.active, f.connections, f.bytes_up, f.bytes_down
+        );
         out.truncate(out.trim_end().len());
         out.push('\n');
     }

@@ -50,7 +50,8 @@ pub struct ForwardStatus {
     /// Connections open now and in total.
     pub active: u64,
     pub connections: u64,
-    /// Bytes sent to and received from the tunnel, counted when a connection ends (-L, -R).
+    /// Bytes sent to and received from the tunnel: -L and -R count them when a connection
+    /// ends, -D as they pass (its SOCKS/HTTP handshakes included).
     pub bytes_up: u64,
     pub bytes_down: u64,
 }
