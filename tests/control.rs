@@ -495,6 +495,8 @@ fn completions_man_page_and_a_host_named_status() {
         .status()
         .unwrap();
     assert!(out.success(), "man page without -L");
+    let out = warren_sub(runtime.path(), &["man", "status"]);
+    assert!(out.status.success() && text(&out.stdout).contains("\\-\\-check"));
     assert_eq!(
         warren_sub(runtime.path(), &["completions", "tcsh"])
             .status

@@ -60,10 +60,14 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
-/// Print the manual page (roff), e.g. `warren man | man -l -`.
+/// Print the manual page (roff), e.g. `warren man | man -l -`; `warren man status` prints
+/// warren-status(1), and so on.
 #[derive(Debug, Parser)]
 #[command(name = "warren man")]
-pub struct ManArgs {}
+pub struct ManArgs {
+    #[arg(value_name = "SUBCOMMAND", value_parser = ["status", "stop", "completions", "man"])]
+    pub page: Option<String>,
+}
 
 /// The full command, subcommands included, for the manual page and completions.
 pub fn full_command() -> clap::Command {
@@ -86,7 +90,7 @@ pub fn command(args: &[String]) -> Option<u8> {
         "status" => StatusArgs::try_parse_from(rest).map(Sub::Status),
         "stop" => StopArgs::try_parse_from(rest).map(Sub::Stop),
         "completions" => CompletionsArgs::try_parse_from(rest).map(Sub::Completions),
-        _ => ManArgs::try_parse_from(rest).map(|_| Sub::Man),
+        _ => ManArgs::try_parse_from(rest).map(Sub::Man),
     };
     let sub = match parsed {
         Ok(s) => s,
@@ -120,9 +124,25 @@ pub fn command(args: &[String]) -> Option<u8> {
             print(&String::from_utf8_lossy(&buf));
             0
         }
-        Sub::Man => {
+        Sub::Man(a) => {
+            let full = full_command();
+            let page = match a.page.as_deref() {
+                None => full,
+                Some(name) => match full.find_subcommand(name) {
+                    Some(sub) => {
+                        let title: &'static str = match name {
+                            "status" => "warren-status",
+                            "stop" => "warren-stop",
+                            "completions" => "warren-completions",
+                            _ => "warren-man",
+                        };
+                        sub.clone().name(title)
+                    }
+                    None => return Some(2),
+                },
+            };
             let mut buf = Vec::new();
-            if let Err(e) = clap_mangen::Man::new(full_command()).render(&mut buf) {
+            if let Err(e) = clap_mangen::Man::new(page).render(&mut buf) {
                 eprintln!("warren man: {e}");
                 return Some(1);
             }
@@ -155,7 +175,7 @@ enum Sub {
     Status(StatusArgs),
     Stop(StopArgs),
     Completions(CompletionsArgs),
-    Man,
+    Man(ManArgs),
 }
 
 async fn status(a: StatusArgs) -> u8 {
