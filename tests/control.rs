@@ -523,7 +523,7 @@ fn completions_man_page_and_a_host_named_status() {
 
 #[test]
 fn a_remote_forward_added_at_runtime_is_asked_for_again_after_a_reconnect() {
-    let sshd = Sshd::start();
+    let mut sshd = Sshd::start();
     let user = warren_user(&sshd);
     let echo = EchoServer::start();
     let runtime = tempfile::tempdir().unwrap();
@@ -541,8 +541,29 @@ fn a_remote_forward_added_at_runtime_is_asked_for_again_after_a_reconnect() {
     let r_addr: SocketAddr = ([127, 0, 0, 1], r_port).into();
     echo_through(r_addr, b"before");
 
+    let out = warren_sub(runtime.path(), &["status", "--check", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // Server gone: the tunnel is not healthy (1), and says why.
     let from = warren.stderr_line_count();
-    assert!(sshd.drop_connections() > 0);
+    sshd.stop();
+    warren
+        .wait_for_stderr_from(from, |l| l.contains("lost"), READY_TIMEOUT)
+        .unwrap();
+    let out = warren_sub(runtime.path(), &["status", "--check", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("not connected"),
+        "{}",
+        text(&out.stdout)
+    );
+    let t = &status_json(runtime.path())[0];
+    assert_eq!(
+        (&t["connected"], &t["healthy"]),
+        (&Value::Bool(false), &Value::Bool(false)),
+        "{t}"
+    );
+    sshd.restart();
     warren
         .wait_for_stderr_from(from, |l| l.contains("reconnected to"), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\n{}", sshd.logs()));
