@@ -232,9 +232,12 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
 
     let ports = PortEnv::new(&local_ports, &dynamic_ports, &ready.remote_ports);
     if cli.print_ports {
-        for (k, v) in ports.vars() {
-            println!("{k}={v}");
-        }
+        let lines: String = ports
+            .vars()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        out::print_if_read(&lines);
     }
     let _pidfile = cli.pidfile.as_deref().map(PidFile::write).transpose()?;
     if background::is_child() {

@@ -8,6 +8,13 @@
 
 use std::io::Write;
 
+/// For a running tunnel: writes `text` to stdout if anyone still reads it. A tunnel does
+/// not end because the script that started it stopped listening.
+pub fn print_if_read(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Writes `text` to stdout and flushes; a reader that went away ends the process (0).
 pub fn print(text: &str) {
     let mut out = std::io::stdout().lock();
