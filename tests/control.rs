@@ -585,4 +585,22 @@ fn a_remote_forward_added_at_runtime_is_asked_for_again_after_a_reconnect() {
     }
     echo_through(r_addr, b"after");
     assert_eq!(logins(&sshd), 2, "{}", sshd.logs());
+
+    // -O stop: a graceful end (the server's -R port is cancelled on the way out).
+    let out = warren_to(&sshd, &user, runtime.path(), &["-O", "stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Stop listening request sent."));
+    assert!(
+        warren.expect_exit(READY_TIMEOUT).success(),
+        "{}",
+        warren.stderr_text()
+    );
+    assert!(refused_within(r_addr, READY_TIMEOUT), "-R left behind");
+    let out = warren_to(&sshd, &user, runtime.path(), &["-O", "check"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("No ControlPath specified"),
+        "{}",
+        text(&out.stderr)
+    );
 }
