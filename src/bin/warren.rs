@@ -8,7 +8,7 @@ use warren::client::{self, Cli};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(status) = client::control::command(&args) {
+    if let Some(status) = client::commands::command(&args) {
         return ExitCode::from(status);
     }
     let cli = Cli::parse();

@@ -132,6 +132,23 @@ pub struct Cli {
     #[arg(long = "preconnect")]
     pub preconnect: bool,
 
+    /// ControlMaster yes (-MM: ask, taken as yes): serve the ControlPath for -O commands.
+    #[arg(short = 'M', action = ArgAction::Count)]
+    pub control_master: u8,
+
+    /// ControlPath: the socket -O commands reach this tunnel on (ssh's %-tokens; "none").
+    #[arg(short = 'S', value_name = "CTL_PATH")]
+    pub control_path: Option<String>,
+
+    /// Control the warren at -S/ControlPath (else the one running for this destination):
+    /// `-O forward|cancel -L|-R|-D SPEC` adds/removes a forward without reconnecting.
+    #[arg(
+        short = 'O',
+        value_name = "CTL_CMD",
+        value_parser = ["check", "forward", "cancel", "exit", "stop"]
+    )]
+    pub control_command: Option<String>,
+
     /// Print the settings resolved from flags and ~/.ssh/config, like ssh -G, and exit.
     #[arg(short = 'G')]
     pub print_config: bool,

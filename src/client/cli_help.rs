@@ -18,7 +18,11 @@ Where warren differs from OpenSSH ssh:
     at once.
   * -L/-D port 0 picks a free port; --exec runs a local command with the tunnel up.
   * One -D port speaks SOCKS4/4a/5 and HTTP proxy (CONNECT and plain GET).
-  * `warren status` and `warren stop` list and stop running warren tunnels.
+  * `warren status [--json|--check NAME]`, `warren stop [PID|NAME|--all]`, `warren
+    completions SHELL`, `warren man` (first argument only: a host named status is
+    ssh://status). -O speaks warren's own protocol (JSON lines), not ssh's mux: ssh -O
+    cannot drive a warren. With ControlMaster auto/no and a warren at ControlPath, a new
+    warren hands it its forwards and exits. ControlPersist is moot: the master stays up.
   * Flow control follows each connection's reader: a slow reader slows only its own
     sender, a stalled one stops only its own, and nothing is parked in memory beyond the
     channel's window or on disk. Windows grow on long fat links (up to 64 MiB), so one

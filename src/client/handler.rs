@@ -6,7 +6,7 @@
 //! anything slow (dialing a -R destination) runs in a task of its own, so one slow
 //! destination never holds back another forward's connection or a reply.
 
-use crate::forward::remote::{SharedRemoteForwards, Target, spawn_forwarded};
+use crate::forward::remote::{Routed, SharedRemoteForwards, Target, spawn_forwarded};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -174,7 +174,12 @@ fn channel_open(handle: &Handle, routes: &Routes, id: ChannelId, kind: ChannelKi
         }
         ChannelKind::AuthAgent => routes.agent.as_ref().map(|p| {
             let target = Target::Fixed(crate::config::forward::Endpoint::Unix(p.clone()));
-            (target, "agent forwarding".to_string())
+            // Not a forward of the user's: counted nowhere that status reports.
+            let routed = Routed {
+                target,
+                stats: Default::default(),
+            };
+            (routed, "agent forwarding".to_string())
         }),
         _ => None,
     };

@@ -12,6 +12,7 @@ pub mod background;
 pub mod backoff;
 pub mod cli;
 pub mod cli_help;
+pub mod commands;
 pub mod compat;
 pub mod control;
 pub mod error;
@@ -22,6 +23,8 @@ pub mod host_cert;
 pub mod host_key;
 pub mod key_file;
 pub mod known_hosts;
+pub mod live;
+pub mod out;
 pub mod prompt;
 pub mod proxy_command;
 pub mod service;
@@ -52,11 +55,15 @@ use tracing::{info, warn};
 /// command (`Ok` with the exit status), or a failure (`Err`, with its own exit status).
 pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     if cli.print_config {
-        print!("{}", settings::print_config(&cli)?);
+        out::print(&settings::print_config(&cli)?);
         return Ok(0);
     }
     flags::check(&cli)?;
     let settings = Settings::resolve(&cli)?;
+    let ctl = settings.control.clone();
+    if let Some(op) = cli.control_command.as_deref() {
+        return Ok(control::client_command(&cli, &ctl, op).await);
+    }
     if cli.exec && settings.command.is_none() {
         return Err(ClientError::Usage(
             "--exec needs a command: warren [forwards] host --exec -- COMMAND [ARGS...]".into(),
@@ -73,6 +80,13 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             }
         },
     };
+    // ControlMaster auto/no: a warren already holding this ControlPath takes our forwards.
+    if settings.command.is_none()
+        && settings.stdio.is_none()
+        && let Some(status) = control::join_master(&cli, &ctl).await
+    {
+        return Ok(status);
+    }
     let cancel = CancellationToken::new();
     let reconnect_now = Arc::new(Notify::new());
     tokio::spawn(signals(cancel.clone(), reconnect_now.clone()));
@@ -165,23 +179,40 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         .iter()
         .map(|l| first_port(&l.addresses()))
         .collect();
-    let forwards: Vec<_> = locals
-        .iter()
-        .map(|l| (format!("-L {}", l.spec), l.addresses(), l.stats.clone()))
-        .chain(
-            dynamics
-                .iter()
-                .map(|d| (format!("-D {}", d.spec), d.addresses(), Arc::default())),
-        )
-        .collect();
-    for (spec, addrs, _) in &forwards {
-        info!("forward ready: {spec} listening on {}", addrs.join(" "));
+    // The forward set is live: -O forward / -O cancel change it while the tunnel runs.
+    let remotes = supervisor::RemoteSet::new(settings.remote_forwards.clone());
+    let live = Arc::new(live::Live::new(
+        slot.clone(),
+        remotes.clone(),
+        cancel.clone(),
+        settings.gateway_ports,
+        cli.preconnect,
+        proxy_auth.clone(),
+        settings.connect.quiet,
+    ));
+    let listener_count = locals.len() + dynamics.len();
+    for l in locals {
+        info!(
+            "forward ready: -L {} listening on {}",
+            l.spec,
+            l.addresses().join(" ")
+        );
+        live.serve_local(l, None);
     }
-    let tracker = serve_listeners(locals, dynamics, slot.clone(), &cancel);
+    for d in dynamics {
+        info!(
+            "forward ready: -D {} listening on {}",
+            d.spec,
+            d.addresses().join(" ")
+        );
+        live.serve_dynamic(d, None);
+    }
+    let tracker = live.tracker.clone();
     let session_stop = CancellationToken::new();
     let supervisor = Supervisor {
         connect: settings.connect.clone(),
-        remote_forwards: settings.remote_forwards.clone(),
+        remote_forwards: remotes,
+        health: live.health.clone(),
         exit_on_forward_failure: settings.exit_on_forward_failure,
         reconnect: ReconnectPolicy {
             enabled: !cli.no_reconnect,
@@ -202,13 +233,28 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     let Some(ready) = ready else {
         cancel.cancel();
         session_stop.cancel();
+        tracker.close();
         tracker.wait().await;
         return match supervised.await {
             Ok(Err(e)) => Err(e),
             _ => Ok(0),
         };
     };
-    let count = forwards.len() + settings.remote_forwards.len();
+    // Control sockets exist before anyone is told the tunnel is ready.
+    let exit_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let control_sockets = control::bind(ctl.serves_path().as_deref());
+    tokio::spawn(control::serve(
+        control_sockets,
+        Arc::new(control::Control {
+            live: live.clone(),
+            id: ctl.id.clone(),
+            destination: ready.destination.clone(),
+            control_path: ctl.serves_path(),
+            cancel: cancel.clone(),
+            exit_now: exit_now.clone(),
+        }),
+    ));
+    let count = listener_count + settings.remote_forwards.len();
     info!(
         "ready: connected to {}, {count} forward(s)",
         ready.destination
@@ -216,20 +262,14 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
 
     let ports = PortEnv::new(&local_ports, &dynamic_ports, &ready.remote_ports);
     if cli.print_ports {
-        for (k, v) in ports.vars() {
-            println!("{k}={v}");
-        }
+        let lines: String = ports
+            .vars()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        out::print_if_read(&lines);
     }
     let _pidfile = cli.pidfile.as_deref().map(PidFile::write).transpose()?;
-    let slot_for_status = slot.clone();
-    tokio::spawn(control::serve(
-        control::StatusSource {
-            destination: ready.destination.clone(),
-            connected: Box::new(move || slot_for_status.get().is_some()),
-            forwards,
-        },
-        cancel.clone(),
-    ));
     if background::is_child() {
         background::signal_ready();
     }
@@ -261,7 +301,9 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     };
     cancel.cancel();
     crate::systemd::stopping();
-    if !supervised.is_finished() {
+    tracker.close();
+    // -O exit: at once, without letting open connections finish.
+    if !supervised.is_finished() && !exit_now.load(std::sync::atomic::Ordering::Relaxed) {
         drain(&tracker).await;
     }
     session_stop.cancel();

@@ -7,6 +7,7 @@ use super::handler::{self, ExecEvent, ExecRoutes, Routes};
 use super::host_key::HostKeyPolicy;
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
 use crate::config::values::{AddressFamily, RekeyLimit};
+use crate::forward::local::ForwardStats;
 use crate::forward::remote::{SharedRemoteForwards, Target, request_address};
 use crate::forward::{OpenError, Opener};
 use std::net::SocketAddr;
@@ -257,6 +258,15 @@ impl Session {
     /// Asks the server to listen for -R. Returns the port it listens on (the allocated
     /// one for port 0) or, for unix sockets, 0.
     pub async fn request_remote(&self, fwd: &RemoteForward) -> Result<u32, String> {
+        self.request_remote_counted(fwd, Arc::default()).await
+    }
+
+    /// As [`Session::request_remote`], counting its connections in `stats`.
+    pub async fn request_remote_counted(
+        &self,
+        fwd: &RemoteForward,
+        stats: Arc<ForwardStats>,
+    ) -> Result<u32, String> {
         let target = match &fwd.connect {
             Some(e) => Target::Fixed(e.clone()),
             None => Target::Dynamic,
@@ -278,7 +288,7 @@ impl Session {
                         ));
                     }
                 }
-                self.remote.add_unix(&path, target);
+                self.remote.add_unix(&path, target, stats);
                 Ok(0)
             }
             Listen::Tcp { port, .. } => {
@@ -304,7 +314,7 @@ impl Session {
                     Ok((false, _)) => return Err(failed(REFUSED.into())),
                     Err(e) => return Err(failed(e.to_string())),
                 };
-                self.remote.add_tcp(&address, listening, target);
+                self.remote.add_tcp(&address, listening, target, stats);
                 Ok(listening)
             }
         }
@@ -324,6 +334,27 @@ impl Session {
                 .handle
                 .global_request(GlobalRequest::CancelStreamlocalForward { path })
                 .await;
+        }
+    }
+
+    /// Stops one -R on the server (`-O cancel -R`); `port` is the one it listens on.
+    pub async fn cancel_remote(&self, fwd: &RemoteForward, port: u32) -> Result<(), String> {
+        let request = match &fwd.listen {
+            Listen::Unix(path) => {
+                let path = path.to_string_lossy().into_owned();
+                self.remote.remove_unix(&path);
+                GlobalRequest::CancelStreamlocalForward { path }
+            }
+            Listen::Tcp { .. } => {
+                let (address, _) = request_address(fwd).unwrap_or_default();
+                self.remote.remove_tcp(port);
+                GlobalRequest::CancelTcpipForward { address, port }
+            }
+        };
+        match self.handle.global_request(request).await {
+            Ok((true, _)) => Ok(()),
+            Ok((false, _)) => Err("the server refused to cancel the forward".into()),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Settings {
     pub no_remote_command: bool,
     /// StreamLocalBindUnlink: a unix-socket -L replaces a stale socket file.
     pub stream_local_bind_unlink: bool,
+    /// -M/-S/-O with ControlMaster, ControlPath and Tag.
+    pub control: super::control::ControlSettings,
 }
 
 /// `[user@]host` or `ssh://[user@]host[:port]`.
@@ -530,6 +532,21 @@ impl Settings {
     pub fn resolve(cli: &Cli) -> Result<Settings, ClientError> {
         let dest = Destination::parse(cli.destination())?;
         let (connect, o) = resolve_connect(&dest, cli, false, 0)?;
+        let tokens = Tokens {
+            host: connect.host.clone(),
+            original_host: dest.host.clone(),
+            port: connect.port,
+            remote_user: connect.auth.user.clone(),
+            local_user: local_user().unwrap_or_default(),
+            home: home(),
+        };
+        let jump = cli
+            .jump
+            .clone()
+            .or(o.proxy_jump.clone())
+            .filter(|j| j != "none")
+            .unwrap_or_default();
+        let control = super::control::ControlSettings::resolve(cli, &o, &tokens, &jump)?;
 
         let mut local_forwards = Vec::new();
         for spec in &cli.local {
@@ -607,6 +624,7 @@ impl Settings {
             subsystem,
             no_remote_command,
             stream_local_bind_unlink: o.stream_local_bind_unlink.unwrap_or(false),
+            control,
         })
     }
 }

@@ -10,9 +10,11 @@ use super::backoff::{Backoff, probe_interval};
 use super::error::ClientError;
 use super::session::{ConnectSettings, Session, Transport};
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
+use crate::forward::local::ForwardStats;
 use crate::forward::{OpenError, Opener};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot, watch};
@@ -106,10 +108,143 @@ pub struct Ready {
     pub destination: String,
 }
 
+/// The tunnel's -R forwards. Shared and changeable while the tunnel runs (`-O forward -R`,
+/// `-O cancel -R`), so that each reconnect asks for the set as it is then, not as it was
+/// on the command line.
+#[derive(Debug, Default)]
+pub struct RemoteSet {
+    inner: Mutex<Vec<RemoteState>>,
+}
+
+/// One -R and the port the server listens on for it (`None` while not granted).
+#[derive(Debug, Clone)]
+pub struct RemoteState {
+    pub fwd: RemoteForward,
+    pub port: Option<u32>,
+    /// Its connections, across reconnects.
+    pub stats: Arc<ForwardStats>,
+}
+
+impl RemoteSet {
+    pub fn new(forwards: Vec<RemoteForward>) -> Arc<RemoteSet> {
+        let inner = forwards
+            .into_iter()
+            .map(|fwd| RemoteState {
+                fwd,
+                port: None,
+                stats: Arc::default(),
+            })
+            .collect();
+        Arc::new(RemoteSet {
+            inner: Mutex::new(inner),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RemoteState>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn list(&self) -> Vec<RemoteState> {
+        self.lock().clone()
+    }
+
+    pub fn contains(&self, fwd: &RemoteForward) -> bool {
+        self.lock().iter().any(|r| &r.fwd == fwd)
+    }
+
+    /// Adds `fwd` unless it is already there (then `false`).
+    pub fn push(&self, fwd: RemoteForward) -> bool {
+        let mut v = self.lock();
+        if v.iter().any(|r| r.fwd == fwd) {
+            return false;
+        }
+        v.push(RemoteState {
+            fwd,
+            port: None,
+            stats: Arc::default(),
+        });
+        true
+    }
+
+    pub fn remove(&self, fwd: &RemoteForward) -> Option<RemoteState> {
+        let mut v = self.lock();
+        let i = v.iter().position(|r| &r.fwd == fwd)?;
+        Some(v.remove(i))
+    }
+
+    pub fn set_port(&self, fwd: &RemoteForward, port: Option<u32>) {
+        if let Some(r) = self.lock().iter_mut().find(|r| &r.fwd == fwd) {
+            r.port = port;
+        }
+    }
+
+    fn clear_ports(&self) {
+        for r in self.lock().iter_mut() {
+            r.port = None;
+        }
+    }
+}
+
+/// What `warren status` reports about the connection itself.
+#[derive(Debug)]
+pub struct Health {
+    pub started: Instant,
+    reconnects: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    connected_at: Mutex<Option<Instant>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            started: Instant::now(),
+            reconnects: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            connected_at: Mutex::new(None),
+        }
+    }
+}
+
+impl Health {
+    /// Successful reconnects since the first connection.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Why the last connection ended or the last attempt failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    /// Since when the current session is up (`None` while reconnecting).
+    pub fn connected_at(&self) -> Option<Instant> {
+        self.connected_at.lock().map(|c| *c).unwrap_or(None)
+    }
+
+    fn up(&self, reconnected: bool) {
+        if reconnected {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut c) = self.connected_at.lock() {
+            *c = Some(Instant::now());
+        }
+    }
+
+    fn down(&self, why: String) {
+        if let Ok(mut c) = self.connected_at.lock() {
+            *c = None;
+        }
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(why);
+        }
+    }
+}
+
 /// Everything the supervisor needs.
 pub struct Supervisor {
     pub connect: ConnectSettings,
-    pub remote_forwards: Vec<RemoteForward>,
+    pub remote_forwards: Arc<RemoteSet>,
+    pub health: Arc<Health>,
     pub exit_on_forward_failure: bool,
     pub reconnect: ReconnectPolicy,
     pub quiet: bool,
@@ -177,6 +312,7 @@ impl Supervisor {
                     return Err(e);
                 }
                 Err(e) => {
+                    self.health.down(e.to_string());
                     self.give_up_after(&backoff, &e)?;
                     wait = backoff.next_delay();
                     warn!(
@@ -195,6 +331,7 @@ impl Supervisor {
                 }
             };
             self.slot.set(Some(session.clone()));
+            self.health.up(!first);
             let connected_at = Instant::now();
             // ConnectionAttempts is for the first connection, as in ssh.
             self.connect.connection_attempts = 1;
@@ -222,6 +359,8 @@ impl Supervisor {
                     info!("SIGHUP: reconnecting now");
                     down_since = Instant::now();
                     self.slot.set(None);
+                    self.remote_forwards.clear_ports();
+                    self.health.down("SIGHUP: reconnecting".into());
                     shutdown(&session).await;
                     backoff.reset();
                     wait = Duration::ZERO;
@@ -230,6 +369,8 @@ impl Supervisor {
             };
             down_since = Instant::now();
             self.slot.set(None);
+            self.remote_forwards.clear_ports();
+            self.health.down(reason.clone());
             if !self.reconnect.enabled {
                 return Err(ClientError::Lost {
                     host: self.connect.host.clone(),
@@ -347,9 +488,13 @@ impl Supervisor {
         first: bool,
     ) -> Result<Vec<u32>, ClientError> {
         let mut ports = Vec::new();
-        for fwd in &self.remote_forwards {
-            match request_remote(session, fwd, self.quiet).await {
-                Ok(p) => ports.push(p),
+        for r in self.remote_forwards.list() {
+            let fwd = &r.fwd;
+            match request_remote_counted(session, fwd, r.stats.clone(), self.quiet).await {
+                Ok(p) => {
+                    self.remote_forwards.set_port(fwd, Some(p));
+                    ports.push(p)
+                }
                 Err(e) if first && self.exit_on_forward_failure => {
                     return Err(ClientError::Forward(format!("{e} (-R {})", fwd.spec)));
                 }
@@ -367,7 +512,12 @@ impl Supervisor {
                         fwd.spec,
                         STALE_RETRY.as_secs()
                     );
-                    tokio::spawn(retry_remote(session.clone(), fwd.clone(), self.quiet));
+                    tokio::spawn(retry_remote(
+                        session.clone(),
+                        r.clone(),
+                        self.remote_forwards.clone(),
+                        self.quiet,
+                    ));
                     ports.push(0);
                 }
             }
@@ -376,13 +526,19 @@ impl Supervisor {
     }
 }
 
-async fn retry_remote(session: Arc<Session>, fwd: RemoteForward, quiet: bool) {
+async fn retry_remote(session: Arc<Session>, r: RemoteState, set: Arc<RemoteSet>, quiet: bool) {
+    let fwd = r.fwd;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(STALE_RETRY) => {}
             _ = session.closed() => return,
         }
-        if request_remote(&session, &fwd, quiet).await.is_ok() {
+        // Cancelled meanwhile (-O cancel -R): stop asking.
+        if !set.contains(&fwd) {
+            return;
+        }
+        if let Ok(port) = request_remote_counted(&session, &fwd, r.stats.clone(), quiet).await {
+            set.set_port(&fwd, Some(port));
             info!("-R {} is back", fwd.spec);
             return;
         }
@@ -396,7 +552,17 @@ pub async fn request_remote(
     fwd: &RemoteForward,
     quiet: bool,
 ) -> Result<u32, String> {
-    let port = session.request_remote(fwd).await?;
+    request_remote_counted(session, fwd, Arc::default(), quiet).await
+}
+
+/// As [`request_remote`], counting the forward's connections in `stats`.
+pub async fn request_remote_counted(
+    session: &Session,
+    fwd: &RemoteForward,
+    stats: Arc<ForwardStats>,
+    quiet: bool,
+) -> Result<u32, String> {
+    let port = session.request_remote_counted(fwd, stats).await?;
     let target = match &fwd.connect {
         Some(Endpoint::Tcp { host, port }) => format!("{host}:{port}"),
         Some(Endpoint::Unix(p)) => p.display().to_string(),

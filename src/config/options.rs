@@ -217,6 +217,28 @@ pub struct Options {
     pub stream_local_bind_unlink: Option<bool>,
     /// `SyslogFacility` for -y, as syslog(3) numbers it.
     pub syslog_facility: Option<SyslogFacility>,
+    /// `ControlMaster`
+    pub control_master: Option<ControlMaster>,
+    /// `ControlPath`, unexpanded (its tokens include ones only the client knows, like %C).
+    pub control_path: Option<String>,
+    /// `ControlPersist`, as given (`yes`, `no` or a time): validated, and moot for warren,
+    /// whose master holds the tunnel anyway.
+    pub control_persist: Option<String>,
+}
+
+/// `ControlMaster`: whether this warren serves its ControlPath or defers to one there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlMaster {
+    /// `no`: use a master found at ControlPath, never become one.
+    No,
+    /// `yes`: become the master (if the path is taken by a live master, carry on without).
+    Yes,
+    /// `auto`: use a live master, else become one.
+    Auto,
+    /// `ask`: ssh confirms each use with ssh-askpass; warren treats it as `yes`.
+    Ask,
+    /// `autoask`: as `ask`, treated as `auto`.
+    AutoAsk,
 }
 
 /// The keywords Warren acts on; everything else in [`KEYWORDS`] is either
@@ -275,6 +297,9 @@ enum Keyword {
     SetEnv,
     GssapiAuthentication,
     GssapiDelegateCredentials,
+    ControlMaster,
+    ControlPath,
+    ControlPersist,
     Unsupported,
     Directive,
 }
@@ -347,6 +372,9 @@ const KEYWORDS: &[(&str, Keyword)] = &[
         "GSSAPIDelegateCredentials",
         Keyword::GssapiDelegateCredentials,
     ),
+    ("ControlMaster", Keyword::ControlMaster),
+    ("ControlPath", Keyword::ControlPath),
+    ("ControlPersist", Keyword::ControlPersist),
     // Config-file structure, refused on the command line as ssh does.
     ("Host", Keyword::Directive),
     ("Match", Keyword::Directive),
@@ -362,9 +390,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("CertificateFile", Keyword::CertificateFile),
     ("ChannelTimeout", Keyword::Unsupported),
     ("CheckHostIP", Keyword::Unsupported),
-    ("ControlMaster", Keyword::Unsupported),
-    ("ControlPath", Keyword::Unsupported),
-    ("ControlPersist", Keyword::Unsupported),
     ("EnableEscapeCommandline", Keyword::Unsupported),
     ("EnableSSHKeysign", Keyword::Unsupported),
     ("FingerprintHash", Keyword::Unsupported),
@@ -576,6 +601,29 @@ impl Options {
                 let c = values::parse_escape_char(&v.single()?)
                     .ok_or_else(|| v.bad("a single character, ^ and a character, or none"))?;
                 set_once(&mut self.escape_char, c)
+            }
+            Keyword::ControlMaster => {
+                let value = match v.single()?.to_ascii_lowercase().as_str() {
+                    "yes" | "true" => ControlMaster::Yes,
+                    "no" | "false" => ControlMaster::No,
+                    "auto" => ControlMaster::Auto,
+                    "ask" => ControlMaster::Ask,
+                    "autoask" => ControlMaster::AutoAsk,
+                    _ => return Err(v.bad("yes, no, auto, ask, autoask")),
+                };
+                set_once(&mut self.control_master, value)
+            }
+            Keyword::ControlPath => set_once(&mut self.control_path, v.single()?),
+            Keyword::ControlPersist => {
+                let value = v.single()?;
+                let word = matches!(
+                    value.to_ascii_lowercase().as_str(),
+                    "yes" | "no" | "true" | "false"
+                );
+                if !word && value != "none" && parse_time(&v).is_err() {
+                    return Err(v.bad("yes, no or a time such as 10m"));
+                }
+                set_once(&mut self.control_persist, value)
             }
             Keyword::Ciphers => set_once(&mut self.ciphers, v.single()?),
             Keyword::KexAlgorithms => set_once(&mut self.kex_algorithms, v.single()?),
@@ -1578,8 +1626,6 @@ mod tests {
     fn unsupported_keywords_are_reported_not_rejected() {
         for arg in [
             "forwardx11=no",
-            "ControlMaster auto",
-            "ControlPath ~/.ssh/cm-%r@%h:%p",
             "AddKeysToAgent yes",
             "CheckHostIP no",
             "Protocol 2",

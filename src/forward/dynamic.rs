@@ -3,12 +3,16 @@
 
 use super::Opener;
 use super::bind::{bind_addresses, bind_tcp, retain_family};
+use super::local::ForwardStats;
 use crate::config::forward::DynamicForward;
 use crate::config::values::AddressFamily;
 use crate::proxy::{ProxyConfig, ProxyCredentials, serve_client};
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +24,10 @@ pub struct DynamicListener {
     pub spec: String,
     sockets: Vec<TcpListener>,
     config: ProxyConfig,
+    /// Clients served, for `warren status`.
+    pub stats: Arc<ForwardStats>,
+    /// Fires once every listening socket is closed (as [`super::local::LocalListener::closed`]).
+    closed: CancellationToken,
 }
 
 /// A bind failure, worded with the address so the user knows which forward and port.
@@ -67,6 +75,8 @@ impl DynamicListener {
                 auth,
                 ..ProxyConfig::default()
             },
+            stats: Arc::default(),
+            closed: CancellationToken::new(),
         };
         let exposed: Vec<String> = listener
             .sockets
@@ -92,6 +102,11 @@ impl DynamicListener {
         self
     }
 
+    /// Fires once `serve` has closed every listening socket.
+    pub fn closed(&self) -> CancellationToken {
+        self.closed.clone()
+    }
+
     /// The addresses actually bound (with the real port when 0 was asked for).
     pub fn addresses(&self) -> Vec<String> {
         self.sockets
@@ -109,6 +124,7 @@ impl DynamicListener {
     pub async fn serve<O: Opener>(self, opener: Arc<O>, cancel: CancellationToken) {
         let tracker = TaskTracker::new();
         let config = Arc::new(self.config);
+        let closed = Arc::new(self.closed.drop_guard());
         for l in self.sockets {
             let (opener, cancel, config, tracker2) = (
                 opener.clone(),
@@ -116,8 +132,13 @@ impl DynamicListener {
                 config.clone(),
                 tracker.clone(),
             );
-            tracker.spawn(accept_loop(l, opener, config, cancel, tracker2));
+            let (stats, closed) = (self.stats.clone(), closed.clone());
+            tracker.spawn(async move {
+                accept_loop(l, opener, config, cancel, tracker2, stats).await;
+                drop(closed);
+            });
         }
+        drop(closed);
         tracker.close();
         tracker.wait().await;
     }
@@ -129,6 +150,7 @@ async fn accept_loop<O: Opener>(
     config: Arc<ProxyConfig>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    stats: Arc<ForwardStats>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -139,8 +161,14 @@ async fn accept_loop<O: Opener>(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let (opener, config) = (opener.clone(), config.clone());
+                let active = stats.enter();
+                let stream = Counted {
+                    inner: stream,
+                    stats: stats.clone(),
+                };
                 // Not cut by `cancel`: accepted clients may finish (see LocalListener::serve).
                 let client = async move {
+                    let _active = active;
                     serve_client(stream, Some(peer), &*opener, &config).await;
                 };
                 tracker.spawn(client.instrument(info_span!("proxy", %peer)));
@@ -151,6 +179,67 @@ async fn accept_loop<O: Opener>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// A proxy client's stream, counting bytes as they pass (handshakes included) so that
+/// `warren status` shows long-lived proxy connections moving.
+struct Counted<S> {
+    inner: S,
+    stats: Arc<ForwardStats>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.stats.add_bytes(n, 0);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.stats.add_bytes(0, *n as u64);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.stats.add_bytes(0, *n as u64);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

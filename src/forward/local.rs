@@ -44,6 +44,19 @@ impl ForwardStats {
     pub fn bytes_down(&self) -> u64 {
         self.bytes_down.load(Ordering::Relaxed)
     }
+
+    /// Adds one finished connection's bytes (to the tunnel, from the tunnel).
+    pub fn add_bytes(&self, up: u64, down: u64) {
+        self.bytes_up.fetch_add(up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(down, Ordering::Relaxed);
+    }
+
+    /// Counts one new connection, active until the guard drops.
+    pub fn enter(self: &Arc<Self>) -> ActiveGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.clone())
+    }
 }
 
 /// A bound `-L` forward, not yet serving.
@@ -55,6 +68,8 @@ pub struct LocalListener {
     pub stats: Arc<ForwardStats>,
     /// Keep a channel opened ahead of the next connection (`--preconnect`).
     preconnect: bool,
+    /// Fires once every listening socket is closed (see [`LocalListener::closed`]).
+    closed: CancellationToken,
 }
 
 enum Bound {
@@ -114,6 +129,7 @@ impl LocalListener {
             sockets,
             stats: Arc::default(),
             preconnect: false,
+            closed: CancellationToken::new(),
         })
     }
 
@@ -122,6 +138,12 @@ impl LocalListener {
     pub fn with_preconnect(mut self, on: bool) -> Self {
         self.preconnect = on;
         self
+    }
+
+    /// Fires once `serve` has closed every listening socket, so whoever cancelled it can
+    /// tell the port refuses connections now (accepted ones may still be running).
+    pub fn closed(&self) -> CancellationToken {
+        self.closed.clone()
     }
 
     /// The addresses actually bound (with the real port when 0 was asked for).
@@ -148,7 +170,9 @@ impl LocalListener {
             let (o, t) = (opener.clone(), target.clone());
             Spare::start(o, t, OPEN_TIMEOUT, cancel.clone(), &tracker)
         });
+        let closed = Arc::new(self.closed.drop_guard());
         for socket in self.sockets {
+            let closed = closed.clone();
             let ctx = Ctx {
                 opener: opener.clone(),
                 target: target.clone(),
@@ -167,8 +191,10 @@ impl LocalListener {
                         let _ = std::fs::remove_file(&path);
                     }
                 }
+                drop(closed);
             });
         }
+        drop(closed);
         tracker.close();
         tracker.wait().await;
     }
@@ -252,9 +278,7 @@ async fn forward_one<S, O>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
     O: Opener,
 {
-    stats.connections.fetch_add(1, Ordering::Relaxed);
-    stats.active.fetch_add(1, Ordering::Relaxed);
-    let _active = scopeguard(stats.clone());
+    let _active = stats.enter();
     // No cancel here: a connection accepted before a stop is allowed to finish (the caller
     // bounds the drain by ending the session).
     let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
@@ -307,11 +331,7 @@ async fn forward_one<S, O>(
 }
 
 /// Decrements the active count however the connection ends.
-struct ActiveGuard(Arc<ForwardStats>);
-
-fn scopeguard(stats: Arc<ForwardStats>) -> ActiveGuard {
-    ActiveGuard(stats)
-}
+pub struct ActiveGuard(Arc<ForwardStats>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {

@@ -1,6 +1,7 @@
 //! `-R`: the server listens; each connection it accepts arrives as a forwarded channel,
 //! and we dial the local destination and relay.
 
+use super::local::ForwardStats;
 use super::relay::relay;
 use crate::config::forward::{Endpoint, Listen, RemoteForward};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,13 @@ pub enum Target {
     Dynamic,
 }
 
+/// Where a forwarded connection goes, and the counters of its forward (`warren status`).
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub target: Target,
+    pub stats: Arc<ForwardStats>,
+}
+
 /// One granted remote forward, keyed the way the server reports incoming connections.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -32,6 +40,16 @@ struct Entry {
     /// For unix-socket listeners, the remote path.
     path: Option<String>,
     target: Target,
+    stats: Arc<ForwardStats>,
+}
+
+impl Entry {
+    fn routed(&self) -> Routed {
+        Routed {
+            target: self.target.clone(),
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 /// The forwards the server granted, shared between the code that requests them and the
@@ -43,32 +61,34 @@ pub struct RemoteForwards {
 
 impl RemoteForwards {
     /// Records a granted TCP forward.
-    pub fn add_tcp(&self, address: &str, port: u32, target: Target) {
+    pub fn add_tcp(&self, address: &str, port: u32, target: Target, stats: Arc<ForwardStats>) {
         if let Ok(mut e) = self.entries.lock() {
             e.push(Entry {
                 address: address.to_string(),
                 port,
                 path: None,
                 target,
+                stats,
             });
         }
     }
 
     /// Records a granted unix-socket forward.
-    pub fn add_unix(&self, path: &str, target: Target) {
+    pub fn add_unix(&self, path: &str, target: Target, stats: Arc<ForwardStats>) {
         if let Ok(mut e) = self.entries.lock() {
             e.push(Entry {
                 address: String::new(),
                 port: 0,
                 path: Some(path.to_string()),
                 target,
+                stats,
             });
         }
     }
 
     /// The target for a connection to `address:port`. Port decides; the address only
     /// breaks ties, since servers may normalise what we sent.
-    pub fn lookup_tcp(&self, address: &str, port: u32) -> Option<Target> {
+    pub fn lookup_tcp(&self, address: &str, port: u32) -> Option<Routed> {
         let entries = self.entries.lock().ok()?;
         let same_port: Vec<&Entry> = entries
             .iter()
@@ -78,16 +98,31 @@ impl RemoteForwards {
             .iter()
             .find(|e| e.address == address)
             .or(same_port.first())
-            .map(|e| e.target.clone())
+            .map(|e| e.routed())
     }
 
     /// The target for a connection to the remote unix socket `path`.
-    pub fn lookup_unix(&self, path: &str) -> Option<Target> {
+    pub fn lookup_unix(&self, path: &str) -> Option<Routed> {
         let entries = self.entries.lock().ok()?;
         entries
             .iter()
             .find(|e| e.path.as_deref() == Some(path))
-            .map(|e| e.target.clone())
+            .map(|e| e.routed())
+    }
+
+    /// Forgets a TCP forward (after cancel-tcpip-forward): connections still arriving for
+    /// it are refused rather than dialed.
+    pub fn remove_tcp(&self, port: u32) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.retain(|e| e.path.is_some() || e.port != port);
+        }
+    }
+
+    /// Forgets a unix-socket forward.
+    pub fn remove_unix(&self, path: &str) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.retain(|e| e.path.as_deref() != Some(path));
+        }
     }
 
     /// Every granted TCP forward as (address, port), for cancelling at shutdown.
@@ -132,12 +167,13 @@ pub fn request_address(fwd: &RemoteForward) -> Option<(String, u32)> {
 /// connection's event loop must never wait on it), then accepts and relays, or refuses the
 /// channel if the destination cannot be reached. The channel is read only as fast as the
 /// destination takes the data, so a slow destination slows exactly its own sender.
-pub fn spawn_forwarded(handle: Handle, id: ChannelId, target: Target, origin: String) {
+pub fn spawn_forwarded(handle: Handle, id: ChannelId, routed: Routed, origin: String) {
     let span = info_span!("forwarded", %origin);
     tokio::spawn(
         async move {
-            match target {
-                Target::Fixed(endpoint) => forward_fixed(handle, id, endpoint).await,
+            let _active = routed.stats.enter();
+            match routed.target {
+                Target::Fixed(endpoint) => forward_fixed(handle, id, endpoint, &routed.stats).await,
                 Target::Dynamic => serve_dynamic(handle, id).await,
             }
         }
@@ -145,12 +181,16 @@ pub fn spawn_forwarded(handle: Handle, id: ChannelId, target: Target, origin: St
     );
 }
 
-async fn forward_fixed(handle: Handle, id: ChannelId, endpoint: Endpoint) {
+async fn forward_fixed(handle: Handle, id: ChannelId, endpoint: Endpoint, stats: &ForwardStats) {
     match tokio::time::timeout(DIAL_TIMEOUT, dial(&endpoint)).await {
         Ok(Ok(mut local)) => {
             let mut tunnel = handle.accept(id);
             match relay(&mut local, &mut tunnel).await {
-                Ok((down, up)) => debug!(up, down, "forwarded connection to {endpoint} closed"),
+                Ok((down, up)) => {
+                    // Seen from here: what the local target sent went up the tunnel.
+                    stats.add_bytes(down, up);
+                    debug!(up, down, "forwarded connection to {endpoint} closed")
+                }
                 Err(e) => debug!("forwarded connection to {endpoint} ended: {e}"),
             }
         }
