@@ -25,7 +25,11 @@ fn accepted_count(sshd: &Sshd, key: &UserKey) -> usize {
     accepted_fp(sshd, &key.fingerprint())
 }
 
+/// Logins sshd logged with this key. Called once warren is ready, when sshd has written
+/// the line, though the fixture's reader thread may not have taken it in yet: wait for one.
 fn accepted_fp(sshd: &Sshd, fingerprint: &str) -> usize {
+    let accepted = |l: &str| l.contains("Accepted publickey") && l.contains(fingerprint);
+    let _ = sshd.wait_for_log(accepted, READY_TIMEOUT);
     sshd.logs()
         .lines()
         .filter(|l| l.contains("Accepted publickey") && l.contains(fingerprint))
@@ -560,11 +564,10 @@ fn assert_certificate_login(warren: &Proc, sshd: &Sshd, offered: &str, cert_type
         "{}",
         warren.stderr_text()
     );
-    assert!(
-        sshd.logs()
-            .lines()
-            .any(|l| l.contains("Accepted publickey") && l.contains(cert_type)),
-        "{}",
-        sshd.logs()
+    // Waited for: warren may be ready before the fixture has read sshd's line.
+    let logged = sshd.wait_for_log(
+        |l| l.contains("Accepted publickey") && l.contains(cert_type),
+        READY_TIMEOUT,
     );
+    assert!(logged.is_ok(), "{}", sshd.logs());
 }
