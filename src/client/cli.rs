@@ -3,38 +3,57 @@
 use clap::{ArgAction, Parser};
 use std::path::PathBuf;
 
-use super::cli_help::AFTER_HELP;
+use super::cli_help::{AFTER_HELP, SHORT_AFTER_HELP};
 
 /// OpenSSH-compatible SSH tunnel client.
 #[derive(Debug, Parser)]
-#[command(name = "warren", about, after_help = AFTER_HELP, disable_version_flag = true)]
+#[command(
+    name = "warren",
+    about,
+    after_help = SHORT_AFTER_HELP,
+    after_long_help = AFTER_HELP,
+    disable_version_flag = true,
+    disable_help_flag = true
+)]
 pub struct Cli {
-    /// Local forward: [bind_address:]port:host:hostport, [bind_address:]port:/remote/socket,
-    /// /local/socket:host:hostport or /local/socket:/remote/socket. Binds loopback unless a
-    /// bind address is given ('*' or empty means every interface). Repeatable.
+    /// Print help (one line per flag; `warren man` is the whole manual).
+    #[arg(short = 'h', long = "help", action = ArgAction::HelpShort)]
+    pub help: Option<bool>,
+
+    /// Local forward: [bind_address:]port:host:hostport (or unix-socket forms).
+    ///
+    /// Also [bind_address:]port:/remote/socket, /local/socket:host:hostport and
+    /// /local/socket:/remote/socket. Binds loopback unless a bind address is given ('*' or
+    /// empty means every interface); port 0 picks a free port. Repeatable.
     #[arg(short = 'L', value_name = "SPEC", action = ArgAction::Append)]
     pub local: Vec<String>,
 
-    /// Remote forward: [bind_address:]port:host:hostport (the server listens, connections come
-    /// back to host:hostport from here), the unix-socket forms, or [bind_address:]port alone for a
-    /// remote SOCKS proxy that reaches out from this side. Port 0 lets the server pick; warren
-    /// prints "Allocated port N for remote forward to host:hostport". Repeatable.
+    /// Remote forward: [bind_address:]port:host:hostport ([bind_address:]port: SOCKS).
+    ///
+    /// The server listens; connections come back to host:hostport from here. The unix-socket
+    /// forms work too, and [bind_address:]port alone is a remote SOCKS proxy that reaches out
+    /// from this side. Port 0 lets the server pick; warren prints "Allocated port N for remote
+    /// forward to host:hostport". Repeatable.
     #[arg(short = 'R', value_name = "SPEC", action = ArgAction::Append)]
     pub remote: Vec<String>,
 
-    /// Dynamic forward: [bind_address:]port. One port speaks SOCKS4, SOCKS4a, SOCKS5 and HTTP
-    /// proxy (CONNECT and absolute-form GET), so phones and browsers can use it directly.
-    /// Repeatable.
+    /// Dynamic forward: [bind_address:]port, speaking SOCKS4/4a/5 and HTTP proxy.
+    ///
+    /// One port speaks SOCKS4, SOCKS4a, SOCKS5 and HTTP proxy (CONNECT and absolute-form GET),
+    /// so phones and browsers can use it directly. Repeatable.
     #[arg(short = 'D', value_name = "SPEC", action = ArgAction::Append)]
     pub dynamic: Vec<String>,
 
-    /// Stdio forward: connect stdin/stdout to host:port through the server, e.g. as
-    /// `ProxyCommand warren -W %h:%p bastion`. Implies -N; logs stay on stderr.
+    /// Stdio forward: stdin/stdout to host:port through the server.
+    ///
+    /// E.g. as `ProxyCommand warren -W %h:%p bastion`. Implies -N; logs stay on stderr.
     #[arg(short = 'W', value_name = "HOST:PORT")]
     pub stdio: Option<String>,
 
-    /// Jump hosts: [user@]host[:port][,...], each a real SSH session over the previous hop,
-    /// each with its own authentication and host-key check. "none" disables.
+    /// Jump hosts: [user@]host[:port][,...] ("none" disables).
+    ///
+    /// Each hop is a real SSH session over the previous one, with its own authentication and
+    /// host-key check.
     #[arg(short = 'J', value_name = "DESTINATION")]
     pub jump: Option<String>,
 
@@ -46,12 +65,16 @@ pub struct Cli {
     #[arg(short = 'l', value_name = "LOGIN", overrides_with = "login")]
     pub login: Option<String>,
 
-    /// Identity (private key) file; repeatable. The public key beside it (FILE.pub) lets
-    /// warren ask for a passphrase only when the server accepts the key.
+    /// Identity (private key) file; repeatable.
+    ///
+    /// The public key beside it (FILE.pub) lets warren ask for a passphrase only when the
+    /// server accepts the key; FILE-cert.pub beside it is offered first.
     #[arg(short = 'i', value_name = "FILE", action = ArgAction::Append)]
     pub identity: Vec<PathBuf>,
 
-    /// An ssh_config option, as Key=Value or "Key Value" (e.g. -o StrictHostKeyChecking=accept-new).
+    /// An ssh_config option, as Key=Value or "Key Value".
+    ///
+    /// E.g. -o StrictHostKeyChecking=accept-new. Options given here beat the config files.
     #[arg(short = 'o', value_name = "OPTION", action = ArgAction::Append)]
     pub options: Vec<String>,
 
@@ -63,7 +86,7 @@ pub struct Cli {
     #[arg(short = 'q')]
     pub quiet: bool,
 
-    /// Do not run a remote command (accepted for compatibility: holding tunnels is the default).
+    /// Do not run a remote command (holding tunnels is the default anyway).
     #[arg(short = 'N')]
     pub no_command: bool,
 
@@ -75,7 +98,7 @@ pub struct Cli {
     #[arg(short = 'T')]
     pub no_tty: bool,
 
-    /// Force pseudo-terminal allocation: not supported (warren runs commands without a TTY).
+    /// Force pseudo-terminal allocation: refused (commands run without a TTY).
     #[arg(short = 't')]
     pub force_tty: bool,
 
@@ -83,8 +106,9 @@ pub struct Cli {
     #[arg(short = 'C')]
     pub compression: bool,
 
-    /// Go to the background once authenticated and every forward is established (so
-    /// `warren -f ... && use-the-tunnel` is safe); errors before that are reported here,
+    /// Go to the background once every forward is established.
+    ///
+    /// So `warren -f ... && use-the-tunnel` is safe; errors before that are reported here,
     /// later diagnostics go to $XDG_RUNTIME_DIR/warren/PID.log (or ~/.ssh/warren/PID.log).
     #[arg(short = 'f')]
     pub background: bool,
@@ -101,16 +125,18 @@ pub struct Cli {
     #[arg(long = "max-reconnects", value_name = "N")]
     pub max_reconnects: Option<u32>,
 
-    /// Run COMMAND locally once every forward is up, tear everything down when it exits,
-    /// and exit with its status (e.g. `warren -L 0:db:5432 bastion --exec -- psql ...`).
-    /// Local ports are passed as WARREN_LOCAL_PORT_1.., WARREN_DYNAMIC_PORT_1.. and
-    /// WARREN_REMOTE_PORT_1.. (in flag order), plus WARREN_LOCAL_PORT for the first -L.
+    /// Run COMMAND locally with the tunnel up; exit with its status when it ends.
+    ///
+    /// E.g. `warren -L 0:db:5432 bastion --exec -- psql ...`. Local ports are passed as
+    /// WARREN_LOCAL_PORT_1.., WARREN_DYNAMIC_PORT_1.. and WARREN_REMOTE_PORT_1.. (in flag
+    /// order), plus WARREN_LOCAL_PORT for the first -L.
     #[arg(long = "exec")]
     pub exec: bool,
 
-    /// Credentials the -D proxy port demands, as USER:PASSWORD (SOCKS5 username/password
-    /// and HTTP Proxy-Authorization Basic). Prefer the environment variable: a command
-    /// line is visible to every user of the machine.
+    /// Credentials the -D proxy port demands, as USER:PASSWORD.
+    ///
+    /// SOCKS5 username/password and HTTP Proxy-Authorization Basic. Prefer the environment
+    /// variable: a command line is visible to every user of the machine.
     #[arg(
         long = "proxy-auth",
         value_name = "USER:PASS",
@@ -123,33 +149,37 @@ pub struct Cli {
     #[arg(long = "print-ports")]
     pub print_ports: bool,
 
-    /// Open each -L forward's next channel in advance, so a new connection moves its first
-    /// bytes without waiting for the server's channel-open round trip (half the setup time
-    /// of a short request across a real link). Opened when the forward goes idle; through
-    /// warrend also while connections are in use. The target sees that connection before
-    /// any client does; an unused one is closed after 3 s. Not for targets that punish
-    /// idle or abandoned connections.
+    /// Open each -L forward's next channel in advance (a round trip less per connection).
+    ///
+    /// A new connection moves its first bytes without waiting for the server's channel-open
+    /// round trip (half the setup time of a short request across a real link). Opened when
+    /// the forward goes idle; through warrend also while connections are in use. The target
+    /// sees that connection before any client does; an unused one is closed after 3 s. Not
+    /// for targets that punish idle or abandoned connections.
     #[arg(long = "preconnect")]
     pub preconnect: bool,
 
-    /// ControlMaster yes (-MM: ask, taken as yes): serve the ControlPath for -O commands.
+    /// ControlMaster yes: serve the ControlPath for -O commands (-MM as -M).
     #[arg(short = 'M', action = ArgAction::Count)]
     pub control_master: u8,
 
-    /// ControlPath: the socket -O commands reach this tunnel on (ssh's %-tokens; "none").
+    /// ControlPath: the socket -O commands reach this tunnel on (ssh's %-tokens).
     #[arg(short = 'S', value_name = "CTL_PATH")]
     pub control_path: Option<String>,
 
-    /// Control the warren at -S/ControlPath (else the one running for this destination):
-    /// `-O forward|cancel -L|-R|-D SPEC` adds/removes a forward without reconnecting.
+    /// Control a running warren (-O forward -L SPEC adds a forward, cancel removes it).
+    ///
+    /// The warren at -S/ControlPath, else the one running for this destination.
+    /// `-O forward|cancel -L|-R|-D SPEC` adds or removes a forward without reconnecting.
     #[arg(
         short = 'O',
         value_name = "CTL_CMD",
-        value_parser = ["check", "forward", "cancel", "exit", "stop"]
+        value_parser = ["check", "forward", "cancel", "exit", "stop"],
+        hide_possible_values = true
     )]
     pub control_command: Option<String>,
 
-    /// Print the settings resolved from flags and ~/.ssh/config, like ssh -G, and exit.
+    /// Print the settings resolved from flags and the config files (as ssh -G) and exit.
     #[arg(short = 'G')]
     pub print_config: bool,
 
@@ -193,7 +223,7 @@ pub struct Cli {
     #[arg(short = 'y')]
     pub syslog: bool,
 
-    /// Escape character (EscapeChar); accepted, never used: warren has no interactive session.
+    /// Escape character (EscapeChar): accepted, unused (no interactive session).
     #[arg(short = 'e', value_name = "ESCAPE_CHAR")]
     pub escape_char: Option<String>,
 
@@ -201,8 +231,10 @@ pub struct Cli {
     #[arg(short = 'a', overrides_with = "forward_agent")]
     pub no_forward_agent: bool,
 
-    /// Agent forwarding (ForwardAgent yes) for a remote command: the server may use the
-    /// local agent while it runs (tunnels without a command open no session, as ssh -N).
+    /// Agent forwarding (ForwardAgent yes) for a remote command.
+    ///
+    /// The server may use the local agent while the command runs (tunnels without a command
+    /// open no session, as with ssh -N).
     #[arg(short = 'A', overrides_with = "no_forward_agent")]
     pub forward_agent: bool,
 
@@ -242,8 +274,10 @@ pub struct Cli {
     #[arg(short = 'w', value_name = "LOCAL_TUN[:REMOTE_TUN]")]
     pub tun: Option<String>,
 
-    /// List the algorithms warren's engine supports: cipher, cipher-auth, mac, kex, key,
-    /// key-cert, key-plain, key-sig, sig, protocol-version, compression or help.
+    /// List supported algorithms: cipher, mac, kex, key, ... (-Q help: the queries).
+    ///
+    /// Queries: cipher, cipher-auth, mac, kex, key, key-cert, key-plain, key-sig, sig,
+    /// protocol-version, compression or help; the lists are those of warren's own engine.
     #[arg(short = 'Q', value_name = "QUERY")]
     pub query: Option<String>,
 
@@ -255,8 +289,9 @@ pub struct Cli {
     #[arg(value_name = "DESTINATION", required_unless_present_any = ["query", "version"])]
     pub destination: Option<String>,
 
-    /// A remote command, run without a TTY; its output streams here and warren exits with its
-    /// exit status, as `ssh host cmd` does. Forwards stay up while it runs.
+    /// A remote command, run without a TTY; warren exits with its status.
+    ///
+    /// Its output streams here, as with `ssh host cmd`. Forwards stay up while it runs.
     #[arg(
         value_name = "COMMAND",
         trailing_var_arg = true,

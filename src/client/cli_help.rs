@@ -43,3 +43,9 @@ Exit status:
   3    a forward could not be set up (local port in use, cannot bind)
   4    host key verification failed (changed, revoked, unknown with strict checking)
   255  connection or authentication failure, or the connection was lost (as ssh)";
+
+/// Under `--help`, which stays one screen of flags: the rest is in the manual.
+pub const SHORT_AFTER_HELP: &str = "\
+Subcommands: warren status [--json|--check NAME], warren stop [PID|NAME|--all],
+warren completions SHELL, warren man.
+Each flag in full, where warren differs from ssh, and the exit statuses: warren man";
