@@ -358,6 +358,7 @@ fn q_v_and_flags_accepted_or_refused_as_ssh_does() {
         ])
         .args(["-m", "hmac-sha2-256", "-e", "none", "-A"])
         .args(["-o", "RekeyLimit=1G 1h", "-o", "LogLevel=DEBUG2"])
+        .args(["-M", "-S", "/tmp/cm-%C", "-o", "ControlPersist=10m"])
         .args(extra)
         .arg("h");
         String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
@@ -376,6 +377,9 @@ fn q_v_and_flags_accepted_or_refused_as_ssh_does() {
         "forwardagent yes",
         "rekeylimit 1073741824 3600",
         "loglevel DEBUG2",
+        "controlmaster true",
+        "controlpath /tmp/cm-%C",
+        "controlpersist 10m",
     ] {
         assert!(shown.lines().any(|l| l == line), "{line} missing:\n{shown}");
     }

@@ -11,6 +11,14 @@ use warren_ssh::{cipher, hostkey, kex};
 /// The `-o` options the flags stand for.
 pub fn as_options(cli: &Cli) -> Vec<String> {
     let mut o = Vec::new();
+    match cli.control_master {
+        0 => {}
+        1 => o.push("ControlMaster=yes".into()),
+        _ => o.push("ControlMaster=ask".into()),
+    }
+    if let Some(path) = &cli.control_path {
+        o.push(format!("ControlPath={path}"));
+    }
     if cli.gateway_ports {
         o.push("GatewayPorts=yes".to_string());
     }

@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use super::forward::{Endpoint, Listen};
 use super::options::{
-    ApplyOutcome, IdentityAgent, LogLevel, OptionError, Options, StrictHostKeyChecking,
-    split_option,
+    ApplyOutcome, ControlMaster, IdentityAgent, LogLevel, OptionError, Options,
+    StrictHostKeyChecking, split_option,
 };
 use super::pattern::{match_host_patterns, match_pattern, match_pattern_list};
 use super::values::SyslogFacility;
@@ -449,6 +449,18 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
         o.escape_char.as_deref().unwrap_or("~")
     ));
     out.extend(o.tag.as_ref().map(|t| format!("tag {t}")));
+    // ssh -G prints ControlMaster from its true/false table, and the others as given.
+    let master = match o.control_master {
+        None | Some(ControlMaster::No) => "false",
+        Some(ControlMaster::Yes) => "true",
+        Some(ControlMaster::Auto) => "auto",
+        Some(ControlMaster::Ask) => "ask",
+        Some(ControlMaster::AutoAsk) => "autoask",
+    };
+    out.push(format!("controlmaster {master}"));
+    out.extend(o.control_path.as_ref().map(|p| format!("controlpath {p}")));
+    let persist = o.control_persist.as_deref().unwrap_or("no");
+    out.push(format!("controlpersist {persist}"));
     out.push(format!(
         "tcpkeepalive {}",
         yes_no_default(o.tcp_keep_alive, true)
