@@ -236,3 +236,52 @@ fn shipped_unit_files_pass_systemd_analyze_verify() {
         );
     }
 }
+
+/// Field `n` (1-based, as proc(5) counts) of /proc/PID/stat, past the parenthesised name.
+fn stat_field(pid: i32, n: usize) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(n - 3).unwrap().parse().unwrap()
+}
+
+/// `-f` detaches as ssh -f does (daemon(3)): once ready, the tunnel is the leader of a
+/// session of its own, so the terminal's hangup and the shell's job control miss it.
+#[test]
+fn background_tunnel_leaves_the_terminal_session() {
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let mut cmd = warren_client(&user.home, &sshd);
+    cmd.arg("-i")
+        .arg(&user.key.private)
+        .args(["-f", "--pidfile"])
+        .arg(&pidfile)
+        .args(["-L", &format!("0:127.0.0.1:{}", echo.port())])
+        .arg("root@127.0.0.1");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (session, tty) = (stat_field(pid, 6), stat_field(pid, 7));
+    let ours = stat_field(std::process::id() as i32, 6);
+    send_signal(pid, libc::SIGTERM).unwrap();
+    assert_eq!(
+        session,
+        i64::from(pid),
+        "the -f tunnel is not a session leader (ours is {ours})"
+    );
+    assert_eq!(tty, 0, "the -f tunnel still has a controlling terminal");
+    let port = allocated(
+        &String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>(),
+        "local forward",
+    );
+    assert_ne!(port, 0, "the allocated port passes through the -f parent");
+}

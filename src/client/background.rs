@@ -1,14 +1,13 @@
 //! `-f`: return to the shell only once the tunnel is really up.
 //!
 //! Forking a running async runtime is unsound, so the parent starts a second `warren` with
-//! the same arguments (marked by an environment variable) in its own process group, and
+//! the same arguments (marked by an environment variable), which leaves the terminal's session once ready, and
 //! waits for that child to say "ready" on its stdout. Errors before then (bad key, busy
 //! port, unreachable host) reach the user through the child's stderr and the parent's exit
 //! status, which is the child's: `warren -f ... && use-the-tunnel` is safe.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 /// Set in the child's environment; its value is irrelevant.
@@ -38,8 +37,9 @@ pub fn spawn_and_wait() -> u8 {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        // Its own process group: a Ctrl-C in the parent's terminal must not reach it.
-        .process_group(0)
+        // In the parent's process group until ready, so a Ctrl-C at a passphrase prompt
+        // ends both; `signal_ready` then leaves the terminal's session (as ssh -f's
+        // daemon(3) does), which a process-group leader could not.
         .spawn()
     {
         Ok(c) => c,
@@ -70,6 +70,11 @@ pub fn spawn_and_wait() -> u8 {
 /// to end. Later diagnostics go to `<control dir>/<pid>.log`.
 pub fn signal_ready() {
     use std::os::fd::AsRawFd;
+    // A new session without a controlling terminal: closing the terminal, or job control
+    // in the shell that started us, no longer reaches the tunnel.
+    if let Err(e) = nix::unistd::setsid() {
+        tracing::debug!("-f: setsid: {e}");
+    }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{READY}");
     let _ = stdout.flush();
