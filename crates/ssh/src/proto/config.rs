@@ -35,6 +35,13 @@ pub struct Config {
     /// Per-channel receive window we start with and the most autotuning may grow it to.
     pub window_initial: u32,
     pub window_cap: u32,
+    /// The cap for peers other than warren's own engine. OpenSSH reads whatever of a
+    /// channel's window the network does not take yet into one buffer, grown by copying
+    /// reallocations, so its CPU cost grows with the square of that excess: measured against
+    /// sshd 9.2 at 100 ms RTT and 1 Gbit/s (docs/benchmark.md), a 64 MiB window kept sshd at
+    /// 92-100 % CPU moving ~55 MiB/s, while 24 MiB let it fill the line (119 MiB/s, second
+    /// half of the run) at ~11 %. 24 MiB still covers 1 Gbit/s up to ~190 ms RTT.
+    pub foreign_window_cap: u32,
     /// Bytes of window growth beyond the initial windows that all channels of one session may
     /// hold together: the bound on memory a peer can make us buffer for slow readers.
     pub window_budget: u64,
@@ -73,6 +80,7 @@ impl Config {
             // OpenSSH's CHAN_TCP_WINDOW_DEFAULT: what a channel gets before autotuning measures the path.
             window_initial: 2 * 1024 * 1024,
             window_cap: 64 * 1024 * 1024,
+            foreign_window_cap: 24 * 1024 * 1024,
             window_budget: 256 * 1024 * 1024,
             max_packet: 32 * 1024,
             max_channels: 1024,

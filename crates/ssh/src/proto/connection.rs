@@ -186,7 +186,21 @@ impl Session {
     }
 
     fn new_recv(&self) -> RecvWindow {
-        RecvWindow::new(self.config.window_initial, self.config.window_cap)
+        RecvWindow::new(self.config.window_initial, self.window_cap())
+    }
+
+    /// How far this session's windows may grow: see [`super::config::Config::foreign_window_cap`]. The
+    /// peer's identification line is the only hint of what buffers behind it (both of
+    /// warren's roles send `SSH-2.0-warren...`); a peer that lies only gets a cap it chose.
+    pub(crate) fn window_cap(&self) -> u32 {
+        let ours = self
+            .transport
+            .peer_version()
+            .is_some_and(|v| v.starts_with(b"SSH-2.0-warren"));
+        match ours {
+            true => self.config.window_cap,
+            false => self.config.window_cap.min(self.config.foreign_window_cap),
+        }
     }
 
     /// Opens a channel; [`Event::ChannelOpened`] or [`Event::ChannelOpenFailed`] follows.
