@@ -27,16 +27,7 @@ fn main() -> ExitCode {
     };
     let (verbose, quiet) = client::flags::log_verbosity(&cli);
     warren::logging::init_to(verbose, quiet, sink);
-    // One thread, like ssh: a tunnel's work is a chain of short hand-offs (socket ->
-    // session -> channel -> socket), and on a multi-threaded runtime each hand-off may
-    // wake another thread. Measured on loopback, one thread opens ~10-20 % more forwarded
-    // connections per second and moves bulk data with less CPU; the SSH session is one
-    // task either way, so more threads never bought parallel crypto. Blocking work
-    // (prompts, host-key file updates) runs on tokio's blocking pool.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("warren: cannot start the async runtime: {e}");

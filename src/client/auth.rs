@@ -433,25 +433,10 @@ async fn try_file_certificate(
         ));
         return Ok(false);
     }
-    let Some(alg) = offer_algorithm(&key, true, handle.server_sig_algs().as_deref()) else {
-        p.tried.push(format!(
-            "{what} (a {} key, which warren cannot sign with)",
-            key.algorithm()
-        ));
-        return Ok(false);
+    let (alg, blob) = match probe_certificate(handle, s, p, &cert, &key, &what).await? {
+        CertProbe::Accepted { alg, blob } => (alg, blob),
+        CertProbe::Over(done) => return Ok(done),
     };
-    let blob = cert
-        .to_bytes()
-        .map_err(|e| ClientError::Auth(format!("{what}: {e}")))?;
-    info!(
-        "offering certificate {what} ({}, id {:?})",
-        describe(&key),
-        cert.key_id()
-    );
-    match auth_call(handle.auth_publickey_probe(&s.user, &alg, &blob).await)? {
-        AuthOutcome::PkOk => {}
-        other => return Ok(p.outcome(other, what)),
-    }
     let private = match load_private(path.to_path_buf(), s.prompter.clone()).await {
         Ok(k) if k.public_key().key_data() == key.key_data() => {
             p.loaded.push(k.clone());
@@ -478,6 +463,45 @@ async fn try_file_certificate(
             .await,
     )?;
     Ok(p.outcome(outcome, what))
+}
+
+/// How far offering a certificate got before any private key is touched.
+enum CertProbe {
+    /// The server would take it: sign with `alg` over `blob`.
+    Accepted { alg: String, blob: Vec<u8> },
+    /// The attempt is over (recorded in the progress): whether it authenticated.
+    Over(bool),
+}
+
+/// Asks the server whether it would accept `cert` (certifying `key`), without signing:
+/// a passphrase or agent confirmation is only asked for a certificate that can succeed.
+async fn probe_certificate(
+    handle: &Handle,
+    s: &AuthSettings,
+    p: &mut Progress,
+    cert: &Certificate,
+    key: &PublicKey,
+    what: &str,
+) -> Result<CertProbe, ClientError> {
+    let Some(alg) = offer_algorithm(key, true, handle.server_sig_algs().as_deref()) else {
+        p.tried.push(format!(
+            "{what} (a {} key, which warren cannot sign with)",
+            key.algorithm()
+        ));
+        return Ok(CertProbe::Over(false));
+    };
+    let blob = cert
+        .to_bytes()
+        .map_err(|e| ClientError::Auth(format!("{what}: {e}")))?;
+    info!(
+        "offering certificate {what} ({}, id {:?})",
+        describe(key),
+        cert.key_id()
+    );
+    match auth_call(handle.auth_publickey_probe(&s.user, &alg, &blob).await)? {
+        AuthOutcome::PkOk => Ok(CertProbe::Accepted { alg, blob }),
+        other => Ok(CertProbe::Over(p.outcome(other, what.to_owned()))),
+    }
 }
 
 /// Who holds the private key of a CertificateFile.
@@ -538,25 +562,10 @@ async fn try_certificate_file(
         return Ok(false);
     };
     let what = format!("{what}{}", validity_note(&cert));
-    let Some(alg) = offer_algorithm(&key, true, handle.server_sig_algs().as_deref()) else {
-        p.tried.push(format!(
-            "{what} (a {} key, which warren cannot sign with)",
-            key.algorithm()
-        ));
-        return Ok(false);
+    let (alg, blob) = match probe_certificate(handle, s, p, &cert, &key, &what).await? {
+        CertProbe::Accepted { alg, blob } => (alg, blob),
+        CertProbe::Over(done) => return Ok(done),
     };
-    let blob = cert
-        .to_bytes()
-        .map_err(|e| ClientError::Auth(format!("{what}: {e}")))?;
-    info!(
-        "offering certificate {what} ({}, id {:?})",
-        describe(&key),
-        cert.key_id()
-    );
-    match auth_call(handle.auth_publickey_probe(&s.user, &alg, &blob).await)? {
-        AuthOutcome::PkOk => {}
-        other => return Ok(p.outcome(other, what)),
-    }
     let sign_alg = alg.clone();
     let result = match signer {
         CertSigner::Agent(key_blob) => {

@@ -150,10 +150,7 @@ pub fn command(args: &[String]) -> Option<u8> {
             0
         }
         sub => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match super::runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("warren: cannot start the async runtime: {e}");
