@@ -604,3 +604,45 @@ fn a_remote_forward_added_at_runtime_is_asked_for_again_after_a_reconnect() {
         text(&out.stderr)
     );
 }
+
+/// A control request is read up to a bound: an endless line (a confused or hostile local
+/// program) gets a refusal once the bound is reached, instead of being buffered until the
+/// 5 s request timeout, and the tunnel's control keeps working.
+#[test]
+fn an_oversized_control_request_is_cut_off_and_refused() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let runtime = tempfile::tempdir().unwrap();
+    let ctl_dir = tempfile::tempdir().unwrap();
+    let ctl = ctl_dir.path().join("ctl");
+    let ctl_s = ctl.to_str().unwrap();
+    let _warren = start_warren(&sshd, &user, runtime.path(), &["-M", "-S", ctl_s]);
+
+    let mut conn = UnixStream::connect(&ctl).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    // 1 MiB without a newline; the writes after the cut fail, which is the point.
+    let flood = std::thread::spawn(move || {
+        let chunk = vec![b'a'; 64 * 1024];
+        for _ in 0..16 {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut reply = Vec::new();
+    let _ = conn.read_to_end(&mut reply);
+    flood.join().unwrap();
+    let reply = text(&reply);
+    assert!(
+        reply.contains("error") && started.elapsed() < Duration::from_secs(3),
+        "no prompt refusal ({:?}): {reply:?}",
+        started.elapsed()
+    );
+
+    let out = warren_to(&sshd, &user, runtime.path(), &["-S", ctl_s, "-O", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -282,7 +282,8 @@ async fn answer(stream: UnixStream, control: &Control) -> std::io::Result<()> {
         {
             return Err(std::io::Error::other("not a warren control request"));
         }
-        rd.read_line(&mut line).await
+        // Bounded in size too: a request is a short JSON line (forward specs included).
+        (&mut rd).take(MAX_REQUEST).read_line(&mut line).await
     };
     tokio::time::timeout(Duration::from_secs(5), read)
         .await
@@ -296,6 +297,9 @@ async fn answer(stream: UnixStream, control: &Control) -> std::io::Result<()> {
     wr.write_all(&out).await?;
     wr.shutdown().await
 }
+
+/// The longest control request read; the rest of a longer one is never buffered.
+const MAX_REQUEST: u64 = 64 * 1024;
 
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
