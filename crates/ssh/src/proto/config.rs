@@ -37,7 +37,7 @@ pub struct Config {
     pub window_cap: u32,
     /// The cap for peers other than warren's own engine. OpenSSH reads whatever of a
     /// channel's window the network does not take yet into one buffer, grown by copying
-    /// reallocations, so its CPU cost grows with the square of that excess: measured against
+    /// reallocations (likely why its CPU climbs with that excess; not profiled): measured against
     /// sshd 9.2 at 100 ms RTT and 1 Gbit/s (docs/benchmark.md), a 64 MiB window kept sshd at
     /// 92-100 % CPU moving ~55 MiB/s, while 24 MiB let it fill the line (119 MiB/s, second
     /// half of the run) at ~11 %. 24 MiB still covers 1 Gbit/s up to ~190 ms RTT.
