@@ -273,6 +273,49 @@ fn remote_forward_fixed_allocated_and_denied_ports() {
     assert!(ssh.try_wait().is_none());
 }
 
+/// `-R '*:P'` binds 0.0.0.0 and ::; the example config's rule pair (one rule per family)
+/// must allow it together, and both families must then carry data.
+#[test]
+fn all_interfaces_remote_forward_is_allowed_by_a_rule_per_family() {
+    let alice = SshClient::new();
+    let echo = EchoServer::start();
+    let port = free_port();
+    let w = Warrend::start(&user(
+        "alice",
+        &[&alice],
+        &format!(
+            "listen = [\"0.0.0.0:{port}\", \"[::]:{port}\"]\ngateway_ports = \"clientspecified\""
+        ),
+    ));
+    trust_all(&w, &[&alice]);
+    let mut cmd = alice.ssh_warrend(&w);
+    cmd.args(["-v", "-N"])
+        .arg("-R")
+        .arg(format!("*:{port}:127.0.0.1:{}", echo.port()))
+        .arg(SshClient::dest("alice"));
+    let ssh = Proc::spawn(cmd);
+    ssh.wait_for_stderr(
+        |l| l.contains(&format!("remote forward success for: listen *:{port},")),
+        READY_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", ssh.stderr_text()));
+    let start = w.wait_audit("listen_start", |v| {
+        is(v, "listen_start", &[("decision", "allow")]) && n(v, "port") == u64::from(port)
+    });
+    assert_eq!(
+        s(&start, "rule"),
+        "users.alice.listen[0] + users.alice.listen[1]",
+        "{start}"
+    );
+    for addr in [
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    ] {
+        let data = pattern_bytes(256 * 1024, u64::from(port));
+        assert!(round_trip(addr, &data) == data, "echo through {addr}");
+    }
+}
+
 /// A one-page HTTP/1.0 server on loopback: answers every request with `body`.
 fn http_server(body: &'static str) -> TcpServer {
     TcpServer::start(move |mut s| {

@@ -474,35 +474,53 @@ impl UserPolicy {
         // Ports below 1024 are where a host's own services live (and warrend may run
         // as root): only a rule that names the port opens one, never `*`.
         let privileged = (1..1024).contains(&port16);
-        let rule = self
-            .listen
-            .iter()
-            .find(|r| {
-                (if privileged {
-                    r.ports.names(port16)
-                } else {
-                    r.ports.contains(port16)
-                }) && addrs.iter().all(|a| r.host.allows(*a))
-            })
-            .ok_or_else(|| {
-                let shown: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
-                let why = if privileged {
-                    " (ports below 1024 need a listen rule naming them; '*' does not)"
-                } else {
-                    ""
-                };
-                Decision::deny(
-                    format!(
-                        "no listen rule for user {} allows binding [{}] port {port16} (gateway_ports = {:?}){why}",
-                        self.user,
-                        shown.join(", "),
-                        self.gateway_ports
-                    ),
-                    None,
-                )
-            })?;
+        let port_ok = |r: &ListenRule| {
+            if privileged {
+                r.ports.names(port16)
+            } else {
+                r.ports.contains(port16)
+            }
+        };
+        // Each address bound must lie in some rule, but not all in the same one: `-R
+        // '*:P'` binds 0.0.0.0 and ::, and the natural way to allow that is one rule per
+        // family (`["0.0.0.0:P", "[::]:P"]`). Requiring one rule to hold both would
+        // refuse exactly the rule pair the example config recommends.
+        let mut ids: Vec<&str> = Vec::new();
+        let mut uncovered: Vec<String> = Vec::new();
+        for a in &addrs {
+            match self.listen.iter().find(|r| port_ok(r) && r.host.allows(*a)) {
+                Some(r) => ids.push(&r.id),
+                None => uncovered.push(a.to_string()),
+            }
+        }
+        dedup_in_order(&mut ids);
+        if !uncovered.is_empty() {
+            let shown: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+            let why = if privileged {
+                " (ports below 1024 need a listen rule naming them; '*' does not)"
+            } else {
+                ""
+            };
+            // Naming the uncovered address says which rule is missing when the other
+            // family was allowed.
+            let missing = if uncovered.len() < addrs.len() {
+                format!(" (nothing allows {})", uncovered.join(", "))
+            } else {
+                String::new()
+            };
+            return Err(Decision::deny(
+                format!(
+                    "no listen rule for user {} allows binding [{}] port {port16} (gateway_ports = {:?}){missing}{why}",
+                    self.user,
+                    shown.join(", "),
+                    self.gateway_ports
+                ),
+                None,
+            ));
+        }
+        let rule = ids.join(" + ");
         let decision = Decision::Allow {
-            rule: with_key_rule(&rule.id, key_rule),
+            rule: with_key_rule(&rule, key_rule),
         };
         Ok((
             decision,

@@ -395,7 +395,12 @@ fn listen_table() {
         ("", 9050, None),
         ("0.0.0.0", 80, r(2)),
         ("::", 80, r(3)),
-        ("", 80, None),
+        // All interfaces: 0.0.0.0 by one rule, :: by the other.
+        (
+            "",
+            80,
+            Some("users.alice.listen[2] + users.alice.listen[3]".into()),
+        ),
         ("192.0.2.7", 443, r(5)),
         ("198.51.100.7", 443, None),
     ];
@@ -512,6 +517,80 @@ fn decisions_render_for_the_audit_log() {
         d.to_string(),
         "denied: no connect rule for user alice allows db.internal:5432"
     );
+}
+
+/// Every rule set against the three ways `ssh -R` asks for a listener (`-R '*:P'` sends
+/// "", `-R 0.0.0.0:P` sends "0.0.0.0", a bare `-R P` sends "localhost") under each
+/// `gateway_ports`. The bound addresses must be covered by the rules together, each
+/// address by some rule; the decision names every rule used.
+#[test]
+fn all_interface_binds_are_allowed_when_the_rules_together_cover_them() {
+    use GatewayPorts::*;
+    let sets: &[(&str, &[&str])] = &[
+        ("any", &["8080"]),
+        ("v4+v6 all", &["0.0.0.0:8080", "[::]:8080"]),
+        ("v4 all", &["0.0.0.0:8080"]),
+        ("localhost", &["localhost:8080"]),
+        ("v4+v6 loopback", &["127.0.0.1:8080", "[::1]:8080"]),
+    ];
+    let r = |i: usize| format!("users.alice.listen[{i}]");
+    let both = format!("{} + {}", r(0), r(1));
+    // (set, gateway_ports, [star, 0.0.0.0, bare]) -> the deciding rules, or None.
+    let rows: Vec<(&str, GatewayPorts, [Option<String>; 3])> = vec![
+        ("any", No, [Some(r(0)), Some(r(0)), Some(r(0))]),
+        ("any", Yes, [Some(r(0)), Some(r(0)), Some(r(0))]),
+        ("any", ClientSpecified, [Some(r(0)), Some(r(0)), Some(r(0))]),
+        // `no` binds loopback, which 0.0.0.0/32 and ::/128 do not contain.
+        ("v4+v6 all", No, [None, None, None]),
+        (
+            "v4+v6 all",
+            Yes,
+            [Some(both.clone()), Some(both.clone()), Some(both.clone())],
+        ),
+        (
+            "v4+v6 all",
+            ClientSpecified,
+            [Some(both.clone()), Some(r(0)), None],
+        ),
+        ("v4 all", No, [None, None, None]),
+        // `*` binds :: too, which nothing allows.
+        ("v4 all", Yes, [None, None, None]),
+        ("v4 all", ClientSpecified, [None, Some(r(0)), None]),
+        ("localhost", No, [Some(r(0)), Some(r(0)), Some(r(0))]),
+        ("localhost", Yes, [None, None, None]),
+        ("localhost", ClientSpecified, [None, None, Some(r(0))]),
+        (
+            "v4+v6 loopback",
+            No,
+            [Some(both.clone()), Some(both.clone()), Some(both.clone())],
+        ),
+        ("v4+v6 loopback", Yes, [None, None, None]),
+        (
+            "v4+v6 loopback",
+            ClientSpecified,
+            [None, None, Some(both.clone())],
+        ),
+    ];
+    for (set, mode, want) in rows {
+        let rules = sets.iter().find(|(n, _)| *n == set).expect("known set").1;
+        let mut u = user(&[], rules, &[], &[]);
+        u.gateway_ports = mode;
+        for (requested, want) in ["", "0.0.0.0", "localhost"].iter().zip(want) {
+            let d = u.decide_tcpip_forward(&open_key(), requested, 8080);
+            assert_eq!(
+                allowed_by(&d.decision),
+                want.as_deref(),
+                "{set} {mode:?} -R {requested:?}:8080 -> {}",
+                d.decision
+            );
+            assert_eq!(d.plan.is_some(), want.is_some());
+        }
+    }
+    // A refusal says which address no rule covers.
+    let mut u = user(&[], &["0.0.0.0:8080"], &[], &[]);
+    u.gateway_ports = ClientSpecified;
+    let d = u.decide_tcpip_forward(&open_key(), "*", 8080).decision;
+    assert!(d.to_string().contains("(nothing allows ::)"), "{d}");
 }
 
 #[test]
