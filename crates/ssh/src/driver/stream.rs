@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Handle, closed_err};
-use crate::proto::{ChannelId, Read};
+use crate::proto::{ChannelId, Datagram, Read};
 
 pub struct ChannelStream {
     handle: Option<Handle>,
@@ -69,6 +69,92 @@ impl ChannelStream {
         let h = self.handle.take().expect("handle present");
         h.shared.lock().waiters.remove(&self.id);
         h
+    }
+}
+
+/// Datagram channels (`tun@openssh.com`): one message is one packet, both ways. These
+/// take `&self` so that one task may read while another writes (an `Arc<ChannelStream>`).
+impl ChannelStream {
+    /// The next whole message the peer sent; `None` at EOF or close.
+    pub fn poll_recv_datagram(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Option<bytes::Bytes>>> {
+        let h = self.handle();
+        let mut st = h.shared.lock();
+        st.session.set_time(std::time::Instant::now());
+        if let Some(b) = st.session.channel_read_chunk(self.id) {
+            let queued = !st.session.transmit().is_empty();
+            drop(st);
+            if queued {
+                // A WINDOW_ADJUST may be waiting: let the driver send it.
+                h.shared.wake.notify_one();
+            }
+            return Poll::Ready(Ok(Some(b)));
+        }
+        if st.session.channel_has_data(self.id) {
+            // Nothing buffered but EOF, close, or a channel already gone.
+            return Poll::Ready(Ok(None));
+        }
+        if st.ended.is_some() {
+            return Poll::Ready(Err(closed_err(&st.ended)));
+        }
+        match st.waiters.get_mut(&self.id) {
+            Some(w) if w.closed => Poll::Ready(Ok(None)),
+            Some(w) => {
+                w.read = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            None => Poll::Ready(Ok(None)),
+        }
+    }
+
+    /// Sends `data` as one message, waiting for window if needed.
+    pub fn poll_send_datagram(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<()>> {
+        let h = self.handle();
+        let mut st = h.shared.lock();
+        if st.ended.is_some() {
+            return Poll::Ready(Err(closed_err(&st.ended)));
+        }
+        if st.waiters.get(&self.id).is_none_or(|w| w.closed) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "channel closed by peer",
+            )));
+        }
+        match st.session.channel_write_datagram(self.id, data) {
+            Ok(Datagram::Sent) => {
+                drop(st);
+                h.shared.wake.notify_one();
+                Poll::Ready(Ok(()))
+            }
+            Ok(Datagram::Blocked) => {
+                if let Some(w) = st.waiters.get_mut(&self.id) {
+                    w.write = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            // The one error a caller goes on after: it drops this packet.
+            Ok(Datagram::TooLarge { max }) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a {}-byte packet exceeds the peer's maximum of {max}",
+                    data.len()
+                ),
+            ))),
+            Err(e) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                e.to_string(),
+            ))),
+        }
+    }
+
+    pub async fn recv_datagram(&self) -> io::Result<Option<bytes::Bytes>> {
+        std::future::poll_fn(|cx| self.poll_recv_datagram(cx)).await
+    }
+
+    pub async fn send_datagram(&self, data: &[u8]) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_send_datagram(cx, data)).await
     }
 }
 

@@ -76,6 +76,18 @@ impl Channel {
     }
 }
 
+/// What became of a datagram handed to [`Session::channel_write_datagram`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datagram {
+    Sent,
+    /// No room now; [`Event::ChannelWritable`] follows.
+    Blocked,
+    /// Over the peer's maximum packet size: it can never be sent.
+    TooLarge {
+        max: usize,
+    },
+}
+
 fn open_payload(kind: &ChannelKind, local: u32, window: u32, max_packet: u32) -> Vec<u8> {
     let mut p = vec![msg::CHANNEL_OPEN];
     let name: &str = match kind {
@@ -85,6 +97,7 @@ fn open_payload(kind: &ChannelKind, local: u32, window: u32, max_packet: u32) ->
         ChannelKind::DirectStreamlocal { .. } => "direct-streamlocal@openssh.com",
         ChannelKind::ForwardedStreamlocal { .. } => "forwarded-streamlocal@openssh.com",
         ChannelKind::AuthAgent => "auth-agent@openssh.com",
+        ChannelKind::Tun { .. } => "tun@openssh.com",
         ChannelKind::Other(n) => n,
     };
     p.put_string(name.as_bytes());
@@ -123,6 +136,10 @@ fn open_payload(kind: &ChannelKind, local: u32, window: u32, max_packet: u32) ->
             p.put_string(path.as_bytes());
             p.put_string(b"");
         }
+        ChannelKind::Tun { mode, unit } => {
+            p.put_u32(*mode);
+            p.put_u32(*unit);
+        }
         ChannelKind::Session | ChannelKind::AuthAgent | ChannelKind::Other(_) => {}
     }
     p
@@ -150,6 +167,10 @@ fn parse_kind(name: &str, r: &mut Reader<'_>) -> Result<ChannelKind> {
             path: r.utf8()?.to_owned(),
         },
         "auth-agent@openssh.com" => ChannelKind::AuthAgent,
+        "tun@openssh.com" => ChannelKind::Tun {
+            mode: r.u32()?,
+            unit: r.u32()?,
+        },
         other => ChannelKind::Other(other.to_owned()),
     })
 }
@@ -374,6 +395,42 @@ impl Session {
             self.blocked_writers.push(id);
         }
         Ok(written)
+    }
+
+    /// Sends `data` as exactly one CHANNEL_DATA message, or nothing: datagram channels
+    /// (`tun@openssh.com`) give each message's data to the peer as one packet, so a packet
+    /// split across messages would arrive as two broken ones. `Ok(false)` means "not now"
+    /// (window, kex or output budget) and an [`Event::ChannelWritable`] will follow; a
+    /// datagram larger than the peer's maximum packet can never be sent: `TooLarge`, and
+    /// the caller drops it (as a router drops a packet over the MTU).
+    pub fn channel_write_datagram(&mut self, id: ChannelId, data: &[u8]) -> Result<Datagram> {
+        let can_send = self.transport.can_send_app() && self.held.is_empty();
+        let out_len = self.transport.out.len();
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return Err(Error::Protocol("write on a closed channel".into()));
+        };
+        if ch.eof_sent || ch.close_sent || ch.close_received {
+            return Err(Error::Protocol("write after EOF or close".into()));
+        }
+        if data.len() > ch.send.max_packet() {
+            return Ok(Datagram::TooLarge {
+                max: ch.send.max_packet(),
+            });
+        }
+        if ch.state != State::Open
+            || !can_send
+            || out_len >= OUT_HIGH_WATER
+            || ch.send.available() < data.len()
+        {
+            if !self.blocked_writers.contains(&id) {
+                self.blocked_writers.push(id);
+            }
+            return Ok(Datagram::Blocked);
+        }
+        ch.send.consume(data.len());
+        let remote = ch.remote;
+        self.transport.send_channel_data(remote, data)?;
+        Ok(Datagram::Sent)
     }
 
     /// Sends extended data (stderr, data type code 1) within the peer's window, one packet at

@@ -120,6 +120,11 @@ pub enum AuthReply {
     },
 }
 
+/// `tun@openssh.com` modes and the "any unit" number (OpenSSH's PROTOCOL, section 2.3).
+pub const TUN_MODE_POINTOPOINT: u32 = 1;
+pub const TUN_MODE_ETHERNET: u32 = 2;
+pub const TUN_UNIT_ANY: u32 = 0x7fff_ffff;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelKind {
     Session,
@@ -143,6 +148,13 @@ pub enum ChannelKind {
     },
     /// `auth-agent@openssh.com`: the server reaching the client's agent (agent forwarding).
     AuthAgent,
+    /// `tun@openssh.com` (ssh -w): layer 3 packets (`mode` 1) or layer 2 frames (`mode` 2),
+    /// one per CHANNEL_DATA message; `unit` is the peer's device number or
+    /// [`TUN_UNIT_ANY`]. Its data is datagrams: see `Session::channel_write_datagram`.
+    Tun {
+        mode: u32,
+        unit: u32,
+    },
     Other(String),
 }
 

@@ -9,10 +9,10 @@ mod transport;
 
 pub use auth::publickey_signed_data;
 pub use config::{Config, Role};
-pub use connection::reason;
+pub use connection::{Datagram, reason};
 pub use event::{
     AuthMethod, AuthReply, ChannelId, ChannelKind, ChannelRequest, Event, GlobalRequest, Read,
-    RequestId,
+    RequestId, TUN_MODE_ETHERNET, TUN_MODE_POINTOPOINT, TUN_UNIT_ANY,
 };
 pub use session::Session;
 

@@ -40,6 +40,8 @@ struct Pair {
     now: Instant,
     c_events: Vec<Event>,
     s_events: Vec<Event>,
+    /// Every channel kind the server was asked to open, in order.
+    s_opened: Vec<ChannelKind>,
 }
 
 impl Pair {
@@ -56,6 +58,7 @@ impl Pair {
             now,
             c_events: Vec::new(),
             s_events: Vec::new(),
+            s_opened: Vec::new(),
         }
     }
 
@@ -113,7 +116,10 @@ impl Pair {
                         partial: false,
                     },
                 ),
-                Event::ChannelOpenRequest { id, .. } => self.s.accept_channel(id),
+                Event::ChannelOpenRequest { id, kind } => {
+                    self.s_opened.push(kind);
+                    self.s.accept_channel(id);
+                }
                 other => self.s_events.push(other),
             }
         }
@@ -593,4 +599,87 @@ fn window_cap_depends_on_who_the_peer_says_it_is() {
         assert_eq!(c.window_cap(), cap, "{}", String::from_utf8_lossy(line));
     }
     assert!(config.foreign_window_cap < config.window_cap);
+}
+
+#[test]
+fn tun_datagrams_travel_one_per_message_and_are_never_split() {
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    let cid =
+        p.c.open_channel(ChannelKind::Tun {
+            mode: super::TUN_MODE_POINTOPOINT,
+            unit: super::TUN_UNIT_ANY,
+        })
+        .unwrap();
+    p.pump();
+    assert_eq!(
+        p.s_opened,
+        vec![ChannelKind::Tun {
+            mode: 1,
+            unit: 0x7fff_ffff
+        }],
+        "the open carries mode and unit"
+    );
+    let sid = *p.s.channels.keys().next().unwrap();
+    // Packets of different sizes arrive as the same packets, not as a byte stream.
+    let packets: Vec<Vec<u8>> = [1usize, 1500, 60, 9000]
+        .iter()
+        .map(|&n| pattern(n))
+        .collect();
+    for pkt in &packets {
+        assert_eq!(
+            p.c.channel_write_datagram(cid, pkt).unwrap(),
+            Datagram::Sent
+        );
+    }
+    p.pump();
+    for pkt in &packets {
+        assert_eq!(p.s.channel_read_chunk(sid).as_deref(), Some(&pkt[..]));
+    }
+    // Larger than the peer's maximum packet: refused whole, the channel lives on.
+    let max = p.c.config.max_packet as usize;
+    let big = pattern(max + 1);
+    assert_eq!(
+        p.c.channel_write_datagram(cid, &big).unwrap(),
+        Datagram::TooLarge { max }
+    );
+    // Fill the window with datagrams the server does not read: the one that does not fit
+    // is held back whole (Blocked), never sent in part.
+    let pkt = pattern(30_000);
+    let mut sent = 0usize;
+    loop {
+        match p.c.channel_write_datagram(cid, &pkt).unwrap() {
+            Datagram::Sent => sent += pkt.len(),
+            Datagram::Blocked => break,
+            other => panic!("{other:?}"),
+        }
+        p.pump();
+    }
+    p.pump();
+    let window = p.s.config.window_initial as usize;
+    assert!(
+        sent <= window && window - sent < pkt.len(),
+        "sent {sent} of {window}"
+    );
+    assert_eq!(p.s.channel_buffered(sid), sent);
+    // Reading makes room again (window adjusts may be batched); every datagram the server
+    // reads is whole.
+    let mut read = 0;
+    let resumed = loop {
+        match p.s.channel_read_chunk(sid) {
+            Some(b) => {
+                assert!(b[..] == pkt[..], "a whole datagram");
+                read += 1;
+            }
+            None => break false,
+        }
+        p.pump();
+        if p.c.channel_write_datagram(cid, &pkt).unwrap() == Datagram::Sent {
+            break true;
+        }
+    };
+    assert!(
+        resumed,
+        "reading {read} datagrams never reopened the window"
+    );
 }
