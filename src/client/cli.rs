@@ -270,7 +270,10 @@ pub struct Cli {
     #[arg(short = 's')]
     pub subsystem: bool,
 
-    /// Tunnel device forwarding: not supported yet (exit 2).
+    /// Tunnel device forwarding: a local tun joined to one on the server.
+    ///
+    /// tun@openssh.com, as ssh -w: a tap instead with Tunnel=ethernet; needs root here and
+    /// PermitTunnel on the server. The local device survives reconnects.
     #[arg(short = 'w', value_name = "LOCAL_TUN[:REMOTE_TUN]")]
     pub tun: Option<String>,
 

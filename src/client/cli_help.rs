@@ -33,6 +33,8 @@ Where warren differs from OpenSSH ssh:
     never runs an interactive session).
   * -Q lists the algorithms of warren's own SSH engine; -y logs to syslog (stderr if
     /dev/log is missing); ConnectionAttempts retries the first connection only.
+  * -w: the local tun/tap device outlives a lost connection; the tunnel reopens on the new
+    session with the device's addresses and routes in place (ssh -w loses the device).
   * --preconnect (opt-in) saves -L connections the channel-open round trip by opening
     the next channel in advance (after a pause through sshd; always through warrend).
 

@@ -57,6 +57,9 @@ pub fn as_options(cli: &Cli) -> Vec<String> {
     if cli.null_stdin {
         o.push("StdinNull=yes".into());
     }
+    if let Some(w) = &cli.tun {
+        o.push(format!("TunnelDevice={w}"));
+    }
     if cli.forward_agent {
         o.push("ForwardAgent=yes".into());
     }
@@ -196,12 +199,14 @@ fn query_list(query: &str) -> Option<Vec<String>> {
 }
 
 /// Flags warren accepts without honouring: said once, then the run goes on, as ssh does
-/// when X11 forwarding cannot be set up. -w is refused: a tunnel device that silently
-/// does not exist would be worse than none.
+/// when X11 forwarding cannot be set up. A bad -w is a usage error here, before any
+/// config file could make it look like the file's fault.
 pub fn check(cli: &Cli) -> Result<(), ClientError> {
-    if let Some(tun) = &cli.tun {
+    if let Some(tun) = &cli.tun
+        && crate::config::values::TunnelDevice::parse(tun).is_none()
+    {
         return Err(ClientError::Usage(format!(
-            "-w {tun}: tunnel device forwarding is not supported yet"
+            "bad tun device '{tun}': expected local_tun[:remote_tun], each a number or any"
         )));
     }
     if cli.x11 || cli.x11_trusted {

@@ -32,6 +32,7 @@ pub mod session;
 pub mod settings;
 pub mod source;
 pub mod supervisor;
+pub mod tun;
 
 pub use cli::Cli;
 pub use error::ClientError;
@@ -146,6 +147,21 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         }
     }
 
+    // The local tunnel device, like the listeners, before the network: no root fails now.
+    let tun_device = match (&settings.tunnel, settings.stdio.is_some()) {
+        (Some(t), false) => Some(Arc::new(
+            tun::Device::open(
+                t.device.local,
+                t.mode == crate::config::values::TunnelMode::Ethernet,
+            )
+            .map_err(ClientError::Forward)?,
+        )),
+        _ => None,
+    };
+    if let Some(d) = &tun_device {
+        info!("tunnel device {} created", d.name());
+    }
+
     // One-shot modes: the session is the job, so it is not re-established.
     let remote_command = settings
         .command
@@ -171,6 +187,27 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
                 warn!("{e} (-R {}); continuing without it", fwd.spec);
             }
         }
+        let mut tunnel_task = None;
+        if let (Some(dev), Some(t)) = (tun_device.clone(), settings.tunnel) {
+            match tun::open(&session, &t).await {
+                Ok(ch) => {
+                    tunnel_task = Some(tokio::spawn(async move {
+                        let why = tun::relay(
+                            &dev,
+                            &ch,
+                            t.mode == crate::config::values::TunnelMode::Ethernet,
+                        )
+                        .await;
+                        info!("tunnel: {why}");
+                    }))
+                }
+                Err(e) if settings.exit_on_forward_failure => {
+                    supervisor::shutdown(&session).await;
+                    return Err(ClientError::Forward(e));
+                }
+                Err(e) => warn!("{e}; continuing without it"),
+            }
+        }
         let tracker = serve_listeners(locals, dynamics, session.clone(), &cancel);
         let command = remote_command.unwrap_or_default();
         let result = tokio::select! {
@@ -179,6 +216,9 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             reason = session.closed() => Err(ClientError::Lost { host: settings.connect.host.clone(), reason }),
         };
         cancel.cancel();
+        if let Some(t) = tunnel_task {
+            t.abort();
+        }
         drain(&tracker).await;
         supervisor::shutdown(&session).await;
         return result;
@@ -238,6 +278,12 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let mut supervised = tokio::spawn(supervisor.run(ready_tx));
+    let mut tunnel_first = None;
+    if let (Some(dev), Some(t)) = (tun_device.clone(), settings.tunnel) {
+        let (tx, rx) = oneshot::channel();
+        tunnel_first = Some(rx);
+        tokio::spawn(tun::serve(dev, slot.clone(), t, Some(tx), cancel.clone()));
+    }
     let ready = tokio::select! {
         r = ready_rx => r.ok(),
         _ = cancel.cancelled() => None,
@@ -252,6 +298,23 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             _ => Ok(0),
         };
     };
+    // Ready means the tunnel device carries packets too (or ExitOnForwardFailure=no).
+    if let Some(first) = tunnel_first {
+        let outcome = tokio::select! {
+            r = first => r.unwrap_or_else(|_| Err("the tunnel device task ended".into())),
+            _ = cancel.cancelled() => Ok(()),
+        };
+        if let Err(e) = outcome {
+            if settings.exit_on_forward_failure {
+                cancel.cancel();
+                session_stop.cancel();
+                tracker.close();
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut supervised).await;
+                return Err(ClientError::Forward(e));
+            }
+            warn!("{e}; continuing without it (ExitOnForwardFailure=no)");
+        }
+    }
     // Control sockets exist before anyone is told the tunnel is ready.
     let exit_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let control_sockets = control::bind(ctl.serves_path().as_deref());

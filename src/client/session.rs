@@ -673,6 +673,37 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Opens a `tun@openssh.com` channel (-w): `mode` and the server's device `unit`.
+    pub async fn open_tun(&self, mode: u32, unit: u32) -> Result<ChannelStream, OpenError> {
+        self.handle
+            .open(ChannelKind::Tun { mode, unit })
+            .await
+            .map_err(|e| {
+                match e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<OpenFailure>())
+                {
+                    // sshd answers "administratively prohibited" for PermitTunnel no, and
+                    // "connect failed" when it cannot open the device (no root, unit busy).
+                    Some(f) => OpenError::Refused(match f.reason {
+                        // The server's own words, when it gave some (warrend does).
+                        _ if !f.description.is_empty() && f.description != "open failed" => {
+                            f.description.clone()
+                        }
+                        reason::ADMINISTRATIVELY_PROHIBITED => {
+                            "administratively prohibited (the server's PermitTunnel does not allow it)"
+                                .into()
+                        }
+                        reason::CONNECT_FAILED => "the server could not open its tunnel device (sshd needs root and a free unit)".into(),
+                        _ => refusal_text(f),
+                    }),
+                    None => OpenError::Session(e.to_string()),
+                }
+            })
+    }
+}
+
 /// The server's reason for refusing a channel, worded for the log (and classified by
 /// the proxy front ends from these words).
 fn refusal_text(f: &OpenFailure) -> String {

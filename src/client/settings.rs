@@ -13,7 +13,7 @@ use crate::config::options::{ApplyOutcome, IdentityAgent, Options, StrictHostKey
 use crate::config::ssh_config::{
     ConfigFile, Defaults, MatchContext, Tokens, apply_config_files, dump, expand_paths,
 };
-use crate::config::values::{AddressFamily, ForwardAgent, SessionType};
+use crate::config::values::{AddressFamily, ForwardAgent, SessionType, TunnelMode};
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
@@ -41,6 +41,8 @@ pub struct Settings {
     pub stream_local_bind_unlink: bool,
     /// -M/-S/-O with ControlMaster, ControlPath and Tag.
     pub control: super::control::ControlSettings,
+    /// -w / Tunnel / TunnelDevice: a tun@openssh.com tunnel to open on each session.
+    pub tunnel: Option<super::tun::TunnelSettings>,
 }
 
 /// `[user@]host` or `ssh://[user@]host[:port]`.
@@ -610,6 +612,21 @@ impl Settings {
             ));
         }
 
+        // As ssh: -w turns Tunnel on (point-to-point) unless the config chose a mode, and
+        // Tunnel=yes in the config opens one even without -w (devices any:any).
+        let mode = match (o.tunnel, cli.tun.is_some()) {
+            (None | Some(TunnelMode::No), true) => TunnelMode::PointToPoint,
+            (Some(m), _) => m,
+            (None, false) => TunnelMode::No,
+        };
+        let tunnel = (mode != TunnelMode::No).then(|| super::tun::TunnelSettings {
+            mode,
+            device: o.tunnel_device.unwrap_or_default(),
+        });
+        if tunnel.is_some() && stdio.is_some() {
+            warn!("-W does not carry a tunnel device (-w/Tunnel); going on without it");
+        }
+
         Ok(Settings {
             connect,
             local_forwards,
@@ -625,6 +642,7 @@ impl Settings {
             no_remote_command,
             stream_local_bind_unlink: o.stream_local_bind_unlink.unwrap_or(false),
             control,
+            tunnel,
         })
     }
 }

@@ -14,6 +14,7 @@ use super::forward::{self, DynamicForward, ForwardKind, LocalForward, RemoteForw
 use super::pattern::match_pattern;
 use super::values::{
     self, AddressFamily, ForwardAgent, IpQos, RekeyLimit, SessionType, SyslogFacility,
+    TunnelDevice, TunnelMode,
 };
 
 /// ssh's own caps; enforcing them here keeps a runaway config from being
@@ -196,6 +197,10 @@ pub struct Options {
     pub tag: Option<String>,
     /// `SessionType` (`-N` none, `-s` subsystem).
     pub session_type: Option<SessionType>,
+    /// `Tunnel` (-w turns it on when unset or no).
+    pub tunnel: Option<TunnelMode>,
+    /// `TunnelDevice` (`-w`).
+    pub tunnel_device: Option<TunnelDevice>,
     /// `StdinNull` (`-n`).
     pub stdin_null: Option<bool>,
     /// `ForkAfterAuthentication` (`-f`).
@@ -286,6 +291,8 @@ enum Keyword {
     EscapeChar,
     Tag,
     SessionType,
+    Tunnel,
+    TunnelDevice,
     StdinNull,
     ForkAfterAuthentication,
     TcpKeepAlive,
@@ -356,6 +363,8 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("EscapeChar", Keyword::EscapeChar),
     ("Tag", Keyword::Tag),
     ("SessionType", Keyword::SessionType),
+    ("Tunnel", Keyword::Tunnel),
+    ("TunnelDevice", Keyword::TunnelDevice),
     ("StdinNull", Keyword::StdinNull),
     ("ForkAfterAuthentication", Keyword::ForkAfterAuthentication),
     ("TCPKeepAlive", Keyword::TcpKeepAlive),
@@ -422,8 +431,6 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("RevokedHostKeys", Keyword::Unsupported),
     ("SecurityKeyProvider", Keyword::Unsupported),
     ("StreamLocalBindMask", Keyword::Unsupported),
-    ("Tunnel", Keyword::Unsupported),
-    ("TunnelDevice", Keyword::Unsupported),
     ("UpdateHostKeys", Keyword::Unsupported),
     ("VerifyHostKeyDNS", Keyword::Unsupported),
     ("VersionAddendum", Keyword::Unsupported),
@@ -582,6 +589,16 @@ impl Options {
                 let t = SessionType::parse(&v.single()?)
                     .ok_or_else(|| v.bad("none, subsystem or default"))?;
                 set_once(&mut self.session_type, t)
+            }
+            Keyword::Tunnel => {
+                let t = TunnelMode::parse(&v.single()?)
+                    .ok_or_else(|| v.bad("yes, point-to-point, ethernet or no"))?;
+                set_once(&mut self.tunnel, t)
+            }
+            Keyword::TunnelDevice => {
+                let d = TunnelDevice::parse(&v.single()?)
+                    .ok_or_else(|| v.bad("local_tun[:remote_tun], each a number or any"))?;
+                set_once(&mut self.tunnel_device, d)
             }
             Keyword::AddressFamily => {
                 let family = AddressFamily::parse(&v.single()?)
@@ -1225,6 +1242,10 @@ mod tests {
             o.session_type = Some(SessionType::None)
         }),
         ("StdinNull=yes", |o| o.stdin_null = Some(true)),
+        ("Tunnel=ethernet", |o| o.tunnel = Some(TunnelMode::Ethernet)),
+        ("TunnelDevice=3:any", |o| {
+            o.tunnel_device = TunnelDevice::parse("3:any")
+        }),
         ("TCPKeepAlive=no", |o| o.tcp_keep_alive = Some(false)),
         ("ClearAllForwardings=yes", |o| {
             o.clear_all_forwardings = Some(true)

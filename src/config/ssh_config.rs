@@ -489,6 +489,14 @@ pub fn dump(o: &Options, ctx: &MatchContext, d: &Defaults) -> String {
     }
     let session = o.session_type.map_or("default", |t| t.name());
     out.push(format!("sessiontype {session}"));
+    let tunnel = o.tunnel.unwrap_or(crate::config::values::TunnelMode::No);
+    out.push(format!("tunnel {}", tunnel.name()));
+    let dev = o.tunnel_device.unwrap_or_default();
+    out.push(format!(
+        "tunneldevice {}:{}",
+        dev.local.name(),
+        dev.remote.name()
+    ));
     let yes_no = |b: Option<bool>| if b.unwrap_or(false) { "yes" } else { "no" };
     out.push(format!("stdinnull {}", yes_no(o.stdin_null)));
     out.push(format!(

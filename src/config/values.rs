@@ -358,3 +358,132 @@ mod tests {
         assert_eq!(ForwardAgent::parse("maybe"), None);
     }
 }
+
+/// `Tunnel`: whether -w/TunnelDevice opens a tunnel, and of which layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelMode {
+    No,
+    /// Layer 3 (tun); `yes` means this.
+    PointToPoint,
+    /// Layer 2 (tap).
+    Ethernet,
+}
+
+impl TunnelMode {
+    pub fn parse(s: &str) -> Option<TunnelMode> {
+        match s.to_ascii_lowercase().as_str() {
+            "no" | "false" => Some(TunnelMode::No),
+            "yes" | "true" | "point-to-point" => Some(TunnelMode::PointToPoint),
+            "ethernet" => Some(TunnelMode::Ethernet),
+            _ => None,
+        }
+    }
+
+    /// As `ssh -G` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TunnelMode::No => "false",
+            TunnelMode::PointToPoint => "point-to-point",
+            TunnelMode::Ethernet => "ethernet",
+        }
+    }
+}
+
+/// A tunnel device number, or `any` (the system picks one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunUnit {
+    Any,
+    Unit(u32),
+}
+
+/// OpenSSH's SSH_TUNID_MAX: higher numbers are refused, as by ssh.
+const TUN_UNIT_MAX: u32 = 0x7fff_fffd;
+
+impl TunUnit {
+    fn parse(s: &str) -> Option<TunUnit> {
+        if s.eq_ignore_ascii_case("any") {
+            return Some(TunUnit::Any);
+        }
+        let n: u32 = s.parse().ok()?;
+        (n <= TUN_UNIT_MAX).then_some(TunUnit::Unit(n))
+    }
+
+    /// What goes on the wire in the channel open.
+    pub fn wire(self) -> u32 {
+        match self {
+            TunUnit::Any => warren_ssh::proto::TUN_UNIT_ANY,
+            TunUnit::Unit(n) => n,
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            TunUnit::Any => "any".into(),
+            TunUnit::Unit(n) => n.to_string(),
+        }
+    }
+}
+
+/// `TunnelDevice` / `-w local_tun[:remote_tun]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelDevice {
+    pub local: TunUnit,
+    pub remote: TunUnit,
+}
+
+impl TunnelDevice {
+    pub fn parse(s: &str) -> Option<TunnelDevice> {
+        let (l, r) = match s.split_once(':') {
+            Some((l, r)) => (l, Some(r)),
+            None => (s, None),
+        };
+        Some(TunnelDevice {
+            local: TunUnit::parse(l)?,
+            remote: match r {
+                Some(r) => TunUnit::parse(r)?,
+                None => TunUnit::Any,
+            },
+        })
+    }
+}
+
+impl Default for TunnelDevice {
+    fn default() -> Self {
+        TunnelDevice {
+            local: TunUnit::Any,
+            remote: TunUnit::Any,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tunnel_tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_device_and_mode_parse_as_ssh_does() {
+        let d = |s| TunnelDevice::parse(s);
+        assert_eq!(
+            d("0"),
+            Some(TunnelDevice {
+                local: TunUnit::Unit(0),
+                remote: TunUnit::Any
+            })
+        );
+        assert_eq!(
+            d("any:7"),
+            Some(TunnelDevice {
+                local: TunUnit::Any,
+                remote: TunUnit::Unit(7)
+            })
+        );
+        for bad in ["", "x", "1:", "-1", "2147483646", "0:0:0"] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
+        assert_eq!(TunUnit::Any.wire(), 0x7fff_ffff);
+        assert_eq!(TunnelMode::parse("yes"), Some(TunnelMode::PointToPoint));
+        assert_eq!(TunnelMode::parse("Ethernet"), Some(TunnelMode::Ethernet));
+        assert_eq!(TunnelMode::parse("no"), Some(TunnelMode::No));
+        assert_eq!(TunnelMode::parse("tap"), None);
+    }
+}

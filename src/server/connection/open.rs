@@ -35,6 +35,26 @@ impl Connection {
                     reply.reject(reason::ADMINISTRATIVELY_PROHIBITED);
                 }
             }
+            ChannelKind::Tun { .. } => {
+                const WHY: &str =
+                    "warrend forwards ports only: tunnel devices (ssh -w) are not offered";
+                match self.identity.clone() {
+                    Some(identity) => {
+                        let ctx = self.ctx(&identity, "tun", "tun@openssh.com".into());
+                        ctx.audit_open(
+                            &Decision::Deny {
+                                reason: WHY.into(),
+                                rule: None,
+                            },
+                            &[],
+                        )
+                        .await;
+                        info!(conn = self.id, "{WHY}");
+                        reply.reject_with(reason::ADMINISTRATIVELY_PROHIBITED, WHY);
+                    }
+                    None => reply.reject(reason::ADMINISTRATIVELY_PROHIBITED),
+                }
+            }
             // forwarded-tcpip and the like go from a server to its client, never back.
             _ => reply.reject(reason::UNKNOWN_CHANNEL_TYPE),
         }

@@ -192,9 +192,14 @@ impl PendingOpen {
     }
 
     /// Refuses with an RFC 4254 reason code (`warren_ssh::proto::reason`).
-    pub fn reject(mut self, code: u32) {
+    pub fn reject(self, code: u32) {
+        self.reject_with(code, "");
+    }
+
+    /// Refuses with words the client shows its user (ssh prints them after "open failed").
+    pub fn reject_with(mut self, code: u32, description: &str) {
         self.answered = true;
-        self.handle.reject(self.id, code, "");
+        self.handle.reject(self.id, code, description);
     }
 }
 
