@@ -181,6 +181,54 @@ fn packets_cross_both_ways_and_the_local_device_survives_a_reconnect() {
     server.kill();
 }
 
+/// Tunnel=ethernet: tap devices, frames rather than packets (ARP included).
+#[test]
+fn ethernet_mode_joins_two_tap_devices() {
+    let (lu, ru) = units();
+    let (lu, ru) = (lu + 6000, ru + 6000);
+    let (ldev, rdev) = (format!("tap{lu}"), format!("tap{ru}"));
+    let cli = Netns::create("tap-cli");
+    let srv = Netns::create("tap-srv");
+    let server = Proc::spawn({
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &srv.name, "python3", "-c", ECHO_SERVER]);
+        c
+    });
+    let sshd = tunnel_sshd("ethernet");
+    let user = warren_user(&sshd);
+    let mut cmd = warren_client(&user.home, &sshd);
+    cmd.arg("-i")
+        .arg(&user.key.private)
+        .args(["-o", "Tunnel=ethernet", "-w"])
+        .arg(format!("{lu}:{ru}"))
+        .arg("root@127.0.0.1");
+    let warren = Proc::spawn(cmd);
+    warren
+        .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n--- sshd ---\n{}", sshd.logs()));
+    wait_device(&ldev, &warren);
+    wait_device(&rdev, &warren);
+    for (ns, dev, v4, v6) in [
+        (&cli, &ldev, "10.77.0.1/24", "fd77::1/64"),
+        (&srv, &rdev, "10.77.0.2/24", "fd77::2/64"),
+    ] {
+        let out = Command::new("ip")
+            .args(["link", "set", dev, "netns", &ns.name])
+            .output()
+            .expect("run ip");
+        assert!(out.status.success(), "moving {dev}");
+        ns.ip(&["addr", "add", v4, "dev", dev]);
+        ns.ip(&["-6", "addr", "add", v6, "dev", dev, "nodad"]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    server
+        .wait_for_stdout(|l| l == "ready", READY_TIMEOUT)
+        .expect("echo server");
+    echo(&cli, "10.77.0.2", 1 << 20);
+    echo(&cli, "fd77::2", 1 << 20);
+    server.kill();
+}
+
 #[test]
 fn a_refused_tunnel_ends_warren_with_the_reason() {
     let (lu, _) = units();
