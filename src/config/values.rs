@@ -1,6 +1,6 @@
 //! Values of the ssh_config keywords a tunnel user sets beyond the basics (AddressFamily,
 //! RekeyLimit, EscapeChar, ForwardAgent), parsed with ssh's syntax and limits. Kept apart
-//! from `options.rs`, which dispatches keywords, so each value's rules live in one place.
+//! from `options/`, which dispatches keywords, so each value's rules live in one place.
 
 use std::time::Duration;
 
