@@ -23,6 +23,8 @@ mod env;
 mod floor;
 #[path = "tunnel/link.rs"]
 mod link;
+#[path = "tunnel/netlab.rs"]
+mod netlab;
 #[path = "tunnel/opts.rs"]
 mod opts;
 #[path = "tunnel/outage.rs"]
@@ -123,6 +125,7 @@ fn run() -> Result<bool> {
             Phase::Concurrency => bench.concurrency(),
             Phase::Many => bench.many(),
             Phase::Reconnect => bench.reconnect(),
+            Phase::Subnet => bench.subnet(),
         }
     }
     step("done");

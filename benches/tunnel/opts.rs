@@ -140,10 +140,12 @@ pub enum Phase {
     Many,
     /// How soon a tunnel works again after its server was away.
     Reconnect,
+    /// A private subnet through a bastion: sshuttle, warren --route, ssh -D, warren -L.
+    Subnet,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 13] = [
+    pub const ALL: [Phase; 14] = [
         Phase::Openssl,
         Phase::Startup,
         Phase::Path(PathKind::Local),
@@ -157,6 +159,7 @@ impl Phase {
         Phase::Concurrency,
         Phase::Many,
         Phase::Reconnect,
+        Phase::Subnet,
     ];
 
     pub fn name(self) -> &'static str {
@@ -172,6 +175,7 @@ impl Phase {
             Phase::Concurrency => "concurrency",
             Phase::Many => "many",
             Phase::Reconnect => "reconnect",
+            Phase::Subnet => "subnet",
         }
     }
 
@@ -185,7 +189,7 @@ impl Phase {
             .find(|p| p.name() == want)
             .with_context(|| {
                 format!(
-                    "unknown phase {s:?}; expected openssl, startup, L, floor, D, R, link, wan, slow, consumer, concurrency, many"
+                    "unknown phase {s:?}; expected openssl, startup, L, floor, D, R, link, wan, slow, consumer, concurrency, many, reconnect, subnet"
                 )
             })
     }
@@ -266,7 +270,7 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
   --full               the full run even when not started by `cargo bench`
   --only PAIR[,PAIR]   pairs to run: ssh-sshd, warren-sshd, ssh-warrend, warren-warrend, direct
   --phases P[,P]       what to run (default all): openssl, startup, L, floor, D, R, link, wan,
-                       slow, consumer, concurrency, many, reconnect
+                       slow, consumer, concurrency, many, reconnect, subnet
   --size SIZE          bytes per direction of a -L bulk run (e.g. 1GiB, 256MiB)
   --side-size SIZE     bytes per direction of a -D/-R bulk run
   --runs N             repetitions of bulk/setup/latency/link (medians are reported)

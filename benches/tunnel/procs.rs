@@ -236,7 +236,7 @@ fn read_lines(name: &str, stream: Stream, pipe: impl Read + Send + 'static, shar
 
 /// Sends `sig` to one process the benchmark started (never a group: pid > 0).
 #[allow(unsafe_code)]
-fn signal(pid: i32, sig: i32) {
+pub fn signal(pid: i32, sig: i32) {
     if pid > 0 {
         // SAFETY: kill(2) takes two integers and has no memory-safety preconditions.
         unsafe {

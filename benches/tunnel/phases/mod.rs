@@ -13,6 +13,7 @@ mod path;
 mod reconnect;
 mod slow;
 mod startup;
+mod subnet;
 mod wan;
 
 use std::collections::HashMap;
