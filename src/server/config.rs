@@ -295,7 +295,7 @@ impl ServerConfig {
                 .span()
                 .map(|span| line_column(text, span.start))
                 .unwrap_or_default(),
-            message: e.message().trim_end().to_owned(),
+            message: e.to_string().trim_end().to_owned(),
         })?;
         config.source = Some(path.to_owned());
         config.state_dir = match &config.server.state_dir {

@@ -63,7 +63,7 @@ pub fn load_or_generate(paths: &[PathBuf], state_dir: &Path) -> anyhow::Result<V
 /// What a start would find at one host key path, found without writing anything.
 pub enum Inspected {
     /// A usable key.
-    Present(HostKey),
+    Present(Box<HostKey>),
     /// Missing: a start generates a key of this algorithm there.
     WouldGenerate(PathBuf, String),
 }
@@ -75,7 +75,7 @@ pub fn inspect(paths: &[PathBuf]) -> anyhow::Result<Vec<Inspected>> {
     paths
         .iter()
         .map(|path| match fs::metadata(path) {
-            Ok(meta) => load(path, &meta).map(Inspected::Present),
+            Ok(meta) => load(path, &meta).map(|k| Inspected::Present(Box::new(k))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let algorithm = algorithm_for(path)?;
                 Ok(Inspected::WouldGenerate(path.clone(), label(algorithm)))

@@ -203,13 +203,13 @@ impl TryFrom<SizeRepr> for ConfigSize {
 impl From<ConfigDuration> for String {
     fn from(d: ConfigDuration) -> String {
         let ms = d.0.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             return format!("{ms}ms");
         }
         let secs = d.0.as_secs();
         let unit = [(86_400, "d"), (3600, "h"), (60, "m")]
             .into_iter()
-            .find(|(n, _)| secs != 0 && secs % n == 0);
+            .find(|(n, _)| secs != 0 && secs.is_multiple_of(*n));
         match unit {
             Some((n, u)) => format!("{}{u}", secs / n),
             None => format!("{secs}s"),
@@ -229,7 +229,7 @@ impl From<ConfigSize> for SizeOut {
     fn from(s: ConfigSize) -> SizeOut {
         let unit = [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
             .into_iter()
-            .find(|(n, _)| s.0 != 0 && s.0 % n == 0);
+            .find(|(n, _)| s.0 != 0 && s.0.is_multiple_of(*n));
         match unit {
             Some((n, u)) => SizeOut::Text(format!("{}{u}", s.0 / n)),
             None => SizeOut::Bytes(s.0),
