@@ -331,6 +331,16 @@ fn missing_files_are_warned_about_by_check_and_at_start() {
         "{}",
         started.stderr_text()
     );
+    // A reload says it again: the file may have gone since the start.
+    let from = started.stderr_line_count();
+    started.signal(libc::SIGHUP);
+    started
+        .wait_for_stderr_from(
+            from,
+            |l| l.contains("WARN") && l.contains(&warning),
+            READY_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("no warning at the reload:\n{e}"));
     started.signal(libc::SIGTERM);
     assert_eq!(started.expect_exit(READY_TIMEOUT).code(), Some(0));
 

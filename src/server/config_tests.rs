@@ -523,7 +523,10 @@ fn effective_durations_and_sizes_read_back() {
     .effective_toml()
     .unwrap();
     assert!(text.contains("max_buffered = 4294967297\n"), "{text}");
-    assert!(text.contains("max_buffered_per_user = \"5MiB\"\n"), "{text}");
+    assert!(
+        text.contains("max_buffered_per_user = \"5MiB\"\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -188,6 +188,7 @@ async fn signals(
                 shared.audit.reopen();
                 match load(&path) {
                     Ok(mut new) => {
+                        preflight::inspect(&new).log_warnings();
                         new.server.listen = shared.config().server.listen.clone();
                         shared.audit.set_on_failure(new.server.audit_on_failure);
                         shared.reload(new);
