@@ -353,9 +353,17 @@ fn deb_assets_exist_and_drop_ins_match_the_units() {
         }
     }
     built.sort();
-    assert_eq!(built, ["warren", "warren.1", "warrend"]);
+    assert_eq!(built, ["warren", "warren.1", "warrend", "warrend.8"]);
     let readme = read("README.md");
     assert!(readme.contains("target/release/warren man > target/release/warren.1"));
+    assert!(readme.contains("target/release/warrend --man > target/release/warrend.8"));
+    let man = Command::new(warrend_bin()).arg("--man").output().unwrap();
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(man.status.success() && page.starts_with(".ie"), "{page}");
+    assert!(
+        page.contains(".TH warrend 8") && page.contains("Exit status"),
+        "{page}"
+    );
 
     for (unit, drop_in) in [
         (

@@ -406,7 +406,7 @@ fn exit_status_tells_a_taken_port_from_a_usage_error() {
     assert_eq!(code, Some(2), "{stderr}");
     let (_, help, _) = run(warrend().arg("--help"));
     assert!(
-        help.starts_with("warrend: a tunnel-only SSH server"),
+        help.starts_with("A tunnel-only SSH server and bastion"),
         "{help}"
     );
     assert!(help.contains("3  cannot listen"), "{help}");

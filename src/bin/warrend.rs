@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use warren::server::{check, daemon, exit_status};
 
-/// warrend: a tunnel-only SSH server and bastion.
+/// A tunnel-only SSH server and bastion.
 ///
 /// Works with stock `ssh -N -L/-R/-D/-W/-J` and with warren. No shell, no files, no
 /// system accounts; deny-by-default per-user rules, an audit record of every forwarded
@@ -37,10 +37,23 @@ struct Args {
     /// Only errors on stderr.
     #[arg(short = 'q')]
     quiet: bool,
+    /// Print the manual page (roff, section 8) and exit: `warrend --man | man -l -`.
+    #[arg(long = "man")]
+    man: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.man {
+        let mut page = Vec::new();
+        let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).section("8");
+        if let Err(e) = man.render(&mut page) {
+            eprintln!("warrend: {e}");
+            return ExitCode::from(exit_status::RUNTIME);
+        }
+        print!("{}", String::from_utf8_lossy(&page));
+        return ExitCode::SUCCESS;
+    }
     warren::logging::init_daemon(args.verbose, args.quiet);
     if args.check {
         return ExitCode::from(check::test(args.config.as_deref(), &args.listen));
