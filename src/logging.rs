@@ -8,6 +8,7 @@
 //! might forget. Colours are off for the same reason: an escaped line cannot carry them.
 
 use std::io::{self, Write};
+use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -23,6 +24,58 @@ pub enum Sink {
 /// `-vv` debug, `-vvv` the SSH engine's protocol traces too. `RUST_LOG` overrides all of it.
 pub fn init(verbose: u8, quiet: bool) {
     init_to(verbose, quiet, Sink::Stderr);
+}
+
+/// Whether diagnostics carry a timestamp: warrend's do (a daemon's stderr often ends up
+/// in a file), unless journald records them, which stamps every line itself. warren's
+/// lines are read as they appear, so they have none.
+static TIMESTAMPS: OnceLock<bool> = OnceLock::new();
+
+/// [`init`] for a daemon: every line starts with an RFC 3339 UTC timestamp, except when
+/// stderr is journald's stream (`JOURNAL_STREAM` names it).
+pub fn init_daemon(verbose: u8, quiet: bool) {
+    let _ = TIMESTAMPS.set(!stderr_is_journal());
+    init_to(verbose, quiet, Sink::Stderr);
+}
+
+/// `"2026-01-02T03:04:05.678901Z "` when lines are stamped ([`init_daemon`]), else `""`:
+/// for the lines a daemon prints without tracing (the ready line tests and scripts read).
+pub fn stamp() -> String {
+    if *TIMESTAMPS.get().unwrap_or(&false) {
+        format!(
+            "{} ",
+            humantime::format_rfc3339_micros(std::time::SystemTime::now())
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// systemd sets `JOURNAL_STREAM=DEV:INODE` for a service whose stderr is the journal; a
+/// child whose stderr was redirected elsewhere inherits the variable, hence the check
+/// against stderr's own device and inode.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    var.to_string_lossy() == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// Writes the time as [`stamp`] does.
+struct Rfc3339;
+
+impl tracing_subscriber::fmt::time::FormatTime for Rfc3339 {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(
+            w,
+            "{}",
+            humantime::format_rfc3339_micros(std::time::SystemTime::now())
+        )
+    }
 }
 
 /// [`init`], writing to `sink`.
@@ -46,13 +99,16 @@ pub fn init_to(verbose: u8, quiet: bool, sink: Sink) {
             }
         },
     };
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if *TIMESTAMPS.get().unwrap_or(&false) {
+        fmt.with_timer(Rfc3339).try_init()
+    } else {
+        fmt.without_time().try_init()
+    };
 }
 
 /// One writer per event, escaped, to wherever [`Sink`] said.

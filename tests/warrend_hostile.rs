@@ -644,7 +644,7 @@ fn default_host_keys_are_ed25519_and_ecdsa_never_rsa() {
     cmd.env_remove("RUST_LOG").arg("-f").arg(&config);
     let warrend = Proc::spawn(cmd);
     warrend
-        .wait_for_stderr(|l| l.starts_with("warrend: listening on "), READY_TIMEOUT)
+        .wait_for_stderr(|l| l.contains("warrend: listening on "), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("warrend did not start:\n{e}"));
     let mut names: Vec<String> = fs::read_dir(&state)
         .unwrap()
@@ -833,9 +833,12 @@ async fn client_text_cannot_forge_or_colour_diagnostic_lines() {
     cmd.env_remove("RUST_LOG").arg("-v").arg("-f").arg(&config);
     let warrend = Proc::spawn(cmd);
     let line = warrend
-        .wait_for_stderr(|l| l.starts_with("warrend: listening on "), READY_TIMEOUT)
+        .wait_for_stderr(|l| l.contains("warrend: listening on "), READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("warrend did not start:\n{e}"));
-    let addr: SocketAddr = line["warrend: listening on ".len()..]
+    let addr: SocketAddr = line
+        .split("warrend: listening on ")
+        .nth(1)
+        .unwrap()
         .trim()
         .parse()
         .unwrap();

@@ -108,7 +108,7 @@ fn start_warrend(env: &Env, target_ports: &[u16]) -> Result<Server> {
     let proc = Proc::spawn(cmd)?;
     let line = proc
         .wait_line(Stream::Stderr, START_TIMEOUT, |l| {
-            l.starts_with("warrend: listening on ")
+            l.contains("warrend: listening on ")
         })
         .context("warrend did not start")?;
     let port = line

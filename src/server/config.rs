@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warren_ssh::ssh_key::{Fingerprint, HashAlg, PublicKey};
 
 use super::address::{DEFAULT_DENY_NETWORKS, parse_net};
@@ -25,7 +25,7 @@ use super::policy::{DenyNet, GatewayPorts, Policy, UserPolicy};
 use super::rules::{parse_connect, parse_listen, parse_name_rule};
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// `[server]`: sockets, files, audit.
@@ -52,7 +52,7 @@ pub struct ServerConfig {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Addresses to listen on.
@@ -80,7 +80,7 @@ impl Default for ServerSection {
 }
 
 /// `[forwarding]`: server-wide defaults a user section may override.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Forwarding {
     /// Default `GatewayPorts`.
@@ -93,7 +93,7 @@ pub struct Forwarding {
 }
 
 /// `[user_ca]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UserCa {
     /// CA public keys in OpenSSH format.
@@ -103,12 +103,13 @@ pub struct UserCa {
 }
 
 /// `[users.NAME]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UserConfig {
     /// Inline `authorized_keys` lines (options allowed).
     pub keys: Vec<String>,
     /// `authorized_keys` file(s), relative to the config file.
+    #[serde(skip_serializing_if = "OneOrMany::is_none")]
     pub authorized_keys: OneOrMany,
     /// Certificate principals accepted for this user; default: the user name.
     pub principals: Option<Vec<String>>,
@@ -129,7 +130,7 @@ pub struct UserConfig {
 }
 
 /// A path or a list of paths: `authorized_keys = "a"` or `= ["a", "b"]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// Nothing configured.
@@ -142,6 +143,11 @@ pub enum OneOrMany {
 }
 
 impl OneOrMany {
+    /// Nothing configured (TOML has no way to write "none").
+    pub fn is_none(&self) -> bool {
+        matches!(self, OneOrMany::None)
+    }
+
     /// The paths, in order.
     pub fn paths(&self) -> &[PathBuf] {
         match self {
@@ -165,7 +171,7 @@ pub enum AuditDestination {
 /// keeps letting people in. Refusing is the default because an unaudited bastion is
 /// what the audit log exists to rule out; "continue" is for sites that value the
 /// tunnels more and watch their disks (errors are still logged and writing retried).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditOnFailure {
     /// Refuse new logins, channels and -R listeners until records can be written.
@@ -193,9 +199,15 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// Not valid TOML, or a field of the wrong type or unknown name.
-    #[error("{}: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
+    /// Not valid TOML, or a field of the wrong type or unknown name. `at` is
+    /// `:LINE:COLUMN` when the parser knows where (as compilers write it, so an
+    /// editor can jump there), empty otherwise.
+    #[error("{}{at}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        at: String,
+        message: String,
+    },
     /// Well-formed but invalid values.
     #[error("{}", ProblemList(file, problems))]
     Invalid {
@@ -240,6 +252,14 @@ pub fn default_state_dir(env: impl Fn(&str) -> Option<String>) -> PathBuf {
     PathBuf::from("/var/lib/warrend")
 }
 
+/// `:LINE:COLUMN` (both from 1) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!(":{line}:{column}")
+}
+
 impl ServerConfig {
     /// The configuration used when no file is given: listen on
     /// 127.0.0.1:2222, no users (so nobody can log in), host keys in the
@@ -271,7 +291,11 @@ impl ServerConfig {
     pub fn from_toml(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
         let mut config: ServerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            at: e
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or_default(),
+            message: e.to_string().trim_end().to_owned(),
         })?;
         config.source = Some(path.to_owned());
         config.state_dir = match &config.server.state_dir {
@@ -451,7 +475,7 @@ impl ServerConfig {
 
     /// Relative paths are relative to the config file's directory, so a
     /// config works the same whatever the server's working directory.
-    fn resolve(&self, path: &Path) -> PathBuf {
+    pub fn resolve(&self, path: &Path) -> PathBuf {
         match self.source.as_deref().and_then(Path::parent) {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path.to_owned(),
@@ -461,6 +485,9 @@ impl ServerConfig {
 
 #[path = "config_validate.rs"]
 mod validate;
+
+#[path = "config_effective.rs"]
+mod effective;
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

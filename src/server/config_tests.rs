@@ -235,7 +235,7 @@ fn parse_errors_name_the_file_and_line() {
     ];
     for (text, want) in cases {
         let err = invalid(text);
-        assert!(err.starts_with("/etc/warrend/warrend.toml: "), "{err}");
+        assert!(err.starts_with("/etc/warrend/warrend.toml:"), "{err}");
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     let missing = ServerConfig::load(Path::new("/nonexistent/warrend.toml")).expect_err("missing");
@@ -318,7 +318,7 @@ fn audit_on_failure_defaults_to_refuse_and_rejects_other_words() {
     let go_on = parse("[server]\naudit_on_failure = \"continue\"").expect("continue");
     assert_eq!(go_on.server.audit_on_failure, AuditOnFailure::Continue);
     let err = invalid("[server]\naudit_on_failure = \"ignore\"");
-    assert!(err.starts_with("/etc/warrend/warrend.toml: "), "{err}");
+    assert!(err.starts_with("/etc/warrend/warrend.toml:"), "{err}");
     for want in [
         "audit_on_failure",
         "unknown variant `ignore`",
@@ -380,7 +380,7 @@ fn host_addresses_are_denied_unless_opted_out_and_the_audit_names_the_origin() {
     ] {
         let err = invalid(text);
         assert!(
-            err.starts_with("/etc/warrend/warrend.toml: ") && err.contains("expected a boolean"),
+            err.starts_with("/etc/warrend/warrend.toml:") && err.contains("expected a boolean"),
             "{err}"
         );
     }
@@ -498,4 +498,41 @@ fn preauth_drop_and_penalties_default_check_and_reject_bad_values() {
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+}
+
+/// `-T` writes durations and sizes in the largest exact unit, and they read back the same.
+#[test]
+fn effective_durations_and_sizes_read_back() {
+    for (d, text) in [
+        (Duration::from_millis(250), "250ms"),
+        (Duration::from_secs(90), "90s"),
+        (Duration::from_secs(600), "10m"),
+        (Duration::from_secs(7200), "2h"),
+        (Duration::from_secs(172_800), "2d"),
+        (Duration::ZERO, "0s"),
+    ] {
+        let written = String::from(ConfigDuration(d));
+        assert_eq!(written, text);
+        assert_eq!(parse_duration(&written), Ok(d));
+    }
+    let text = ServerConfig::from_toml(
+        "[limits]\nmax_buffered = 4294967297\nmax_buffered_per_user = \"5MiB\"\n",
+        Path::new("/etc/warrend/w.toml"),
+    )
+    .unwrap()
+    .effective_toml()
+    .unwrap();
+    assert!(text.contains("max_buffered = 4294967297\n"), "{text}");
+    assert!(
+        text.contains("max_buffered_per_user = \"5MiB\"\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_toml_error_names_line_and_column() {
+    let err = ServerConfig::from_toml("[server]\nlisten = [1,\n", Path::new("w.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("w.toml:2:"), "{err}");
 }

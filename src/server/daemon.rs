@@ -3,11 +3,15 @@
 
 use super::audit::{AuditEvent, AuditSink};
 use super::config::ServerConfig;
+use super::exit_status::Stage;
 use super::host_addresses;
 use super::host_keys;
 use super::listener;
+use super::preflight;
+use super::service_notify;
 use super::session_threads::SessionThreads;
 use super::state::Shared;
+use crate::logging::stamp;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,14 +68,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // kill (the default action of an uncaught SIGHUP).
     let sigs = install_signals().context("installing signal handlers")?;
     let mut config = load(&opts.config)?;
+    preflight::inspect(&config).log_warnings();
     let keys = host_keys::load_or_generate(&config.host_key_paths(), config.state_dir())
-        .context("host keys")?;
+        .context(Stage::config("host keys"))?;
     let described = host_keys::describe(&keys);
     for line in &described {
-        eprintln!("warrend: host key {line}");
+        eprintln!("{}warrend: host key {line}", stamp());
     }
-    let (audit, writer) = AuditSink::open(&config.audit_destination())
-        .with_context(|| format!("opening the audit log {:?}", config.audit_destination()))?;
+    let (audit, writer) = AuditSink::open(&config.audit_destination()).with_context(|| {
+        Stage::config(format!(
+            "opening the audit log {:?}",
+            config.audit_destination()
+        ))
+    })?;
     audit.set_on_failure(config.server.audit_on_failure);
     let writer = tokio::spawn(writer.run());
     let addrs = if opts.listen.is_empty() {
@@ -85,14 +94,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     for addr in &addrs {
         let l = TcpListener::bind(addr)
             .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+            .with_context(|| Stage::bind(format!("cannot listen on {addr}")))?;
         let local = l.local_addr()?;
-        eprintln!("warrend: listening on {local}");
+        eprintln!("{}warrend: listening on {local}", stamp());
         bound.push(local.to_string());
         listeners.push(l);
-    }
-    if config.users.is_empty() {
-        warn!("no users are configured: nobody can log in (see examples/warrend.toml)");
     }
     let ssh_config = Arc::new(engine_config(
         &config,
@@ -108,7 +114,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .record(
             0,
             AuditEvent::ServerStart {
-                listen: bound,
+                listen: bound.clone(),
                 host_keys: described,
             },
         )
@@ -128,6 +134,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .refresh_every(host_addresses::REFRESH_INTERVAL, cancel.clone()),
     );
     let threads = SessionThreads::per_core().context("starting the session threads")?;
+    service_notify::ready(&shared, &bound, &cancel);
     listener::serve(listeners, threads, shared.clone(), ssh_config, cancel).await;
     audit
         .record(
@@ -176,10 +183,12 @@ async fn signals(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
+                service_notify::reloading();
                 // Before the reload's own record, so that record opens the new file.
                 shared.audit.reopen();
                 match load(&path) {
                     Ok(mut new) => {
+                        preflight::inspect(&new).log_warnings();
                         new.server.listen = shared.config().server.listen.clone();
                         shared.audit.set_on_failure(new.server.audit_on_failure);
                         shared.reload(new);
@@ -187,20 +196,23 @@ async fn signals(
                             path: shown.clone(), ok: true, error: None,
                         }).await;
                         end_revoked_sessions(&shared).await;
+                        service_notify::reloaded(&shared, None);
                         info!("configuration reloaded");
-                        eprintln!("warrend: configuration reloaded");
+                        eprintln!("{}warrend: configuration reloaded", stamp());
                     }
                     Err(e) => {
+                        service_notify::reloaded(&shared, Some(&format!("{e:#}")));
                         shared.audit.record(0, AuditEvent::ConfigReload {
                             path: shown.clone(), ok: false, error: Some(format!("{e:#}")),
                         }).await;
                         warn!("reload failed, keeping the running configuration: {e:#}");
-                        eprintln!("warrend: reload failed, keeping the running configuration: {e:#}");
+                        eprintln!("{}warrend: reload failed, keeping the running configuration: {e:#}", stamp());
                     }
                 }
             }
         }
     }
+    service_notify::stopping();
     cancel.cancel();
 }
 

@@ -60,6 +60,31 @@ pub fn load_or_generate(paths: &[PathBuf], state_dir: &Path) -> anyhow::Result<V
         .collect()
 }
 
+/// What a start would find at one host key path, found without writing anything.
+pub enum Inspected {
+    /// A usable key.
+    Present(Box<HostKey>),
+    /// Missing: a start generates a key of this algorithm there.
+    WouldGenerate(PathBuf, String),
+}
+
+/// `warrend -t`: loads each existing key with the checks a start makes (permissions,
+/// format, no passphrase) and names the missing ones a start would generate, without
+/// creating a file or directory.
+pub fn inspect(paths: &[PathBuf]) -> anyhow::Result<Vec<Inspected>> {
+    paths
+        .iter()
+        .map(|path| match fs::metadata(path) {
+            Ok(meta) => load(path, &meta).map(|k| Inspected::Present(Box::new(k))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let algorithm = algorithm_for(path)?;
+                Ok(Inspected::WouldGenerate(path.clone(), label(algorithm)))
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read host key {}", path.display())),
+        })
+        .collect()
+}
+
 /// One line per key, `ED25519 SHA256:... /path`, for the startup banner, so
 /// operators can compare what clients are shown.
 pub fn describe(keys: &[HostKey]) -> Vec<String> {

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[limits]`. Defaults are conservative for an Internet-facing server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Authentication attempts per connection (sshd `MaxAuthTries`).
@@ -145,8 +145,8 @@ impl Default for Limits {
 
 /// A duration written as seconds (`30`) or with a unit (`"250ms"`, `"30s"`,
 /// `"5m"`, `"1h"`, `"1d"`); `0` or `"off"` means disabled where allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "DurationRepr")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "DurationRepr", into = "String")]
 pub struct ConfigDuration(pub Duration);
 
 impl ConfigDuration {
@@ -176,8 +176,8 @@ impl TryFrom<DurationRepr> for ConfigDuration {
 
 /// A byte count written as a number (`1048576`) or with a binary unit (`"64KiB"`,
 /// `"256MiB"`, `"1GiB"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "SizeRepr")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "SizeRepr", into = "SizeOut")]
 pub struct ConfigSize(pub u64);
 
 #[derive(Deserialize)]
@@ -194,6 +194,45 @@ impl TryFrom<SizeRepr> for ConfigSize {
         match repr {
             SizeRepr::Bytes(n) => Ok(ConfigSize(n)),
             SizeRepr::Text(t) => parse_size(&t).map(ConfigSize),
+        }
+    }
+}
+
+/// How `warrend -T` writes a duration: in the largest unit that divides it, so the
+/// output reads back as the same value.
+impl From<ConfigDuration> for String {
+    fn from(d: ConfigDuration) -> String {
+        let ms = d.0.as_millis();
+        if !ms.is_multiple_of(1000) {
+            return format!("{ms}ms");
+        }
+        let secs = d.0.as_secs();
+        let unit = [(86_400, "d"), (3600, "h"), (60, "m")]
+            .into_iter()
+            .find(|(n, _)| secs != 0 && secs.is_multiple_of(*n));
+        match unit {
+            Some((n, u)) => format!("{}{u}", secs / n),
+            None => format!("{secs}s"),
+        }
+    }
+}
+
+/// A size as `-T` writes it: `"256MiB"` when a binary unit divides it, else bytes.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SizeOut {
+    Bytes(u64),
+    Text(String),
+}
+
+impl From<ConfigSize> for SizeOut {
+    fn from(s: ConfigSize) -> SizeOut {
+        let unit = [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+            .into_iter()
+            .find(|(n, _)| s.0 != 0 && s.0.is_multiple_of(*n));
+        match unit {
+            Some((n, u)) => SizeOut::Text(format!("{}{u}", s.0 / n)),
+            None => SizeOut::Bytes(s.0),
         }
     }
 }

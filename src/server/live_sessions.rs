@@ -47,6 +47,14 @@ impl LiveSessions {
         self.lock().insert(conn, session);
     }
 
+    /// Sessions and distinct users logged in now, for the service manager's status line.
+    pub fn counts(&self) -> (usize, usize) {
+        let sessions = self.lock();
+        let users: std::collections::HashSet<&str> =
+            sessions.values().map(|s| s.user.as_str()).collect();
+        (sessions.len(), users.len())
+    }
+
     /// Forgets `conn`; returns why it was revoked, if a reload did.
     pub fn remove(&self, conn: u64) -> Option<String> {
         self.lock().remove(&conn).and_then(|s| s.revoked)

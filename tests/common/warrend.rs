@@ -2,7 +2,7 @@
 //!
 //! Same rules as the rest of the fixture: loopback and ephemeral ports only
 //! (warrend listens on `127.0.0.1:0` and the test reads the port from its
-//! `warrend: listening on 127.0.0.1:PORT` line), a temporary directory for
+//! `... warrend: listening on 127.0.0.1:PORT` line), a temporary directory for
 //! the config, state (host key) and client files, and readiness taken from
 //! real signals: warrend's stderr, its audit log (JSON lines on stdout,
 //! captured by [`Proc`]) and `ssh -v`'s own "listening" lines.
@@ -474,10 +474,13 @@ impl Warrend {
         cmd.env_remove("RUST_LOG").arg("-f").arg(&config);
         let proc = Proc::spawn(cmd);
         let line = proc
-            .wait_for_stderr(|l| l.starts_with("warrend: listening on "), READY_TIMEOUT)
+            .wait_for_stderr(|l| l.contains("warrend: listening on "), READY_TIMEOUT)
             .unwrap_or_else(|e| panic!("warrend did not start:\n{e}"));
+        // After the timestamp warrend puts before each line.
         let addr: SocketAddr = line
-            .trim_start_matches("warrend: listening on ")
+            .split("warrend: listening on ")
+            .nth(1)
+            .unwrap_or_default()
             .trim()
             .parse()
             .unwrap_or_else(|e| panic!("bad listening line {line:?}: {e}"));
