@@ -25,10 +25,23 @@ struct Args {
     /// Only errors on stderr.
     #[arg(short = 'q')]
     quiet: bool,
+    /// Without a subcommand warrend runs the server.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Administer a running warrend (sessions, kick, reload, limits ...).
+    Ctl(warren::server::admin::cli::CtlArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Ctl(mut ctl)) = args.command {
+        ctl.config = ctl.config.or(args.config);
+        return warren::server::admin::cli::run(ctl);
+    }
     warren::logging::init(args.verbose, args.quiet);
     // This runtime only accepts connections, handles signals and feeds the audit log;
     // sessions run on session threads of their own (src/server/session_threads.rs).

@@ -43,6 +43,12 @@ pub struct ServerConfig {
     /// `[users.NAME]`.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    /// `[admin]`: the control socket of `warrend ctl`.
+    #[serde(default)]
+    pub admin: super::admin::AdminSection,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: super::admin::MetricsSection,
     #[serde(skip)]
     source: Option<PathBuf>,
     #[serde(skip)]
@@ -251,6 +257,8 @@ impl ServerConfig {
             forwarding: Forwarding::default(),
             user_ca: None,
             users: BTreeMap::new(),
+            admin: Default::default(),
+            metrics: Default::default(),
             source: None,
             state_dir: default_state_dir(|k| std::env::var(k).ok()),
             policy: Policy::default(),
@@ -451,7 +459,7 @@ impl ServerConfig {
 
     /// Relative paths are relative to the config file's directory, so a
     /// config works the same whatever the server's working directory.
-    fn resolve(&self, path: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
         match self.source.as_deref().and_then(Path::parent) {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path.to_owned(),
