@@ -116,19 +116,19 @@ fn ctl_lists_sessions_listeners_and_names_and_kicks() {
 
     // Bytes are counted while they move: the channel is still open when asked.
     let data = pattern_bytes(300 * 1024, 5);
-    let mut tcp = TcpStream::connect(loopback(lport)).unwrap();
+    let mut tcp = connect_with_retry(loopback(lport), READY_TIMEOUT).unwrap();
     echo_through(&mut tcp, &data);
     let sessions = ctl_json(&w, &["sessions"]);
-    let s = session_of(&sessions, "alice");
-    assert_eq!(s["key_fp"], alice.key.fingerprint(), "{s}");
-    assert_eq!(s["method"], "publickey", "{s}");
-    assert!(s["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{s}");
-    assert_eq!(s["channels"], 1, "{s}");
-    assert_eq!(s["listeners"], 1, "{s}");
-    assert!(s["bytes_up"].as_u64().unwrap() >= data.len() as u64, "{s}");
-    assert!(s["bytes_down"].as_u64().unwrap() >= data.len() as u64, "{s}");
-    assert!(s["since"].as_str().unwrap().ends_with('Z'), "{s}");
-    let alice_id = s["id"].as_u64().unwrap();
+    let alice_s = session_of(&sessions, "alice");
+    assert_eq!(alice_s["key_fp"], alice.key.fingerprint(), "{alice_s}");
+    assert_eq!(alice_s["method"], "publickey", "{alice_s}");
+    assert!(alice_s["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{alice_s}");
+    assert_eq!(alice_s["channels"], 1, "{alice_s}");
+    assert_eq!(alice_s["listeners"], 1, "{alice_s}");
+    assert!(alice_s["bytes_up"].as_u64().unwrap() >= data.len() as u64, "{alice_s}");
+    assert!(alice_s["bytes_down"].as_u64().unwrap() >= data.len() as u64, "{alice_s}");
+    assert!(alice_s["since"].as_str().unwrap().ends_with('Z'), "{alice_s}");
+    let alice_id = alice_s["id"].as_u64().unwrap();
     let table = ctl(&w, &["sessions"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("ID ") && text.contains("alice"), "{text}");
@@ -202,7 +202,7 @@ fn ctl_reload_reports_a_broken_file_and_limits_show_budgets() {
 
     // Still serving, with the old rules.
     let (_ssh, addrs) = alice.local_forwards(&w, "alice", &[Some(&format!("127.0.0.1:{}", echo.port()))]);
-    let mut tcp = TcpStream::connect(addrs[0]).unwrap();
+    let mut tcp = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
     echo_through(&mut tcp, b"still here");
 
     w.rewrite_users(&user("alice", &[&alice], &rules));
@@ -353,7 +353,7 @@ fn metrics_parse_and_move_with_real_traffic() {
     assert!(!can_log_in(&w, &stranger, "alice"));
     let (_ssh, addrs) = alice.local_forwards(&w, "alice", &[Some(&format!("127.0.0.1:{}", echo.port()))]);
     let data = pattern_bytes(200 * 1024, 9);
-    let mut tcp = TcpStream::connect(addrs[0]).unwrap();
+    let mut tcp = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
     echo_through(&mut tcp, &data);
 
     let after = scrape(&url);

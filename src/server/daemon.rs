@@ -80,6 +80,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         opts.listen.clone()
     };
     config.server.listen = addrs.clone();
+    let control = super::admin::bind(&config).await?;
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for addr in &addrs {
@@ -115,9 +116,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await;
 
     let cancel = CancellationToken::new();
-    let control = super::admin::start(shared.clone(), opts.config.clone(), cancel.clone()).await?;
-    if let Some(path) = &control {
-        info!("control socket {}", path.display());
+    let control_path = control.as_ref().map(|c| c.path.clone());
+    if let Some(c) = control {
+        info!("control socket {}", c.path.display());
+        c.serve(shared.clone(), opts.config.clone(), cancel.clone());
     }
     if let Some(addr) = shared.config().metrics.listen {
         let l = super::metrics::http::bind(addr)
@@ -148,7 +150,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             },
         )
         .await;
-    if let Some(path) = &control {
+    if let Some(path) = &control_path {
         let _ = std::fs::remove_file(path);
     }
     // The writer drains the queue once every sink is gone; give it a moment to flush.

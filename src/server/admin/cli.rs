@@ -4,7 +4,6 @@
 use super::protocol::{MAX_RESPONSE, Reply, Request, Response};
 use super::settings;
 use super::table;
-use crate::server::config::ServerConfig;
 use clap::{Args, Subcommand};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -131,11 +130,8 @@ fn connect(args: &CtlArgs) -> Result<UnixStream, String> {
     let candidates = match &args.socket {
         Some(p) => vec![p.clone()],
         None => {
-            let config = match &args.config {
-                Some(p) => ServerConfig::load(p).map_err(|e| e.to_string())?,
-                None => ServerConfig::default_embedded(),
-            };
-            settings::client_candidates(&config, |k| std::env::var(k).ok())?
+            let hints = settings::SocketHints::read(args.config.as_deref())?;
+            settings::client_candidates(&hints, |k| std::env::var(k).ok())?
         }
     };
     let mut first_error = None;

@@ -13,23 +13,26 @@ mod table;
 
 pub use settings::{AdminSection, MetricsSection};
 
+use crate::server::config::ServerConfig;
 use crate::server::state::Shared;
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Opens the control socket (unless `[admin] socket = ""`) and serves it until
-/// `cancel`. Returns the socket's path. An error (a live warrend on the same socket,
-/// a directory others can write) stops warrend at start: an admin interface that
-/// silently is not there, or is reachable by others, is worse than a refusal to start.
-pub async fn start(
-    shared: Arc<Shared>,
-    config_path: Option<PathBuf>,
-    cancel: CancellationToken,
-) -> anyhow::Result<Option<PathBuf>> {
-    let config = shared.config();
-    let Some(path) = settings::server_socket(&config, |k| std::env::var(k).ok()) else {
+/// The control socket, bound but not served yet.
+pub struct Control {
+    listener: tokio::net::UnixListener,
+    pub path: PathBuf,
+}
+
+/// Binds the control socket (unless `[admin] socket = ""`). Done before the SSH
+/// listeners, so that once warrend says it listens (and tells systemd it is ready)
+/// `warrend ctl` works. An error (a live warrend on the same socket, a directory others
+/// can write) stops warrend at start: an admin interface that silently is not there,
+/// or is reachable by others, is worse than a refusal to start.
+pub async fn bind(config: &ServerConfig) -> anyhow::Result<Option<Control>> {
+    let Some(path) = settings::server_socket(config, |k| std::env::var(k).ok()) else {
         return Ok(None);
     };
     // The default places are warrend's own to create; a configured one must exist.
@@ -37,10 +40,16 @@ pub async fn start(
     let listener = socket::bind(&path, create_dir)
         .await
         .with_context(|| "the control socket (turn it off with [admin] socket = \"\")")?;
-    let ctx = Arc::new(commands::Context {
-        shared,
-        config_path,
-    });
-    tokio::spawn(socket::serve(listener, path.clone(), ctx, cancel));
-    Ok(Some(path))
+    Ok(Some(Control { listener, path }))
+}
+
+impl Control {
+    /// Serves requests until `cancel`, then removes the socket.
+    pub fn serve(self, shared: Arc<Shared>, config_path: Option<PathBuf>, cancel: CancellationToken) {
+        let ctx = Arc::new(commands::Context {
+            shared,
+            config_path,
+        });
+        tokio::spawn(socket::serve(self.listener, self.path, ctx, cancel));
+    }
 }
