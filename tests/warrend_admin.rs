@@ -133,6 +133,7 @@ fn ctl_lists_sessions_listeners_and_names_and_kicks() {
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("ID ") && text.contains("alice"), "{text}");
 
+
     let listeners = ctl_json(&w, &["listeners"]);
     let l = &listeners["listeners"][0];
     assert_eq!(l["user"], "alice", "{listeners}");
