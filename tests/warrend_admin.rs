@@ -56,7 +56,9 @@ fn echo_through(tcp: &mut TcpStream, data: &[u8]) {
 /// `ssh -v -N` as `user` with extra forwarding arguments; waits for `ready` on stderr.
 fn ssh_n(w: &Warrend, c: &SshClient, user: &str, forwards: &[String], ready: &[String]) -> Proc {
     let mut cmd = c.ssh_warrend(w);
-    cmd.args(["-v", "-N"]).args(forwards).arg(SshClient::dest(user));
+    cmd.args(["-v", "-N"])
+        .args(forwards)
+        .arg(SshClient::dest(user));
     let proc = Proc::spawn(cmd);
     for r in ready {
         proc.wait_for_stderr(|l| l.contains(r.as_str()), READY_TIMEOUT)
@@ -92,7 +94,10 @@ fn ctl_lists_sessions_listeners_and_names_and_kicks() {
         user("pi", &[&pi], "publish = [\"pi-home:22\"]"),
     ));
     trust_all(&w, &[&alice, &pi]);
-    let mode = std::fs::metadata(socket_path(&w)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(socket_path(&w))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the control socket is private");
 
     let lport = free_port();
@@ -111,7 +116,13 @@ fn ctl_lists_sessions_listeners_and_names_and_kicks() {
     let allocated: u32 = ssh
         .stderr_lines()
         .iter()
-        .find_map(|l| l.strip_prefix("Allocated port ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Allocated port ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .expect("allocated port");
 
     // Bytes are counted while they move: the channel is still open when asked.
@@ -122,24 +133,42 @@ fn ctl_lists_sessions_listeners_and_names_and_kicks() {
     let alice_s = session_of(&sessions, "alice");
     assert_eq!(alice_s["key_fp"], alice.key.fingerprint(), "{alice_s}");
     assert_eq!(alice_s["method"], "publickey", "{alice_s}");
-    assert!(alice_s["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{alice_s}");
+    assert!(
+        alice_s["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{alice_s}"
+    );
     assert_eq!(alice_s["channels"], 1, "{alice_s}");
     assert_eq!(alice_s["listeners"], 1, "{alice_s}");
-    assert!(alice_s["bytes_up"].as_u64().unwrap() >= data.len() as u64, "{alice_s}");
-    assert!(alice_s["bytes_down"].as_u64().unwrap() >= data.len() as u64, "{alice_s}");
-    assert!(alice_s["since"].as_str().unwrap().ends_with('Z'), "{alice_s}");
+    assert!(
+        alice_s["bytes_up"].as_u64().unwrap() >= data.len() as u64,
+        "{alice_s}"
+    );
+    assert!(
+        alice_s["bytes_down"].as_u64().unwrap() >= data.len() as u64,
+        "{alice_s}"
+    );
+    assert!(
+        alice_s["since"].as_str().unwrap().ends_with('Z'),
+        "{alice_s}"
+    );
     let alice_id = alice_s["id"].as_u64().unwrap();
     let table = ctl(&w, &["sessions"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("ID ") && text.contains("alice"), "{text}");
-
 
     let listeners = ctl_json(&w, &["listeners"]);
     let l = &listeners["listeners"][0];
     assert_eq!(l["user"], "alice", "{listeners}");
     assert_eq!(l["session"], alice_id, "{listeners}");
     assert_eq!(l["port"], allocated, "{listeners}");
-    assert_eq!(l["bound"][0], format!("127.0.0.1:{allocated}"), "{listeners}");
+    assert_eq!(
+        l["bound"][0],
+        format!("127.0.0.1:{allocated}"),
+        "{listeners}"
+    );
 
     let publisher = ssh_n(
         &w,
@@ -151,7 +180,10 @@ fn ctl_lists_sessions_listeners_and_names_and_kicks() {
     let names = ctl_json(&w, &["names"]);
     assert_eq!(names["names"].as_array().unwrap().len(), 1, "{names}");
     let n0 = &names["names"][0];
-    assert_eq!((n0["name"].as_str(), n0["port"].as_u64()), (Some("pi-home"), Some(22)));
+    assert_eq!(
+        (n0["name"].as_str(), n0["port"].as_u64()),
+        (Some("pi-home"), Some(22))
+    );
     assert_eq!(n0["user"], "pi", "{names}");
     assert_eq!(n0["key_fp"], pi.key.fingerprint(), "{names}");
 
@@ -196,20 +228,27 @@ fn ctl_reload_reports_a_broken_file_and_limits_show_budgets() {
     let out = ctl(&w, &["reload"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("reload failed") && err.contains("keys"), "{err}");
+    assert!(
+        err.contains("reload failed") && err.contains("keys"),
+        "{err}"
+    );
     w.wait_audit("the failed reload", |v| {
         s(v, "event") == "config_reload" && v["ok"] == false
     });
 
     // Still serving, with the old rules.
-    let (_ssh, addrs) = alice.local_forwards(&w, "alice", &[Some(&format!("127.0.0.1:{}", echo.port()))]);
+    let (_ssh, addrs) =
+        alice.local_forwards(&w, "alice", &[Some(&format!("127.0.0.1:{}", echo.port()))]);
     let mut tcp = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
     echo_through(&mut tcp, b"still here");
 
     w.rewrite_users(&user("alice", &[&alice], &rules));
     let out = ctl(&w, &["reload"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok: configuration reloaded\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: configuration reloaded\n"
+    );
 
     let limits = ctl_json(&w, &["limits"]);
     assert_eq!(limits["sessions"]["used"], 1, "{limits}");
@@ -240,7 +279,10 @@ fn the_control_socket_refuses_strangers_and_survives_garbage() {
     let silent = UnixStream::connect(&path).unwrap();
     assert!(ctl(&w, &["sessions"]).status.success());
     let answer = raw_request(&path, b"not json\n");
-    assert!(answer.contains("\"ok\":false") && answer.contains("bad request"), "{answer}");
+    assert!(
+        answer.contains("\"ok\":false") && answer.contains("bad request"),
+        "{answer}"
+    );
     let answer = raw_request(&path, &vec![b'x'; 100_000]);
     assert!(answer.contains("longer than"), "{answer}");
     let answer = raw_request(&path, b"{\"command\":\"shell\"}\n");
@@ -273,7 +315,10 @@ fn the_control_socket_refuses_strangers_and_survives_garbage() {
     let out = as_nobody();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("uid 65534 is neither root nor warrend's user"), "{err}");
+    assert!(
+        err.contains("uid 65534 is neither root nor warrend's user"),
+        "{err}"
+    );
 
     // No warrend there.
     let mut cmd = Command::new(warrend_bin());
@@ -303,9 +348,7 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]
     scrape
         .samples
         .iter()
-        .find(|s| {
-            s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-        })
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .map(|s| match s.value {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
@@ -329,30 +372,49 @@ fn metrics_parse_and_move_with_real_traffic() {
     let echo = EchoServer::start();
     let w = Warrend::start(&format!(
         "[metrics]\nlisten = \"127.0.0.1:0\"\n\n{}",
-        user("alice", &[&alice], &format!("connect = [\"127.0.0.1:{}\"]", echo.port()))
+        user(
+            "alice",
+            &[&alice],
+            &format!("connect = [\"127.0.0.1:{}\"]", echo.port())
+        )
     ));
     trust_all(&w, &[&alice, &stranger]);
     let line = w
         .proc()
         .wait_for_stderr(|l| l.starts_with("warrend: metrics on "), READY_TIMEOUT)
         .unwrap();
-    let url = line.trim_start_matches("warrend: metrics on ").trim().to_string();
-    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"), "{url}");
+    let url = line
+        .trim_start_matches("warrend: metrics on ")
+        .trim()
+        .to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
+        "{url}"
+    );
 
     let before = scrape(&url);
     assert_eq!(sample(&before, "warrend_sessions", &[]), 0.0);
     assert_eq!(
-        sample(&before, "warrend_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        sample(
+            &before,
+            "warrend_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
         1.0
     );
     let failures = |s: &prometheus_parse::Scrape| {
-        sample(s, "warrend_auth_total", &[("result", "failure"), ("reason", "key_not_authorized")])
+        sample(
+            s,
+            "warrend_auth_total",
+            &[("result", "failure"), ("reason", "key_not_authorized")],
+        )
     };
     assert_eq!(failures(&before), 0.0);
 
     // A key alice does not have.
     assert!(!can_log_in(&w, &stranger, "alice"));
-    let (_ssh, addrs) = alice.local_forwards(&w, "alice", &[Some(&format!("127.0.0.1:{}", echo.port()))]);
+    let (_ssh, addrs) =
+        alice.local_forwards(&w, "alice", &[Some(&format!("127.0.0.1:{}", echo.port()))]);
     let data = pattern_bytes(200 * 1024, 9);
     let mut tcp = connect_with_retry(addrs[0], READY_TIMEOUT).unwrap();
     echo_through(&mut tcp, &data);
@@ -365,7 +427,11 @@ fn metrics_parse_and_move_with_real_traffic() {
         1.0
     );
     assert_eq!(
-        sample(&after, "warrend_channels_opened_total", &[("kind", "direct-tcpip")]),
+        sample(
+            &after,
+            "warrend_channels_opened_total",
+            &[("kind", "direct-tcpip")]
+        ),
         1.0
     );
     assert_eq!(

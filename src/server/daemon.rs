@@ -126,7 +126,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen for metrics ([metrics] listen) on {addr}"))?;
         eprintln!("warrend: metrics on http://{}/metrics", l.local_addr()?);
-        tokio::spawn(super::metrics::http::serve(l, shared.clone(), cancel.clone()));
+        tokio::spawn(super::metrics::http::serve(
+            l,
+            shared.clone(),
+            cancel.clone(),
+        ));
     }
     tokio::spawn(signals(
         cancel.clone(),

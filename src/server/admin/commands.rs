@@ -1,8 +1,6 @@
 //! Answers to `warrend ctl` requests, read from the server's shared state.
 
-use super::protocol::{
-    LimitsReply, ListenerRow, NameRow, Reply, Request, Response, SessionRow,
-};
+use super::protocol::{LimitsReply, ListenerRow, NameRow, Reply, Request, Response, SessionRow};
 use crate::server::audit::QUEUE_CAPACITY;
 use crate::server::live_sessions::{KICKED, Kick};
 use crate::server::state::{InUse, Shared};
@@ -32,14 +30,12 @@ pub async fn answer(ctx: &Context, request: Request) -> Response {
             names: names(shared),
         }),
         Request::Kick { session, user } => kick(shared, session, user),
-        Request::Reload => {
-            match crate::server::daemon::reload(shared, &ctx.config_path).await {
-                Ok(()) => Response::ok(Reply::Reloaded { reloaded: true }),
-                Err(e) => Response::error(format!(
-                    "reload failed, the running configuration is kept: {e}"
-                )),
-            }
-        }
+        Request::Reload => match crate::server::daemon::reload(shared, &ctx.config_path).await {
+            Ok(()) => Response::ok(Reply::Reloaded { reloaded: true }),
+            Err(e) => Response::error(format!(
+                "reload failed, the running configuration is kept: {e}"
+            )),
+        },
         Request::Limits => Response::ok(Reply::Limits(Box::new(limits(shared)))),
     }
 }

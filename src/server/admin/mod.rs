@@ -45,7 +45,12 @@ pub async fn bind(config: &ServerConfig) -> anyhow::Result<Option<Control>> {
 
 impl Control {
     /// Serves requests until `cancel`, then removes the socket.
-    pub fn serve(self, shared: Arc<Shared>, config_path: Option<PathBuf>, cancel: CancellationToken) {
+    pub fn serve(
+        self,
+        shared: Arc<Shared>,
+        config_path: Option<PathBuf>,
+        cancel: CancellationToken,
+    ) {
         let ctx = Arc::new(commands::Context {
             shared,
             config_path,

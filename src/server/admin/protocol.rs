@@ -144,7 +144,13 @@ pub struct LimitsReply {
 
 impl LimitsReply {
     pub fn new(usage: Usage, extra: [InUse; 5]) -> LimitsReply {
-        let [sessions, unauthenticated, dns_lookups, penalised_sources, audit_queue] = extra;
+        let [
+            sessions,
+            unauthenticated,
+            dns_lookups,
+            penalised_sources,
+            audit_queue,
+        ] = extra;
         LimitsReply {
             sessions,
             unauthenticated,

@@ -180,7 +180,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("w.toml");
         let none = |_: &str| None;
-        std::fs::write(&file, "[server]\nstate_dir = \"st\"\n[users.a]\nkeys = 42\n").unwrap();
+        std::fs::write(
+            &file,
+            "[server]\nstate_dir = \"st\"\n[users.a]\nkeys = 42\n",
+        )
+        .unwrap();
         let hints = SocketHints::read(Some(&file)).unwrap();
         let found = client_candidates(&hints, none).unwrap();
         assert_eq!(found[0], dir.path().join("st/ctl.sock"));
@@ -189,7 +193,10 @@ mod tests {
         assert!(client_candidates(&hints, none).unwrap_err().contains("off"));
         std::fs::write(&file, "[admin]\nsocket = \"/run/x.sock\"\n").unwrap();
         let hints = SocketHints::read(Some(&file)).unwrap();
-        assert_eq!(client_candidates(&hints, none).unwrap(), vec![PathBuf::from("/run/x.sock")]);
+        assert_eq!(
+            client_candidates(&hints, none).unwrap(),
+            vec![PathBuf::from("/run/x.sock")]
+        );
     }
 
     #[test]

@@ -147,10 +147,12 @@ async fn one(mut stream: UnixStream, own: u32, ctx: &Context) {
         }
     };
     if !peer_allowed(uid, own) {
-        warn!(uid, "control socket: refused a client that is neither root nor warrend's user");
-        let why = format!(
-            "permission denied: uid {uid} is neither root nor warrend's user (uid {own})"
+        warn!(
+            uid,
+            "control socket: refused a client that is neither root nor warrend's user"
         );
+        let why =
+            format!("permission denied: uid {uid} is neither root nor warrend's user (uid {own})");
         reply(&mut stream, &Response::error(why)).await;
         return;
     }

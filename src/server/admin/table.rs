@@ -26,7 +26,15 @@ pub fn render(reply: &Reply) -> String {
                 .collect();
             columns(
                 &[
-                    "ID", "USER", "SOURCE", "SINCE", "CHANNELS", "LISTENERS", "UP", "DOWN", "KEY",
+                    "ID",
+                    "USER",
+                    "SOURCE",
+                    "SINCE",
+                    "CHANNELS",
+                    "LISTENERS",
+                    "UP",
+                    "DOWN",
+                    "KEY",
                 ],
                 rows,
             )
@@ -170,7 +178,10 @@ mod tests {
     fn columns_line_up_and_sizes_read_well() {
         let text = columns(
             &["A", "BB"],
-            vec![vec!["long".into(), "x".into()], vec!["s".into(), "y".into()]],
+            vec![
+                vec!["long".into(), "x".into()],
+                vec!["s".into(), "y".into()],
+            ],
         );
         assert_eq!(text, "A     BB\nlong  x\ns     y\n");
         assert_eq!(bytes(512), "512 B");

@@ -55,7 +55,9 @@ pub const THROTTLE_REASONS: &[&str] = &[
 ];
 
 fn index(list: &[&str], name: &str) -> usize {
-    list.iter().position(|k| *k == name).unwrap_or(list.len() - 1)
+    list.iter()
+        .position(|k| *k == name)
+        .unwrap_or(list.len() - 1)
 }
 
 /// Index of `kind` in [`KINDS`].
@@ -163,7 +165,10 @@ mod tests {
         assert_eq!(deny(true, "connect rule says no"), "policy");
         assert_eq!(deny(false, "no connect rule allows 10.0.0.1:22"), "policy");
         assert_eq!(
-            deny(false, "the audit log cannot be written (x); refused until it can"),
+            deny(
+                false,
+                "the audit log cannot be written (x); refused until it can"
+            ),
             "audit"
         );
         assert_eq!(
@@ -171,17 +176,32 @@ mod tests {
             "limit"
         );
         assert_eq!(
-            deny(false, "10 session channels already open (max_session_channels)"),
+            deny(
+                false,
+                "10 session channels already open (max_session_channels)"
+            ),
             "limit"
         );
         assert_eq!(
-            deny(false, "too many DNS lookups in flight for user a (limits.max_dns_lookups_per_user = 4)"),
+            deny(
+                false,
+                "too many DNS lookups in flight for user a (limits.max_dns_lookups_per_user = 4)"
+            ),
             "limit"
         );
         assert_eq!(deny(false, "cannot resolve x.example: no addresses"), "dns");
-        assert_eq!(deny(false, "resolving x timed out after 5s (limits.dns_timeout)"), "dns");
-        assert_eq!(deny(false, "connect failed: 127.0.0.1:1: refused"), "unreachable");
-        assert_eq!(deny(false, "nobody publishes pi:22 right now"), "unreachable");
+        assert_eq!(
+            deny(false, "resolving x timed out after 5s (limits.dns_timeout)"),
+            "dns"
+        );
+        assert_eq!(
+            deny(false, "connect failed: 127.0.0.1:1: refused"),
+            "unreachable"
+        );
+        assert_eq!(
+            deny(false, "nobody publishes pi:22 right now"),
+            "unreachable"
+        );
         assert_eq!(deny(false, "the client refused: x"), "unreachable");
         assert_eq!(
             deny(false, "unix-socket forwarding is not offered by warrend"),
@@ -196,23 +216,59 @@ mod tests {
     #[test]
     fn login_failures_fall_into_their_causes() {
         let auth = |m, r| AUTH_REASONS[auth_failure(m, r)];
-        assert_eq!(auth("publickey", "key not authorized for this user"), "key_not_authorized");
+        assert_eq!(
+            auth("publickey", "key not authorized for this user"),
+            "key_not_authorized"
+        );
         assert_eq!(auth("publickey", "no such user 'mallory'"), "unknown_user");
-        assert_eq!(auth("password", "only publickey authentication is offered"), "method_not_offered");
-        assert_eq!(auth("publickey", "12 failed logins from 10.0.0.0/24 within 600s"), "throttled");
-        assert_eq!(auth("publickey", "a already has 2 sessions (max_sessions_per_user)"), "session_limit");
-        assert_eq!(auth("certificate", "cert: signed by untrusted CA x"), "certificate");
-        assert_eq!(auth("publickey", "key x has expired (expiry-time)"), "key_restricted");
-        assert_eq!(auth("publickey", "the signature does not verify"), "bad_signature");
+        assert_eq!(
+            auth("password", "only publickey authentication is offered"),
+            "method_not_offered"
+        );
+        assert_eq!(
+            auth("publickey", "12 failed logins from 10.0.0.0/24 within 600s"),
+            "throttled"
+        );
+        assert_eq!(
+            auth(
+                "publickey",
+                "a already has 2 sessions (max_sessions_per_user)"
+            ),
+            "session_limit"
+        );
+        assert_eq!(
+            auth("certificate", "cert: signed by untrusted CA x"),
+            "certificate"
+        );
+        assert_eq!(
+            auth("publickey", "key x has expired (expiry-time)"),
+            "key_restricted"
+        );
+        assert_eq!(
+            auth("publickey", "the signature does not verify"),
+            "bad_signature"
+        );
     }
 
     #[test]
     fn throttling_falls_into_its_causes() {
         let t = |r| THROTTLE_REASONS[throttle(r)];
-        assert_eq!(t("penalised: 10.0.0.0/24 held connections (3s of 10s left)"), "penalised");
-        assert_eq!(t("penalty 10s for 10.0.0.0/24: a connection closed"), "penalty_imposed");
-        assert_eq!(t("too many unauthenticated connections (max_unauthenticated)"), "max_unauthenticated");
-        assert_eq!(t("random early drop: 40 unauthenticated connections"), "early_drop");
+        assert_eq!(
+            t("penalised: 10.0.0.0/24 held connections (3s of 10s left)"),
+            "penalised"
+        );
+        assert_eq!(
+            t("penalty 10s for 10.0.0.0/24: a connection closed"),
+            "penalty_imposed"
+        );
+        assert_eq!(
+            t("too many unauthenticated connections (max_unauthenticated)"),
+            "max_unauthenticated"
+        );
+        assert_eq!(
+            t("random early drop: 40 unauthenticated connections"),
+            "early_drop"
+        );
         assert_eq!(
             t("too many unauthenticated connections from 127.0.0.1/32"),
             "per_source_unauthenticated"
