@@ -232,6 +232,60 @@ mod tests {
         drop(again);
     }
 
+    fn context() -> Context {
+        let config = crate::server::config::ServerConfig::default_embedded();
+        let audit = crate::server::audit::AuditSink::memory().0;
+        Context {
+            shared: crate::server::state::Shared::new(config, audit),
+            config_path: None,
+        }
+    }
+
+    async fn answer_to(client: &mut UnixStream) -> Response {
+        let mut line = String::new();
+        client.read_to_string(&mut line).await.unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// A client that connects and says nothing is answered and let go after
+    /// [`IO_TIMEOUT`]; it cannot hold a task (and one of the [`MAX_CLIENTS`]) for longer.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_let_go_after_the_timeout() {
+        let ctx = context();
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let started = tokio::time::Instant::now();
+        let serving = tokio::spawn(async move { one(server, own_uid(), &ctx).await });
+        let response = answer_to(&mut client).await;
+        serving.await.unwrap();
+        assert!(!response.ok);
+        assert!(response.error.unwrap().contains("no request within"));
+        assert!(started.elapsed() >= IO_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn a_request_is_answered_and_a_stranger_is_not() {
+        let ctx = context();
+        let (server, mut client) = UnixStream::pair().unwrap();
+        client
+            .write_all(b"{\"command\":\"limits\"}\n")
+            .await
+            .unwrap();
+        one(server, own_uid(), &ctx).await;
+        assert!(answer_to(&mut client).await.ok);
+        // As if warrend ran as another user than the (same-uid) peer of this pair.
+        let (server, mut client) = UnixStream::pair().unwrap();
+        client
+            .write_all(b"{\"command\":\"limits\"}\n")
+            .await
+            .unwrap();
+        let stranger_owner = own_uid().wrapping_add(1).max(1);
+        if own_uid() != 0 {
+            one(server, stranger_owner, &ctx).await;
+            let response = answer_to(&mut client).await;
+            assert!(response.error.unwrap().contains("permission denied"));
+        }
+    }
+
     #[tokio::test]
     async fn a_directory_others_may_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();
