@@ -40,10 +40,23 @@ struct Args {
     /// Print the manual page (roff, section 8) and exit: `warrend --man | man -l -`.
     #[arg(long = "man")]
     man: bool,
+    /// Without a subcommand warrend runs the server.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Administer a running warrend (sessions, kick, reload, limits ...).
+    Ctl(warren::server::admin::cli::CtlArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Ctl(mut ctl)) = args.command {
+        ctl.config = ctl.config.or(args.config);
+        return warren::server::admin::cli::run(ctl);
+    }
     if args.man {
         let mut page = Vec::new();
         let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).section("8");

@@ -193,17 +193,41 @@ pub enum Ended {
     Failed(io::Error),
 }
 
+/// Bytes read from each side of any number of relays, added as they move (relaxed
+/// atomics), for an owner that reports traffic live: warrend's per-session counters.
+#[derive(Debug, Default)]
+pub struct RelayTotals {
+    from_a: std::sync::atomic::AtomicU64,
+    from_b: std::sync::atomic::AtomicU64,
+}
+
+impl RelayTotals {
+    /// Adds bytes read from side a and from side b.
+    pub fn add(&self, a: u64, b: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.from_a.fetch_add(a, Relaxed);
+        self.from_b.fetch_add(b, Relaxed);
+    }
+
+    /// Bytes read from side a and from side b so far.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.from_a.load(Relaxed), self.from_b.load(Relaxed))
+    }
+}
+
 /// [`relay`], but gives up when neither side has sent anything for `idle` (if set), or
 /// as soon as `stop` completes: a relay blocked writing to a peer that never reads would
 /// otherwise hold its sockets and buffers for as long as that peer likes, long after the
 /// session that asked for it has gone. Returns the bytes each way (also when the relay
-/// did not finish) and how it ended.
+/// did not finish) and how it ended. Bytes are also added to `totals` as they are read.
 pub async fn relay_with_idle<A, B>(
     a: &mut A,
     b: &mut B,
     idle: Option<std::time::Duration>,
     stop: impl std::future::Future<Output = String>,
     growth: Option<Arc<Budget>>,
+    totals: Option<Arc<RelayTotals>>,
 ) -> (u64, u64, Ended)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -215,6 +239,8 @@ where
     let (read_a, read_b) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut ta = activity::Tracked::new(a, activity.clone(), read_a.clone(), start);
     let mut tb = activity::Tracked::new(b, activity.clone(), read_b.clone(), start);
+    ta.totals = totals.clone().map(|t| (t, true));
+    tb.totals = totals.map(|t| (t, false));
     let copy = relay_within(&mut ta, &mut tb, growth);
     tokio::pin!(copy);
     tokio::pin!(stop);
@@ -266,6 +292,8 @@ mod activity {
         last: Arc<AtomicU64>,
         read: Arc<AtomicU64>,
         start: Instant,
+        /// Also counted here, as side a (`true`) or b.
+        pub totals: Option<(Arc<super::RelayTotals>, bool)>,
     }
 
     impl<'a, S: ?Sized> Tracked<'a, S> {
@@ -280,6 +308,7 @@ mod activity {
                 last,
                 read,
                 start,
+                totals: None,
             }
         }
     }
@@ -295,6 +324,11 @@ mod activity {
             let n = buf.filled().len() - before;
             if n > 0 {
                 self.read.fetch_add(n as u64, Ordering::Relaxed);
+                match &self.totals {
+                    Some((t, true)) => t.add(n as u64, 0),
+                    Some((t, false)) => t.add(0, n as u64),
+                    None => {}
+                }
                 let ms = self.start.elapsed().as_millis() as u64;
                 self.last.store(ms, Ordering::Relaxed);
             }

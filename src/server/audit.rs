@@ -32,6 +32,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::config::{AuditDestination, AuditOnFailure};
+use super::metrics::Metrics;
 
 /// How many events may wait for the writer before [`AuditSink::record`]
 /// makes its caller wait: deep enough to absorb a burst of connections,
@@ -248,6 +249,8 @@ pub enum AuditEvent {
 pub struct AuditSink {
     inner: Inner,
     health: Arc<Health>,
+    /// Counts what the records say (`server::metrics`): every event passes here.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Clone)]
@@ -270,6 +273,9 @@ struct Health {
     fail_open: AtomicBool,
     /// SIGHUP asked for the path to be opened again before the next write (logrotate).
     reopen: AtomicBool,
+    /// Failed write attempts and lost records since start (metrics).
+    write_failures: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl Health {
@@ -278,12 +284,15 @@ impl Health {
             failure: watch::Sender::new(None),
             fail_open: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
+            write_failures: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
         })
     }
 
     /// Notes a failed attempt. Says so on stderr when writing stops working or fails in a
     /// new way, not at every retry: the refusals it causes are logged one by one.
     fn failed(&self, dest: &str, e: &io::Error) {
+        self.write_failures.fetch_add(1, Ordering::Relaxed);
         let why = format!("{dest}: {e}");
         let new = self.failure.send_if_modified(|failure| {
             if failure.as_deref() == Some(why.as_str()) {
@@ -372,6 +381,7 @@ impl AuditSink {
                 dropped: dropped.clone(),
             },
             health: health.clone(),
+            metrics: Arc::default(),
         };
         let writer = AuditWriter {
             rx,
@@ -390,6 +400,7 @@ impl AuditSink {
         let sink = AuditSink {
             inner: Inner::Memory(Arc::new(tx)),
             health: Health::new(),
+            metrics: Arc::default(),
         };
         (sink, MemoryAudit { rx })
     }
@@ -425,6 +436,27 @@ impl AuditSink {
         self.health.reopen.store(true, Ordering::Relaxed);
     }
 
+    /// The counters every record feeds.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Records waiting for the writer.
+    pub fn queue_depth(&self) -> u64 {
+        match &self.inner {
+            Inner::Queue { tx, .. } => (tx.max_capacity() - tx.capacity()) as u64,
+            Inner::Memory(_) => 0,
+        }
+    }
+
+    /// Failed write attempts and records lost, since start.
+    pub fn failures(&self) -> (u64, u64) {
+        (
+            self.health.write_failures.load(Ordering::Relaxed),
+            self.health.lost.load(Ordering::Relaxed),
+        )
+    }
+
     /// Records `event` for connection `conn`, waiting for room in the queue
     /// when the writer is behind.
     ///
@@ -437,13 +469,14 @@ impl AuditSink {
     /// by an [`AuditEvent::AuditDropped`] record once writing works again):
     /// refusals and session ends must not hang until an operator fixes the disk.
     pub async fn record(&self, conn: u64, event: AuditEvent) {
+        self.metrics.observe(&event);
         let record = AuditRecord::now(conn, event);
         match &self.inner {
             Inner::Queue { tx, dropped } => {
                 let record = match tx.try_send(record) {
                     Ok(()) => return,
                     Err(mpsc::error::TrySendError::Closed(_)) => {
-                        return note_dropped(dropped, WRITER_STOPPED);
+                        return note_dropped(dropped, &self.health, WRITER_STOPPED);
                     }
                     Err(mpsc::error::TrySendError::Full(record)) => record,
                 };
@@ -451,10 +484,10 @@ impl AuditSink {
                 tokio::select! {
                     permit = tx.reserve() => match permit {
                         Ok(permit) => permit.send(record),
-                        Err(_) => note_dropped(dropped, WRITER_STOPPED),
+                        Err(_) => note_dropped(dropped, &self.health, WRITER_STOPPED),
                     },
                     _ = failure.wait_for(Option::is_some) => {
-                        note_dropped(dropped, "the audit log cannot be written and the queue is full");
+                        note_dropped(dropped, &self.health, "the audit log cannot be written and the queue is full");
                     }
                 }
             }
@@ -466,15 +499,16 @@ impl AuditSink {
     /// the queue is full the event is lost; the loss is counted and the
     /// writer reports it as an [`AuditEvent::AuditDropped`] record.
     pub fn try_record(&self, conn: u64, event: AuditEvent) {
+        self.metrics.observe(&event);
         let record = AuditRecord::now(conn, event);
         match &self.inner {
             Inner::Queue { tx, dropped } => match tx.try_send(record) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    note_dropped(dropped, "the audit queue is full");
+                    note_dropped(dropped, &self.health, "the audit queue is full");
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    note_dropped(dropped, WRITER_STOPPED);
+                    note_dropped(dropped, &self.health, WRITER_STOPPED);
                 }
             },
             Inner::Memory(tx) => push_memory(tx, &record),
@@ -506,7 +540,8 @@ impl AuditRecord {
 
 /// Counts a lost event; warns on the first loss and then at powers of two,
 /// so a dead destination does not also flood the diagnostic log.
-fn note_dropped(dropped: &AtomicU64, why: &str) {
+fn note_dropped(dropped: &AtomicU64, health: &Health, why: &str) {
+    health.lost.fetch_add(1, Ordering::Relaxed);
     let total = dropped.fetch_add(1, Ordering::Relaxed) + 1;
     if total.is_power_of_two() {
         tracing::warn!(dropped = total, "audit event lost: {why}");

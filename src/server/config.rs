@@ -43,6 +43,12 @@ pub struct ServerConfig {
     /// `[users.NAME]`.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    /// `[admin]`: the control socket of `warrend ctl`.
+    #[serde(default)]
+    pub admin: super::admin::AdminSection,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: super::admin::MetricsSection,
     #[serde(skip)]
     source: Option<PathBuf>,
     #[serde(skip)]
@@ -271,6 +277,8 @@ impl ServerConfig {
             forwarding: Forwarding::default(),
             user_ca: None,
             users: BTreeMap::new(),
+            admin: Default::default(),
+            metrics: Default::default(),
             source: None,
             state_dir: default_state_dir(|k| std::env::var(k).ok()),
             policy: Policy::default(),

@@ -89,6 +89,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         opts.listen.clone()
     };
     config.server.listen = addrs.clone();
+    let control = super::admin::bind(&config).await?;
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for addr in &addrs {
@@ -121,6 +122,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await;
 
     let cancel = CancellationToken::new();
+    let control_path = control.as_ref().map(|c| c.path.clone());
+    if let Some(c) = control {
+        info!("control socket {}", c.path.display());
+        c.serve(shared.clone(), opts.config.clone(), cancel.clone());
+    }
+    if let Some(addr) = shared.config().metrics.listen {
+        let l = super::metrics::http::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics ([metrics] listen) on {addr}"))?;
+        eprintln!("warrend: metrics on http://{}/metrics", l.local_addr()?);
+        tokio::spawn(super::metrics::http::serve(
+            l,
+            shared.clone(),
+            cancel.clone(),
+        ));
+    }
     tokio::spawn(signals(
         cancel.clone(),
         shared.clone(),
@@ -144,6 +161,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             },
         )
         .await;
+    if let Some(path) = &control_path {
+        let _ = std::fs::remove_file(path);
+    }
     // The writer drains the queue once every sink is gone; give it a moment to flush.
     drop(audit);
     drop(shared);
@@ -177,43 +197,77 @@ async fn signals(
     sigs: SignalStreams,
 ) {
     let (mut term, mut int, mut hup) = sigs;
-    let shown = path.as_ref().map(|p| p.display().to_string());
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                service_notify::reloading();
-                // Before the reload's own record, so that record opens the new file.
-                shared.audit.reopen();
-                match load(&path) {
-                    Ok(mut new) => {
-                        preflight::inspect(&new).log_warnings();
-                        new.server.listen = shared.config().server.listen.clone();
-                        shared.audit.set_on_failure(new.server.audit_on_failure);
-                        shared.reload(new);
-                        shared.audit.record(0, AuditEvent::ConfigReload {
-                            path: shown.clone(), ok: true, error: None,
-                        }).await;
-                        end_revoked_sessions(&shared).await;
-                        service_notify::reloaded(&shared, None);
-                        info!("configuration reloaded");
-                        eprintln!("{}warrend: configuration reloaded", stamp());
-                    }
-                    Err(e) => {
-                        service_notify::reloaded(&shared, Some(&format!("{e:#}")));
-                        shared.audit.record(0, AuditEvent::ConfigReload {
-                            path: shown.clone(), ok: false, error: Some(format!("{e:#}")),
-                        }).await;
-                        warn!("reload failed, keeping the running configuration: {e:#}");
-                        eprintln!("{}warrend: reload failed, keeping the running configuration: {e:#}", stamp());
-                    }
-                }
+                let _ = reload(&shared, &path).await;
             }
         }
     }
     service_notify::stopping();
     cancel.cancel();
+}
+
+/// One reload at a time: SIGHUP and `warrend ctl reload` may come together.
+static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Re-reads the config file and puts it in force (SIGHUP, `warrend ctl reload`); also
+/// reopens the audit file for logrotate. A broken file is reported (and audited), the
+/// running configuration kept, and the error returned.
+pub async fn reload(shared: &Shared, path: &Option<PathBuf>) -> Result<(), String> {
+    let _one = RELOADING.lock().await;
+    // SIGHUP and `ctl reload` alike tell systemd, so `systemctl status` shows either.
+    service_notify::reloading();
+    let shown = path.as_ref().map(|p| p.display().to_string());
+    // Before the reload's own record, so that record opens the new file.
+    shared.audit.reopen();
+    match load(path) {
+        Ok(mut new) => {
+            preflight::inspect(&new).log_warnings();
+            new.server.listen = shared.config().server.listen.clone();
+            shared.audit.set_on_failure(new.server.audit_on_failure);
+            shared.reload(new);
+            shared
+                .audit
+                .record(
+                    0,
+                    AuditEvent::ConfigReload {
+                        path: shown,
+                        ok: true,
+                        error: None,
+                    },
+                )
+                .await;
+            end_revoked_sessions(shared).await;
+            service_notify::reloaded(shared, None);
+            info!("configuration reloaded");
+            eprintln!("{}warrend: configuration reloaded", stamp());
+            Ok(())
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            service_notify::reloaded(shared, Some(&error));
+            shared
+                .audit
+                .record(
+                    0,
+                    AuditEvent::ConfigReload {
+                        path: shown,
+                        ok: false,
+                        error: Some(error.clone()),
+                    },
+                )
+                .await;
+            warn!("reload failed, keeping the running configuration: {error}");
+            eprintln!(
+                "{}warrend: reload failed, keeping the running configuration: {error}",
+                stamp()
+            );
+            Err(error)
+        }
+    }
 }
 
 /// Disconnects the sessions the reloaded configuration no longer admits (user removed,

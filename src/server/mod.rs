@@ -1,5 +1,6 @@
 //! `warrend`: a tunnel-only SSH server.
 pub mod address;
+pub mod admin;
 pub mod audit;
 pub mod authorized_keys;
 pub mod certificate;
@@ -17,6 +18,7 @@ pub mod key_options;
 pub mod limits;
 pub mod listener;
 pub mod live_sessions;
+pub mod metrics;
 pub mod policy;
 pub mod preflight;
 pub mod rendezvous;

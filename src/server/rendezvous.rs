@@ -61,6 +61,17 @@ impl Registry {
         }
     }
 
+    /// Every published name, port and owner, sorted.
+    pub fn list(&self) -> Vec<(String, u16, Owner)> {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = names
+            .iter()
+            .map(|((name, port), owner)| (name.clone(), *port, owner.clone()))
+            .collect();
+        all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        all
+    }
+
     /// The session serving `name:port`, if any.
     pub fn lookup(&self, name: &str, port: u16) -> Option<Owner> {
         let names = self.names.lock().unwrap_or_else(|e| e.into_inner());

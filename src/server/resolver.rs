@@ -191,6 +191,11 @@ impl Resolver {
         }
     }
 
+    /// DNS lookups in flight now (`warrend ctl limits`).
+    pub fn in_flight(&self) -> u32 {
+        self.flights.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
     /// Counts a lookup for `user`, or refuses it when a cap is reached.
     fn take_flight(&self, limits: &DnsLimits, user: &str) -> Result<Flight, String> {
         let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());

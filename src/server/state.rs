@@ -28,6 +28,8 @@ pub struct Shared {
     pub resolver: &'static Resolver,
     /// Forwarded-connection tasks, so shutdown can wait for their audit records.
     pub channels: tokio_util::task::TaskTracker,
+    /// Every session's bytes (`warrend_bytes_total`).
+    pub traffic: super::metrics::TrafficTotals,
     sessions: Mutex<HashMap<String, u32>>,
     /// Window growth all sessions together may claim (`max_buffered`).
     buffered: Arc<Budget>,
@@ -70,6 +72,7 @@ impl Shared {
             throttle,
             resolver: Resolver::global(),
             channels: tokio_util::task::TaskTracker::new(),
+            traffic: Default::default(),
             sessions: Mutex::new(HashMap::new()),
             buffered,
             open_channels,
@@ -163,6 +166,75 @@ impl Shared {
             user: user.to_string(),
             share: self.user_share(user),
         })
+    }
+}
+
+/// A budget as `warrend ctl limits` shows it.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct InUse {
+    pub used: u64,
+    pub limit: u64,
+}
+
+impl InUse {
+    fn of(b: &Budget) -> InUse {
+        InUse {
+            used: b.used(),
+            limit: b.limit(),
+        }
+    }
+}
+
+/// One user's share in use (`warrend ctl limits`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct UserUsage {
+    pub user: String,
+    pub sessions: InUse,
+    pub channels: InUse,
+    pub listeners: InUse,
+    pub buffered: InUse,
+}
+
+/// The server-wide budgets in use (`warrend ctl limits`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Usage {
+    pub channels: InUse,
+    pub listeners: InUse,
+    pub buffered: InUse,
+    pub users: Vec<UserUsage>,
+}
+
+impl Shared {
+    /// What the budgets hold now, server-wide and per user with something held.
+    pub fn usage(&self) -> Usage {
+        let max_sessions = u64::from(self.config().limits.max_sessions_per_user);
+        let sessions: HashMap<String, u32> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let shares = self.user_shares.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users: Vec<UserUsage> = shares
+            .iter()
+            .filter_map(|(user, w)| Some((user, w.upgrade()?)))
+            .map(|(user, share)| UserUsage {
+                user: user.clone(),
+                sessions: InUse {
+                    used: u64::from(sessions.get(user).copied().unwrap_or(0)),
+                    limit: max_sessions,
+                },
+                channels: InUse::of(&share.channels),
+                listeners: InUse::of(&share.listeners),
+                buffered: InUse::of(&share.bytes),
+            })
+            .collect();
+        users.sort_by(|a, b| a.user.cmp(&b.user));
+        Usage {
+            channels: InUse::of(&self.open_channels),
+            listeners: InUse::of(&self.listeners),
+            buffered: InUse::of(&self.buffered),
+            users,
+        }
     }
 }
 

@@ -184,6 +184,17 @@ impl Throttle {
         }
     }
 
+    /// Connections not authenticated yet, and source netblocks serving a penalty now
+    /// (`warrend ctl limits`).
+    pub fn counts(&self, now: Instant) -> (u64, u64) {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let unauthenticated = pending.values().map(|n| u64::from(*n)).sum();
+        drop(pending);
+        let penalties = self.penalties.lock().unwrap_or_else(|e| e.into_inner());
+        let penalised = penalties.values().filter(|p| p.until > now).count() as u64;
+        (unauthenticated, penalised)
+    }
+
     /// Marks a connection from `ip` as not yet authenticated; the guard releases it.
     pub fn pending(self: &std::sync::Arc<Self>, ip: IpAddr) -> PendingGuard {
         let block = self.block(ip);

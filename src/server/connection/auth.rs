@@ -11,7 +11,7 @@ use crate::server::certificate::check_user_certificate;
 use crate::server::config::ServerConfig;
 use crate::server::identity::Identity;
 use crate::server::key_options::KeyOptions;
-use crate::server::live_sessions::LiveSession;
+use crate::server::live_sessions::{Admitted, LiveSession};
 use crate::server::state::WindowPoolOf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -282,15 +282,17 @@ impl Connection {
             h.set_window_pool(pool);
         }
         if let Some(identity) = &self.identity {
-            self.shared.live.insert(
-                self.id,
-                LiveSession::new(
-                    identity.user.clone(),
-                    identity.key_fp.clone(),
-                    identity.method == "certificate",
-                    h.clone(),
-                ),
-            );
+            let admitted = Admitted {
+                user: identity.user.clone(),
+                key_fp: identity.key_fp.clone(),
+                certificate: identity.method == "certificate",
+                source: self.peer,
+                traffic: self.traffic.clone(),
+                channels: identity.channels.clone(),
+            };
+            self.shared
+                .live
+                .insert(self.id, LiveSession::new(admitted, h.clone()));
         }
         self.unauth_permit = None;
         self.pending = None;

@@ -5,6 +5,7 @@ use super::Connection;
 use crate::server::audit::AuditEvent;
 use crate::server::forward::reverse;
 use crate::server::identity::Identity;
+use crate::server::live_sessions::Listening;
 use crate::server::policy::{Decision, ForwardPlan};
 use crate::server::rendezvous::Owner;
 use tracing::{info, warn};
@@ -124,6 +125,15 @@ impl Connection {
             }
             ForwardPlan::Bind { addrs, port: p } => match reverse::bind(&addrs, p) {
                 Ok((listeners, actual)) => {
+                    let bound = listeners.iter().filter_map(|l| l.local_addr().ok());
+                    self.shared.live.add_listener(
+                        self.id,
+                        Listening {
+                            address: address.to_string(),
+                            port: u32::from(actual),
+                            bound: bound.collect(),
+                        },
+                    );
                     let ctx = self.ctx(&identity, "forwarded-tcpip", format!("{address}:{actual}"));
                     let task = tokio::spawn(reverse::accept_loop(
                         ctx,
@@ -157,6 +167,7 @@ impl Connection {
         };
         if let Some((task, _slot)) = self.listeners.remove(&(address.to_string(), port)) {
             task.abort();
+            self.shared.live.remove_listener(self.id, address, port);
             self.audit_stop(
                 &identity,
                 "tcpip-forward",

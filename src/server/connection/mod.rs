@@ -63,6 +63,8 @@ pub struct Connection {
     /// Session channels the client closed (id, audit number), reported by their watchers.
     session_closed: mpsc::UnboundedSender<(ChannelId, u64)>,
     session_closed_rx: Option<mpsc::UnboundedReceiver<(ChannelId, u64)>>,
+    /// Bytes this session's channels move (`warrend ctl sessions`, metrics).
+    traffic: Arc<crate::server::metrics::Traffic>,
 }
 
 impl Connection {
@@ -79,7 +81,6 @@ impl Connection {
             id,
             peer,
             ssh,
-            shared,
             started: Instant::now(),
             identity: None,
             failures: 0,
@@ -95,6 +96,8 @@ impl Connection {
             session_channels: HashMap::new(),
             session_closed,
             session_closed_rx: Some(session_closed_rx),
+            traffic: shared.traffic.session(),
+            shared,
         }
     }
 
@@ -195,6 +198,7 @@ impl Connection {
             tasks: self.shared.channels.clone(),
             session: self.session.clone(),
             ssh: self.ssh.clone(),
+            traffic: self.traffic.clone(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct ChannelCtx {
     /// The client's SSH connection: a relay that fails because it ended was ended by the
     /// session, not by an error of its own.
     pub ssh: Handle,
+    /// The session's bytes, counted as they move (`warrend ctl sessions`, metrics).
+    pub traffic: Arc<crate::server::metrics::Traffic>,
 }
 
 impl ChannelCtx {
@@ -116,6 +118,7 @@ impl ChannelCtx {
         B: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
         let started = Instant::now();
+        let _open = self.audit.metrics().channel_relaying(&self.kind);
         let stop = async {
             tokio::select! {
                 _ = self.session.cancelled() => "session closed".to_string(),
@@ -128,6 +131,7 @@ impl ChannelCtx {
             self.idle_timeout,
             stop,
             self.buffers.clone(),
+            Some(self.traffic.clone()),
         )
         .await;
         let cut = matches!(ended, Ended::Stopped(_) | Ended::Failed(_));
