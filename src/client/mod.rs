@@ -27,6 +27,7 @@ pub mod live;
 pub mod out;
 pub mod prompt;
 pub mod proxy_command;
+pub mod route;
 pub mod service;
 pub mod session;
 pub mod settings;
@@ -98,6 +99,16 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         && let Some(status) = control::join_master(&cli, &ctl).await
     {
         return Ok(status);
+    }
+    let routing = route::RouteOptions::from_cli(&cli)?;
+    if let Some(r) = &routing {
+        if settings.stdio.is_some() || (settings.command.is_some() && !cli.exec) {
+            return Err(ClientError::Usage(
+                "--route and --dns run with the tunnel (-N, or --exec), not -W or a remote command"
+                    .into(),
+            ));
+        }
+        r.preflight()?;
     }
     let cancel = CancellationToken::new();
     let reconnect_now = Arc::new(Notify::new());
@@ -251,6 +262,19 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             Ok(Err(e)) => Err(e),
             _ => Ok(0),
         };
+    };
+    // Rules once connected; removed when `_routes` drops, on every way out of here.
+    let _routes = match &routing {
+        None => None,
+        Some(r) => match route::start(r, &slot, &settings.connect, &cancel, &tracker).await {
+            Ok(running) => Some(Arc::new(running)),
+            Err(e) => {
+                cancel.cancel();
+                session_stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut supervised).await;
+                return Err(e);
+            }
+        },
     };
     // Control sockets exist before anyone is told the tunnel is ready.
     let exit_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
