@@ -90,8 +90,30 @@ impl Net {
         let client = Netns::create("wr-c");
         let bastion = Netns::create("wr-b");
         let private = Netns::create("wr-p");
-        client.ip(&["link", "add", "c0", "type", "veth", "peer", "name", "b0", "netns", &bastion.name]);
-        bastion.ip(&["link", "add", "b1", "type", "veth", "peer", "name", "p0", "netns", &private.name]);
+        client.ip(&[
+            "link",
+            "add",
+            "c0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "b0",
+            "netns",
+            &bastion.name,
+        ]);
+        bastion.ip(&[
+            "link",
+            "add",
+            "b1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "p0",
+            "netns",
+            &private.name,
+        ]);
         for (ns, dev, v4, v6) in [
             (&client, "c0", "10.201.0.1/24", "fd51::1/64"),
             (&bastion, "b0", "10.201.0.2/24", "fd51::2/64"),
@@ -109,7 +131,10 @@ impl Net {
         let (echo_port, http_port) = inside(&private, || {
             let e = TcpListener::bind("[::]:0").expect("bind echo");
             let h = TcpListener::bind("[::]:0").expect("bind http");
-            let ports = (e.local_addr().unwrap().port(), h.local_addr().unwrap().port());
+            let ports = (
+                e.local_addr().unwrap().port(),
+                h.local_addr().unwrap().port(),
+            );
             serve(e, echo);
             serve(h, http);
             ports
@@ -124,12 +149,12 @@ impl Net {
     }
 
     fn connect_from_client(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        inside(&self.client, || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        inside(&self.client, || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        })
     }
 
     fn nft_ruleset(&self) -> String {
-        let mut c = Command::new("nft");
-        c.args(["list", "ruleset"]);
         let out = output({
             let mut e = exec_in(&self.client, "nft");
             e.args(["list", "ruleset"]);
@@ -164,38 +189,51 @@ fn bastion(net: &Net) -> Bastion {
     Bastion { sshd, user }
 }
 
-/// `ip netns exec client warren -v -N ... root@BASTION`, with `extra` before the
-/// destination (and `wrapper` in front of warren, e.g. setpriv).
-fn warren_cmd(net: &Net, b: &Bastion, wrapper: &[&str], extra: &[&str]) -> Command {
+/// `ip netns exec client warren -v ... EXTRA root@BASTION AFTER`, with `wrapper` in front
+/// of warren (e.g. setpriv).
+fn warren_cmd(net: &Net, b: &Bastion, wrapper: &[&str], extra: &[&str], after: &[&str]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", &net.client.name]);
     c.args(wrapper);
     c.arg(warren_bin());
     b.user.home.apply(&mut c);
     c.env_remove("RUST_LOG")
-        .args(["-v", "-o", "BatchMode=yes", "-o", "GlobalKnownHostsFile=/dev/null"])
+        .args([
+            "-v",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ])
         .arg("-p")
         .arg(b.sshd.port().to_string())
         .arg("-i")
         .arg(&b.user.key.private)
         .args(extra)
-        .arg(format!("root@{BASTION}"));
+        .arg(format!("root@{BASTION}"))
+        .args(after);
     c
 }
 
 fn start_warren(net: &Net, b: &Bastion, extra: &[&str]) -> Proc {
     let mut args = vec!["-N"];
     args.extend_from_slice(extra);
-    let p = Proc::spawn(warren_cmd(net, b, &[], &args));
+    let p = Proc::spawn(warren_cmd(net, b, &[], &args, &[]));
     if let Err(e) = p.wait_for_stderr(|l| l.contains("route ready:"), READY_TIMEOUT) {
-        panic!("warren --route not ready:\n{e}\n--- sshd ---\n{}", b.sshd.logs());
+        panic!(
+            "warren --route not ready:\n{e}\n--- sshd ---\n{}",
+            b.sshd.logs()
+        );
     }
     p
 }
 
 fn assert_no_warren_table(net: &Net, when: &str) {
     let rules = net.nft_ruleset();
-    assert!(!rules.contains("warren_"), "{when}: a warren table is left:\n{rules}");
+    assert!(
+        !rules.contains("warren_"),
+        "{when}: a warren table is left:\n{rules}"
+    );
 }
 
 /// Waits for warren to exit (the rules are removed before it does).
@@ -215,22 +253,45 @@ fn route_carries_tcp_to_a_private_subnet_v4_and_v6_with_ssh_login_and_cleans_up(
     let echo6: SocketAddr = format!("[{PRIVATE6}]:{}", net.echo_port).parse().unwrap();
 
     // Before: nothing reaches the private network from the client.
-    assert!(net.connect_from_client(echo4).is_err(), "private v4 reachable without warren");
-    assert!(net.connect_from_client(echo6).is_err(), "private v6 reachable without warren");
+    assert!(
+        net.connect_from_client(echo4).is_err(),
+        "private v4 reachable without warren"
+    );
+    assert!(
+        net.connect_from_client(echo6).is_err(),
+        "private v6 reachable without warren"
+    );
 
     // A real sshd in the private network, for a real ssh login through the route.
     let private_sshd = Sshd::start_in_netns(&net.private.name, PRIVATE, SshdOptions::default());
     private_sshd.authorize(&b.user.key.public_line);
 
-    let warren = start_warren(&net, &b, &["--route", "10.202.0.0/24", "--route", "fd52::/64"]);
+    let warren = start_warren(
+        &net,
+        &b,
+        &["--route", "10.202.0.0/24", "--route", "fd52::/64"],
+    );
     let rules = net.nft_ruleset();
-    assert!(rules.contains(&format!("warren_{}", warren.pid())) || rules.contains("warren_"), "{rules}");
+    assert!(
+        rules.contains(&format!("warren_{}", warren.pid())) || rules.contains("warren_"),
+        "{rules}"
+    );
 
     // curl with no proxy settings.
     let out = net.curl(&format!("http://{PRIVATE}:{}/", net.http_port));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), BODY, "curl v4: {out:?}\n{}", warren.stderr_text());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        BODY,
+        "curl v4: {out:?}\n{}",
+        warren.stderr_text()
+    );
     let out = net.curl(&format!("http://[{PRIVATE6}]:{}/", net.http_port));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), BODY, "curl v6: {out:?}\n{}", warren.stderr_text());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        BODY,
+        "curl v6: {out:?}\n{}",
+        warren.stderr_text()
+    );
 
     // 64 MiB, hash-checked, both ways at once.
     let data = pattern_bytes(64 << 20, 15);
@@ -250,14 +311,26 @@ fn route_carries_tcp_to_a_private_subnet_v4_and_v6_with_ssh_login_and_cleans_up(
 
     // A real ssh login to the private sshd.
     let mut ssh = exec_in(&net.client, "ssh");
-    ssh.args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10"])
-        .arg("-i")
-        .arg(&b.user.key.private)
-        .arg("-p")
-        .arg(private_sshd.port().to_string())
-        .arg(format!("root@{PRIVATE}"))
-        .arg("echo private-login-ok");
+    ssh.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+    ])
+    .args([
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "ConnectTimeout=10",
+    ])
+    .arg("-i")
+    .arg(&b.user.key.private)
+    .arg("-p")
+    .arg(private_sshd.port().to_string())
+    .arg(format!("root@{PRIVATE}"))
+    .arg("echo private-login-ok");
     let out = output(ssh);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -277,7 +350,10 @@ fn route_carries_tcp_to_a_private_subnet_v4_and_v6_with_ssh_login_and_cleans_up(
     warren.signal(libc::SIGTERM);
     wait_exit(&warren, "SIGTERM");
     assert_no_warren_table(&net, "after SIGTERM");
-    assert!(net.connect_from_client(echo4).is_err(), "still routed after exit");
+    assert!(
+        net.connect_from_client(echo4).is_err(),
+        "still routed after exit"
+    );
 }
 
 #[test]
@@ -296,27 +372,29 @@ fn route_rules_are_removed_on_every_exit_path() {
     let w = start_warren(&net, &b, &route);
     let dead = w.pid();
     w.kill();
-    assert!(net.nft_ruleset().contains(&format!("warren_{dead}")), "no table to go stale");
+    assert!(
+        net.nft_ruleset().contains(&format!("warren_{dead}")),
+        "no table to go stale"
+    );
     let w = start_warren(&net, &b, &route);
     let rules = net.nft_ruleset();
-    assert!(!rules.contains(&format!("warren_{dead}")), "stale table kept:\n{rules}");
+    assert!(
+        !rules.contains(&format!("warren_{dead}")),
+        "stale table kept:\n{rules}"
+    );
     w.signal(libc::SIGTERM);
     wait_exit(&w, "SIGTERM");
     assert_no_warren_table(&net, "after SIGKILL + new warren");
 
     // --exec: the command's end ends warren, and the route worked for the command.
     let url = format!("http://{PRIVATE}:{}/", net.http_port);
-    let mut c = warren_cmd(&net, &b, &[], &["--route", "10.202.0.0/24", "--exec", "--", "curl", "-sS", "--max-time", "10", &url]);
-    // `--exec -- CMD` follows the destination.
-    let mut args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_os_string()).collect();
-    let dest = args.pop().unwrap();
-    let at = args.iter().position(|a| a == "--exec").unwrap();
-    args.insert(at, dest);
-    let mut exec = Command::new("ip");
-    exec.args(&args);
-    b.user.home.apply(&mut exec);
-    c = exec;
-    let out = output(c);
+    let out = output(warren_cmd(
+        &net,
+        &b,
+        &[],
+        &["--route", "10.202.0.0/24"],
+        &["--exec", "--", "curl", "-sS", "--max-time", "10", &url],
+    ));
     assert!(out.status.success(), "--exec run: {out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), BODY);
     assert_no_warren_table(&net, "after --exec end");
@@ -324,7 +402,9 @@ fn route_rules_are_removed_on_every_exit_path() {
     // A fatal error (the server goes away, no reconnect).
     let w = start_warren(&net, &b, &["--route", "10.202.0.0/24", "--no-reconnect"]);
     b.sshd.stop();
-    let status = w.wait_timeout(Duration::from_secs(15)).expect("warren exits when its server is gone");
+    let status = w
+        .wait_timeout(Duration::from_secs(15))
+        .expect("warren exits when its server is gone");
     assert!(!status.success());
     assert_no_warren_table(&net, "after a fatal error");
 
@@ -333,12 +413,21 @@ fn route_rules_are_removed_on_every_exit_path() {
     let out = output(warren_cmd(
         &net,
         &b,
-        &["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin", "--"],
+        &[
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-net_admin",
+            "--",
+        ],
         &["-N", "--route", "10.202.0.0/24"],
+        &[],
     ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("CAP_NET_ADMIN") && stderr.contains("root"), "{stderr}");
+    assert!(
+        stderr.contains("CAP_NET_ADMIN") && stderr.contains("root"),
+        "{stderr}"
+    );
     assert_no_warren_table(&net, "without CAP_NET_ADMIN");
 }
 
@@ -347,8 +436,10 @@ fn dns_resolves_private_names_through_the_tunnel() {
     let net = Net::new();
     // The client's resolver does not exist; the private one exists only behind the bastion,
     // and the bastion's resolv.conf names it (warren reads it there).
-    net.client.etc_file("resolv.conf", "nameserver 10.201.0.53\n");
-    net.bastion.etc_file("resolv.conf", &format!("nameserver {PRIVATE}\n"));
+    net.client
+        .etc_file("resolv.conf", "nameserver 10.201.0.53\n");
+    net.bastion
+        .etc_file("resolv.conf", &format!("nameserver {PRIVATE}\n"));
     let mut dnsmasq = exec_in(&net.private, "dnsmasq");
     dnsmasq.args([
         "-d",
@@ -376,13 +467,21 @@ fn dns_resolves_private_names_through_the_tunnel() {
         warren.stderr_text()
     );
     let out = net.curl(&format!("http://db.private:{}/", net.http_port));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), BODY, "curl by name: {out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        BODY,
+        "curl by name: {out:?}"
+    );
     // TCP DNS too (dig-less: getent cannot force TCP; `options use-vc` can).
-    net.client.etc_file("resolv.conf", "nameserver 10.201.0.53\noptions use-vc\n");
+    net.client
+        .etc_file("resolv.conf", "nameserver 10.201.0.53\noptions use-vc\n");
     let mut getent = exec_in(&net.client, "getent");
     getent.args(["hosts", "db.private"]);
     let out = output(getent);
-    assert!(String::from_utf8_lossy(&out.stdout).contains(PRIVATE), "over TCP: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(PRIVATE),
+        "over TCP: {out:?}"
+    );
     warren.signal(libc::SIGTERM);
     wait_exit(&warren, "SIGTERM");
     assert_no_warren_table(&net, "after --dns");

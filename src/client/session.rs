@@ -602,7 +602,9 @@ fn source_socket(s: &ConnectSettings, to: &SocketAddr) -> Result<tokio::net::Tcp
     if let Some(mark) = super::route::socket_mark()
         && let Err(e) = sock.set_mark(mark)
     {
-        return Err(format!("--route: cannot mark the connection to the server: {e}"));
+        return Err(format!(
+            "--route: cannot mark the connection to the server: {e}"
+        ));
     }
     if let Err(e) = sock.set_keepalive(s.tcp_keepalive) {
         debug!("TCPKeepAlive: {e}");

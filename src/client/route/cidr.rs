@@ -50,7 +50,10 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = a.trim_matches(['[', ']']).parse().map_err(|_| bad("not an IP address"))?;
+        let addr: IpAddr = a
+            .trim_matches(['[', ']'])
+            .parse()
+            .map_err(|_| bad("not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => max,
@@ -81,7 +84,10 @@ mod tests {
     fn parses_and_clears_host_bits() {
         let c: Cidr = "10.0.1.7/24".parse().unwrap();
         assert_eq!(c.to_string(), "10.0.1.0/24");
-        assert_eq!("fd00::1".parse::<Cidr>().unwrap().to_string(), "fd00::1/128");
+        assert_eq!(
+            "fd00::1".parse::<Cidr>().unwrap().to_string(),
+            "fd00::1/128"
+        );
         assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix, 0);
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("host.example/24".parse::<Cidr>().is_err());

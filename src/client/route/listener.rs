@@ -39,7 +39,9 @@ impl RouteListener {
         let mut sockets = vec![v4];
         match std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, port)) {
             Ok(v6) => sockets.push(v6),
-            Err(e) => warn!("--route: no IPv6 listener on [::1]:{port} ({e}); IPv6 routes will not work"),
+            Err(e) => {
+                warn!("--route: no IPv6 listener on [::1]:{port} ({e}); IPv6 routes will not work")
+            }
         }
         let sockets = sockets
             .into_iter()
@@ -133,17 +135,18 @@ async fn forward_one<O: Opener>(
         },
         port: dst.port(),
     };
-    let mut tunnel = match tokio::time::timeout(OPEN_TIMEOUT, opener.open(&target, Some(peer))).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            warn!("--route: {dst}: {e}; closing this connection");
-            return;
-        }
-        Err(_) => {
-            warn!("--route: {dst}: no answer within {OPEN_TIMEOUT:?}; closing this connection");
-            return;
-        }
-    };
+    let mut tunnel =
+        match tokio::time::timeout(OPEN_TIMEOUT, opener.open(&target, Some(peer))).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                warn!("--route: {dst}: {e}; closing this connection");
+                return;
+            }
+            Err(_) => {
+                warn!("--route: {dst}: no answer within {OPEN_TIMEOUT:?}; closing this connection");
+                return;
+            }
+        };
     debug!("--route: {peer} -> {dst}");
     match relay(&mut local, &mut tunnel).await {
         Ok((up, down)) => stats.add_bytes(up, down),

@@ -61,7 +61,10 @@ impl RouteOptions {
         }
         let parse = |flag: &str, v: &[String]| {
             v.iter()
-                .map(|s| s.parse::<Cidr>().map_err(|e| ClientError::Usage(format!("{flag} {e}"))))
+                .map(|s| {
+                    s.parse::<Cidr>()
+                        .map_err(|e| ClientError::Usage(format!("{flag} {e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()
         };
         if !cfg!(target_os = "linux") {
@@ -69,11 +72,16 @@ impl RouteOptions {
                 "--route and --dns need Linux (nftables)".into(),
             ));
         }
-        let dns = cli.dns.as_ref().map(|s| Some(s.clone()).filter(|s| !s.is_empty()));
+        let dns = cli
+            .dns
+            .as_ref()
+            .map(|s| Some(s.clone()).filter(|s| !s.is_empty()));
         if let Some(Some(server)) = &dns
             && (server.is_empty() || server.contains(char::is_whitespace))
         {
-            return Err(ClientError::Usage(format!("--dns={server}: expected an address or name")));
+            return Err(ClientError::Usage(format!(
+                "--dns={server}: expected an address or name"
+            )));
         }
         Ok(Some(RouteOptions {
             routes: parse("--route", &cli.route)?,
@@ -153,7 +161,8 @@ pub async fn start(
     tracker: &TaskTracker,
 ) -> Result<Running, ClientError> {
     let fail = |what: &str, e: String| ClientError::Forward(format!("--route: {what}: {e}"));
-    let listener = RouteListener::bind().map_err(|e| fail("cannot listen on loopback", e.to_string()))?;
+    let listener =
+        RouteListener::bind().map_err(|e| fail("cannot listen on loopback", e.to_string()))?;
     let mut excludes = opts.excludes.clone();
     // Belt and braces beside the socket mark: a ProxyCommand's own connection is not ours
     // to mark, so the server's addresses are never routed either.
@@ -175,7 +184,8 @@ pub async fn start(
                 "no nameserver in /etc/resolv.conf to take over".into(),
             ));
         }
-        let fwd = DnsForwarder::bind().map_err(|e| fail("--dns: cannot listen on loopback", e.to_string()))?;
+        let fwd = DnsForwarder::bind()
+            .map_err(|e| fail("--dns: cannot listen on loopback", e.to_string()))?;
         dns_plan = Some((resolvers.clone(), fwd.port));
         let targets = DnsTargets {
             server: Endpoint::Tcp {
@@ -219,13 +229,23 @@ pub async fn start(
     );
     let dns_stats = dns_run.map(|(fwd, targets)| {
         let stats = Arc::new(DnsStats::default());
-        fwd.serve(slot.clone(), targets, stats.clone(), cancel.clone(), tracker);
+        fwd.serve(
+            slot.clone(),
+            targets,
+            stats.clone(),
+            cancel.clone(),
+            tracker,
+        );
         stats
     });
     let list: Vec<String> = opts.routes.iter().map(Cidr::to_string).collect();
     info!(
         "route ready: {} through the tunnel (table inet {})",
-        if list.is_empty() { "DNS only".into() } else { list.join(" ") },
+        if list.is_empty() {
+            "DNS only".into()
+        } else {
+            list.join(" ")
+        },
         nft::table_name(std::process::id())
     );
     Ok(Running {
@@ -262,7 +282,10 @@ async fn remote_nameserver(slot: &Arc<SessionSlot>) -> Result<IpAddr, ClientErro
     };
     let session: Arc<Session> = slot.get().ok_or_else(|| err("not connected".into()))?;
     let read = async {
-        let (mut channel, _events) = session.exec("cat /etc/resolv.conf", false).await.map_err(|e| e.to_string())?;
+        let (mut channel, _events) = session
+            .exec("cat /etc/resolv.conf", false)
+            .await
+            .map_err(|e| e.to_string())?;
         let id = channel.id();
         let mut text = Vec::new();
         // A resolv.conf is small; more than this is not one.

@@ -80,9 +80,11 @@ pub fn ruleset(pid: u32, plan: &Plan) -> String {
 /// Why --route cannot start; worded for the user, exit status 2.
 pub fn preflight() -> Result<(), String> {
     if !has_net_admin() {
-        return Err("--route needs CAP_NET_ADMIN to install nftables rules: run warren as root \
+        return Err(
+            "--route needs CAP_NET_ADMIN to install nftables rules: run warren as root \
              (sudo warren --route ...); nothing was changed"
-            .into());
+                .into(),
+        );
     }
     match Command::new("nft").arg("--version").output() {
         Ok(o) if o.status.success() => Ok(()),
@@ -107,7 +109,11 @@ fn has_net_admin() -> bool {
 fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut child = Command::new("nft")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -116,9 +122,7 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         pipe.write_all(text.as_bytes())
             .map_err(|e| format!("cannot write to nft: {e}"))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("nft: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
     match out.status.success() {
         true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
         false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
@@ -146,7 +150,10 @@ pub fn remove_stale() {
             continue;
         }
         match nft(&["delete", "table", "inet", &table_name(pid)], None) {
-            Ok(_) => info!("removed the stale nftables table {} (its warren is gone)", table_name(pid)),
+            Ok(_) => info!(
+                "removed the stale nftables table {} (its warren is gone)",
+                table_name(pid)
+            ),
             Err(e) => warn!("cannot remove stale table {}: {e}", table_name(pid)),
         }
     }
@@ -188,7 +195,10 @@ mod tests {
             routes: vec!["10.0.1.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
             excludes: vec!["10.0.1.1".parse().unwrap()],
             tcp_port: 4000,
-            dns: Some((vec!["127.0.0.53".parse().unwrap(), "::1".parse().unwrap()], 5300)),
+            dns: Some((
+                vec!["127.0.0.53".parse().unwrap(), "::1".parse().unwrap()],
+                5300,
+            )),
         };
         let text = ruleset(42, &plan);
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
@@ -199,13 +209,22 @@ mod tests {
             "type nat hook output priority -100; policy accept;"
         );
         assert_eq!(lines[4], "meta mark 0x5752524e return");
-        assert_eq!(lines[5], "ip daddr 127.0.0.53 udp dport 53 redirect to :5300");
+        assert_eq!(
+            lines[5],
+            "ip daddr 127.0.0.53 udp dport 53 redirect to :5300"
+        );
         assert_eq!(lines[8], "ip6 daddr ::1 tcp dport 53 redirect to :5300");
         assert_eq!(lines[9], "ip daddr 127.0.0.0/8 return");
         assert_eq!(lines[10], "ip6 daddr ::1 return");
         assert_eq!(lines[11], "ip daddr 10.0.1.1/32 return");
-        assert_eq!(lines[12], "ip daddr 10.0.1.0/24 meta l4proto tcp redirect to :4000");
-        assert_eq!(lines[13], "ip6 daddr fd00::/64 meta l4proto tcp redirect to :4000");
+        assert_eq!(
+            lines[12],
+            "ip daddr 10.0.1.0/24 meta l4proto tcp redirect to :4000"
+        );
+        assert_eq!(
+            lines[13],
+            "ip6 daddr fd00::/64 meta l4proto tcp redirect to :4000"
+        );
         assert_eq!(lines[14..], ["}", "}"]);
     }
 

@@ -110,12 +110,24 @@ mod tests {
         let t0 = Instant::now();
         c.put(&answer(1, "db.private", &[30, 60]), t0);
         let hit = c
-            .get(&query(99, "DB.private", 1, None), t0 + Duration::from_secs(10))
+            .get(
+                &query(99, "DB.private", 1, None),
+                t0 + Duration::from_secs(10),
+            )
             .unwrap();
         assert_eq!(message::id(&hit), Some(99));
         assert_eq!(message::min_ttl(&hit), Some(20));
-        assert!(c.get(&query(5, "db.private", 28, None), t0).is_none(), "other type");
-        assert!(c.get(&query(5, "db.private", 1, None), t0 + Duration::from_secs(30)).is_none());
+        assert!(
+            c.get(&query(5, "db.private", 28, None), t0).is_none(),
+            "other type"
+        );
+        assert!(
+            c.get(
+                &query(5, "db.private", 1, None),
+                t0 + Duration::from_secs(30)
+            )
+            .is_none()
+        );
         assert_eq!(c.len(), 0);
     }
 
@@ -141,7 +153,13 @@ mod tests {
             c.put(&answer(1, n, &[30]), now + Duration::from_secs(i as u64));
         }
         assert_eq!(c.len(), 2);
-        assert!(c.get(&query(1, "a", 1, None), now + Duration::from_secs(3)).is_none());
-        assert!(c.get(&query(1, "c", 1, None), now + Duration::from_secs(3)).is_some());
+        assert!(
+            c.get(&query(1, "a", 1, None), now + Duration::from_secs(3))
+                .is_none()
+        );
+        assert!(
+            c.get(&query(1, "c", 1, None), now + Duration::from_secs(3))
+                .is_some()
+        );
     }
 }

@@ -98,7 +98,8 @@ struct Record {
 /// Every record after the question, or `None` if the message does not parse to its end.
 fn records(m: &[u8]) -> Option<Vec<Record>> {
     let q = question(m)?;
-    let count = usize::from(u16_at(m, 6)?) + usize::from(u16_at(m, 8)?) + usize::from(u16_at(m, 10)?);
+    let count =
+        usize::from(u16_at(m, 6)?) + usize::from(u16_at(m, 8)?) + usize::from(u16_at(m, 10)?);
     let mut at = q.end;
     let mut out = Vec::with_capacity(count.min(64));
     for _ in 0..count {

@@ -150,7 +150,11 @@ impl<O: Opener> Shared<O> {
     async fn resolve(&self, query: &[u8], over_udp: bool) -> Option<Vec<u8>> {
         let q = message::question(query)?;
         let tunnelled = self.targets.domains.is_empty()
-            || self.targets.domains.iter().any(|d| message::is_under(&q.name, d));
+            || self
+                .targets
+                .domains
+                .iter()
+                .any(|d| message::is_under(&q.name, d));
         if !tunnelled {
             let server = SocketAddr::new(self.targets.fallback?, 53);
             let r = tokio::time::timeout(QUERY_TIMEOUT, fallback(server, query, over_udp)).await;
@@ -174,7 +178,9 @@ impl<O: Opener> Shared<O> {
                 .open(&self.targets.server, None)
                 .await
                 .map_err(|e| e.to_string())?;
-            exchange_tcp(&mut ch, query).await.map_err(|e| e.to_string())
+            exchange_tcp(&mut ch, query)
+                .await
+                .map_err(|e| e.to_string())
         })
         .await;
         match r {
@@ -188,7 +194,10 @@ impl<O: Opener> Shared<O> {
                 None
             }
             Err(_) => {
-                warn!("--dns: {} via {}: no answer within {QUERY_TIMEOUT:?}", q.name, self.targets.server);
+                warn!(
+                    "--dns: {} via {}: no answer within {QUERY_TIMEOUT:?}",
+                    q.name, self.targets.server
+                );
                 None
             }
         }
@@ -238,7 +247,9 @@ async fn fallback(server: SocketAddr, query: &[u8], over_udp: bool) -> std::io::
     s.set_mark(MARK)?;
     s.set_nonblocking(true)?;
     let std: std::net::TcpStream = s.into();
-    let mut tcp = tokio::net::TcpSocket::from_std_stream(std).connect(server).await?;
+    let mut tcp = tokio::net::TcpSocket::from_std_stream(std)
+        .connect(server)
+        .await?;
     exchange_tcp(&mut tcp, query).await
 }
 
@@ -303,7 +314,9 @@ pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
         .lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
-            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
         })
         .filter_map(|a| a.split('%').next()?.parse().ok())
         .collect()
