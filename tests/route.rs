@@ -197,7 +197,8 @@ fn warren_cmd(net: &Net, b: &Bastion, wrapper: &[&str], extra: &[&str], after: &
     c.args(wrapper);
     c.arg(warren_bin());
     b.user.home.apply(&mut c);
-    c.env_remove("RUST_LOG")
+    c.env("XDG_RUNTIME_DIR", b.user.home.path())
+        .env_remove("RUST_LOG")
         .args([
             "-v",
             "-o",
@@ -248,7 +249,7 @@ fn wait_exit(p: &Proc, when: &str) {
 #[test]
 fn route_carries_tcp_to_a_private_subnet_v4_and_v6_with_ssh_login_and_cleans_up() {
     let net = Net::new();
-    let b = bastion(&net);
+    let mut b = bastion(&net);
     let echo4: SocketAddr = format!("{PRIVATE}:{}", net.echo_port).parse().unwrap();
     let echo6: SocketAddr = format!("[{PRIVATE6}]:{}", net.echo_port).parse().unwrap();
 
@@ -270,11 +271,6 @@ fn route_carries_tcp_to_a_private_subnet_v4_and_v6_with_ssh_login_and_cleans_up(
         &net,
         &b,
         &["--route", "10.202.0.0/24", "--route", "fd52::/64"],
-    );
-    let rules = net.nft_ruleset();
-    assert!(
-        rules.contains(&format!("warren_{}", warren.pid())) || rules.contains("warren_"),
-        "{rules}"
     );
 
     // curl with no proxy settings.
@@ -340,11 +336,49 @@ fn route_carries_tcp_to_a_private_subnet_v4_and_v6_with_ssh_login_and_cleans_up(
     );
 
     // The bastion's own address is excluded (no loop), the connection is warren's own.
-    assert!(
-        b.sshd.logs().matches("Accepted publickey").count() == 1,
+    assert_eq!(
+        b.sshd.logs().matches("Accepted publickey").count(),
+        1,
         "one SSH session carries everything:\n{}",
         b.sshd.logs()
     );
+
+    // `warren status` counts connections and bytes per route.
+    let mut status = Command::new(warren_bin());
+    status
+        .env("XDG_RUNTIME_DIR", b.user.home.path())
+        .args(["status", "--json"]);
+    let out = output(status);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {out:?}"));
+    let routes = &json[0]["routes"];
+    assert_eq!(routes[0]["route"], "10.202.0.0/24", "{json}");
+    assert!(routes[0]["connections"].as_u64().unwrap() >= 3, "{json}");
+    assert!(
+        routes[0]["bytes_up"].as_u64().unwrap() >= 64 << 20,
+        "{json}"
+    );
+    assert_eq!(routes[1]["route"], "fd52::/64", "{json}");
+    assert!(routes[1]["connections"].as_u64().unwrap() >= 2, "{json}");
+
+    // Reconnect: the bastion's sshd restarts; new connections work again through the
+    // same rules (not reinstalled).
+    let table = format!("warren_{}", warren.pid());
+    let before = net.nft_ruleset();
+    b.sshd.restart();
+    let out = net.curl(&format!("http://{PRIVATE}:{}/", net.http_port));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        BODY,
+        "curl after sshd restart: {out:?}\n{}",
+        warren.stderr_text()
+    );
+    assert_eq!(
+        net.nft_ruleset(),
+        before,
+        "rules changed across the reconnect"
+    );
+    assert!(before.contains(&table));
 
     // SIGTERM: rules gone.
     warren.signal(libc::SIGTERM);

@@ -263,11 +263,11 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             _ => Ok(0),
         };
     };
-    // Rules once connected; removed when `_routes` drops, on every way out of here.
-    let _routes = match &routing {
+    // Rules once connected; removed when `routes` drops, on every way out of here.
+    let routes = match &routing {
         None => None,
         Some(r) => match route::start(r, &slot, &settings.connect, &cancel, &tracker).await {
-            Ok(running) => Some(Arc::new(running)),
+            Ok(running) => Some(running),
             Err(e) => {
                 cancel.cancel();
                 session_stop.cancel();
@@ -288,6 +288,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             control_path: ctl.serves_path(),
             cancel: cancel.clone(),
             exit_now: exit_now.clone(),
+            routes: routes.as_ref().map(|r| r.counters.clone()),
         }),
     ));
     let count = listener_count + settings.remote_forwards.len();

@@ -118,12 +118,18 @@ pub struct RouteStatus {
 
 /// Running routes; dropping it removes the rules.
 pub struct Running {
-    routes: Arc<Vec<RouteEntry>>,
-    dns: Option<Arc<DnsStats>>,
+    pub counters: Arc<Counters>,
     _rules: nft::Installed,
 }
 
-impl Running {
+/// The routes' counters, apart from the rules so that a reader (the control socket)
+/// never keeps the rules alive.
+pub struct Counters {
+    routes: Arc<Vec<RouteEntry>>,
+    dns: Option<Arc<DnsStats>>,
+}
+
+impl Counters {
     pub fn snapshot(&self) -> Vec<RouteStatus> {
         let mut out: Vec<RouteStatus> = self
             .routes
@@ -249,8 +255,10 @@ pub async fn start(
         nft::table_name(std::process::id())
     );
     Ok(Running {
-        routes,
-        dns: dns_stats,
+        counters: Arc::new(Counters {
+            routes,
+            dns: dns_stats,
+        }),
         _rules: rules,
     })
 }
