@@ -159,7 +159,7 @@ pub struct Cli {
     #[arg(long = "preconnect")]
     pub preconnect: bool,
 
-    /// Send TCP to this network through the tunnel, no proxy settings (Linux, root).
+    /// Route TCP to CIDR through the tunnel (Linux, root; no UDP but DNS, no ICMP).
     ///
     /// sshuttle mode: nftables redirects this machine's TCP connections to CIDR (IPv4 or
     /// IPv6) into the tunnel, each opened from the server to where it was going. Needs
