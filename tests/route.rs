@@ -465,36 +465,64 @@ fn route_rules_are_removed_on_every_exit_path() {
     assert_no_warren_table(&net, "without CAP_NET_ADMIN");
 }
 
-#[test]
-fn dns_resolves_private_names_through_the_tunnel() {
-    let net = Net::new();
-    // The client's resolver does not exist; the private one exists only behind the bastion,
-    // and the bastion's resolv.conf names it (warren reads it there).
-    net.client
-        .etc_file("resolv.conf", "nameserver 10.201.0.53\n");
-    net.bastion
-        .etc_file("resolv.conf", &format!("nameserver {PRIVATE}\n"));
-    let mut dnsmasq = exec_in(&net.private, "dnsmasq");
-    dnsmasq.args([
+/// dnsmasq in `ns` on `addr`, answering `name` with `answer` and nothing else.
+fn dnsmasq(ns: &Netns, addr: &str, name: &str, answer: &str) -> Proc {
+    let mut c = exec_in(ns, "dnsmasq");
+    c.args([
         "-d",
         "--conf-file=/dev/null",
         "--no-resolv",
         "--no-hosts",
         "--user=root",
         "--bind-interfaces",
-        &format!("--listen-address={PRIVATE}"),
-        &format!("--host-record=db.private,{PRIVATE}"),
+        &format!("--listen-address={addr}"),
+        &format!("--host-record={name},{answer}"),
         "--pid-file=",
     ]);
-    let dns = Proc::spawn(dnsmasq);
-    dns.wait_for_stderr(|l| l.contains("started"), READY_TIMEOUT)
+    let p = Proc::spawn(c);
+    p.wait_for_stderr(|l| l.contains("started"), READY_TIMEOUT)
         .expect("dnsmasq started");
-    let b = bastion(&net);
-    let warren = start_warren(&net, &b, &["--route", "10.202.0.0/24", "--dns"]);
+    p
+}
 
-    let mut getent = exec_in(&net.client, "getent");
-    getent.args(["hosts", "db.private"]);
-    let out = output(getent);
+fn getent(net: &Net, name: &str) -> Output {
+    let mut c = exec_in(&net.client, "getent");
+    c.args(["hosts", name]);
+    output(c)
+}
+
+#[test]
+fn dns_resolves_private_names_through_the_tunnel() {
+    let net = Net::new();
+    // The client's own resolver knows only its own names; the private one exists only
+    // behind the bastion, and the bastion's resolv.conf names it (warren reads it there).
+    net.client
+        .etc_file("resolv.conf", "nameserver 10.201.0.1\n");
+    net.bastion
+        .etc_file("resolv.conf", &format!("nameserver {PRIVATE}\n"));
+    let _private_dns = dnsmasq(&net.private, PRIVATE, "db.private", PRIVATE);
+    let _local_dns = dnsmasq(
+        &net.client,
+        "10.201.0.1",
+        "printer.local.example",
+        "10.201.0.9",
+    );
+    let b = bastion(&net);
+    // Before: the private name is unknown here.
+    assert!(!String::from_utf8_lossy(&getent(&net, "db.private").stdout).contains(PRIVATE));
+    let warren = start_warren(
+        &net,
+        &b,
+        &[
+            "--route",
+            "10.202.0.0/24",
+            "--dns",
+            "--dns-domain",
+            "private",
+        ],
+    );
+
+    let out = getent(&net, "db.private");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(PRIVATE),
         "getent hosts db.private: {out:?}\n{}",
@@ -506,16 +534,26 @@ fn dns_resolves_private_names_through_the_tunnel() {
         BODY,
         "curl by name: {out:?}"
     );
-    // TCP DNS too (dig-less: getent cannot force TCP; `options use-vc` can).
-    net.client
-        .etc_file("resolv.conf", "nameserver 10.201.0.53\noptions use-vc\n");
-    let mut getent = exec_in(&net.client, "getent");
-    getent.args(["hosts", "db.private"]);
-    let out = output(getent);
+    // Outside --dns-domain: the original resolver answers (through warren's marked socket).
+    let out = getent(&net, "printer.local.example");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(PRIVATE),
-        "over TCP: {out:?}"
+        String::from_utf8_lossy(&out.stdout).contains("10.201.0.9"),
+        "a local name: {out:?}\n{}",
+        warren.stderr_text()
     );
+    // TCP DNS too (`options use-vc` makes glibc ask over TCP).
+    net.client
+        .etc_file("resolv.conf", "nameserver 10.201.0.1\noptions use-vc\n");
+    for (name, want) in [
+        ("db.private", PRIVATE),
+        ("printer.local.example", "10.201.0.9"),
+    ] {
+        let out = getent(&net, name);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(want),
+            "{name} over TCP: {out:?}"
+        );
+    }
     warren.signal(libc::SIGTERM);
     wait_exit(&warren, "SIGTERM");
     assert_no_warren_table(&net, "after --dns");

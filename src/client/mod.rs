@@ -93,13 +93,6 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             }
         },
     };
-    // ControlMaster auto/no: a warren already holding this ControlPath takes our forwards.
-    if settings.command.is_none()
-        && settings.stdio.is_none()
-        && let Some(status) = control::join_master(&cli, &ctl).await
-    {
-        return Ok(status);
-    }
     let routing = route::RouteOptions::from_cli(&cli)?;
     if let Some(r) = &routing {
         if settings.stdio.is_some() || (settings.command.is_some() && !cli.exec) {
@@ -109,6 +102,15 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             ));
         }
         r.preflight()?;
+    }
+    // ControlMaster auto/no: a warren already holding this ControlPath takes our forwards
+    // (not routes: they are this process's rules).
+    if settings.command.is_none()
+        && settings.stdio.is_none()
+        && routing.is_none()
+        && let Some(status) = control::join_master(&cli, &ctl).await
+    {
+        return Ok(status);
     }
     let cancel = CancellationToken::new();
     let reconnect_now = Arc::new(Notify::new());

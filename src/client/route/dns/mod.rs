@@ -25,6 +25,9 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A TCP client that sends nothing for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const CACHE_ENTRIES: usize = 4096;
+/// Queries in flight at once; beyond that new ones are dropped (clients retry), so a local
+/// flood cannot open channels without bound.
+const IN_FLIGHT: usize = 256;
 
 /// Where queries go.
 #[derive(Debug, Clone)]
@@ -106,6 +109,7 @@ impl DnsForwarder {
             targets,
             cache: Mutex::new(Cache::new(CACHE_ENTRIES)),
             stats,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         });
         for socket in self.udp {
             let (shared, cancel, t) = (shared.clone(), cancel.clone(), tracker.clone());
@@ -139,6 +143,7 @@ struct Shared<O> {
     targets: DnsTargets,
     cache: Mutex<Cache>,
     stats: Arc<DnsStats>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl<O: Opener> Shared<O> {
@@ -149,6 +154,13 @@ impl<O: Opener> Shared<O> {
     /// The answer to one query, or `None` (the client retries or times out).
     async fn resolve(&self, query: &[u8], over_udp: bool) -> Option<Vec<u8>> {
         let q = message::question(query)?;
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            debug!(
+                "--dns: {IN_FLIGHT} queries in flight; dropping one for {}",
+                q.name
+            );
+            return None;
+        };
         let tunnelled = self.targets.domains.is_empty()
             || self
                 .targets
