@@ -343,6 +343,28 @@ fn route_carries_tcp_to_a_private_subnet_v4_and_v6_with_ssh_login_and_cleans_up(
         b.sshd.logs()
     );
 
+    // The listener is no open proxy: a connection made to it directly (not redirected by
+    // the rules) is closed without a channel.
+    let ready = warren
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.contains("route ready:"))
+        .unwrap();
+    let port: u16 = ready
+        .rsplit("listener port ")
+        .next()
+        .and_then(|p| p.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("no listener port in {ready}"));
+    let closed = inside(&net.client, || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the listener");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.read(&mut [0u8; 16]).map(|n| n == 0).unwrap_or(true)
+    });
+    assert!(
+        closed,
+        "a direct connection to the route listener was served"
+    );
+
     // `warren status` counts connections and bytes per route.
     let mut status = Command::new(warren_bin());
     status

@@ -226,6 +226,7 @@ pub async fn start(
             })
             .collect(),
     );
+    let port = listener.port;
     listener.serve(
         slot.clone(),
         routes.clone(),
@@ -246,7 +247,7 @@ pub async fn start(
     });
     let list: Vec<String> = opts.routes.iter().map(Cidr::to_string).collect();
     info!(
-        "route ready: {} through the tunnel (table inet {})",
+        "route ready: {} through the tunnel (table inet {}, listener port {port})",
         if list.is_empty() {
             "DNS only".into()
         } else {
