@@ -159,6 +159,31 @@ pub struct Cli {
     #[arg(long = "preconnect")]
     pub preconnect: bool,
 
+    /// Route TCP to CIDR through the tunnel (Linux, root; no UDP but DNS, no ICMP).
+    ///
+    /// sshuttle mode: nftables redirects this machine's TCP connections to CIDR (IPv4 or
+    /// IPv6) into the tunnel, each opened from the server to where it was going. Needs
+    /// CAP_NET_ADMIN and the nft command; nothing is installed on the server. Only TCP (and
+    /// DNS with --dns) is carried: other UDP and ICMP (ping) are not. Repeatable.
+    #[arg(long = "route", value_name = "CIDR", action = ArgAction::Append)]
+    pub route: Vec<String>,
+
+    /// Never route this network (with --route); repeatable.
+    #[arg(long = "exclude", value_name = "CIDR", action = ArgAction::Append)]
+    pub exclude: Vec<String>,
+
+    /// Answer DNS through the tunnel: queries to the local resolvers go to SERVER.
+    ///
+    /// UDP and TCP queries to the nameservers of /etc/resolv.conf are forwarded as
+    /// DNS-over-TCP to SERVER port 53 as the server reaches it (default: the first nameserver
+    /// of the server's /etc/resolv.conf), with a cache honouring TTLs.
+    #[arg(long = "dns", value_name = "SERVER", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub dns: Option<String>,
+
+    /// With --dns: only names under DOMAIN go through the tunnel; repeatable.
+    #[arg(long = "dns-domain", value_name = "DOMAIN", action = ArgAction::Append)]
+    pub dns_domain: Vec<String>,
+
     /// ControlMaster yes: serve the ControlPath for -O commands (-MM as -M).
     #[arg(short = 'M', action = ArgAction::Count)]
     pub control_master: u8,

@@ -35,13 +35,17 @@ Where warren differs from OpenSSH ssh:
     /dev/log is missing); ConnectionAttempts retries the first connection only.
   * -w: the local tun/tap device outlives a lost connection; the tunnel reopens on the new
     session with the device's addresses and routes in place (ssh -w loses the device).
+  * --route CIDR (Linux, root, nftables) sends this machine's TCP to whole networks through
+    the tunnel with no proxy settings (sshuttle mode); --dns answers DNS through it. UDP
+    other than DNS and ICMP are not carried.
   * --preconnect (opt-in) saves -L connections the channel-open round trip by opening
     the next channel in advance (after a pause through sshd; always through warrend).
 
 Exit status:
   0    stopped cleanly (SIGINT/SIGTERM: listeners close at once, open connections get up to
        5 s to finish, -R forwards are cancelled), or the remote/--exec command's own status
-  2    usage error: bad flag, malformed forward spec, bad -o option
+  2    usage error: bad flag, malformed forward spec, bad -o option, --route without
+       CAP_NET_ADMIN or nft
   3    a forward could not be set up (local port in use, cannot bind)
   4    host key verification failed (changed, revoked, unknown with strict checking)
   255  connection or authentication failure, or the connection was lost (as ssh)";

@@ -60,6 +60,9 @@ pub struct TunnelStatus {
     /// The ControlPath it serves, when it is a master.
     pub control_path: Option<String>,
     pub forwards: Vec<ForwardStatus>,
+    /// --route networks (and "dns" for --dns) with their counters.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<super::route::RouteStatus>,
 }
 
 /// A request on the control socket.
@@ -115,6 +118,8 @@ pub struct Control {
     pub cancel: CancellationToken,
     /// `-O exit`: skip letting open connections finish.
     pub exit_now: Arc<AtomicBool>,
+    /// --route / --dns, when running.
+    pub routes: Option<Arc<super::route::Counters>>,
 }
 
 impl Control {
@@ -138,6 +143,11 @@ impl Control {
             last_error: h.last_error(),
             control_path: self.control_path.as_ref().map(|p| p.display().to_string()),
             forwards,
+            routes: self
+                .routes
+                .as_ref()
+                .map(|r| r.snapshot())
+                .unwrap_or_default(),
         }
     }
 
@@ -729,6 +739,16 @@ pub fn render(s: &TunnelStatus) -> String {
         );
         out.truncate(out.trim_end().len());
         out.push('\n');
+    }
+    for r in &s.routes {
+        let _ = match r.route.as_str() {
+            "dns" => writeln!(out, "  --dns answered {}", r.dns_answered),
+            _ => writeln!(
+                out,
+                "  --route {:<31} active {:>4}  total {:>6}  up {:>12}  down {:>12}",
+                r.route, r.active, r.connections, r.bytes_up, r.bytes_down
+            ),
+        };
     }
     out
 }

@@ -27,6 +27,7 @@ pub mod live;
 pub mod out;
 pub mod prompt;
 pub mod proxy_command;
+pub mod route;
 pub mod service;
 pub mod session;
 pub mod settings;
@@ -93,9 +94,21 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             }
         },
     };
-    // ControlMaster auto/no: a warren already holding this ControlPath takes our forwards.
+    let routing = route::RouteOptions::from_cli(&cli)?;
+    if let Some(r) = &routing {
+        if settings.stdio.is_some() || (settings.command.is_some() && !cli.exec) {
+            return Err(ClientError::Usage(
+                "--route and --dns run with the tunnel (-N, or --exec), not -W or a remote command"
+                    .into(),
+            ));
+        }
+        r.preflight()?;
+    }
+    // ControlMaster auto/no: a warren already holding this ControlPath takes our forwards
+    // (not routes: they are this process's rules).
     if settings.command.is_none()
         && settings.stdio.is_none()
+        && routing.is_none()
         && let Some(status) = control::join_master(&cli, &ctl).await
     {
         return Ok(status);
@@ -315,6 +328,19 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             warn!("{e}; continuing without it (ExitOnForwardFailure=no)");
         }
     }
+    // Rules once connected; removed when `routes` drops, on every way out of here.
+    let routes = match &routing {
+        None => None,
+        Some(r) => match route::start(r, &slot, &settings.connect, &cancel, &tracker).await {
+            Ok(running) => Some(running),
+            Err(e) => {
+                cancel.cancel();
+                session_stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut supervised).await;
+                return Err(e);
+            }
+        },
+    };
     // Control sockets exist before anyone is told the tunnel is ready.
     let exit_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let control_sockets = control::bind(ctl.serves_path().as_deref());
@@ -327,6 +353,7 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             control_path: ctl.serves_path(),
             cancel: cancel.clone(),
             exit_now: exit_now.clone(),
+            routes: routes.as_ref().map(|r| r.counters.clone()),
         }),
     ));
     let count = listener_count + settings.remote_forwards.len();

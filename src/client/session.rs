@@ -599,6 +599,13 @@ fn source_socket(s: &ConnectSettings, to: &SocketAddr) -> Result<tokio::net::Tcp
     }
     .map_err(|e| format!("cannot create a socket: {e}"))?;
     let sock = socket2::SockRef::from(&socket);
+    if let Some(mark) = super::route::socket_mark()
+        && let Err(e) = sock.set_mark(mark)
+    {
+        return Err(format!(
+            "--route: cannot mark the connection to the server: {e}"
+        ));
+    }
     if let Err(e) = sock.set_keepalive(s.tcp_keepalive) {
         debug!("TCPKeepAlive: {e}");
     }

@@ -645,6 +645,10 @@ pub struct Sshd {
     proc: Option<Proc>,
     /// Logs of earlier runs (before `stop`/`restart`) and failed attempts.
     past_logs: String,
+    /// The address listened on (127.0.0.1 unless started in a namespace).
+    listen: String,
+    /// Run inside this network namespace (`ip netns exec`).
+    netns: Option<String>,
 }
 
 impl Sshd {
@@ -655,6 +659,16 @@ impl Sshd {
 
     /// Starts sshd with `opts`; panics with sshd's logs if it does not come up.
     pub fn start_with(opts: SshdOptions) -> Sshd {
+        Self::start_at(opts, None, "127.0.0.1")
+    }
+
+    /// Starts sshd inside network namespace `netns`, listening on `listen` (an address of
+    /// that namespace): a server on another "machine" of a test's virtual network.
+    pub fn start_in_netns(netns: &str, listen: &str, opts: SshdOptions) -> Sshd {
+        Self::start_at(opts, Some(netns.to_string()), listen)
+    }
+
+    fn start_at(opts: SshdOptions, netns: Option<String>, listen: &str) -> Sshd {
         ensure_privsep_dir();
         let dir = tempfile::Builder::new()
             .prefix("warren-sshd-")
@@ -692,6 +706,8 @@ impl Sshd {
             host_keys,
             proc: None,
             past_logs: String::new(),
+            listen: listen.to_string(),
+            netns,
             dir,
         };
         for attempt in 1..=SSHD_START_ATTEMPTS {
@@ -726,7 +742,7 @@ impl Sshd {
             cfg.push('\n');
         }
         let _ = writeln!(cfg, "Port {}", self.port);
-        cfg.push_str("ListenAddress 127.0.0.1\n");
+        let _ = writeln!(cfg, "ListenAddress {}", self.listen);
         for k in &self.host_keys {
             let _ = writeln!(cfg, "HostKey {}", k.private.display());
         }
@@ -751,10 +767,18 @@ impl Sshd {
 
     /// Spawns sshd on `self.port` and waits for its "Server listening" line.
     fn launch(&mut self) -> Result<(), String> {
-        let mut cmd = Command::new(SSHD);
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs sshd in place: the process is sshd itself.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, SSHD]);
+                c
+            }
+            None => Command::new(SSHD),
+        };
         cmd.arg("-D").arg("-e").arg("-f").arg(&self.config);
         let proc = Proc::spawn(cmd);
-        let ready = format!("Server listening on 127.0.0.1 port {}.", self.port);
+        let ready = format!("Server listening on {} port {}.", self.listen, self.port);
         let res = proc.wait_for_stderr(
             |l| {
                 l.starts_with(&ready)
