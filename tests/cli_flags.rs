@@ -387,15 +387,19 @@ fn q_v_and_flags_accepted_or_refused_as_ssh_does() {
 
     for args in [
         &["-Z", "h"][..],
-        &["-w", "0:0", "h"],
+        &["-w", "tun0", "h"],
+        &["-w", "1:2:3", "h"],
         &["-s", "h"],
         &["-e", "ab", "h"],
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
-    let err = String::from_utf8_lossy(&run(&["-w", "0", "h"]).stderr).into_owned();
-    assert!(err.contains("not supported yet"), "{err}");
+    let err = String::from_utf8_lossy(&run(&["-w", "x", "h"]).stderr).into_owned();
+    assert!(err.contains("bad tun device 'x'"), "{err}");
+    // -w is TunnelDevice, and turns Tunnel on, as ssh -G shows.
+    let shown = dash_g(&["-w", "3:any"]);
+    assert!(shown.lines().any(|l| l == "tunneldevice 3:any"), "{shown}");
 
     // Accepted and ignored or warned about, and the tunnel still comes up.
     let sshd = Sshd::start();
