@@ -5,62 +5,12 @@
 
 mod common;
 
+use common::notify::NotifySocket;
 use common::*;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-/// A notify socket like systemd's: every datagram warren sends, as text.
-struct NotifySocket {
-    path: PathBuf,
-    messages: mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl NotifySocket {
-    fn bind() -> NotifySocket {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        let (tx, messages) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = socket.recv(&mut buf) {
-                if tx
-                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        NotifySocket {
-            path,
-            messages,
-            _dir: dir,
-        }
-    }
-
-    /// Waits for a message with a line satisfying `pred`; returns the whole message.
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool, seen: &mut Vec<String>) -> String {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.messages.recv_timeout(left) {
-                Ok(m) => {
-                    seen.push(m.clone());
-                    if m.lines().any(&pred) {
-                        return m;
-                    }
-                }
-                Err(_) => panic!("no {what} on the notify socket; got {seen:?}"),
-            }
-        }
-    }
-}
+use std::time::Duration;
 
 /// `cmd` run through `sh -c 'WATCHDOG_PID=$$ exec ...'`, so the watchdog variables name the
 /// process that will be warren, as systemd sets them.
@@ -105,7 +55,7 @@ fn notify_socket_gets_ready_after_the_forwards_then_status_watchdog_and_stopping
     let sshd = Sshd::start();
     let user = warren_user(&sshd);
     let echo = EchoServer::start();
-    let notify = NotifySocket::bind();
+    let mut notify = NotifySocket::bind();
     let mut cmd = warren_client(&user.home, &sshd);
     cmd.arg("-i")
         .arg(&user.key.private)
@@ -114,9 +64,8 @@ fn notify_socket_gets_ready_after_the_forwards_then_status_watchdog_and_stopping
         .arg("root@127.0.0.1")
         .env("NOTIFY_SOCKET", &notify.path);
     let warren = Proc::spawn(with_watchdog(&cmd, 300_000));
-    let mut seen = Vec::new();
 
-    let ready = notify.wait_for("READY=1", |l| l == "READY=1", &mut seen);
+    let ready = notify.wait_for("READY=1", |l| l == "READY=1");
     assert!(
         ready.contains("STATUS=connected to"),
         "READY=1 comes with a status: {ready:?}"
@@ -130,30 +79,35 @@ fn notify_socket_gets_ready_after_the_forwards_then_status_watchdog_and_stopping
         &format!("local forward to 127.0.0.1:{}", echo.port()),
     );
     echo_once(local);
-    notify.wait_for("a watchdog ping", |l| l == "WATCHDOG=1", &mut seen);
+    notify.wait_for("a watchdog ping", |l| l == "WATCHDOG=1");
 
     // SIGHUP drops the session: the status says so, then counts the reconnect.
     warren.signal(libc::SIGHUP);
-    notify.wait_for(
-        "the reconnected status",
-        |l| l.starts_with("STATUS=") && l.contains("reconnected 1 time(s)"),
-        &mut seen,
-    );
+    notify.wait_for("the reconnected status", |l| {
+        l.starts_with("STATUS=") && l.contains("reconnected 1 time(s)")
+    });
     assert!(
-        seen.iter().any(|m| m.contains("STATUS=reconnecting to")),
-        "the outage was not reported: {seen:?}"
+        notify
+            .seen
+            .iter()
+            .any(|m| m.contains("STATUS=reconnecting to")),
+        "the outage was not reported: {:?}",
+        notify.seen
     );
     echo_once(local);
 
     warren.signal(libc::SIGTERM);
-    notify.wait_for("STOPPING=1", |l| l == "STOPPING=1", &mut seen);
+    notify.wait_for("STOPPING=1", |l| l == "STOPPING=1");
     assert!(warren.expect_exit(READY_TIMEOUT).success());
     assert_eq!(
-        seen.iter()
+        notify
+            .seen
+            .iter()
             .filter(|m| m.lines().any(|l| l == "READY=1"))
             .count(),
         1,
-        "READY=1 exactly once: {seen:?}"
+        "READY=1 exactly once: {:?}",
+        notify.seen
     );
 }
 

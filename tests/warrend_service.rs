@@ -6,64 +6,13 @@
 
 mod common;
 
+use common::notify::NotifySocket;
 use common::warrend::*;
 use common::*;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::mpsc;
-use std::time::Instant;
-
-/// A notify socket like systemd's: every datagram warrend sends, as text.
-struct NotifySocket {
-    path: PathBuf,
-    messages: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl NotifySocket {
-    fn bind() -> NotifySocket {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        let (tx, messages) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 4096];
-            while let Ok(n) = socket.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if tx.send(text).is_err() {
-                    break;
-                }
-            }
-        });
-        NotifySocket {
-            path,
-            messages,
-            seen: Vec::new(),
-            _dir: dir,
-        }
-    }
-
-    /// Waits for a message with a line satisfying `pred`; returns the whole message.
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.messages.recv_timeout(left) {
-                Ok(m) => {
-                    self.seen.push(m.clone());
-                    if m.lines().any(&pred) {
-                        return m;
-                    }
-                }
-                Err(_) => panic!("no {what} on the notify socket; got {:?}", self.seen),
-            }
-        }
-    }
-}
 
 /// A config directory: `[server]` on loopback port 0 with its state in the directory,
 /// then `rest`.

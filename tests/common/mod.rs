@@ -1596,6 +1596,7 @@ pub fn warren_forwards(sshd: &Sshd, user: &WarrenUser, specs: &[&str]) -> (Proc,
     (proc, addrs)
 }
 pub mod netns;
+pub mod notify;
 pub mod warrend;
 
 /// A user authorized on every sshd in `sshds`, whose known_hosts trusts all of them (for
