@@ -5,30 +5,12 @@
 
 mod common;
 
-use common::notify::NotifySocket;
+use common::notify::{NotifySocket, with_watchdog};
 use common::*;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-/// `cmd` run through `sh -c 'WATCHDOG_PID=$$ exec ...'`, so the watchdog variables name the
-/// process that will be warren, as systemd sets them.
-fn with_watchdog(cmd: &Command, usec: u64) -> Command {
-    let mut sh = Command::new("sh");
-    sh.arg("-c")
-        .arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" \"$@\"")
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .env("WATCHDOG_USEC", usec.to_string());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => sh.env(k, v),
-            None => sh.env_remove(k),
-        };
-    }
-    sh
-}
 
 fn allocated(lines: &[String], what: &str) -> u16 {
     lines

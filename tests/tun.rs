@@ -117,6 +117,30 @@ fn echo(cli: &Netns, host: &str, size: usize) {
     );
 }
 
+/// `warren -w LU:RU` (plus `extra`), ready and with both devices present.
+fn start_tunnel(
+    sshd: &Sshd,
+    user: &WarrenUser,
+    extra: &[&str],
+    (lu, ru): (u32, u32),
+    (ldev, rdev): (&str, &str),
+) -> Proc {
+    let mut cmd = warren_client(&user.home, sshd);
+    cmd.arg("-i")
+        .arg(&user.key.private)
+        .args(extra)
+        .arg("-w")
+        .arg(format!("{lu}:{ru}"))
+        .arg("root@127.0.0.1");
+    let warren = Proc::spawn(cmd);
+    warren
+        .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n--- sshd ---\n{}", sshd.logs()));
+    wait_device(ldev, &warren);
+    wait_device(rdev, &warren);
+    warren
+}
+
 fn tunnel_sshd(permit: &str) -> Sshd {
     Sshd::start_with(SshdOptions {
         extra_config: vec![format!("PermitTunnel {permit}")],
@@ -137,18 +161,7 @@ fn packets_cross_both_ways_and_the_local_device_survives_a_reconnect() {
     });
     let mut sshd = tunnel_sshd("point-to-point");
     let user = warren_user(&sshd);
-    let mut cmd = warren_client(&user.home, &sshd);
-    cmd.arg("-i")
-        .arg(&user.key.private)
-        .arg("-w")
-        .arg(format!("{lu}:{ru}"))
-        .arg("root@127.0.0.1");
-    let warren = Proc::spawn(cmd);
-    warren
-        .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\n--- sshd ---\n{}", sshd.logs()));
-    wait_device(&ldev, &warren);
-    wait_device(&rdev, &warren);
+    let warren = start_tunnel(&sshd, &user, &[], (lu, ru), (&ldev, &rdev));
     place(&cli, &ldev, ("10.77.0.1", "10.77.0.2"), "fd77::1/64");
     place(&srv, &rdev, ("10.77.0.2", "10.77.0.1"), "fd77::2/64");
     server
@@ -196,18 +209,13 @@ fn ethernet_mode_joins_two_tap_devices() {
     });
     let sshd = tunnel_sshd("ethernet");
     let user = warren_user(&sshd);
-    let mut cmd = warren_client(&user.home, &sshd);
-    cmd.arg("-i")
-        .arg(&user.key.private)
-        .args(["-o", "Tunnel=ethernet", "-w"])
-        .arg(format!("{lu}:{ru}"))
-        .arg("root@127.0.0.1");
-    let warren = Proc::spawn(cmd);
-    warren
-        .wait_for_stderr(|l| l.contains("ready: connected to"), READY_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\n--- sshd ---\n{}", sshd.logs()));
-    wait_device(&ldev, &warren);
-    wait_device(&rdev, &warren);
+    let _warren = start_tunnel(
+        &sshd,
+        &user,
+        &["-o", "Tunnel=ethernet"],
+        (lu, ru),
+        (&ldev, &rdev),
+    );
     for (ns, dev, v4, v6) in [
         (&cli, &ldev, "10.77.0.1/24", "fd77::1/64"),
         (&srv, &rdev, "10.77.0.2/24", "fd77::2/64"),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::notify::NotifySocket;
+use common::notify::{NotifySocket, with_watchdog};
 use common::warrend::*;
 use common::*;
 use std::fs;
@@ -68,24 +68,6 @@ fn listening(proc: &Proc) -> SocketAddr {
         .trim()
         .parse()
         .unwrap()
-}
-
-/// `cmd` run through `sh -c 'WATCHDOG_PID=$$ exec ...'`, so the watchdog variables name
-/// the process that will be warrend, as systemd sets them.
-fn with_watchdog(cmd: &Command, usec: u64) -> Command {
-    let mut sh = Command::new("sh");
-    sh.arg("-c")
-        .arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" \"$@\"")
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .env("WATCHDOG_USEC", usec.to_string());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => sh.env(k, v),
-            None => sh.env_remove(k),
-        };
-    }
-    sh
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use super::READY_TIMEOUT;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -53,4 +54,22 @@ impl NotifySocket {
             }
         }
     }
+}
+
+/// `cmd` run through `sh -c 'WATCHDOG_PID=$$ exec ...'`, so the watchdog variables name
+/// the process `cmd` becomes, as systemd sets them.
+pub fn with_watchdog(cmd: &Command, usec: u64) -> Command {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" \"$@\"")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env("WATCHDOG_USEC", usec.to_string());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    sh
 }
