@@ -130,7 +130,9 @@ fn warrend_config(env: &Env, dir: &Path, target_ports: &[u16]) -> String {
     let mut c = String::new();
     let _ = writeln!(
         c,
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nstate_dir = {}\nhost_keys = [\"ssh_host_ed25519_key\"]\naudit_log = {}\n",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nstate_dir = {}\nhost_keys = [\"ssh_host_ed25519_key\"]\naudit_log = {}\n\n\
+         # Servers of the run share one state dir (one host key); none needs `warrend ctl`.\n\
+         [admin]\nsocket = \"\"\n",
         toml_str(&state),
         toml_str(&dir.join("audit.log")),
     );
