@@ -65,6 +65,8 @@ pub struct ConnectSettings {
     pub rekey: RekeyLimit,
     /// TCPKeepAlive (SO_KEEPALIVE; on by default, as in ssh).
     pub tcp_keepalive: bool,
+    /// SO_MARK for the connection to the server (--route: the rules let it pass).
+    pub fwmark: Option<u32>,
     /// IPQoS: the TOS / traffic class of the connection to the server (its bulk value).
     pub tos: Option<u32>,
     /// SendEnv's matching variables and SetEnv, sent before a remote command.
@@ -599,7 +601,7 @@ fn source_socket(s: &ConnectSettings, to: &SocketAddr) -> Result<tokio::net::Tcp
     }
     .map_err(|e| format!("cannot create a socket: {e}"))?;
     let sock = socket2::SockRef::from(&socket);
-    if let Some(mark) = super::route::socket_mark()
+    if let Some(mark) = s.fwmark
         && let Err(e) = sock.set_mark(mark)
     {
         return Err(format!(

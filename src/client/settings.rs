@@ -432,6 +432,7 @@ fn resolve_connect(
         rekey: o.rekey_limit.unwrap_or_default(),
         agent_forward: agent_to_forward(&o),
         tcp_keepalive: o.tcp_keep_alive.unwrap_or(true),
+        fwmark: super::route::socket_mark(cli),
         env: environment(&o),
         tos: o.ip_qos.as_ref().and_then(|q| q.bulk),
         host_key,

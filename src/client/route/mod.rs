@@ -23,19 +23,19 @@ use listener::{RouteEntry, RouteListener};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Set while --route runs: the SSH connection's socket carries [`nft::MARK`].
-static MARK_SOCKETS: AtomicBool = AtomicBool::new(false);
-
-/// The fwmark for warren's connection to the server, when --route is on.
-pub fn socket_mark() -> Option<u32> {
-    MARK_SOCKETS.load(Ordering::Relaxed).then_some(nft::MARK)
+/// The fwmark for warren's own connections to the server (and to every jump host), when
+/// --route or --dns is on: the rules let marked packets pass, so the tunnel never captures
+/// itself. A setting of each connection (`ConnectSettings::fwmark`), decided from the
+/// command line alone, so the session code needs nothing from here.
+pub fn socket_mark(cli: &Cli) -> Option<u32> {
+    (!cli.route.is_empty() || cli.dns.is_some()).then_some(nft::MARK)
 }
 
 /// --route, --exclude, --dns, --dns-domain as given.
@@ -92,12 +92,10 @@ impl RouteOptions {
     }
 
     /// Before anything is connected: the privilege and the tool are there (exit 2 with the
-    /// fix otherwise), tables of warren processes killed earlier are gone, and our
-    /// connection to the server will be marked.
+    /// fix otherwise) and tables of warren processes killed earlier are gone.
     pub fn preflight(&self) -> Result<(), ClientError> {
         nft::preflight().map_err(ClientError::Usage)?;
         nft::remove_stale();
-        MARK_SOCKETS.store(true, Ordering::Relaxed);
         Ok(())
     }
 }
