@@ -355,17 +355,24 @@ impl Session {
         }
     }
 
-    /// Writes as much of `data` as the peer's window and our output budget allow; 0 means
-    /// "would block" and an [`Event::ChannelWritable`] will follow.
-    pub fn channel_write(&mut self, id: ChannelId, data: &[u8]) -> Result<usize> {
-        let can_send = self.transport.can_send_app() && self.held.is_empty();
-        let out_len = self.transport.out.len();
+    /// The channel `id`, if data may still be sent on it (open, and neither EOF nor CLOSE
+    /// exchanged); otherwise the error every write returns.
+    fn sendable(&mut self, id: ChannelId) -> Result<&mut Channel> {
         let Some(ch) = self.channels.get_mut(&id) else {
             return Err(Error::Protocol("write on a closed channel".into()));
         };
         if ch.eof_sent || ch.close_sent || ch.close_received {
             return Err(Error::Protocol("write after EOF or close".into()));
         }
+        Ok(ch)
+    }
+
+    /// Writes as much of `data` as the peer's window and our output budget allow; 0 means
+    /// "would block" and an [`Event::ChannelWritable`] will follow.
+    pub fn channel_write(&mut self, id: ChannelId, data: &[u8]) -> Result<usize> {
+        let can_send = self.transport.can_send_app() && self.held.is_empty();
+        let out_len = self.transport.out.len();
+        let ch = self.sendable(id)?;
         if ch.state != State::Open
             || !can_send
             || out_len >= OUT_HIGH_WATER
@@ -399,19 +406,14 @@ impl Session {
 
     /// Sends `data` as exactly one CHANNEL_DATA message, or nothing: datagram channels
     /// (`tun@openssh.com`) give each message's data to the peer as one packet, so a packet
-    /// split across messages would arrive as two broken ones. `Ok(false)` means "not now"
+    /// split across messages would arrive as two broken ones. `Blocked` means "not now"
     /// (window, kex or output budget) and an [`Event::ChannelWritable`] will follow; a
     /// datagram larger than the peer's maximum packet can never be sent: `TooLarge`, and
     /// the caller drops it (as a router drops a packet over the MTU).
     pub fn channel_write_datagram(&mut self, id: ChannelId, data: &[u8]) -> Result<Datagram> {
         let can_send = self.transport.can_send_app() && self.held.is_empty();
         let out_len = self.transport.out.len();
-        let Some(ch) = self.channels.get_mut(&id) else {
-            return Err(Error::Protocol("write on a closed channel".into()));
-        };
-        if ch.eof_sent || ch.close_sent || ch.close_received {
-            return Err(Error::Protocol("write after EOF or close".into()));
-        }
+        let ch = self.sendable(id)?;
         if data.len() > ch.send.max_packet() {
             return Ok(Datagram::TooLarge {
                 max: ch.send.max_packet(),
@@ -437,12 +439,7 @@ impl Session {
     /// most; returns how much went out (0: no window now). For the short diagnostics a server
     /// owes a client it refuses (a refused shell says why on stderr, as sshd does).
     pub fn channel_write_stderr(&mut self, id: ChannelId, data: &[u8]) -> Result<usize> {
-        let Some(ch) = self.channels.get_mut(&id) else {
-            return Err(Error::Protocol("write on a closed channel".into()));
-        };
-        if ch.eof_sent || ch.close_sent || ch.close_received {
-            return Err(Error::Protocol("write after EOF or close".into()));
-        }
+        let ch = self.sendable(id)?;
         if ch.state != State::Open {
             return Ok(0);
         }
