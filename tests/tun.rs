@@ -59,10 +59,18 @@ fn place(ns: &Netns, dev: &str, v4: (&str, &str), v6: &str) {
 
 const ECHO_SERVER: &str = r#"
 import socket, sys, threading
-def serve(family, addr):
+# Bound and listening before "ready", with FREEBIND: the addresses may be placed on the
+# tunnel device only after this starts.
+def listener(family, addr):
     s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET:
+        s.setsockopt(socket.SOL_IP, 15, 1)          # IP_FREEBIND
+    else:
+        s.setsockopt(socket.IPPROTO_IPV6, 78, 1)    # IPV6_FREEBIND
     s.bind((addr, 7007)); s.listen(8)
+    return s
+def serve(s):
     while True:
         c, _ = s.accept()
         def echo(c):
@@ -73,7 +81,7 @@ def serve(family, addr):
             c.close()
         threading.Thread(target=echo, args=(c,), daemon=True).start()
 for fam, a in ((socket.AF_INET, "10.77.0.2"), (socket.AF_INET6, "fd77::2")):
-    threading.Thread(target=serve, args=(fam, a), daemon=True).start()
+    threading.Thread(target=serve, args=(listener(fam, a),), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
 "#;
