@@ -220,12 +220,17 @@ async fn a_thousand_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_user_and_password() {
     let etcd = Etcd::start();
-    etcd.etcdctl(&["user", "add", "root:rootpw"]);
-    etcd.etcdctl(&["user", "add", "warren:s3cret"]);
-    etcd.etcdctl(&["role", "add", "warren"]);
-    etcd.etcdctl(&["role", "grant-permission", "warren", "--prefix=true", "readwrite", "/warren/"]);
-    etcd.etcdctl(&["user", "grant-role", "warren", "warren"]);
-    etcd.etcdctl(&["auth", "enable"]);
+    // Set up as an operator would with etcdctl: root, a "warren" user limited to /warren/.
+    let mut admin = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
+    admin.user_add("root", "rootpw", None).await.unwrap();
+    admin.role_add("root").await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.user_add("warren", "s3cret", None).await.unwrap();
+    admin.role_add("warren").await.unwrap();
+    let perm = etcd_client::Permission::read_write("/warren/").with_prefix();
+    admin.role_grant_permission("warren", perm).await.unwrap();
+    admin.user_grant_role("warren", "warren").await.unwrap();
+    admin.auth_enable().await.unwrap();
 
     let mut s = settings(&etcd, Duration::from_secs(5));
     s.user = Some("warren".into());

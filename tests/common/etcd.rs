@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{Proc, free_port, run_ok};
+use super::{Proc, free_port};
 
 pub const ETCD: &str = "/usr/bin/etcd";
-pub const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 /// etcd starts in well under a second here; the margin is for a loaded CI machine.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -82,16 +81,6 @@ impl Etcd {
         if let Err(e) = self.launch() {
             panic!("etcd did not come back: {e}");
         }
-    }
-
-    /// Runs `etcdctl` against this etcd with `args` (e.g. `["user", "add", "root:pw"]`);
-    /// panics with its output if it fails.
-    pub fn etcdctl(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new(ETCDCTL);
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint()))
-            .args(args);
-        String::from_utf8_lossy(&run_ok(cmd).stdout).into_owned()
     }
 
     fn launch(&self) -> Result<(), String> {
