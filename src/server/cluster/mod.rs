@@ -1,0 +1,2 @@
+//! Cluster mode: several warrend nodes serving one rendezvous namespace.
+pub mod link;
