@@ -167,7 +167,11 @@ async fn reach_carries_16_mib_both_ways_with_eof_and_many_channels_share_one_ses
     let back = round_trip(&links, server.addr, "bob", data.clone()).await;
     assert_eq!(back.len(), data.len());
     assert_eq!(sha256_hex(&back), sha256_hex(&data));
-    assert_eq!(seen.lock().unwrap()[0], request("bob"), "the request arrives whole");
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        request("bob"),
+        "the request arrives whole"
+    );
 
     // Eight at once over the same session: no second dial.
     let small = Arc::new(pattern_bytes(256 << 10, 7));
@@ -226,7 +230,12 @@ async fn a_server_whose_host_key_is_not_the_listed_one_is_refused_by_the_dialer(
     };
     // An impostor at node1's address: it knows node2's key, but its own key is not node1's.
     let impostor = node_key(c.dir.path(), "impostor");
-    let server = start_server(c.keys("node1", &impostor, &[("node2", &c.k2)]), on_reach, None).await;
+    let server = start_server(
+        c.keys("node1", &impostor, &[("node2", &c.k2)]),
+        on_reach,
+        None,
+    )
+    .await;
     let (links, _cancel) = c.dialer();
     let err = links
         .open("node1", &server.addr.to_string(), request("bob"))
@@ -259,11 +268,23 @@ async fn spoofed_from_node_and_rejected_reaches_return_the_reason() {
         from_node: "node3".into(),
         ..request("bob")
     };
-    let err = links.open("node1", &addr, spoofed).await.err().expect("refused");
+    let err = links
+        .open("node1", &addr, spoofed)
+        .await
+        .err()
+        .expect("refused");
     assert!(err.contains("not the authenticated node node2"), "{err}");
-    assert_eq!(reached.load(Ordering::SeqCst), 0, "never shown to the callback");
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "never shown to the callback"
+    );
 
-    let err = links.open("node1", &addr, request("bob")).await.err().expect("refused");
+    let err = links
+        .open("node1", &addr, request("bob"))
+        .await
+        .err()
+        .expect("refused");
     assert!(err.contains("no published name printer"), "{err}");
     assert_eq!(reached.load(Ordering::SeqCst), 1);
     assert_eq!(links.dials(), 1, "refusals do not break the link");
@@ -292,15 +313,25 @@ async fn a_peer_down_fails_fast_backs_off_and_comes_back_and_cancel_ends_everyth
     .await;
 
     let t = Instant::now();
-    let err = links.open("node1", &addr, request("bob")).await.err().expect("down");
+    let err = links
+        .open("node1", &addr, request("bob"))
+        .await
+        .err()
+        .expect("down");
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert!(
-        err.contains(&format!("node node1 ({addr}) is unreachable: connection refused; next try in")),
+        err.contains(&format!(
+            "node node1 ({addr}) is unreachable: connection refused; next try in"
+        )),
         "{err}"
     );
     let dials = links.dials();
     let t = Instant::now();
-    let err = links.open("node1", &addr, request("bob")).await.err().expect("backoff");
+    let err = links
+        .open("node1", &addr, request("bob"))
+        .await
+        .err()
+        .expect("backoff");
     assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
     assert!(err.contains("connection refused; next try in"), "{err}");
     assert_eq!(links.dials(), dials, "no dial within the backoff");
@@ -332,7 +363,11 @@ async fn a_peer_down_fails_fast_backs_off_and_comes_back_and_cancel_ends_everyth
         !matches!(links.status()[0].state, LinkState::Connected { .. })
     })
     .await;
-    let err = links.open("node1", &addr, request("bob")).await.err().expect("cancelled");
+    let err = links
+        .open("node1", &addr, request("bob"))
+        .await
+        .err()
+        .expect("cancelled");
     assert!(err.contains("shutting down"), "{err}");
     server.cancel.cancel();
     tokio::time::timeout(DEADLINE, server.task)
@@ -359,11 +394,16 @@ async fn stock_ssh_with_a_random_key_is_refused() {
         cmd.args(["-F", "/dev/null", "-i"])
             .arg(&random)
             .args([
-                "-o", "IdentitiesOnly=yes",
-                "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=10",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=10",
                 "-p",
             ])
             .arg(server.addr.port().to_string())
@@ -376,6 +416,9 @@ async fn stock_ssh_with_a_random_key_is_refused() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(255), "{user}: {stderr}");
-        assert!(stderr.contains("Permission denied (publickey)"), "{user}: {stderr}");
+        assert!(
+            stderr.contains("Permission denied (publickey)"),
+            "{user}: {stderr}"
+        );
     }
 }

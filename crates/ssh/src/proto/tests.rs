@@ -727,9 +727,8 @@ fn extension_channels_carry_their_payload_and_only_listed_types_arrive() {
     );
     // Unlisted types: refused as unknown, never shown to the application.
     let before = p.s_opened.len();
-    let unlisted = p
-        .c
-        .open_channel(ChannelKind::Extension {
+    let unlisted =
+        p.c.open_channel(ChannelKind::Extension {
             kind: "other@warren".into(),
             data: payload.clone(),
         })
@@ -755,9 +754,8 @@ fn extension_channels_carry_their_payload_and_only_listed_types_arrive() {
 fn extension_channels_are_refused_unless_listed() {
     let mut p = Pair::new(|_| {});
     p.connect();
-    let id = p
-        .c
-        .open_channel(ChannelKind::Extension {
+    let id =
+        p.c.open_channel(ChannelKind::Extension {
             kind: "reach@warren".into(),
             data: vec![1, 2, 3],
         })

@@ -108,7 +108,10 @@ impl Links {
         handle.open(kind).await.map_err(|e| {
             match e.get_ref().and_then(|x| x.downcast_ref::<OpenFailure>()) {
                 Some(f) if f.reason == reason::UNKNOWN_CHANNEL_TYPE => {
-                    format!("node {node} ({addr}) does not serve reaches: {}", f.description)
+                    format!(
+                        "node {node} ({addr}) does not serve reaches: {}",
+                        f.description
+                    )
                 }
                 Some(f) => format!("node {node} refused: {}", f.description),
                 None => format!("node {node} ({addr}): the link broke: {e}"),
@@ -164,7 +167,12 @@ impl Links {
     }
 
     /// The live session to `peer`, dialing it if there is none and the backoff allows.
-    async fn link(&self, peer: &Arc<Peer>, addr: &str, expected: &PublicKey) -> Result<Handle, String> {
+    async fn link(
+        &self,
+        peer: &Arc<Peer>,
+        addr: &str,
+        expected: &PublicKey,
+    ) -> Result<Handle, String> {
         if let Some(ready) = usable(peer, addr) {
             return ready;
         }
@@ -213,10 +221,7 @@ impl Links {
                     .as_ref()
                     .map_or(BACKOFF_MIN, |d| d.backoff.saturating_mul(2))
                     .clamp(BACKOFF_MIN, BACKOFF_MAX);
-                let since = st
-                    .down
-                    .as_ref()
-                    .map_or_else(SystemTime::now, |d| d.since);
+                let since = st.down.as_ref().map_or_else(SystemTime::now, |d| d.since);
                 st.live = None;
                 let down = Down {
                     since,

@@ -214,16 +214,28 @@ mod tests {
         }
         let mut trailing = good.clone();
         trailing.push(0);
-        assert!(ReachRequest::decode(&trailing).unwrap_err().contains("trailing"));
+        assert!(
+            ReachRequest::decode(&trailing)
+                .unwrap_err()
+                .contains("trailing")
+        );
         let mut big_port = Vec::new();
         big_port.put_string(b"printer");
         big_port.put_u32(70_000);
-        assert!(ReachRequest::decode(&big_port).unwrap_err().contains("70000"));
+        assert!(
+            ReachRequest::decode(&big_port)
+                .unwrap_err()
+                .contains("70000")
+        );
         let long = ReachRequest {
             user: "x".repeat(MAX_FIELD + 1),
             ..sample()
         };
-        assert!(ReachRequest::decode(&long.encode()).unwrap_err().contains("user"));
+        assert!(
+            ReachRequest::decode(&long.encode())
+                .unwrap_err()
+                .contains("user")
+        );
         let mut not_utf8 = Vec::new();
         not_utf8.put_string(&[0xff, 0xfe]);
         assert!(ReachRequest::decode(&not_utf8).is_err());

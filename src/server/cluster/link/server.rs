@@ -66,8 +66,11 @@ impl PendingReach {
 impl Drop for PendingReach {
     fn drop(&mut self) {
         if !self.answered {
-            self.handle
-                .reject(self.id, reason::CONNECT_FAILED, "the reach was not answered");
+            self.handle.reject(
+                self.id,
+                reason::CONNECT_FAILED,
+                "the reach was not answered",
+            );
         }
     }
 }
@@ -168,36 +171,34 @@ impl Conn {
                 },
             };
             match ev {
-                Incoming::AuthRequest { id, user, method } => {
-                    match self.auth(&user, &method) {
-                        Verdict::Probe => {
-                            if let AuthMethod::PublicKey { alg, key_blob, .. } = &method {
-                                handle.auth_pk_ok(id, alg, key_blob);
-                            }
-                        }
-                        Verdict::Accept => {
-                            info!("cluster link: node {user} logged in from {}", self.peer);
-                            handle.auth_reply(id, AuthReply::Accept);
-                            node = Some(user);
-                            pending = None;
-                        }
-                        Verdict::Reject(why) => {
-                            failures += 1;
-                            info!("cluster link: refused login from {}: {why}", self.peer);
-                            handle.auth_reply(
-                                id,
-                                AuthReply::Reject {
-                                    methods: vec!["publickey".into()],
-                                    partial: false,
-                                },
-                            );
-                            if failures >= MAX_AUTH_TRIES {
-                                handle.disconnect("too many authentication failures");
-                                break;
-                            }
+                Incoming::AuthRequest { id, user, method } => match self.auth(&user, &method) {
+                    Verdict::Probe => {
+                        if let AuthMethod::PublicKey { alg, key_blob, .. } = &method {
+                            handle.auth_pk_ok(id, alg, key_blob);
                         }
                     }
-                }
+                    Verdict::Accept => {
+                        info!("cluster link: node {user} logged in from {}", self.peer);
+                        handle.auth_reply(id, AuthReply::Accept);
+                        node = Some(user);
+                        pending = None;
+                    }
+                    Verdict::Reject(why) => {
+                        failures += 1;
+                        info!("cluster link: refused login from {}: {why}", self.peer);
+                        handle.auth_reply(
+                            id,
+                            AuthReply::Reject {
+                                methods: vec!["publickey".into()],
+                                partial: false,
+                            },
+                        );
+                        if failures >= MAX_AUTH_TRIES {
+                            handle.disconnect("too many authentication failures");
+                            break;
+                        }
+                    }
+                },
                 Incoming::ChannelOpen { id, kind } => self.open(&handle, node.as_deref(), id, kind),
                 Incoming::GlobalRequest {
                     request_id,
@@ -229,7 +230,10 @@ impl Conn {
         // receiver is dropped first so a peer cannot hold it with unread events.
         drop(events);
         let mut driver = driver;
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut driver).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut driver)
+            .await
+            .is_err()
+        {
             driver.abort();
         }
         if let Some(node) = node {
