@@ -392,14 +392,6 @@ async fn watch_lost(cluster: Weak<Cluster>, shared: Weak<Shared>, cancel: Cancel
             None => "lost from the cluster registry".to_string(),
         };
         if shared.registry.unregister(&name, port, ours.conn) {
-            let whereto = if now.user == ours.user {
-                format!("taken over by {}'s session on node {}", now.user, now.node)
-            } else {
-                format!(
-                    "held by another user on node {} after an etcd outage",
-                    now.node
-                )
-            };
             info!(conn = ours.conn, "{name}:{port} {whereto}");
             shared
                 .audit
