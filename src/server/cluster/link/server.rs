@@ -82,6 +82,8 @@ type OnReach = Arc<dyn Fn(ReachRequest, PendingReach) + Send + Sync>;
 /// `peers[node id]` (anything else refused, failures throttled per source like warrend's
 /// logins); only `reach@warren` channels are accepted (sessions, forwards and global
 /// requests are refused); `from_node` in a request must equal the authenticated node id.
+/// `on_reach` runs on the link's event task: it must answer (or hand the [`PendingReach`] to
+/// a task of its own) without blocking, or every reach on that link waits behind it.
 /// Returns once `cancel` fired and every link has ended (the listener is closed first).
 pub async fn serve(
     listener: TcpListener,
