@@ -216,6 +216,31 @@ async fn a_dialer_with_an_unlisted_key_is_refused() {
             "{name}: {err}"
         );
     }
+    // Failing again and again from one source: throttled like warrend's logins, dropped
+    // before any SSH once over the limit (fresh dialers, so no backoff hides it).
+    let keys = c.keys("node3", &stranger, &[("node1", &c.k1)]);
+    let mut refused_at_login = 2;
+    let throttled = loop {
+        let links = Links::new(keys.clone(), CancellationToken::new());
+        let err = links
+            .open("node1", &server.addr.to_string(), request("bob"))
+            .await
+            .err()
+            .expect("refused");
+        if !err.contains("refused our login") {
+            break err;
+        }
+        refused_at_login += 1;
+        assert!(refused_at_login <= 40, "never throttled");
+    };
+    assert!(
+        refused_at_login >= 10,
+        "throttled after {refused_at_login}: {throttled}"
+    );
+    assert!(
+        throttled.contains("is unreachable: connection"),
+        "{throttled}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +357,11 @@ async fn a_peer_down_fails_fast_backs_off_and_comes_back_and_cancel_ends_everyth
         .await
         .err()
         .expect("backoff");
-    assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(err.contains("connection refused; next try in"), "{err}");
     assert_eq!(links.dials(), dials, "no dial within the backoff");
     assert!(
@@ -421,4 +450,66 @@ async fn stock_ssh_with_a_random_key_is_refused() {
             "{user}: {stderr}"
         );
     }
+}
+
+/// A peer node logged in with its own key gets reach channels and nothing else: no session,
+/// no direct-tcpip, no remote forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_in_peer_gets_nothing_but_reach_channels() {
+    use warren_ssh::driver::{self, AuthOutcome, Incoming};
+    use warren_ssh::proto::{ChannelKind, Config, GlobalRequest, Role};
+    let c = Cluster::new();
+    let server = start_server(c.server_keys(), echo(), None).await;
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (handle, mut events, run) = driver::start(stream, Arc::new(Config::new(Role::Client)));
+    tokio::spawn(run);
+    assert!(matches!(events.recv().await, Some(Incoming::HostKey(_))));
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    assert_eq!(
+        handle.auth_publickey("node2", &c.k2).await.unwrap(),
+        AuthOutcome::Success
+    );
+    for kind in [
+        ChannelKind::Session,
+        ChannelKind::DirectTcpip {
+            host: "127.0.0.1".into(),
+            port: 22,
+            originator: "127.0.0.1".into(),
+            originator_port: 1,
+        },
+        ChannelKind::Extension {
+            kind: "other@warren".into(),
+            data: vec![],
+        },
+    ] {
+        let err = handle.open(kind.clone()).await.err().expect("refused");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{kind:?}: {err}"
+        );
+    }
+    let (ok, _) = handle
+        .global_request(GlobalRequest::TcpipForward {
+            address: "127.0.0.1".into(),
+            port: 0,
+        })
+        .await
+        .unwrap();
+    assert!(!ok, "remote forwards are refused");
+    // Still a working link after all that.
+    let mut reach = handle
+        .open(ChannelKind::Extension {
+            kind: "reach@warren".into(),
+            data: request("bob").encode(),
+        })
+        .await
+        .expect("a reach opens");
+    reach.write_all(b"hi").await.unwrap();
+    let mut buf = [0u8; 2];
+    tokio::time::timeout(DEADLINE, reach.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"hi");
 }

@@ -87,7 +87,9 @@ impl Links {
 
     /// Opens a reach channel to `node` at `addr` (host:port from etcd's member record). The
     /// peer's host key must equal `peers[node]`. Fails fast with a clear reason when the
-    /// peer is down or within its backoff; a refusal by the peer carries its reason.
+    /// peer is down or within its backoff; a refusal by the peer carries its reason. `addr`
+    /// is dialed only when there is no live session: a session keeps serving a peer that
+    /// re-registered at another address until it breaks.
     pub async fn open(
         &self,
         node: &str,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -33,6 +34,10 @@ const THROTTLE: ThrottleLimits = ThrottleLimits {
     prefix_v4: 32,
     prefix_v6: 64,
 };
+
+/// Connections not logged in yet, from all sources together: a flood from many addresses
+/// cannot pile up tasks, and the few real peers log in within milliseconds anyway.
+const MAX_UNAUTHENTICATED: usize = 64;
 
 /// Penalty for holding a connection open without logging in (doubles on repeat, capped).
 const PENALTY_BASE: Duration = Duration::from_secs(30);
@@ -82,6 +87,8 @@ type OnReach = Arc<dyn Fn(ReachRequest, PendingReach) + Send + Sync>;
 /// `peers[node id]` (anything else refused, failures throttled per source like warrend's
 /// logins); only `reach@warren` channels are accepted (sessions, forwards and global
 /// requests are refused); `from_node` in a request must equal the authenticated node id.
+/// `on_reach` runs on the link's event task: it must answer (or hand the [`PendingReach`] to
+/// a task of its own) without blocking, or every reach on that link waits behind it.
 /// Returns once `cancel` fired and every link has ended (the listener is closed first).
 pub async fn serve(
     listener: TcpListener,
@@ -91,6 +98,7 @@ pub async fn serve(
 ) {
     let config = Arc::new(engine_config(Role::Server, &keys, None));
     let throttle = Arc::new(Throttle::new(THROTTLE));
+    let unauthenticated = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -115,6 +123,10 @@ pub async fn serve(
             debug!("cluster link: refused {peer}: {why}");
             continue;
         }
+        let Ok(slot) = unauthenticated.clone().try_acquire_owned() else {
+            debug!("cluster link: refused {peer}: {MAX_UNAUTHENTICATED} connections not logged in");
+            continue;
+        };
         let conn = Conn {
             keys: keys.clone(),
             on_reach: on_reach.clone(),
@@ -122,7 +134,7 @@ pub async fn serve(
             config: config.clone(),
             peer,
         };
-        tracker.spawn(conn.run(stream, cancel.clone()));
+        tracker.spawn(conn.run(stream, slot, cancel.clone()));
     }
     drop(listener);
     tracker.close();
@@ -143,9 +155,9 @@ struct Conn {
 }
 
 impl Conn {
-    async fn run(self, stream: TcpStream, cancel: CancellationToken) {
+    async fn run(self, stream: TcpStream, slot: OwnedSemaphorePermit, cancel: CancellationToken) {
         let _ = stream.set_nodelay(true);
-        let mut pending = Some(self.throttle.pending(self.peer.ip()));
+        let mut pending = Some((self.throttle.pending(self.peer.ip()), slot));
         let (handle, mut events, driver) = driver::start(stream, self.config.clone());
         let driver = tokio::spawn(driver);
         let grace = tokio::time::sleep(LOGIN_GRACE);
