@@ -86,12 +86,18 @@ async fn publish_taken_takeover_withdraw() {
 
     let a1 = rec("alice", "n1", 1);
     assert_eq!(n1.reg.publish("web", 80, a1.clone()).await, Ok(None));
-    until("n2 sees alice's name", || n2.reg.lookup("web", 80) == Some(a1.clone())).await;
+    until("n2 sees alice's name", || {
+        n2.reg.lookup("web", 80) == Some(a1.clone())
+    })
+    .await;
     assert_eq!(n2.reg.lookup("web", 81), None);
 
     // Another user cannot take it, on any node.
     let m = rec("mallory", "n2", 9);
-    assert_eq!(n2.reg.publish("web", 80, m.clone()).await, Err(PublishError::Taken));
+    assert_eq!(
+        n2.reg.publish("web", 80, m.clone()).await,
+        Err(PublishError::Taken)
+    );
     assert_eq!(n1.reg.publish("web", 80, m).await, Err(PublishError::Taken));
 
     // Names that look like paths or keys stay names.
@@ -100,21 +106,37 @@ async fn publish_taken_takeover_withdraw() {
         n1.reg.publish(name, 1, odd.clone()).await.unwrap();
     }
     until("odd names", || n2.reg.names().len() == 5).await;
-    assert_eq!(n2.reg.members().len(), 2, "a name must not look like a member");
+    assert_eq!(
+        n2.reg.members().len(),
+        2,
+        "a name must not look like a member"
+    );
     assert_eq!(n2.reg.lookup("../../members/n1", 1), Some(odd.clone()));
 
     // Alice reconnects to n2: she takes her name over; n1 is told.
     let mut lost = n1.reg.lost();
     let a2 = rec("alice", "n2", 2);
-    assert_eq!(n2.reg.publish("web", 80, a2.clone()).await, Ok(Some(a1.clone())));
-    let got = tokio::time::timeout(WAIT, lost.recv()).await.expect("lost in time").unwrap();
+    assert_eq!(
+        n2.reg.publish("web", 80, a2.clone()).await,
+        Ok(Some(a1.clone()))
+    );
+    let got = tokio::time::timeout(WAIT, lost.recv())
+        .await
+        .expect("lost in time")
+        .unwrap();
     assert_eq!(got, ("web".to_string(), 80, a1.clone()));
-    until("n1 sees the takeover", || n1.reg.lookup("web", 80) == Some(a2.clone())).await;
+    until("n1 sees the takeover", || {
+        n1.reg.lookup("web", 80) == Some(a2.clone())
+    })
+    .await;
 
     // n1's old session ends: its withdraw must not delete the name that now lives on n2.
     n1.reg.withdraw("web", 80, &a1).await;
     n1.reg.publish("sync", 1, odd.clone()).await.unwrap();
-    until("n2 sees the sync name", || n2.reg.lookup("sync", 1).is_some()).await;
+    until("n2 sees the sync name", || {
+        n2.reg.lookup("sync", 1).is_some()
+    })
+    .await;
     assert_eq!(n2.reg.lookup("web", 80), Some(a2.clone()));
 
     n2.reg.withdraw("web", 80, &a2).await;
@@ -122,7 +144,10 @@ async fn publish_taken_takeover_withdraw() {
 
     // A clean stop revokes the lease: n1's names and member key go at once, not in 30 s.
     n1.cancel.cancel();
-    let took = until("n1's names gone after a clean stop", || n2.reg.names().is_empty()).await;
+    let took = until("n1's names gone after a clean stop", || {
+        n2.reg.names().is_empty()
+    })
+    .await;
     until("n1's member key gone", || n2.reg.member("n1").is_none()).await;
     println!("clean stop: names gone after {took:?}");
     assert!(took < Duration::from_secs(5));
@@ -132,17 +157,26 @@ async fn publish_taken_takeover_withdraw() {
 async fn killed_node_loses_its_names_within_the_lease_ttl() {
     let etcd = Etcd::start();
     let ttl = Duration::from_secs(2);
-    let (n1, n2) = (node(settings(&etcd, ttl), "n1"), node(settings(&etcd, ttl), "n2"));
+    let (n1, n2) = (
+        node(settings(&etcd, ttl), "n1"),
+        node(settings(&etcd, ttl), "n2"),
+    );
     healthy(&n1).await;
     healthy(&n2).await;
-    n1.reg.publish("dev", 22, rec("alice", "n1", 1)).await.unwrap();
+    n1.reg
+        .publish("dev", 22, rec("alice", "n1", 1))
+        .await
+        .unwrap();
     until("n2 sees it", || n2.reg.lookup("dev", 22).is_some()).await;
 
     n1.reg.halt_without_revoke();
     let took = until("the name expires", || n2.reg.lookup("dev", 22).is_none()).await;
     println!("SIGKILL-like stop: name gone after {took:?} (lease TTL {ttl:?})");
     // etcd checks expiry every 500 ms; a bit over the TTL is expected, never much more.
-    assert!(took > Duration::from_millis(500), "gone too early: revoked? {took:?}");
+    assert!(
+        took > Duration::from_millis(500),
+        "gone too early: revoked? {took:?}"
+    );
     assert!(took < ttl + Duration::from_secs(2), "{took:?}");
     assert!(n2.reg.member("n1").is_none());
 }
@@ -160,7 +194,9 @@ async fn etcd_outage_fails_fast_and_heals() {
 
     etcd.stop();
     until("n1 notices the outage", || n1.reg.health() != Health::Ok).await;
-    let Health::Unavailable { why, .. } = n1.reg.health() else { unreachable!() };
+    let Health::Unavailable { why, .. } = n1.reg.health() else {
+        unreachable!()
+    };
     println!("health during the outage: {why}");
     assert!(!why.is_empty());
     let t0 = Instant::now();
@@ -178,7 +214,10 @@ async fn etcd_outage_fails_fast_and_heals() {
     etcd.start_again();
     healthy(&n1).await;
     healthy(&n2).await;
-    assert_eq!(n1.reg.publish("new", 1, rec("bob", "n1", 2)).await, Ok(None));
+    assert_eq!(
+        n1.reg.publish("new", 1, rec("bob", "n1", 2)).await,
+        Ok(None)
+    );
     until("n2 sees everything", || n2.reg.names().len() == 3).await;
     assert_eq!(n2.reg.lookup("later", 1), Some(later));
     assert_eq!(n2.reg.lookup("kept", 1), Some(kept));
@@ -201,7 +240,9 @@ async fn a_thousand_names() {
         tasks.spawn(async move {
             for i in 0..50u64 {
                 let r = rec("fleet", "n1", t * 50 + i);
-                reg.publish(&format!("dev{}", t * 50 + i), 22, r).await.unwrap();
+                reg.publish(&format!("dev{}", t * 50 + i), 22, r)
+                    .await
+                    .unwrap();
             }
         });
     }
@@ -221,7 +262,9 @@ async fn a_thousand_names() {
 async fn etcd_user_and_password() {
     let etcd = Etcd::start();
     // Set up as an operator would with etcdctl: root, a "warren" user limited to /warren/.
-    let mut admin = etcd_client::Client::connect([etcd.endpoint()], None).await.unwrap();
+    let mut admin = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
     admin.user_add("root", "rootpw", None).await.unwrap();
     admin.role_add("root").await.unwrap();
     admin.user_grant_role("root", "root").await.unwrap();
@@ -237,15 +280,27 @@ async fn etcd_user_and_password() {
     s.password = Some("s3cret".into());
     let good = node(s.clone(), "good");
     healthy(&good).await;
-    good.reg.publish("web", 80, rec("alice", "good", 1)).await.unwrap();
+    good.reg
+        .publish("web", 80, rec("alice", "good", 1))
+        .await
+        .unwrap();
     until("own cache", || good.reg.lookup("web", 80).is_some()).await;
 
     s.password = Some("wrong".into());
     let bad = node(s, "bad");
-    until("a reason", || matches!(bad.reg.health(), Health::Unavailable { ref why, .. } if why.contains("auth"))).await;
-    let Health::Unavailable { why, .. } = bad.reg.health() else { unreachable!() };
+    until(
+        "a reason",
+        || matches!(bad.reg.health(), Health::Unavailable { ref why, .. } if why.contains("auth")),
+    )
+    .await;
+    let Health::Unavailable { why, .. } = bad.reg.health() else {
+        unreachable!()
+    };
     println!("wrong password: {why}");
-    assert!(!why.contains("wrong"), "the password leaked into the reason: {why}");
+    assert!(
+        !why.contains("wrong"),
+        "the password leaked into the reason: {why}"
+    );
     assert!(matches!(
         bad.reg.publish("x", 1, rec("bob", "bad", 1)).await,
         Err(PublishError::Unavailable(_))

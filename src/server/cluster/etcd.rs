@@ -18,8 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions, WatchStream,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use tokio::sync::{Notify, RwLock, broadcast};
 use tokio::task::AbortHandle;
@@ -378,7 +377,13 @@ impl Inner {
         let id = (name.to_string(), port);
         let mut st = lock(&self.state);
         if st.mine.get(&id).is_none_or(|m| m.rev < rev) {
-            st.mine.insert(id.clone(), Mine { rec: rec.clone(), rev });
+            st.mine.insert(
+                id.clone(),
+                Mine {
+                    rec: rec.clone(),
+                    rev,
+                },
+            );
         }
         if st.later.get(&id) == Some(&rec) {
             st.later.remove(&id);
@@ -397,7 +402,12 @@ impl Inner {
     }
 
     fn send_lost(&self, name: String, port: u16, rec: NameRecord) {
-        info!(name, port, user = rec.user, "cluster name no longer owned by this node");
+        info!(
+            name,
+            port,
+            user = rec.user,
+            "cluster name no longer owned by this node"
+        );
         // No receiver is not an error: nobody asked.
         let _ = self.lost.send((name, port, rec));
     }
@@ -594,7 +604,9 @@ async fn keeper(inner: Arc<Inner>, cancel: CancellationToken) {
             .await
         {
             Ok(Ok(_)) => debug!("cluster lease revoked"),
-            Ok(Err(e)) => warn!(error = %e, "cluster lease revoke failed; names expire with the lease"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "cluster lease revoke failed; names expire with the lease")
+            }
             Err(_) => warn!("cluster lease revoke timed out; names expire with the lease"),
         }
     }
@@ -699,7 +711,11 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
         });
         st.health = Some(Health::Ok);
     }
-    info!(lease = id, revision = rev, "cluster registry connected to etcd");
+    info!(
+        lease = id,
+        revision = rev,
+        "cluster registry connected to etcd"
+    );
     inner.flush_later().await;
 
     let tick = (s.lease_ttl / 3).max(Duration::from_millis(200));
