@@ -306,3 +306,63 @@ async fn etcd_user_and_password() {
         Err(PublishError::Unavailable(_))
     ));
 }
+
+/// The lease is gone while the node lives (as after a partition longer than the TTL; here
+/// revoked by an operator): the node takes a new lease and re-publishes what it still owns;
+/// a name someone else took meanwhile is reported lost, not taken back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_lease_is_replaced_and_names_republished() {
+    let etcd = Etcd::start();
+    let s = settings(&etcd, Duration::from_secs(3));
+    let (n1, n2) = (node(s.clone(), "n1"), node(s, "n2"));
+    healthy(&n1).await;
+    healthy(&n2).await;
+    let (x, y) = (rec("alice", "n1", 1), rec("alice", "n1", 2));
+    n1.reg.publish("x", 1, x.clone()).await.unwrap();
+    n1.reg.publish("y", 1, y.clone()).await.unwrap();
+    until("n2 sees both", || n2.reg.names().len() == 2).await;
+    let mut lost = n1.reg.lost();
+
+    let mut admin = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let leases = admin.leases().await.unwrap();
+    let mut revoked = 0;
+    for l in leases.leases() {
+        let ttl = admin
+            .lease_time_to_live(
+                l.id(),
+                Some(etcd_client::LeaseTimeToLiveOptions::new().with_keys()),
+            )
+            .await
+            .unwrap();
+        if ttl.keys().iter().any(|k| k.ends_with(b"names/x:1")) {
+            admin.lease_revoke(l.id()).await.unwrap();
+            revoked += 1;
+        }
+    }
+    assert_eq!(revoked, 1);
+    // Someone else's record lands on x before n1 notices (its keepalive runs every TTL/3).
+    let m = rec("mallory", "n9", 9);
+    let value = serde_json::to_vec(&m).unwrap();
+    admin.put("/warren/names/x:1", value, None).await.unwrap();
+
+    let got = tokio::time::timeout(WAIT, lost.recv())
+        .await
+        .expect("lost in time")
+        .unwrap();
+    assert_eq!(got, ("x".to_string(), 1, x));
+    until("y went with the revoked lease", || {
+        n2.reg.lookup("y", 1).is_none()
+    })
+    .await;
+    let took = until("y is back under a new lease", || {
+        n2.reg.lookup("y", 1) == Some(y.clone()) && n2.reg.member("n1").is_some()
+    })
+    .await;
+    println!("lease revoked: y re-published after {took:?}");
+    assert_eq!(n2.reg.lookup("x", 1), Some(m));
+    healthy(&n1).await;
+    let r = n1.reg.publish("z", 1, rec("alice", "n1", 3)).await;
+    assert_eq!(r, Ok(None));
+}
