@@ -220,7 +220,7 @@ impl ClusterRegistry {
         };
         match tokio::time::timeout(self.inner.settings.timeout, work).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => debug!(name, port, error = %e, "cluster withdraw failed"),
+            Ok(Err(e)) => debug!(name, port, error = %describe(&e), "cluster withdraw failed"),
             Err(_) => debug!(name, port, "cluster withdraw timed out"),
         }
     }
@@ -235,7 +235,8 @@ impl ClusterRegistry {
         self.inner.wake.notify_one();
     }
 
-    /// From the watched cache: no etcd round trip.
+    /// From the watched cache: no etcd round trip. During an etcd outage it answers with the
+    /// last state seen (a node that died meanwhile keeps its names here until etcd is back).
     pub fn lookup(&self, name: &str, port: u16) -> Option<NameRecord> {
         lock(&self.inner.state)
             .names
@@ -340,7 +341,7 @@ impl Inner {
             Ok(Err(e)) => {
                 // Perhaps the lease is gone: let the keeper look now rather than at its next tick.
                 self.wake.notify_one();
-                return Err(PublishError::Unavailable(format!("etcd: {e}")));
+                return Err(PublishError::Unavailable(format!("etcd: {}", describe(&e))));
             }
             Err(_) => {
                 return Err(PublishError::Unavailable(format!(
@@ -643,7 +644,7 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
                 info!("cluster lease expired while etcd was away; re-publishing");
                 *lease = None;
             }
-            Ok(Err(e)) => return Err(format!("etcd lease keepalive: {e}")),
+            Ok(Err(e)) => return Err(format!("etcd lease keepalive: {}", describe(&e))),
             Err(_) => return Err(timeout_msg("lease keepalive", t)),
         }
     }
@@ -741,7 +742,7 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
                     return Err("the etcd lease expired".into());
                 }
                 Ok(None) => return Err("etcd closed the lease keepalive stream".into()),
-                Err(e) => return Err(format!("etcd lease keepalive: {e}")),
+                Err(e) => return Err(format!("etcd lease keepalive: {}", describe(&e))),
             },
             msg = watch.message() => match msg {
                 Ok(Some(r)) if r.canceled() => {
@@ -753,7 +754,7 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
                 }
                 Ok(Some(r)) => inner.apply(r.events()),
                 Ok(None) => return Err("etcd closed the watch stream".into()),
-                Err(e) => return Err(format!("etcd watch: {e}")),
+                Err(e) => return Err(format!("etcd watch: {}", describe(&e))),
             },
             _ = inner.wake.notified() => inner.flush_later().await,
         }
@@ -835,8 +836,17 @@ async fn within<T>(
 ) -> Result<T, String> {
     match tokio::time::timeout(t, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("etcd {what}: {e}")),
+        Ok(Err(e)) => Err(format!("etcd {what}: {}", describe(&e))),
         Err(_) => Err(timeout_msg(what, t)),
+    }
+}
+
+/// The gRPC status message without tonic's nested sources: one readable line for the audit
+/// log and `warrend ctl`.
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) if !s.message().is_empty() => s.message().to_string(),
+        other => other.to_string(),
     }
 }
 
