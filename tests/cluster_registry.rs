@@ -366,3 +366,124 @@ async fn lost_lease_is_replaced_and_names_republished() {
     let r = n1.reg.publish("z", 1, rec("alice", "n1", 3)).await;
     assert_eq!(r, Ok(None));
 }
+
+/// Runs openssl with `args` in `dir`; panics with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
+fn make_pki(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca: Vec<&str> = ["req", "-x509"]
+        .into_iter()
+        .chain(ec)
+        .chain([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ])
+        .collect();
+    openssl(dir, &ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, pem, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(dir.join(&extfile), ext).unwrap();
+        let req: Vec<&str> = ["req"]
+            .into_iter()
+            .chain(ec)
+            .chain(["-keyout", &key, "-out", &csr, "-subj", "/CN=test"])
+            .collect();
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                &extfile,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_a_client_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    make_pki(dir);
+    let etcd = Etcd::start_tls(common::etcd::Tls {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        client_ca: dir.join("ca.pem"),
+    });
+    let mut s = settings(&etcd, Duration::from_secs(5));
+    s.ca = Some(dir.join("ca.pem"));
+    s.cert = Some(dir.join("client.pem"));
+    s.key = Some(dir.join("client.key"));
+    let n1 = node(s.clone(), "n1");
+    healthy(&n1).await;
+    n1.reg
+        .publish("web", 443, rec("alice", "n1", 1))
+        .await
+        .unwrap();
+    until("own cache", || n1.reg.lookup("web", 443).is_some()).await;
+
+    // Without a client certificate etcd refuses the node.
+    s.cert = None;
+    s.key = None;
+    let anon = node(s, "anon");
+    until("a reason", || {
+        matches!(anon.reg.health(), Health::Unavailable { ref why, .. } if why.to_lowercase().contains("certificate"))
+    })
+    .await;
+    let Health::Unavailable { why, .. } = anon.reg.health() else {
+        unreachable!()
+    };
+    println!("TLS without a client certificate: {why}");
+}

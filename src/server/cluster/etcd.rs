@@ -845,7 +845,19 @@ async fn within<T>(
 /// log and `warrend ctl`.
 fn describe(e: &etcd_client::Error) -> String {
     match e {
-        etcd_client::Error::GRpcStatus(s) if !s.message().is_empty() => s.message().to_string(),
+        etcd_client::Error::GRpcStatus(s) if !s.message().is_empty() => {
+            // The innermost cause says what went wrong ("connection refused", a TLS alert).
+            let mut cause = None;
+            let mut next = std::error::Error::source(s);
+            while let Some(e) = next {
+                cause = Some(e.to_string());
+                next = e.source();
+            }
+            match cause {
+                Some(c) if !s.message().contains(&c) => format!("{}: {c}", s.message()),
+                _ => s.message().to_string(),
+            }
+        }
         other => other.to_string(),
     }
 }
