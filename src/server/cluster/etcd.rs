@@ -673,8 +673,6 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
         ),
     )
     .await?;
-    reconcile(inner, &mut client, id).await?;
-
     // The cache: everything under the prefix at one revision, then changes after it.
     let mut snapshot = within(
         t,
@@ -684,12 +682,10 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
     .await?;
     let rev = snapshot.header().map(|h| h.revision()).unwrap_or(0);
     let kvs = snapshot.take_kvs();
-    {
-        let mut st = lock(&inner.state);
-        st.names.clear();
-        st.members.clear();
-    }
     load_snapshot(inner, &kvs);
+    // Our names that are not in the snapshot as we wrote them; the watch below starts at
+    // the snapshot's revision, so it shows what this writes.
+    reconcile(inner, &mut client, id, &kvs).await?;
     let mut watch: WatchStream = within(
         t,
         "watch",
@@ -761,9 +757,10 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
     }
 }
 
+/// Replaces the cache in one step: a lookup never sees it half-loaded.
 fn load_snapshot(inner: &Arc<Inner>, kvs: &[etcd_client::KeyValue]) {
     let prefix = &inner.settings.prefix;
-    let mut st = lock(&inner.state);
+    let mut st = State::default();
     for kv in kvs {
         match names::parse_key(prefix, kv.key()) {
             Some(Key::Name { name, port }) => match names::parse_record(kv.value()) {
@@ -783,14 +780,24 @@ fn load_snapshot(inner: &Arc<Inner>, kvs: &[etcd_client::KeyValue]) {
             None => {}
         }
     }
+    let mut cur = lock(&inner.state);
+    cur.names = st.names;
+    cur.members = st.members;
 }
 
 /// After (re)connecting: each name this node still holds is either in etcd with our exact
 /// record, or re-created if absent (the lease was lost), or lost to whoever holds it now.
 /// Unlike a fresh publish, a present name is never taken back even from the same user: the
 /// other node's record is newer than our disconnected one.
-async fn reconcile(inner: &Arc<Inner>, client: &mut Client, lease: i64) -> Result<(), String> {
+async fn reconcile(
+    inner: &Arc<Inner>,
+    client: &mut Client,
+    lease: i64,
+    snapshot: &[etcd_client::KeyValue],
+) -> Result<(), String> {
     let _alone = inner.gate.write().await;
+    let present: HashMap<&[u8], &etcd_client::KeyValue> =
+        snapshot.iter().map(|kv| (kv.key(), kv)).collect();
     let mine: Vec<(NameId, Mine)> = lock(&inner.state)
         .mine
         .iter()
@@ -800,6 +807,13 @@ async fn reconcile(inner: &Arc<Inner>, client: &mut Client, lease: i64) -> Resul
     for ((name, port), m) in mine {
         let key = names::name_key(&inner.settings.prefix, &name, port);
         let value = names::encode_record(&m.rec);
+        // Still ours under the live lease (etcd kept it through the outage): nothing to do.
+        if present
+            .get(key.as_bytes())
+            .is_some_and(|kv| kv.value() == value.as_slice() && kv.lease() == lease)
+        {
+            continue;
+        }
         let txn = Txn::new()
             .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
