@@ -623,9 +623,10 @@ async fn session(inner: &Arc<Inner>, lease: &mut Option<i64>) -> String {
     }
 }
 
-enum Never {}
-
-async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Never, String> {
+async fn session_inner(
+    inner: &Arc<Inner>,
+    lease: &mut Option<i64>,
+) -> Result<std::convert::Infallible, String> {
     let s = &inner.settings;
     let t = s.timeout;
     let mut client = within(
