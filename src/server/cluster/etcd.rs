@@ -18,8 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions, WatchStream,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use tokio::sync::{Notify, RwLock, broadcast};
 use tokio::task::AbortHandle;
@@ -221,7 +220,7 @@ impl ClusterRegistry {
         };
         match tokio::time::timeout(self.inner.settings.timeout, work).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => debug!(name, port, error = %e, "cluster withdraw failed"),
+            Ok(Err(e)) => debug!(name, port, error = %describe(&e), "cluster withdraw failed"),
             Err(_) => debug!(name, port, "cluster withdraw timed out"),
         }
     }
@@ -236,7 +235,8 @@ impl ClusterRegistry {
         self.inner.wake.notify_one();
     }
 
-    /// From the watched cache: no etcd round trip.
+    /// From the watched cache: no etcd round trip. During an etcd outage it answers with the
+    /// last state seen (a node that died meanwhile keeps its names here until etcd is back).
     pub fn lookup(&self, name: &str, port: u16) -> Option<NameRecord> {
         lock(&self.inner.state)
             .names
@@ -341,7 +341,7 @@ impl Inner {
             Ok(Err(e)) => {
                 // Perhaps the lease is gone: let the keeper look now rather than at its next tick.
                 self.wake.notify_one();
-                return Err(PublishError::Unavailable(format!("etcd: {e}")));
+                return Err(PublishError::Unavailable(format!("etcd: {}", describe(&e))));
             }
             Err(_) => {
                 return Err(PublishError::Unavailable(format!(
@@ -378,7 +378,13 @@ impl Inner {
         let id = (name.to_string(), port);
         let mut st = lock(&self.state);
         if st.mine.get(&id).is_none_or(|m| m.rev < rev) {
-            st.mine.insert(id.clone(), Mine { rec: rec.clone(), rev });
+            st.mine.insert(
+                id.clone(),
+                Mine {
+                    rec: rec.clone(),
+                    rev,
+                },
+            );
         }
         if st.later.get(&id) == Some(&rec) {
             st.later.remove(&id);
@@ -397,7 +403,12 @@ impl Inner {
     }
 
     fn send_lost(&self, name: String, port: u16, rec: NameRecord) {
-        info!(name, port, user = rec.user, "cluster name no longer owned by this node");
+        info!(
+            name,
+            port,
+            user = rec.user,
+            "cluster name no longer owned by this node"
+        );
         // No receiver is not an error: nobody asked.
         let _ = self.lost.send((name, port, rec));
     }
@@ -594,7 +605,9 @@ async fn keeper(inner: Arc<Inner>, cancel: CancellationToken) {
             .await
         {
             Ok(Ok(_)) => debug!("cluster lease revoked"),
-            Ok(Err(e)) => warn!(error = %e, "cluster lease revoke failed; names expire with the lease"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "cluster lease revoke failed; names expire with the lease")
+            }
             Err(_) => warn!("cluster lease revoke timed out; names expire with the lease"),
         }
     }
@@ -610,9 +623,10 @@ async fn session(inner: &Arc<Inner>, lease: &mut Option<i64>) -> String {
     }
 }
 
-enum Never {}
-
-async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Never, String> {
+async fn session_inner(
+    inner: &Arc<Inner>,
+    lease: &mut Option<i64>,
+) -> Result<std::convert::Infallible, String> {
     let s = &inner.settings;
     let t = s.timeout;
     let mut client = within(
@@ -631,7 +645,7 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
                 info!("cluster lease expired while etcd was away; re-publishing");
                 *lease = None;
             }
-            Ok(Err(e)) => return Err(format!("etcd lease keepalive: {e}")),
+            Ok(Err(e)) => return Err(format!("etcd lease keepalive: {}", describe(&e))),
             Err(_) => return Err(timeout_msg("lease keepalive", t)),
         }
     }
@@ -660,8 +674,6 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
         ),
     )
     .await?;
-    reconcile(inner, &mut client, id).await?;
-
     // The cache: everything under the prefix at one revision, then changes after it.
     let mut snapshot = within(
         t,
@@ -671,12 +683,10 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
     .await?;
     let rev = snapshot.header().map(|h| h.revision()).unwrap_or(0);
     let kvs = snapshot.take_kvs();
-    {
-        let mut st = lock(&inner.state);
-        st.names.clear();
-        st.members.clear();
-    }
     load_snapshot(inner, &kvs);
+    // Our names that are not in the snapshot as we wrote them; the watch below starts at
+    // the snapshot's revision, so it shows what this writes.
+    reconcile(inner, &mut client, id, &kvs).await?;
     let mut watch: WatchStream = within(
         t,
         "watch",
@@ -699,7 +709,11 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
         });
         st.health = Some(Health::Ok);
     }
-    info!(lease = id, revision = rev, "cluster registry connected to etcd");
+    info!(
+        lease = id,
+        revision = rev,
+        "cluster registry connected to etcd"
+    );
     inner.flush_later().await;
 
     let tick = (s.lease_ttl / 3).max(Duration::from_millis(200));
@@ -725,7 +739,7 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
                     return Err("the etcd lease expired".into());
                 }
                 Ok(None) => return Err("etcd closed the lease keepalive stream".into()),
-                Err(e) => return Err(format!("etcd lease keepalive: {e}")),
+                Err(e) => return Err(format!("etcd lease keepalive: {}", describe(&e))),
             },
             msg = watch.message() => match msg {
                 Ok(Some(r)) if r.canceled() => {
@@ -737,16 +751,17 @@ async fn session_inner(inner: &Arc<Inner>, lease: &mut Option<i64>) -> Result<Ne
                 }
                 Ok(Some(r)) => inner.apply(r.events()),
                 Ok(None) => return Err("etcd closed the watch stream".into()),
-                Err(e) => return Err(format!("etcd watch: {e}")),
+                Err(e) => return Err(format!("etcd watch: {}", describe(&e))),
             },
             _ = inner.wake.notified() => inner.flush_later().await,
         }
     }
 }
 
+/// Replaces the cache in one step: a lookup never sees it half-loaded.
 fn load_snapshot(inner: &Arc<Inner>, kvs: &[etcd_client::KeyValue]) {
     let prefix = &inner.settings.prefix;
-    let mut st = lock(&inner.state);
+    let mut st = State::default();
     for kv in kvs {
         match names::parse_key(prefix, kv.key()) {
             Some(Key::Name { name, port }) => match names::parse_record(kv.value()) {
@@ -766,14 +781,24 @@ fn load_snapshot(inner: &Arc<Inner>, kvs: &[etcd_client::KeyValue]) {
             None => {}
         }
     }
+    let mut cur = lock(&inner.state);
+    cur.names = st.names;
+    cur.members = st.members;
 }
 
 /// After (re)connecting: each name this node still holds is either in etcd with our exact
 /// record, or re-created if absent (the lease was lost), or lost to whoever holds it now.
 /// Unlike a fresh publish, a present name is never taken back even from the same user: the
 /// other node's record is newer than our disconnected one.
-async fn reconcile(inner: &Arc<Inner>, client: &mut Client, lease: i64) -> Result<(), String> {
+async fn reconcile(
+    inner: &Arc<Inner>,
+    client: &mut Client,
+    lease: i64,
+    snapshot: &[etcd_client::KeyValue],
+) -> Result<(), String> {
     let _alone = inner.gate.write().await;
+    let present: HashMap<&[u8], &etcd_client::KeyValue> =
+        snapshot.iter().map(|kv| (kv.key(), kv)).collect();
     let mine: Vec<(NameId, Mine)> = lock(&inner.state)
         .mine
         .iter()
@@ -783,6 +808,13 @@ async fn reconcile(inner: &Arc<Inner>, client: &mut Client, lease: i64) -> Resul
     for ((name, port), m) in mine {
         let key = names::name_key(&inner.settings.prefix, &name, port);
         let value = names::encode_record(&m.rec);
+        // Still ours under the live lease (etcd kept it through the outage): nothing to do.
+        if present
+            .get(key.as_bytes())
+            .is_some_and(|kv| kv.value() == value.as_slice() && kv.lease() == lease)
+        {
+            continue;
+        }
         let txn = Txn::new()
             .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
@@ -819,8 +851,29 @@ async fn within<T>(
 ) -> Result<T, String> {
     match tokio::time::timeout(t, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("etcd {what}: {e}")),
+        Ok(Err(e)) => Err(format!("etcd {what}: {}", describe(&e))),
         Err(_) => Err(timeout_msg(what, t)),
+    }
+}
+
+/// The gRPC status message without tonic's nested sources: one readable line for the audit
+/// log and `warrend ctl`.
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) if !s.message().is_empty() => {
+            // The innermost cause says what went wrong ("connection refused", a TLS alert).
+            let mut cause = None;
+            let mut next = std::error::Error::source(s);
+            while let Some(e) = next {
+                cause = Some(e.to_string());
+                next = e.source();
+            }
+            match cause {
+                Some(c) if !s.message().contains(&c) => format!("{}: {c}", s.message()),
+                _ => s.message().to_string(),
+            }
+        }
+        other => other.to_string(),
     }
 }
 

@@ -98,7 +98,10 @@ pub fn parse_member(value: &[u8]) -> Result<Member, String> {
 
 fn parse<T: for<'a> Deserialize<'a>>(value: &[u8]) -> Result<T, String> {
     if value.len() > MAX_VALUE_LEN {
-        return Err(format!("value of {} bytes (limit {MAX_VALUE_LEN})", value.len()));
+        return Err(format!(
+            "value of {} bytes (limit {MAX_VALUE_LEN})",
+            value.len()
+        ));
     }
     serde_json::from_slice(value).map_err(|e| e.to_string())
 }
@@ -171,12 +174,20 @@ mod tests {
             assert_eq!(k.matches('/').count(), 3, "{k}");
             assert_eq!(
                 parse_key("/warren/", k.as_bytes()),
-                Some(Key::Name { name: name.into(), port: 8080 })
+                Some(Key::Name {
+                    name: name.into(),
+                    port: 8080
+                })
             );
         }
         assert_ne!(name_key("/p/", "a:1", 2), name_key("/p/", "a", 12));
         let m = member_key("/p/", "node/1");
-        assert_eq!(parse_key("/p/", m.as_bytes()), Some(Key::Member { node: "node/1".into() }));
+        assert_eq!(
+            parse_key("/p/", m.as_bytes()),
+            Some(Key::Member {
+                node: "node/1".into()
+            })
+        );
     }
 
     #[test]
