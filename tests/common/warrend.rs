@@ -330,6 +330,11 @@ impl SshClient {
                 }
             }
             if ok {
+                // ssh logs "listening" just before it calls listen(): wait for the socket
+                // to be in LISTEN, without connecting (a connection would open a channel).
+                for port in &ports {
+                    wait_listening(*port);
+                }
                 let addrs = ports
                     .iter()
                     .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
@@ -359,6 +364,27 @@ impl SshClient {
             .arg("-i")
             .arg(&self.key.private);
         cmd
+    }
+}
+
+/// Waits until 127.0.0.1:`port` is a listening TCP socket (read from /proc/net/tcp).
+pub fn wait_listening(port: u16) {
+    let want = format!("0100007F:{port:04X}");
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let listening = table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == want && f[3] == "0A"
+        });
+        if listening {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "127.0.0.1:{port} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -485,7 +511,13 @@ impl Warrend {
             .parse()
             .unwrap_or_else(|e| panic!("bad listening line {line:?}: {e}"));
         assert!(addr.ip().is_loopback(), "{line}");
-        let pub_file = state.join("ssh_host_ed25519_key.pub");
+        // The first host key, as configured (relative to the state dir, or absolute).
+        let first_key = server_keys
+            .iter()
+            .find(|(k, _)| k == "host_keys")
+            .and_then(|(_, v)| v.split('"').nth(1).map(str::to_string))
+            .unwrap_or_else(|| "ssh_host_ed25519_key".into());
+        let pub_file = PathBuf::from(format!("{}.pub", state.join(first_key).display()));
         let text = fs::read_to_string(&pub_file)
             .unwrap_or_else(|e| panic!("read {}: {e}", pub_file.display()));
         let host_key: Vec<&str> = text.split_whitespace().take(2).collect();

@@ -388,7 +388,10 @@ async fn watch_lost(cluster: Weak<Cluster>, shared: Weak<Shared>, cancel: Cancel
             Some(now) if now.user == ours.user => {
                 format!("taken over by {}'s session on node {}", now.user, now.node)
             }
-            Some(now) => format!("held by another user on node {} after an etcd outage", now.node),
+            Some(now) => format!(
+                "held by another user on node {} after an etcd outage",
+                now.node
+            ),
             None => "lost from the cluster registry".to_string(),
         };
         if shared.registry.unregister(&name, port, ours.conn) {
