@@ -546,4 +546,8 @@ fn an_etcd_outage_refuses_new_publishes_with_the_reason_and_heals_by_itself() {
     wait_served_by(n1, "dave-svc", 80, Some("n2"), READY_TIMEOUT);
     let (_fwd1, addrs1) = bob.local_forwards(n1, "bob", &[Some("dave-svc:80")]);
     echo_hash(addrs1[0], b"after the outage");
+
+    // A clean stop revokes the node's lease: its names go at once, not after the TTL.
+    n2.proc().signal(libc::SIGTERM);
+    wait_served_by(n1, "dave-svc", 80, None, Duration::from_millis(1500));
 }

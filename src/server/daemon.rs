@@ -178,6 +178,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let threads = SessionThreads::per_core().context("starting the session threads")?;
     service_notify::ready(&shared, &bound, &cancel);
     listener::serve(listeners, threads, shared.clone(), ssh_config, cancel).await;
+    if let Some(cluster) = shared.cluster() {
+        // The names of this node's sessions go at once, not when the lease runs out.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), cluster.stopped()).await;
+    }
     audit
         .record(
             0,

@@ -367,12 +367,13 @@ impl SshClient {
     }
 }
 
-/// Waits until 127.0.0.1:`port` is a listening TCP socket (read from /proc/net/tcp).
+/// Waits until 127.0.0.1:`port` is a listening TCP socket, in this thread's network
+/// namespace (tests run some threads inside one they made).
 pub fn wait_listening(port: u16) {
     let want = format!("0100007F:{port:04X}");
     let deadline = std::time::Instant::now() + READY_TIMEOUT;
     loop {
-        let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let table = fs::read_to_string("/proc/thread-self/net/tcp").unwrap_or_default();
         let listening = table.lines().skip(1).any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.len() > 3 && f[1] == want && f[3] == "0A"

@@ -51,6 +51,9 @@ impl Cluster {
     pub fn node(&self) -> &str {
         match *self {}
     }
+    pub async fn stopped(&self) {
+        match *self {}
+    }
     pub async fn publish(
         &self,
         _: &str,

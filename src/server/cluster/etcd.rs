@@ -120,6 +120,8 @@ struct Inner {
     /// Tells the keeper that `later` has work.
     wake: Notify,
     task: Mutex<Option<AbortHandle>>,
+    /// Cancelled once the keeper has finished (the lease revoked, or given up on).
+    done: CancellationToken,
 }
 
 #[derive(Default)]
@@ -172,6 +174,7 @@ impl ClusterRegistry {
             lost,
             wake: Notify::new(),
             task: Mutex::new(None),
+            done: CancellationToken::new(),
         });
         let task = tokio::spawn(keeper(inner.clone(), cancel));
         *lock(&inner.task) = Some(task.abort_handle());
@@ -273,6 +276,13 @@ impl ClusterRegistry {
     /// re-publishing after a lease loss or an outage.
     pub fn lost(&self) -> broadcast::Receiver<(String, u16, NameRecord)> {
         self.inner.lost.subscribe()
+    }
+
+    /// Returns once the background work has ended after its cancel (the lease revoked, or
+    /// the revoke given up after the request timeout): a stopping node waits for it, so
+    /// its names vanish at once rather than with the lease.
+    pub async fn stopped(&self) {
+        self.inner.done.cancelled().await
     }
 
     /// Stops the background work WITHOUT revoking the lease, the way a SIGKILL would: the
@@ -611,6 +621,7 @@ async fn keeper(inner: Arc<Inner>, cancel: CancellationToken) {
             Err(_) => warn!("cluster lease revoke timed out; names expire with the lease"),
         }
     }
+    inner.done.cancel();
 }
 
 /// One connection to etcd, from connect to the first failure; returns why it ended.

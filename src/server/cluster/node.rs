@@ -205,6 +205,12 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Waits (bounded by etcd's request timeout) until a stopping node has revoked its
+    /// lease, so its names vanish from every node at once.
+    pub async fn stopped(&self) {
+        self.registry.stopped().await
+    }
+
     /// This node's id.
     pub fn node(&self) -> &str {
         &self.node
