@@ -4,22 +4,13 @@
 use super::config::ClusterSection;
 use super::link::ReachRequest;
 use super::names::NameRecord;
+use super::outcome::{Located, Published};
 use std::path::Path;
 use warren_ssh::driver::ChannelStream;
 
 /// Uninhabited: no cluster can be started without the feature.
 pub enum Cluster {}
 pub enum Prepared {}
-#[derive(Debug, PartialEq, Eq)]
-pub enum Published {
-    Cluster { from: Option<String> },
-    LocalOnly { why: String },
-}
-pub enum Located {
-    Here,
-    Elsewhere { record: NameRecord, link: String },
-    Gone { record: NameRecord },
-}
 
 impl Prepared {
     pub fn new(_: &ClusterSection, _: &Path) -> anyhow::Result<Prepared> {

@@ -19,15 +19,17 @@ pub mod link;
 pub mod names;
 #[cfg(feature = "cluster")]
 mod node;
+mod outcome;
 #[cfg(feature = "cluster")]
 mod reach;
 
 pub use link::ReachRequest;
 pub use names::NameRecord;
 #[cfg(feature = "cluster")]
-pub use node::{Cluster, Located, Prepared, Published};
+pub use node::{Cluster, Prepared};
+pub use outcome::{Located, Published};
 
 #[cfg(not(feature = "cluster"))]
 mod disabled;
 #[cfg(not(feature = "cluster"))]
-pub use disabled::{Cluster, Located, Prepared, Published};
+pub use disabled::{Cluster, Prepared};

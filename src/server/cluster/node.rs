@@ -4,6 +4,7 @@
 use super::config::{ClusterSection, WhenEtcdDown};
 use super::etcd::{ClusterRegistry, EtcdSettings, Health, Member, NameRecord, PublishError};
 use super::link::{self, LinkStatus, Links, NodeKeys, PendingReach, ReachRequest};
+use super::outcome::{Located, Published};
 use crate::server::audit::AuditEvent;
 use crate::server::state::Shared;
 use std::collections::HashMap;
@@ -16,27 +17,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warren_ssh::driver::ChannelStream;
 use warren_ssh::ssh_key::PublicKey;
-
-/// What [`Cluster::publish`] did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Published {
-    /// Written to etcd: the name is reachable from every node. `from` names the node
-    /// that served it before when this was a takeover from another node.
-    Cluster { from: Option<String> },
-    /// etcd could not be reached and `when_etcd_down = "local"`: served by this node
-    /// only until etcd is back.
-    LocalOnly { why: String },
-}
-
-/// Where a reach to a name goes.
-pub enum Located {
-    /// This node's own table decides (it may find nobody).
-    Here,
-    /// Another node serves it.
-    Elsewhere { record: NameRecord, link: String },
-    /// etcd says another node serves it, but that node is not a live member.
-    Gone { record: NameRecord },
-}
 
 /// One node of a cluster, alive as long as the process.
 pub struct Cluster {
