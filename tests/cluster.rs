@@ -36,6 +36,8 @@ struct Plan {
     /// certificates).
     host_key: PathBuf,
     prefix: String,
+    /// `[cluster] when_etcd_down`.
+    when_etcd_down: &'static str,
 }
 
 fn keygen(path: &Path) -> String {
@@ -65,6 +67,7 @@ impl Plan {
             links: (0..n).map(|_| free_port()).collect(),
             host_key,
             prefix: format!("/warren-test-{}/", std::process::id()),
+            when_etcd_down: "refuse",
             dir,
         }
     }
@@ -81,6 +84,7 @@ impl Plan {
         }
         format!(
             "\n[cluster]\nnode = \"{id}\"\nadvertise = \"127.0.0.1:{link}\"\nkey = {key}\n\
+             when_etcd_down = \"{down}\"\n\
              [cluster.nodes]\n{nodes}\n[cluster.etcd]\nendpoints = [\"{ep}\"]\n\
              prefix = \"{prefix}\"\nlease_ttl = \"{LEASE_TTL_SECS}s\"\ntimeout = \"1s\"\n",
             id = self.ids[i],
@@ -88,6 +92,7 @@ impl Plan {
             key = toml_str(&self.node_key(&self.ids[i])),
             ep = etcd.endpoint(),
             prefix = self.prefix,
+            down = self.when_etcd_down,
         )
     }
 
@@ -242,6 +247,25 @@ fn a_name_published_on_one_node_is_reached_from_the_others_and_owned_cluster_wid
         trust_nodes(c, &[n1, n2, n3]);
     }
 
+    // Every node lists every live member (each joins etcd on its own, in the background).
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let status = ctl_json(n2, &["cluster"]);
+        let ids: Vec<String> = status["cluster"]["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m["node"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids == ["n1", "n2", "n3"] {
+            assert_eq!(status["cluster"]["etcd"], "ok", "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "members: {status}");
+        thread::sleep(Duration::from_millis(50));
+    }
     let _svc = publish(n1, &alice, "alice", "alice-svc", 80, echo.port());
     let _box = publish(n1, &alice, "alice", "alice-box", 22, lan.port());
     for w in [n2, n3] {
@@ -550,4 +574,41 @@ fn an_etcd_outage_refuses_new_publishes_with_the_reason_and_heals_by_itself() {
     // A clean stop revokes the node's lease: its names go at once, not after the TTL.
     n2.proc().signal(libc::SIGTERM);
     wait_served_by(n1, "dave-svc", 80, None, Duration::from_millis(1500));
+}
+
+#[test]
+fn with_when_etcd_down_local_a_publish_during_an_outage_is_served_here_then_everywhere() {
+    let etcd = Etcd::start();
+    let dave = SshClient::new();
+    let bob = SshClient::new();
+    let echo = EchoServer::start();
+    let users = format!(
+        "{}{}",
+        user("dave", &[&dave], "publish = [\"dave-svc:80\"]"),
+        user("bob", &[&bob], "reach = [\"dave-svc:80\"]"),
+    );
+    let mut plan = Plan::new(2);
+    plan.when_etcd_down = "local";
+    let nodes = plan.start(&etcd, &users);
+    let [n1, n2] = [&nodes[0], &nodes[1]];
+    for c in [&dave, &bob] {
+        trust_nodes(c, &[n1, n2]);
+    }
+    wait_served_by(n1, "nobody", 1, None, READY_TIMEOUT);
+
+    etcd.stop();
+    // Served by node 2 alone while etcd is away, and said so.
+    let _dave = publish(n2, &dave, "dave", "dave-svc", 80, echo.port());
+    assert_eq!(
+        served_by(n2, "dave-svc", 80).as_deref(),
+        Some("n2 (this node only)")
+    );
+    let (_fwd, here) = bob.local_forwards(n2, "bob", &[Some("dave-svc:80")]);
+    echo_hash(here[0], b"during the outage, on the publisher's node");
+
+    // Once etcd is back the name is published for every node.
+    etcd.start_again();
+    wait_served_by(n1, "dave-svc", 80, Some("n2"), Duration::from_secs(20));
+    let (_fwd1, there) = bob.local_forwards(n1, "bob", &[Some("dave-svc:80")]);
+    echo_hash(there[0], b"after the outage, from the other node");
 }
