@@ -326,17 +326,28 @@ async fn withdrawer(
     mut rx: mpsc::UnboundedReceiver<(String, u16, NameRecord)>,
     cancel: CancellationToken,
 ) {
+    // Concurrent: a session holding thousands of names ends with thousands of withdraws,
+    // and one at a time (a durable etcd write each) took tens of seconds during which the
+    // names still looked taken.
+    let mut inflight = tokio::task::JoinSet::new();
     loop {
-        let (name, port, record) = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return,
-            next = rx.recv() => match next {
-                Some(n) => n,
-                None => return,
+            next = rx.recv(), if inflight.len() < WITHDRAWS_IN_FLIGHT => match next {
+                Some((name, port, record)) => {
+                    let c = cluster.clone();
+                    inflight.spawn(async move { c.registry.withdraw(&name, port, &record).await });
+                }
+                None => break,
             },
-        };
-        cluster.registry.withdraw(&name, port, &record).await;
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+        }
     }
+    while inflight.join_next().await.is_some() {}
 }
+
+/// etcd requests a node's withdrawals may have in flight at once.
+const WITHDRAWS_IN_FLIGHT: usize = 64;
 
 /// Names this node lost to another node (the same user published them there, or another
 /// user holds them after an etcd outage): the local table lets them go and the audit log
@@ -424,13 +435,34 @@ async fn reconcile(cluster: Weak<Cluster>, cancel: CancellationToken) {
                 .filter(|(n, p, r)| r.node == cluster.node && mine.get(&(n.clone(), *p)) != Some(r))
                 .collect()
         };
-        for (name, port, record) in stale {
+        let stale: Vec<_> = stale
+            .into_iter()
             // Read again: a publish may have landed since the snapshot.
-            if cluster.mine_lock().get(&(name.clone(), port)) == Some(&record) {
-                continue;
-            }
-            warn!("cluster: {name}:{port} is in etcd for a session that is gone; removing it");
-            cluster.registry.withdraw(&name, port, &record).await;
+            .filter(|(n, p, r)| cluster.mine_lock().get(&(n.clone(), *p)) != Some(r))
+            .collect();
+        if stale.is_empty() {
+            continue;
         }
+        // One line per pass, not per name: a mass logout must not flood the log.
+        let first: Vec<String> = stale
+            .iter()
+            .take(3)
+            .map(|(n, p, _)| format!("{n}:{p}"))
+            .collect();
+        warn!(
+            "cluster: removing {} name(s) etcd holds for sessions of this node that are gone \
+             (e.g. {})",
+            stale.len(),
+            first.join(", ")
+        );
+        let mut inflight = tokio::task::JoinSet::new();
+        for (name, port, record) in stale {
+            if inflight.len() >= WITHDRAWS_IN_FLIGHT {
+                inflight.join_next().await;
+            }
+            let c = cluster.clone();
+            inflight.spawn(async move { c.registry.withdraw(&name, port, &record).await });
+        }
+        while inflight.join_next().await.is_some() {}
     }
 }
