@@ -62,6 +62,10 @@ pub struct AuditRecord {
     pub ts: String,
     /// Connection id from [`next_conn_id`], or [`SERVER_CONN`].
     pub conn: u64,
+    /// The cluster node that wrote the record (cluster mode only): several nodes' logs
+    /// merged stay readable, and conn ids are per node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// What happened; its `event` tag and fields sit at the top level.
     #[serde(flatten)]
     pub event: AuditEvent,
@@ -139,6 +143,9 @@ pub enum AuditEvent {
         rule: Option<String>,
         /// Why it was denied or failed.
         reason: Option<String>,
+        /// Cluster mode, a connection across two nodes: correlation id and other node.
+        #[serde(flatten)]
+        hop: Option<Hop>,
     },
     /// An allowed channel closed.
     ChannelClose {
@@ -158,6 +165,9 @@ pub enum AuditEvent {
         duration_ms: u64,
         /// `eof`, `error: ...`, `session closed`, ...
         close_reason: String,
+        /// Same as in the open.
+        #[serde(flatten)]
+        hop: Option<Hop>,
     },
     /// The peer asked the server to listen for it; records the decision.
     ListenStart {
@@ -276,6 +286,8 @@ struct Health {
     /// Failed write attempts and lost records since start (metrics).
     write_failures: AtomicU64,
     lost: AtomicU64,
+    /// This node's id in cluster mode, put in every record.
+    node: std::sync::OnceLock<String>,
 }
 
 impl Health {
@@ -286,6 +298,7 @@ impl Health {
             reopen: AtomicBool::new(false),
             write_failures: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            node: std::sync::OnceLock::new(),
         })
     }
 
@@ -441,6 +454,11 @@ impl AuditSink {
         &self.metrics
     }
 
+    /// Puts this cluster node's id in every record from now on (set once, at start).
+    pub fn set_node(&self, node: &str) {
+        let _ = self.health.node.set(node.to_string());
+    }
+
     /// Records waiting for the writer.
     pub fn queue_depth(&self) -> u64 {
         match &self.inner {
@@ -470,7 +488,7 @@ impl AuditSink {
     /// refusals and session ends must not hang until an operator fixes the disk.
     pub async fn record(&self, conn: u64, event: AuditEvent) {
         self.metrics.observe(&event);
-        let record = AuditRecord::now(conn, event);
+        let record = AuditRecord::now(conn, event).on(self.health.node.get());
         match &self.inner {
             Inner::Queue { tx, dropped } => {
                 let record = match tx.try_send(record) {
@@ -500,7 +518,7 @@ impl AuditSink {
     /// writer reports it as an [`AuditEvent::AuditDropped`] record.
     pub fn try_record(&self, conn: u64, event: AuditEvent) {
         self.metrics.observe(&event);
-        let record = AuditRecord::now(conn, event);
+        let record = AuditRecord::now(conn, event).on(self.health.node.get());
         match &self.inner {
             Inner::Queue { tx, dropped } => match tx.try_send(record) {
                 Ok(()) => {}
@@ -531,11 +549,35 @@ fn open_file(path: &Path) -> io::Result<std::fs::File> {
 impl AuditRecord {
     fn now(conn: u64, event: AuditEvent) -> AuditRecord {
         AuditRecord {
-            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            ts: now_rfc3339(),
             conn,
+            node: None,
             event,
         }
     }
+
+    fn on(mut self, node: Option<&String>) -> AuditRecord {
+        self.node = node.cloned();
+        self
+    }
+}
+
+/// Now, as every timestamp warrend writes: RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// The cross-node part of a channel's records (cluster mode): the same correlation id
+/// is written by both nodes, so one connection can be followed across their logs.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub correlation: String,
+    /// On the serving node: the node where the reaching user is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_node: Option<String>,
+    /// On the reaching user's node: the node that serves the name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_node: Option<String>,
 }
 
 /// Counts a lost event; warns on the first loss and then at powers of two,
@@ -972,6 +1014,7 @@ mod tests {
             decision: "allow".into(),
             rule: Some("connect = \"db.internal:5432\"".into()),
             reason: None,
+            hop: None,
         }
     }
 
@@ -1045,6 +1088,7 @@ mod tests {
                     bytes_down: 20,
                     duration_ms: 30,
                     close_reason: "eof".into(),
+                    hop: None,
                 },
                 json!({"event": "channel_close", "channel": 3, "kind": "direct-tcpip",
                        "user": "alice", "target": "db.internal:5432", "bytes_up": 10,

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     /// `[metrics]`: the Prometheus endpoint.
     #[serde(default)]
     pub metrics: super::admin::MetricsSection,
+    /// `[cluster]`: one node of several sharing the rendezvous namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::cluster::config::ClusterSection>,
     #[serde(skip)]
     source: Option<PathBuf>,
     #[serde(skip)]
@@ -279,6 +282,7 @@ impl ServerConfig {
             users: BTreeMap::new(),
             admin: Default::default(),
             metrics: Default::default(),
+            cluster: None,
             source: None,
             state_dir: default_state_dir(|k| std::env::var(k).ok()),
             policy: Policy::default(),

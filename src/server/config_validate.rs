@@ -47,6 +47,11 @@ impl ServerConfig {
         let mut p = Problems(Vec::new());
         self.check_server(&mut p);
         self.check_limits(&mut p);
+        if let Some(cluster) = &self.cluster {
+            for (field, message) in cluster.problems() {
+                p.push(field, message);
+            }
+        }
 
         let global_deny = match &self.forwarding.deny_networks {
             Some(list) => p.each("forwarding.deny_networks", list, deny_net),

@@ -101,6 +101,24 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         bound.push(local.to_string());
         listeners.push(l);
     }
+    // Bound before anything is announced, like the SSH listeners: a link port in use is
+    // exit status 3, an unreadable node key 1.
+    let cluster = match &config.cluster {
+        Some(section) => {
+            let prepared = super::cluster::Prepared::new(section, config.state_dir())?;
+            eprintln!(
+                "{}warrend: cluster node {} ({}), links on {}, node key {}",
+                stamp(),
+                section.node,
+                section.advertise,
+                prepared.link_addr()?,
+                prepared.public_line()
+            );
+            audit.set_node(&section.node);
+            Some((section.clone(), prepared))
+        }
+        None => None,
+    };
     let ssh_config = Arc::new(engine_config(
         &config,
         keys.iter().map(|k| k.key.clone()).collect(),
@@ -122,6 +140,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await;
 
     let cancel = CancellationToken::new();
+    if let Some((section, prepared)) = cluster {
+        let config = shared.config();
+        let resolve = |p: &std::path::Path| config.resolve(p);
+        let cluster =
+            super::cluster::Cluster::start(&section, &resolve, prepared, &shared, cancel.clone())?;
+        shared.set_cluster(cluster);
+    }
     let control_path = control.as_ref().map(|c| c.path.clone());
     if let Some(c) = control {
         info!("control socket {}", c.path.display());
@@ -227,6 +252,18 @@ pub async fn reload(shared: &Shared, path: &Option<PathBuf>) -> Result<(), Strin
         Ok(mut new) => {
             preflight::inspect(&new).log_warnings();
             new.server.listen = shared.config().server.listen.clone();
+            // The node's identity, etcd session and links live as long as the process.
+            let running = shared.config().cluster.clone();
+            if new.cluster != running {
+                warn!(
+                    "[cluster] changed in the file: cluster settings take effect at the next start"
+                );
+                eprintln!(
+                    "{}warrend: [cluster] changed in the file; cluster settings take effect at the next start",
+                    stamp()
+                );
+                new.cluster = running;
+            }
             shared.audit.set_on_failure(new.server.audit_on_failure);
             shared.reload(new);
             shared

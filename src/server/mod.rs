@@ -5,6 +5,7 @@ pub mod audit;
 pub mod authorized_keys;
 pub mod certificate;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod daemon;

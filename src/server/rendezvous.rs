@@ -1,8 +1,10 @@
 //! The rendezvous namespace: `-R name:port` registrations that other users reach with
 //! `-L`/`-W`/`-J`, without any socket on the host.
 
+use super::forward::ChannelCtx;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use warren_ssh::driver::Handle;
 
@@ -18,6 +20,20 @@ pub struct Owner {
     pub handle: Handle,
     /// Cancelled when the publisher's session ends: connections through the name end too.
     pub session: CancellationToken,
+    /// The publisher's channel context, for connections that arrive from another node
+    /// of a cluster: they are the publisher's, like connections to its `-R` ports.
+    pub ctx: ChannelCtx,
+    /// The publisher's connection numbers its channels from this.
+    pub channel_seq: Arc<AtomicU64>,
+}
+
+impl Owner {
+    /// A context for one more channel on the publisher's connection.
+    pub fn remote_ctx(&self) -> ChannelCtx {
+        let mut ctx = self.ctx.clone();
+        ctx.channel = self.channel_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        ctx
+    }
 }
 
 /// A registration refused because another user serves the name.

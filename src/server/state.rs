@@ -39,6 +39,8 @@ pub struct Shared {
     listeners: Arc<Budget>,
     /// Each user's share of both, alive while the user has a session or a channel.
     user_shares: Mutex<HashMap<String, Weak<UserShare>>>,
+    /// Cluster mode: this node's part of the shared namespace, set once at start.
+    cluster: std::sync::OnceLock<Arc<super::cluster::Cluster>>,
 }
 
 fn throttle_limits(c: &ServerConfig) -> ThrottleLimits {
@@ -78,7 +80,18 @@ impl Shared {
             open_channels,
             listeners,
             user_shares: Mutex::new(HashMap::new()),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// This node's cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<super::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Joins the cluster (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<super::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// `user`'s budgets, shared by all their sessions; new ones (with the limits in

@@ -50,6 +50,9 @@ pub enum CtlCommand {
     Reload,
     /// Budgets in use against their limits.
     Limits,
+    /// Cluster mode: the live members, this node's links to them and etcd's state
+    /// (`names` then shows which node serves each name).
+    Cluster,
 }
 
 /// Time warrend has to answer (a reload reads key files).
@@ -90,6 +93,7 @@ fn request(command: &CtlCommand) -> Request {
         },
         CtlCommand::Reload => Request::Reload,
         CtlCommand::Limits => Request::Limits,
+        CtlCommand::Cluster => Request::Cluster,
     }
 }
 

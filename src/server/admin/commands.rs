@@ -37,7 +37,50 @@ pub async fn answer(ctx: &Context, request: Request) -> Response {
             )),
         },
         Request::Limits => Response::ok(Reply::Limits(Box::new(limits(shared)))),
+        Request::Cluster => cluster(shared),
     }
+}
+
+#[cfg(feature = "cluster")]
+fn cluster(shared: &Shared) -> Response {
+    use super::protocol::{ClusterReply, MemberRow};
+    let Some(cluster) = shared.cluster() else {
+        return Response::error("this warrend is not in a cluster (no [cluster] section)");
+    };
+    let links = cluster.links();
+    let members = cluster
+        .members()
+        .into_iter()
+        .map(|m| {
+            let link_state = if m.node == cluster.node() {
+                "self".to_string()
+            } else {
+                links
+                    .iter()
+                    .find(|l| l.node == m.node)
+                    .map(|l| l.state.clone())
+                    .unwrap_or_else(|| "idle".into())
+            };
+            MemberRow {
+                node: m.node,
+                link: m.link,
+                started: m.started,
+                link_state,
+            }
+        })
+        .collect();
+    Response::ok(Reply::Cluster {
+        cluster: ClusterReply {
+            node: cluster.node().to_string(),
+            etcd: cluster.etcd_trouble().unwrap_or_else(|| "ok".into()),
+            members,
+        },
+    })
+}
+
+#[cfg(not(feature = "cluster"))]
+fn cluster(_: &Shared) -> Response {
+    Response::error("this warrend was built without cluster support")
 }
 
 fn sessions(shared: &Shared) -> Vec<SessionRow> {
@@ -84,7 +127,7 @@ fn listeners(shared: &Shared) -> Vec<ListenerRow> {
 }
 
 fn names(shared: &Shared) -> Vec<NameRow> {
-    shared
+    let local = shared
         .registry
         .list()
         .into_iter()
@@ -94,8 +137,47 @@ fn names(shared: &Shared) -> Vec<NameRow> {
             user: owner.user,
             session: owner.conn,
             key_fp: owner.key_fp,
+            node: None,
         })
-        .collect()
+        .collect();
+    cluster_names(shared, local)
+}
+
+/// Cluster mode: every node's names as etcd has them, plus this node's names etcd does
+/// not have yet (served locally during an etcd outage).
+#[cfg(feature = "cluster")]
+fn cluster_names(shared: &Shared, local: Vec<NameRow>) -> Vec<NameRow> {
+    let Some(cluster) = shared.cluster() else {
+        return local;
+    };
+    let mut rows: Vec<NameRow> = cluster
+        .names()
+        .into_iter()
+        .map(|(name, port, r)| NameRow {
+            name,
+            port,
+            user: r.user,
+            session: r.conn,
+            key_fp: r.key_fp,
+            node: Some(r.node),
+        })
+        .collect();
+    for mut row in local {
+        if !rows
+            .iter()
+            .any(|r| r.name == row.name && r.port == row.port)
+        {
+            row.node = Some(format!("{} (this node only)", cluster.node()));
+            rows.push(row);
+        }
+    }
+    rows.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
+    rows
+}
+
+#[cfg(not(feature = "cluster"))]
+fn cluster_names(_: &Shared, local: Vec<NameRow>) -> Vec<NameRow> {
+    local
 }
 
 fn kick(shared: &Shared, session: Option<u64>, user: Option<String>) -> Response {

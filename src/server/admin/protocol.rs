@@ -31,6 +31,8 @@ pub enum Request {
     },
     Reload,
     Limits,
+    /// Cluster mode: the members, their links and etcd's state.
+    Cluster,
 }
 
 /// The answer: `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`.
@@ -71,6 +73,28 @@ pub enum Reply {
     Kicked { kicked: Vec<u64> },
     Reloaded { reloaded: bool },
     Limits(Box<LimitsReply>),
+    Cluster { cluster: ClusterReply },
+}
+
+/// `warrend ctl cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterReply {
+    /// This node's id.
+    pub node: String,
+    /// `ok`, or since when and why etcd cannot be reached.
+    pub etcd: String,
+    pub members: Vec<MemberRow>,
+}
+
+/// One live member of the cluster, as etcd lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberRow {
+    pub node: String,
+    /// `host:port` of its link listener.
+    pub link: String,
+    pub started: String,
+    /// This node's link to it: `self`, `connected ...`, `unreachable ...`, `idle`.
+    pub link_state: String,
 }
 
 /// One authenticated session.
@@ -115,8 +139,12 @@ pub struct NameRow {
     pub name: String,
     pub port: u16,
     pub user: String,
+    /// The publishing session's id on the node that serves the name.
     pub session: u64,
     pub key_fp: String,
+    /// Cluster mode: the node that serves the name (every node lists every name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `ctl limits`: budgets in use against their limits.

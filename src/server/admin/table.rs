@@ -53,6 +53,21 @@ pub fn render(reply: &Reply) -> String {
                 .collect();
             columns(&["SESSION", "USER", "LISTEN", "BOUND"], rows)
         }
+        Reply::Names { names } if names.iter().any(|n| n.node.is_some()) => {
+            let rows = names
+                .iter()
+                .map(|n| {
+                    vec![
+                        format!("{}:{}", n.name, n.port),
+                        n.user.clone(),
+                        n.node.clone().unwrap_or_default(),
+                        n.session.to_string(),
+                        n.key_fp.clone(),
+                    ]
+                })
+                .collect();
+            columns(&["NAME", "USER", "NODE", "SESSION", "KEY"], rows)
+        }
         Reply::Names { names } => {
             let rows = names
                 .iter()
@@ -66,6 +81,23 @@ pub fn render(reply: &Reply) -> String {
                 })
                 .collect();
             columns(&["NAME", "USER", "SESSION", "KEY"], rows)
+        }
+        Reply::Cluster { cluster } => {
+            let mut out = format!("node {}; etcd: {}\n", cluster.node, cluster.etcd);
+            let rows = cluster
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.node.clone(),
+                        m.link.clone(),
+                        m.started.clone(),
+                        m.link_state.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&columns(&["NODE", "LINK", "STARTED", "LINK STATE"], rows));
+            out
         }
         Reply::Kicked { kicked } => {
             let ids: Vec<String> = kicked.iter().map(u64::to_string).collect();

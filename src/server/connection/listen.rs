@@ -3,6 +3,7 @@
 
 use super::Connection;
 use crate::server::audit::AuditEvent;
+use crate::server::cluster::Published;
 use crate::server::forward::reverse;
 use crate::server::identity::Identity;
 use crate::server::live_sessions::Listening;
@@ -91,12 +92,39 @@ impl Connection {
         };
         match plan {
             ForwardPlan::Publish { name, port: p } => {
+                // Cluster mode: etcd decides first, with the same rules cluster-wide.
+                if let Some(cluster) = self.shared.cluster() {
+                    match cluster
+                        .publish(&name, p, &identity.user, &identity.key_fp, self.id)
+                        .await
+                    {
+                        Ok(Published::Cluster { from: Some(node) }) => info!(
+                            conn = self.id,
+                            "{name:?}:{p} taken over from node {node} (same user)"
+                        ),
+                        Ok(Published::Cluster { from: None }) => {}
+                        Ok(Published::LocalOnly { why }) => {
+                            warn!(
+                                conn = self.id,
+                                "{name:?}:{p} served by this node only until etcd is back: {why}"
+                            );
+                        }
+                        Err(reason) => {
+                            let d = Decision::Deny { reason, rule: None };
+                            self.audit_listen(&identity, kind, address, port, &d).await;
+                            info!(conn = self.id, "-R {name:?}:{p} {d}");
+                            return None;
+                        }
+                    }
+                }
                 let owner = Owner {
                     conn: self.id,
                     user: identity.user.clone(),
                     key_fp: identity.key_fp.clone(),
                     handle: h.clone(),
                     session: self.session.clone(),
+                    ctx: self.ctx(&identity, "rendezvous-reach", format!("{name}:{p}")),
+                    channel_seq: self.channel_seq.clone(),
                 };
                 match self.shared.registry.register(&name, p, owner) {
                     Ok(Some(old)) => info!(
@@ -105,6 +133,9 @@ impl Connection {
                     ),
                     Ok(None) => {}
                     Err(_) => {
+                        if let Some(cluster) = self.shared.cluster() {
+                            cluster.withdraw(&name, p, self.id);
+                        }
                         // Neither who holds it nor anything else about them is said.
                         let d = Decision::Deny {
                             reason: format!("{name}:{p} is published by another user"),
@@ -186,6 +217,9 @@ impl Connection {
         {
             let (name, p, _slot) = self.published.remove(i);
             self.shared.registry.unregister(&name, p, self.id);
+            if let Some(cluster) = self.shared.cluster() {
+                cluster.withdraw(&name, p, self.id);
+            }
             self.audit_stop(
                 &identity,
                 "rendezvous-publish",

@@ -44,7 +44,9 @@ pub struct Connection {
     failures: u32,
     /// Set once authenticated; the login-grace timer reads it.
     pub authenticated: Arc<AtomicBool>,
-    channel_seq: u64,
+    /// Shared with this connection's published names (cross-node reaches number their
+    /// channels on the publisher's connection).
+    channel_seq: Arc<std::sync::atomic::AtomicU64>,
     /// -R listeners and published names, each holding its slot of the listener limits.
     listeners: HashMap<(String, u32), (JoinHandle<()>, BudgetGuard)>,
     published: Vec<(String, u16, BudgetGuard)>,
@@ -85,7 +87,7 @@ impl Connection {
             identity: None,
             failures: 0,
             authenticated: Arc::new(AtomicBool::new(false)),
-            channel_seq: 0,
+            channel_seq: Arc::default(),
             listeners: HashMap::new(),
             published: Vec::new(),
             user_session: None,
@@ -179,8 +181,7 @@ impl Connection {
     }
 
     fn next_channel(&mut self) -> u64 {
-        self.channel_seq += 1;
-        self.channel_seq
+        self.channel_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn ctx(&mut self, identity: &Identity, kind: &str, target: String) -> ChannelCtx {
@@ -199,6 +200,7 @@ impl Connection {
             session: self.session.clone(),
             ssh: self.ssh.clone(),
             traffic: self.traffic.clone(),
+            hop: None,
         }
     }
 }
@@ -233,6 +235,9 @@ impl Drop for Connection {
         }
         for (name, port, _slot) in published {
             self.shared.registry.unregister(&name, port, self.id);
+            if let Some(cluster) = self.shared.cluster() {
+                cluster.withdraw(&name, port, self.id);
+            }
             stop("rendezvous-publish", name, u32::from(port));
         }
         let authenticated = self.authenticated.load(Ordering::SeqCst);

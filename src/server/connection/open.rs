@@ -2,6 +2,8 @@
 //! "session" channel (see [`super::session`]), and refusals for everything else.
 
 use super::Connection;
+use crate::server::audit::Hop;
+use crate::server::cluster::Located;
 use crate::server::forward::{ChannelCtx, PendingOpen, direct};
 use crate::server::policy::{Decision, DirectRoute};
 use tracing::{info, warn};
@@ -142,6 +144,50 @@ impl Connection {
                     self.deny_channel(reply, &ctx, decision, reason::ADMINISTRATIVELY_PROHIBITED)
                         .await;
                     return;
+                }
+                if let Some(cluster) = self.shared.cluster() {
+                    match cluster.locate(&name, port) {
+                        Located::Here => {}
+                        Located::Elsewhere { record, link } => {
+                            ctx.hop = Some(Hop {
+                                correlation: cluster.correlation(),
+                                from_node: None,
+                                to_node: Some(record.node.clone()),
+                            });
+                            ctx.audit_open(
+                                &decision,
+                                &[format!("rendezvous:{}@{}", record.user, record.node)],
+                            )
+                            .await;
+                            let task = direct::rendezvous_remote(
+                                ctx,
+                                reply,
+                                cluster.clone(),
+                                (record, link),
+                                name,
+                                port,
+                                origin,
+                            );
+                            self.shared.channels.spawn(async move {
+                                let _slot = slot;
+                                task.await
+                            });
+                            return;
+                        }
+                        Located::Gone { record } => {
+                            let d = Decision::Deny {
+                                reason: format!(
+                                    "{name}:{port} is served by node {}, which is not a live \
+                                     member of the cluster",
+                                    record.node
+                                ),
+                                rule: None,
+                            };
+                            self.deny_channel(reply, &ctx, d, reason::CONNECT_FAILED)
+                                .await;
+                            return;
+                        }
+                    }
                 }
                 let Some(owner) = self.shared.registry.lookup(&name, port) else {
                     let d = Decision::Deny {

@@ -215,6 +215,7 @@ impl Connection {
                 bytes_down: 0,
                 duration_ms: ch.opened.elapsed().as_millis() as u64,
                 close_reason: reason.into(),
+                hop: None,
             },
         );
     }

@@ -1,7 +1,7 @@
 //! `direct-tcpip` (ssh -L, -W, -D, -J): resolve, decide on the resolved addresses, dial,
 //! then relay; or reach a rendezvous through its publisher's session.
 
-use super::{ChannelCtx, PendingOpen};
+use super::{Answer, ChannelCtx, PendingOpen};
 use crate::server::address::Host;
 use crate::server::identity::Identity;
 use crate::server::policy::Decision;
@@ -88,10 +88,11 @@ pub async fn network(
 }
 
 /// A rendezvous: open a forwarded-tcpip channel on the publisher's session, as if its
-/// `-R` port had been connected to, and splice the two channels.
+/// `-R` port had been connected to, and splice the two channels. `reply` is the reaching
+/// user's channel on this node, or a link channel from the node where that user is.
 pub async fn rendezvous(
     ctx: ChannelCtx,
-    reply: PendingOpen,
+    reply: impl Answer,
     owner: Owner,
     name: String,
     port: u16,
@@ -107,7 +108,7 @@ pub async fn rendezvous(
         }),
     );
     let Some(opened) = ctx.unless_session_ends(opened).await else {
-        return refuse(
+        return refuse_answer(
             &ctx,
             reply,
             "the session closed while the publisher was asked".into(),
@@ -129,7 +130,7 @@ pub async fn rendezvous(
             ctx.relay(&mut a, &mut b, stop).await;
         }
         Ok(Err(e)) => {
-            refuse(
+            refuse_answer(
                 &ctx,
                 reply,
                 format!("the publisher of {name}:{port} refused: {e}"),
@@ -138,7 +139,7 @@ pub async fn rendezvous(
             .await
         }
         Err(_) => {
-            refuse(
+            refuse_answer(
                 &ctx,
                 reply,
                 format!("the publisher of {name}:{port} did not answer"),
@@ -147,6 +148,82 @@ pub async fn rendezvous(
             .await
         }
     }
+}
+
+/// A rendezvous another node serves: a reach channel over the link to that node, which
+/// opens the publisher's side; the two channels are spliced here. Fails fast, with the
+/// reason, when that node cannot be reached.
+pub async fn rendezvous_remote(
+    ctx: ChannelCtx,
+    reply: PendingOpen,
+    cluster: std::sync::Arc<crate::server::cluster::Cluster>,
+    located: (crate::server::cluster::NameRecord, String),
+    name: String,
+    port: u16,
+    origin: (String, u32),
+) {
+    let (record, link) = located;
+    let req = crate::server::cluster::ReachRequest {
+        name: name.clone(),
+        port,
+        user: ctx.user.clone(),
+        from_node: cluster.node().to_string(),
+        correlation: ctx
+            .hop
+            .as_ref()
+            .map(|h| h.correlation.clone())
+            .unwrap_or_default(),
+        originator: origin.0,
+        originator_port: origin.1,
+    };
+    let opened = tokio::time::timeout(
+        ctx.connect_timeout,
+        cluster.open_remote(&record, &link, req),
+    );
+    let Some(opened) = ctx.unless_session_ends(opened).await else {
+        return;
+    };
+    match opened {
+        Ok(Ok(mut b)) => {
+            let mut a = reply.accept();
+            ctx.relay(&mut a, &mut b, std::future::pending()).await;
+        }
+        Ok(Err(why)) => {
+            refuse_answer(
+                &ctx,
+                reply,
+                format!("{name}:{port} on node {}: {why}", record.node),
+                reason::CONNECT_FAILED,
+            )
+            .await
+        }
+        Err(_) => {
+            refuse_answer(
+                &ctx,
+                reply,
+                format!(
+                    "node {} did not answer for {name}:{port} in time",
+                    record.node
+                ),
+                reason::CONNECT_FAILED,
+            )
+            .await
+        }
+    }
+}
+
+/// Refuses a rendezvous channel, saying why to the asking side and the audit log.
+async fn refuse_answer(ctx: &ChannelCtx, reply: impl Answer, why: String, code: u32) {
+    info!(conn = ctx.conn, target = %ctx.target, "{why}");
+    ctx.audit_open(
+        &Decision::Deny {
+            reason: why.clone(),
+            rule: None,
+        },
+        &[],
+    )
+    .await;
+    reply.refuse(code, &why);
 }
 
 async fn refuse(ctx: &ChannelCtx, reply: PendingOpen, why: String, code: u32) {

@@ -44,6 +44,9 @@ pub struct ChannelCtx {
     pub ssh: Handle,
     /// The session's bytes, counted as they move (`warrend ctl sessions`, metrics).
     pub traffic: Arc<crate::server::metrics::Traffic>,
+    /// For a connection that crosses two nodes of a cluster: its correlation id and the
+    /// other node, in both nodes' records.
+    pub hop: Option<super::audit::Hop>,
 }
 
 impl ChannelCtx {
@@ -84,6 +87,7 @@ impl ChannelCtx {
                     decision,
                     rule,
                     reason,
+                    hop: self.hop.clone(),
                 },
             )
             .await;
@@ -155,6 +159,7 @@ impl ChannelCtx {
                     bytes_down: down,
                     duration_ms: started.elapsed().as_millis() as u64,
                     close_reason,
+                    hop: self.hop.clone(),
                 },
             )
             .await;
@@ -204,6 +209,24 @@ impl PendingOpen {
     pub fn reject_with(mut self, code: u32, description: &str) {
         self.answered = true;
         self.handle.reject(self.id, code, description);
+    }
+}
+
+/// The answer to a channel somebody is waiting on: a user's channel on this node
+/// ([`PendingOpen`]) or a reach channel from another node of the cluster.
+pub trait Answer: Send + 'static {
+    fn accept(self) -> ChannelStream;
+    /// Refuses with an RFC 4254 reason code and words the asking side can show.
+    fn refuse(self, code: u32, why: &str);
+}
+
+impl Answer for PendingOpen {
+    fn accept(self) -> ChannelStream {
+        PendingOpen::accept(self)
+    }
+
+    fn refuse(self, code: u32, why: &str) {
+        self.reject_with(code, why);
     }
 }
 
