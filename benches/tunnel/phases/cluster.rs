@@ -420,12 +420,15 @@ fn reach_table(columns: &[Column], sizes: Sizes) -> String {
         }
         out.push('\n');
     }
+    let runs = match sizes.runs {
+        1 => "One run".to_string(),
+        n => format!("Medians of {n} runs"),
+    };
     let _ = writeln!(
         out,
-        "\nMedians of {} runs. Same node: publisher and reacher on node 1. Cross node: the \
-         reacher on node 2, whose node carries each connection over its SSH link to node 1. \
-         CPU per GiB counts {} up and {} down.",
-        sizes.runs,
+        "\n{runs}, same and cross node interleaved. Same node: publisher and reacher on \
+         node 1. Cross node: the reacher on node 2, which carries each connection over its \
+         SSH link to node 1. CPU per GiB counts {} up and {} down (/proc ticks are 10 ms).",
         format_size(sizes.bulk),
         format_size(sizes.bulk)
     );
