@@ -8,6 +8,9 @@
 # Build: the same command the README documents, for warrend alone.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# protoc and its well-known types: the etcd client (cluster mode) compiles etcd's protobufs.
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+    && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked --bin warrend
 

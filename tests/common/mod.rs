@@ -1595,6 +1595,7 @@ pub fn warren_forwards(sshd: &Sshd, user: &WarrenUser, specs: &[&str]) -> (Proc,
         .collect();
     (proc, addrs)
 }
+pub mod etcd;
 pub mod netns;
 pub mod notify;
 pub mod warrend;

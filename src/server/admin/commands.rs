@@ -58,7 +58,7 @@ fn cluster(shared: &Shared) -> Response {
                 links
                     .iter()
                     .find(|l| l.node == m.node)
-                    .map(|l| l.state.clone())
+                    .map(|l| link_state(&l.state))
                     .unwrap_or_else(|| "idle".into())
             };
             MemberRow {
@@ -76,6 +76,19 @@ fn cluster(shared: &Shared) -> Response {
             members,
         },
     })
+}
+
+#[cfg(feature = "cluster")]
+fn link_state(state: &crate::server::cluster::link::LinkState) -> String {
+    use crate::server::cluster::link::LinkState;
+    let at = |t: &std::time::SystemTime| humantime::format_rfc3339_seconds(*t).to_string();
+    match state {
+        LinkState::Dialing => "dialing".into(),
+        LinkState::Connected { since, channels } => {
+            format!("connected since {}, {channels} channel(s)", at(since))
+        }
+        LinkState::Unreachable { since, why } => format!("unreachable since {}: {why}", at(since)),
+    }
 }
 
 #[cfg(not(feature = "cluster"))]

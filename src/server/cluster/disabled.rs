@@ -3,6 +3,7 @@
 
 use super::config::ClusterSection;
 use super::link::ReachRequest;
+use super::names::NameRecord;
 use std::path::Path;
 use warren_ssh::driver::ChannelStream;
 
@@ -18,11 +19,6 @@ pub enum Located {
     Here,
     Elsewhere { record: NameRecord, link: String },
     Gone { record: NameRecord },
-}
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NameRecord {
-    pub user: String,
-    pub node: String,
 }
 
 impl Prepared {

@@ -16,18 +16,18 @@ pub mod config;
 #[cfg(feature = "cluster")]
 pub mod etcd;
 pub mod link;
+pub mod names;
 #[cfg(feature = "cluster")]
 mod node;
 #[cfg(feature = "cluster")]
 mod reach;
 
-#[cfg(feature = "cluster")]
-pub use etcd::NameRecord;
 pub use link::ReachRequest;
+pub use names::NameRecord;
 #[cfg(feature = "cluster")]
 pub use node::{Cluster, Located, Prepared, Published};
 
 #[cfg(not(feature = "cluster"))]
 mod disabled;
 #[cfg(not(feature = "cluster"))]
-pub use disabled::{Cluster, Located, NameRecord, Prepared, Published};
+pub use disabled::{Cluster, Located, Prepared, Published};

@@ -361,7 +361,7 @@ async fn watch_lost(cluster: Weak<Cluster>, shared: Weak<Shared>, cancel: Cancel
         return;
     };
     loop {
-        let (name, port, now) = tokio::select! {
+        let (name, port, reported) = tokio::select! {
             _ = cancel.cancelled() => return,
             next = lost.recv() => match next {
                 Ok(n) => n,
@@ -376,17 +376,22 @@ async fn watch_lost(cluster: Weak<Cluster>, shared: Weak<Shared>, cancel: Cancel
             return;
         };
         let key = (name.clone(), port);
-        let ours = cluster.mine_lock().remove(&key);
+        let ours = {
+            let mut mine = cluster.mine_lock();
+            match mine.get(&key) {
+                Some(r) if r.conn == reported.conn => mine.remove(&key),
+                _ => None,
+            }
+        };
         let Some(ours) = ours else { continue };
-        if shared.registry.unregister(&name, port, ours.conn) {
-            let whereto = if now.user == ours.user {
+        let whereto = match cluster.registry.lookup(&name, port) {
+            Some(now) if now.user == ours.user => {
                 format!("taken over by {}'s session on node {}", now.user, now.node)
-            } else {
-                format!(
-                    "held by another user on node {} after an etcd outage",
-                    now.node
-                )
-            };
+            }
+            Some(now) => format!("held by another user on node {} after an etcd outage", now.node),
+            None => "lost from the cluster registry".to_string(),
+        };
+        if shared.registry.unregister(&name, port, ours.conn) {
             info!(conn = ours.conn, "{name}:{port} {whereto}");
             shared
                 .audit

@@ -49,6 +49,10 @@ pub struct Config {
     pub max_packet: u32,
     /// Channels a peer may have open at once on this session.
     pub max_channels: usize,
+    /// Channel types beyond RFC 4254 and OpenSSH's that the peer may open on this session;
+    /// they arrive as `ChannelKind::Extension`. Empty: a peer reaches nothing the
+    /// application did not ask for, and any unknown type is refused by the core.
+    pub extension_channels: Vec<String>,
 }
 
 impl Config {
@@ -84,6 +88,7 @@ impl Config {
             window_budget: 256 * 1024 * 1024,
             max_packet: 32 * 1024,
             max_channels: 1024,
+            extension_channels: Vec::new(),
         }
     }
 }

@@ -98,6 +98,7 @@ fn open_payload(kind: &ChannelKind, local: u32, window: u32, max_packet: u32) ->
         ChannelKind::ForwardedStreamlocal { .. } => "forwarded-streamlocal@openssh.com",
         ChannelKind::AuthAgent => "auth-agent@openssh.com",
         ChannelKind::Tun { .. } => "tun@openssh.com",
+        ChannelKind::Extension { kind, .. } => kind,
         ChannelKind::Other(n) => n,
     };
     p.put_string(name.as_bytes());
@@ -140,12 +141,21 @@ fn open_payload(kind: &ChannelKind, local: u32, window: u32, max_packet: u32) ->
             p.put_u32(*mode);
             p.put_u32(*unit);
         }
+        ChannelKind::Extension { data, .. } => p.extend_from_slice(data),
         ChannelKind::Session | ChannelKind::AuthAgent | ChannelKind::Other(_) => {}
     }
     p
 }
 
-fn parse_kind(name: &str, r: &mut Reader<'_>) -> Result<ChannelKind> {
+/// `extensions`: the application's own channel types ([`super::config::Config::extension_channels`]);
+/// a listed name wins even over a standard one, so the application decides what it means.
+fn parse_kind(name: &str, r: &mut Reader<'_>, extensions: &[String]) -> Result<ChannelKind> {
+    if extensions.iter().any(|e| e == name) {
+        return Ok(ChannelKind::Extension {
+            kind: name.to_owned(),
+            data: r.remaining().to_vec(),
+        });
+    }
     Ok(match name {
         "session" => ChannelKind::Session,
         "direct-tcpip" => ChannelKind::DirectTcpip {
@@ -763,7 +773,7 @@ impl Session {
                 let remote = r.u32()?;
                 let window = r.u32()?;
                 let max_packet = r.u32()?;
-                let kind = parse_kind(&kind_name, &mut r)?;
+                let kind = parse_kind(&kind_name, &mut r, &self.config.extension_channels)?;
                 let reject = |s: &mut Session, code: u32, why: &str| {
                     let mut f = vec![msg::CHANNEL_OPEN_FAILURE];
                     f.put_u32(remote);

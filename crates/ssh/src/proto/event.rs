@@ -155,6 +155,15 @@ pub enum ChannelKind {
         mode: u32,
         unit: u32,
     },
+    /// A channel type of the application's own (`reach@warren` between warrend nodes):
+    /// `data` is the type-specific part of CHANNEL_OPEN after the window fields, encoded and
+    /// parsed by the application. Received only for types listed in
+    /// [`super::Config::extension_channels`]; any other unknown type is refused by the core.
+    Extension {
+        kind: String,
+        data: Vec<u8>,
+    },
+    /// An unknown type (never delivered: the core refuses it with UNKNOWN_CHANNEL_TYPE).
     Other(String),
 }
 

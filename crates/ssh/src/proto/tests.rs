@@ -683,3 +683,92 @@ fn tun_datagrams_travel_one_per_message_and_are_never_split() {
         "reading {read} datagrams never reopened the window"
     );
 }
+
+/// The application's own channel types (`Config::extension_channels`) travel with their
+/// payload in both directions; a type the receiver did not list is still refused by the core
+/// as unknown, whether sent as `Extension` or `Other`.
+#[test]
+fn extension_channels_carry_their_payload_and_only_listed_types_arrive() {
+    let mut p = Pair::new(|c| c.extension_channels = vec!["reach@warren".into()]);
+    p.connect();
+    let payload = b"\x00\x00\x00\x04name\xff".to_vec();
+    let reach = |data: &[u8]| ChannelKind::Extension {
+        kind: "reach@warren".into(),
+        data: data.to_vec(),
+    };
+    // Client -> server (the test server accepts every channel it is offered).
+    let cid = p.c.open_channel(reach(&payload)).unwrap();
+    p.pump();
+    assert_eq!(p.s_opened, vec![reach(&payload)]);
+    assert!(
+        p.c_events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelOpened { id } if *id == cid)),
+        "{:?}",
+        p.c_events
+    );
+    // Server -> client, with an empty payload.
+    let sid = p.s.open_channel(reach(b"")).unwrap();
+    p.pump();
+    let offered = p.c_events.iter().find_map(|e| match e {
+        Event::ChannelOpenRequest { id, kind } => Some((*id, kind.clone())),
+        _ => None,
+    });
+    let (offered_id, kind) = offered.expect("the client was offered the channel");
+    assert_eq!(kind, reach(b""));
+    p.c.accept_channel(offered_id);
+    p.pump();
+    assert!(
+        p.s_events
+            .iter()
+            .any(|e| matches!(e, Event::ChannelOpened { id } if *id == sid)),
+        "{:?}",
+        p.s_events
+    );
+    // Unlisted types: refused as unknown, never shown to the application.
+    let before = p.s_opened.len();
+    let unlisted =
+        p.c.open_channel(ChannelKind::Extension {
+            kind: "other@warren".into(),
+            data: payload.clone(),
+        })
+        .unwrap();
+    let other = p.c.open_channel(ChannelKind::Other("x@y".into())).unwrap();
+    p.pump();
+    for id in [unlisted, other] {
+        assert!(
+            p.c_events.iter().any(|e| matches!(
+                e,
+                Event::ChannelOpenFailed { id: x, reason, .. }
+                    if *x == id && *reason == crate::proto::reason::UNKNOWN_CHANNEL_TYPE
+            )),
+            "channel {id} refused as unknown: {:?}",
+            p.c_events
+        );
+    }
+    assert_eq!(p.s_opened.len(), before);
+}
+
+/// Without `extension_channels` (the default) the core refuses every extension type.
+#[test]
+fn extension_channels_are_refused_unless_listed() {
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    let id =
+        p.c.open_channel(ChannelKind::Extension {
+            kind: "reach@warren".into(),
+            data: vec![1, 2, 3],
+        })
+        .unwrap();
+    p.pump();
+    assert!(p.s_opened.is_empty());
+    assert!(
+        p.c_events.iter().any(|e| matches!(
+            e,
+            Event::ChannelOpenFailed { id: x, reason, .. }
+                if *x == id && *reason == crate::proto::reason::UNKNOWN_CHANNEL_TYPE
+        )),
+        "{:?}",
+        p.c_events
+    );
+}
