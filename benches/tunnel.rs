@@ -17,6 +17,8 @@
 mod ceiling;
 #[path = "tunnel/clients.rs"]
 mod clients;
+#[path = "tunnel/cluster_rig.rs"]
+mod cluster_rig;
 #[path = "tunnel/env.rs"]
 mod env;
 #[path = "tunnel/floor.rs"]
@@ -126,6 +128,7 @@ fn run() -> Result<bool> {
             Phase::Many => bench.many(),
             Phase::Reconnect => bench.reconnect(),
             Phase::Subnet => bench.subnet(),
+            Phase::Cluster => bench.cluster(),
         }
     }
     step("done");

@@ -163,6 +163,28 @@ fn command(
     local: &[Option<u16>],
     opts: ClientOptions,
 ) -> Command {
+    let mut cmd = base_command(env, kind, server_port, opts);
+    for (f, l) in forwards.iter().zip(local) {
+        let port = l.unwrap_or(0);
+        match f {
+            Forward::Local(t) => cmd.arg("-L").arg(format!("127.0.0.1:{port}:127.0.0.1:{t}")),
+            Forward::Dynamic => cmd.arg("-D").arg(format!("127.0.0.1:{port}")),
+            Forward::Remote(t) => cmd.arg("-R").arg(format!("127.0.0.1:0:127.0.0.1:{t}")),
+        };
+    }
+    cmd.arg(destination(env));
+    cmd
+}
+
+/// `user@127.0.0.1`, the login every client of the run uses.
+pub fn destination(env: &Env) -> String {
+    format!("{}@127.0.0.1", env.user)
+}
+
+/// A client's command line up to its forwards and destination: the run's key and HOME,
+/// no agent, no host key prompts, the forced cipher for ssh, `--print-ports` for a quiet
+/// warren.
+pub fn base_command(env: &Env, kind: ClientKind, server_port: u16, opts: ClientOptions) -> Command {
     let verbose = opts.verbose;
     let mut cmd = match kind {
         ClientKind::Ssh if opts.autossh => {
@@ -212,15 +234,6 @@ fn command(
     }
     cmd.arg("-i").arg(&env.key);
     cmd.arg("-p").arg(server_port.to_string());
-    for (f, l) in forwards.iter().zip(local) {
-        let port = l.unwrap_or(0);
-        match f {
-            Forward::Local(t) => cmd.arg("-L").arg(format!("127.0.0.1:{port}:127.0.0.1:{t}")),
-            Forward::Dynamic => cmd.arg("-D").arg(format!("127.0.0.1:{port}")),
-            Forward::Remote(t) => cmd.arg("-R").arg(format!("127.0.0.1:0:127.0.0.1:{t}")),
-        };
-    }
-    cmd.arg(format!("{}@127.0.0.1", env.user));
     cmd
 }
 
@@ -302,7 +315,7 @@ fn wait_ready(
 }
 
 /// Readiness of a quiet ssh listener: the first successful connect.
-fn connected(proc: &Proc, port: u16) -> Result<Line> {
+pub fn connected(proc: &Proc, port: u16) -> Result<Line> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut pause = Duration::from_millis(1);

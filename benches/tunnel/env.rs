@@ -41,10 +41,7 @@ impl Env {
         fs::create_dir_all(home.join(".ssh")).context("create HOME/.ssh")?;
         fs::set_permissions(home.join(".ssh"), fs::Permissions::from_mode(0o700))?;
         let key = home.join(".ssh/id_ed25519");
-        keygen(&key)?;
-        let public_line = fs::read_to_string(key.with_extension("pub"))?
-            .trim()
-            .to_string();
+        let public_line = keygen(&key)?;
         let sshd_host_key = dir.path().join("ssh_host_ed25519_key");
         keygen(&sshd_host_key)?;
         let bin = dir.path().join("bin");
@@ -89,7 +86,8 @@ fn snapshot(binary: &str, dir: &Path) -> Result<PathBuf> {
     Ok(to)
 }
 
-fn keygen(path: &Path) -> Result<()> {
+/// A fresh ed25519 key (no passphrase) at `path`; returns its public line.
+pub fn keygen(path: &Path) -> Result<String> {
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "warren-bench", "-f"])
         .arg(path)
@@ -102,7 +100,8 @@ fn keygen(path: &Path) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(())
+    let public = fs::read_to_string(path.with_extension("pub")).context("read the public key")?;
+    Ok(public.trim().to_string())
 }
 
 /// A port free on 127.0.0.1 right now (for listeners whose port must be

@@ -142,10 +142,12 @@ pub enum Phase {
     Reconnect,
     /// A private subnet through a bastion: sshuttle, warren --route, ssh -D, warren -L.
     Subnet,
+    /// Several warrend nodes and etcd: cross-node vs same-node reach, many published names.
+    Cluster,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 14] = [
+    pub const ALL: [Phase; 15] = [
         Phase::Openssl,
         Phase::Startup,
         Phase::Path(PathKind::Local),
@@ -160,6 +162,7 @@ impl Phase {
         Phase::Many,
         Phase::Reconnect,
         Phase::Subnet,
+        Phase::Cluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -176,6 +179,7 @@ impl Phase {
             Phase::Many => "many",
             Phase::Reconnect => "reconnect",
             Phase::Subnet => "subnet",
+            Phase::Cluster => "cluster",
         }
     }
 
@@ -189,7 +193,7 @@ impl Phase {
             .find(|p| p.name() == want)
             .with_context(|| {
                 format!(
-                    "unknown phase {s:?}; expected openssl, startup, L, floor, D, R, link, wan, slow, consumer, concurrency, many, reconnect, subnet"
+                    "unknown phase {s:?}; expected openssl, startup, L, floor, D, R, link, wan, slow, consumer, concurrency, many, reconnect, subnet, cluster"
                 )
             })
     }
@@ -243,6 +247,8 @@ pub struct Options {
     pub concurrency: Vec<usize>,
     /// Connections of the many phase.
     pub many: usize,
+    /// Names the cluster phase publishes over its nodes.
+    pub cluster_names: usize,
     /// How long the reconnect phase's server stays away...
     pub reconnect_outage: Duration,
     /// ...and how many times, per pair.
@@ -270,7 +276,7 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
   --full               the full run even when not started by `cargo bench`
   --only PAIR[,PAIR]   pairs to run: ssh-sshd, warren-sshd, ssh-warrend, warren-warrend, direct
   --phases P[,P]       what to run (default all): openssl, startup, L, floor, D, R, link, wan,
-                       slow, consumer, concurrency, many, reconnect, subnet
+                       slow, consumer, concurrency, many, reconnect, subnet, cluster
   --size SIZE          bytes per direction of a -L bulk run (e.g. 1GiB, 256MiB)
   --side-size SIZE     bytes per direction of a -D/-R bulk run
   --runs N             repetitions of bulk/setup/latency/link (medians are reported)
@@ -289,6 +295,7 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
   --concurrency N[,N]  concurrent connection counts (default 1000,10000)
   --many N             connections of the many phase (default 100000; warren-warrend
                        unless --only names pairs)
+  --cluster-names N    names the cluster phase publishes over 3 nodes (default 10000)
   --outage SECS        how long the reconnect phase's server is away (default 3)
   --outages N          outages per pair in the reconnect phase (default 3)
   --slow-size SIZE     bytes sent to the stalled connection (slow reader)
@@ -346,6 +353,7 @@ impl Options {
                 "--link-conns" => o.link_conns = number(&flag, &value)?.max(1),
                 "--concurrency" => o.concurrency = list(&value, |s| number(&flag, s))?,
                 "--many" => o.many = number(&flag, &value)?.max(1),
+                "--cluster-names" => o.cluster_names = number(&flag, &value)?.max(1),
                 "--outage" => o.reconnect_outage = parse_secs(&flag, &value)?,
                 "--outages" => o.reconnect_reps = number(&flag, &value)?.max(1),
                 "--slow-size" => o.slow_size = parse_size(&value)?,
@@ -381,6 +389,7 @@ impl Options {
             consumer_offer: 1536 * MIB as u64,
             concurrency: vec![1000, 10_000],
             many: 100_000,
+            cluster_names: 10_000,
             reconnect_outage: Duration::from_secs(3),
             reconnect_reps: 3,
             pairs_given: false,
@@ -409,6 +418,7 @@ impl Options {
             consumer_offer: 32 * MIB as u64,
             concurrency: vec![50],
             many: 200,
+            cluster_names: 200,
             reconnect_outage: Duration::from_millis(500),
             reconnect_reps: 1,
             slow_size: 8 * MIB,

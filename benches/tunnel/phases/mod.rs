@@ -4,6 +4,8 @@
 //! then run 2 of every pair, ...), so that a disturbance on the machine
 //! lands on all pairs alike instead of skewing one pair's ratio.
 
+mod cluster;
+mod cluster_names;
 mod concurrency;
 mod consumer;
 mod floor;
