@@ -216,11 +216,16 @@ impl Cluster {
         };
         // Noted before etcd has it, so the reconciler never mistakes it for a leftover.
         let key = (name.to_string(), port);
-        self.mine_lock().insert(key.clone(), record.clone());
+        let before = self.mine_lock().insert(key.clone(), record.clone());
+        // A refused publish leaves what this node published before (the same user's older
+        // session may still serve the name), or nothing.
         let forget = || {
             let mut mine = self.mine_lock();
             if mine.get(&key).is_some_and(|r| r.conn == conn) {
-                mine.remove(&key);
+                match before.clone() {
+                    Some(older) => mine.insert(key.clone(), older),
+                    None => mine.remove(&key),
+                };
             }
         };
         match self.registry.publish(name, port, record.clone()).await {
