@@ -9,7 +9,9 @@
 //! connection (~27 connections/s), warren paid it on about one in ten (185/s); with the
 //! acknowledgement sent at once, ~2,000/s. `TCP_QUICKACK` sends the pending
 //! acknowledgement. It is set when the socket runs dry with something received and
-//! nothing sent since, not after every read: during a bulk transfer that is rare, and
+//! nothing sent since, and is still so after the tasks that data woke have had their turn
+//! (a confirmed channel sending its first bytes answers at once), not after every read:
+//! during a bulk transfer that is rare, and
 //! whatever warren writes first (a window adjust, a reply) carries the acknowledgement
 //! anyway. The cost is one pure acknowledgement per message that warren does not answer
 //! on the SSH connection before it goes idle, e.g. each reply in a request/response
@@ -32,6 +34,9 @@ pub struct QuickAck {
     inner: TcpStream,
     /// Data was read and nothing written since, so its acknowledgement is still delayed.
     unanswered: bool,
+    /// The socket ran dry once with the acknowledgement still owed, and the reader was woken
+    /// to look again after the tasks that data woke have run (see `poll_read`).
+    deferred: bool,
 }
 
 impl QuickAck {
@@ -39,6 +44,7 @@ impl QuickAck {
         QuickAck {
             inner,
             unanswered: false,
+            deferred: false,
         }
     }
 }
@@ -52,13 +58,25 @@ impl AsyncRead for QuickAck {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         match polled {
-            Poll::Ready(_) => this.unanswered = true,
-            // Everything received is handled and we are about to wait: if no reply
-            // carried the acknowledgement, send it rather than let the peer's Nagle wait
-            // for the delayed one.
+            Poll::Ready(_) => {
+                this.unanswered = true;
+                this.deferred = false;
+            }
+            // What was received is handled, but the tasks it woke (a channel whose open was
+            // confirmed, a reader about to answer) have not run yet: let them, and look again.
+            // When one of them writes, that packet carries the acknowledgement, and the pure
+            // one (a system call and a segment on the critical path of a connection's setup)
+            // is not sent.
+            Poll::Pending if this.unanswered && !this.deferred => {
+                this.deferred = true;
+                cx.waker().wake_by_ref();
+            }
+            // Still nothing written: send the acknowledgement rather than let the peer's
+            // Nagle wait for the delayed one.
             Poll::Pending if this.unanswered => {
                 let _ = this.inner.set_quickack(true);
                 this.unanswered = false;
+                this.deferred = false;
             }
             Poll::Pending => {}
         }
@@ -76,6 +94,7 @@ impl AsyncWrite for QuickAck {
         let polled = Pin::new(&mut this.inner).poll_write(cx, data);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             this.unanswered = false;
+            this.deferred = false;
         }
         polled
     }

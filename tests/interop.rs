@@ -58,8 +58,12 @@ fn warrend_for(alice: &SshClient, echo: &EchoServer, limits: &[(&str, &str)]) ->
     w
 }
 
-#[test]
-fn asyncssh_client_forwards_both_ways_through_warrend() {
+/// The post-quantum hybrid key exchange; Debian 12's OpenSSH (9.2) predates it, asyncssh
+/// has it when its `cryptography` provides ML-KEM (`.ci/run` makes sure it does).
+const MLKEM: &str = "mlkem768x25519-sha256";
+
+/// asyncssh as warrend's client, -L and -R hash-checked; `kex`: the only exchange it offers.
+fn asyncssh_client_through_warrend(kex: Option<&str>, size: usize) {
     let alice = SshClient::new();
     let echo = EchoServer::start();
     let w = warrend_for(&alice, &echo, &[]);
@@ -70,8 +74,21 @@ fn asyncssh_client_forwards_both_ways_through_warrend() {
         .arg(alice.home.known_hosts())
         .arg("alice")
         .arg(echo.port().to_string())
-        .arg((3 * MIB).to_string());
-    run_python_client(cmd, 3 * MIB);
+        .arg(size.to_string())
+        .args(kex);
+    run_python_client(cmd, size);
+}
+
+#[test]
+fn asyncssh_client_forwards_both_ways_through_warrend() {
+    asyncssh_client_through_warrend(None, 3 * MIB);
+}
+
+/// warrend's server side of mlkem768x25519-sha256 against another implementation: asyncssh
+/// offers nothing else, so the session exists only if both sides computed the same secret.
+#[test]
+fn asyncssh_client_and_warrend_agree_on_mlkem768x25519() {
+    asyncssh_client_through_warrend(Some(MLKEM), MIB);
 }
 
 #[test]
@@ -202,6 +219,17 @@ fn forwards_carry_both_ways(warren: &dyn Fn(&[&str]) -> Command, dest: &str, see
 /// An asyncssh server: warren's -L, -R and exec against it.
 #[test]
 fn warren_forwards_and_runs_commands_against_asyncssh() {
+    warren_against_asyncssh(None);
+}
+
+/// warren's client side of mlkem768x25519-sha256 against asyncssh's server, which offers
+/// nothing else (and warren is told the same).
+#[test]
+fn warren_and_asyncssh_server_agree_on_mlkem768x25519() {
+    warren_against_asyncssh(Some(MLKEM));
+}
+
+fn warren_against_asyncssh(kex: Option<&str>) {
     let home = ClientHome::new();
     let user = UserKey::generate(home.ssh_dir(), "ed25519", None);
     let host = UserKey::generate(home.path(), "ed25519", None);
@@ -210,7 +238,8 @@ fn warren_forwards_and_runs_commands_against_asyncssh() {
     let mut cmd = Command::new("python3");
     cmd.arg(script("asyncssh_server.py"))
         .arg(&host.private)
-        .arg(&auth);
+        .arg(&auth)
+        .args(kex);
     let server = Proc::spawn(cmd);
     let line = server
         .wait_for_stdout(|l| l.starts_with("listening "), READY_TIMEOUT)
@@ -222,7 +251,15 @@ fn warren_forwards_and_runs_commands_against_asyncssh() {
         format!("[127.0.0.1]:{port} {}\n", host_line.join(" ")),
     )
     .unwrap();
-    let warren = |args: &[&str]| warren_cmd(&home, port, &user.private, args);
+    let kex_option = kex.map(|k| format!("KexAlgorithms={k}"));
+    let warren = |args: &[&str]| {
+        let mut c = warren_cmd(&home, port, &user.private, &[]);
+        if let Some(o) = &kex_option {
+            c.args(["-o", o]);
+        }
+        c.args(args);
+        c
+    };
 
     // exec: output and exit status come back.
     let out = warren(&["u@127.0.0.1", "hello world"]).output().unwrap();

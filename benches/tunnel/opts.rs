@@ -249,6 +249,8 @@ pub struct Options {
     pub many: usize,
     /// Names the cluster phase publishes over its nodes.
     pub cluster_names: usize,
+    /// Modes of the subnet phase to run (empty: all), as named by `--subnet-modes`.
+    pub subnet_modes: Vec<String>,
     /// How long the reconnect phase's server stays away...
     pub reconnect_outage: Duration,
     /// ...and how many times, per pair.
@@ -296,6 +298,8 @@ usage: cargo bench --bench tunnel -- [OPTIONS]
   --many N             connections of the many phase (default 100000; warren-warrend
                        unless --only names pairs)
   --cluster-names N    names the cluster phase publishes over 3 nodes (default 10000)
+  --subnet-modes M[,M] modes of the subnet phase (default all): direct, sshuttle,
+                       sshuttle-fast, route, socks, L
   --outage SECS        how long the reconnect phase's server is away (default 3)
   --outages N          outages per pair in the reconnect phase (default 3)
   --slow-size SIZE     bytes sent to the stalled connection (slow reader)
@@ -354,6 +358,7 @@ impl Options {
                 "--concurrency" => o.concurrency = list(&value, |s| number(&flag, s))?,
                 "--many" => o.many = number(&flag, &value)?.max(1),
                 "--cluster-names" => o.cluster_names = number(&flag, &value)?.max(1),
+                "--subnet-modes" => o.subnet_modes = list(&value, |m| Ok(m.to_string()))?,
                 "--outage" => o.reconnect_outage = parse_secs(&flag, &value)?,
                 "--outages" => o.reconnect_reps = number(&flag, &value)?.max(1),
                 "--slow-size" => o.slow_size = parse_size(&value)?,
@@ -390,6 +395,7 @@ impl Options {
             concurrency: vec![1000, 10_000],
             many: 100_000,
             cluster_names: 10_000,
+            subnet_modes: Vec::new(),
             reconnect_outage: Duration::from_secs(3),
             reconnect_reps: 3,
             pairs_given: false,
@@ -419,6 +425,7 @@ impl Options {
             concurrency: vec![50],
             many: 200,
             cluster_names: 200,
+            subnet_modes: Vec::new(),
             reconnect_outage: Duration::from_millis(500),
             reconnect_reps: 1,
             slow_size: 8 * MIB,

@@ -1,8 +1,8 @@
 """asyncssh as the server warren connects to: accepts one key, allows -L/-R, runs exec commands
 by echoing them back with their exit status (no shell is involved).
 
-Usage: asyncssh_server.py HOST_KEY AUTHORIZED_KEYS
-Prints "listening PORT" once bound.
+Usage: asyncssh_server.py HOST_KEY AUTHORIZED_KEYS [KEX]
+With KEX, that is the only key exchange the server offers. Prints "listening PORT" once bound.
 """
 import asyncio, sys
 import asyncssh
@@ -18,9 +18,10 @@ async def handle(process):
     process.exit(3)
 
 async def main():
+    extra = {"kex_algs": [sys.argv[3]]} if len(sys.argv) > 3 else {}
     server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[sys.argv[1]],
                                    authorized_client_keys=sys.argv[2], server_factory=Server,
-                                   process_factory=handle, allow_scp=False)
+                                   process_factory=handle, allow_scp=False, **extra)
     port = server.sockets[0].getsockname()[1]
     print("listening", port, flush=True)
     await asyncio.Event().wait()

@@ -55,6 +55,18 @@ impl Mode {
         Mode::WarrenL,
     ];
 
+    /// The name `--subnet-modes` uses.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Direct => "direct",
+            Mode::Sshuttle => "sshuttle",
+            Mode::SshuttleFast => "sshuttle-fast",
+            Mode::WarrenRoute => "route",
+            Mode::SshSocks => "socks",
+            Mode::WarrenL => "L",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Mode::Direct => "direct (routed)",
@@ -114,6 +126,20 @@ impl Bench {
     }
 
     fn subnet_run(&mut self) -> Result<String> {
+        let modes: Vec<Mode> = if self.opts.subnet_modes.is_empty() {
+            Mode::ALL.to_vec()
+        } else {
+            let mut modes = Vec::new();
+            for name in &self.opts.subnet_modes {
+                match Mode::ALL.iter().find(|m| m.name() == name) {
+                    Some(m) => modes.push(*m),
+                    None => bail!(
+                        "--subnet-modes: unknown mode {name:?} (direct, sshuttle, sshuttle-fast, route, socks, L)"
+                    ),
+                }
+            }
+            modes
+        };
         for tool in ["sshuttle", "nft"] {
             if which(tool).is_none() {
                 bail!("{tool} is not installed (apt-get install sshuttle nftables)");
@@ -131,16 +157,16 @@ impl Bench {
             Sizes {
                 limit: Duration::from_secs(10),
                 bulk: 512 << 20,
-                setups: 1000,
+                setups: self.opts.setup_conns,
                 parallel_each: 2 << 20,
-                reps: 3,
+                reps: self.opts.runs,
             }
         };
         let lab = Lab::new()?;
         let _targets = lab.private.thread(serve_targets);
         let _sshd = start_sshd(&self.env, &lab)?;
         let mut results: Vec<(Mode, Result<Figures>)> = Vec::new();
-        for mode in Mode::ALL {
+        for mode in modes {
             let r = self.subnet_mode(&lab, mode, sizes);
             if let Err(e) = &r {
                 self.report
@@ -209,6 +235,11 @@ impl Bench {
                 Some(c) => c.tail(),
                 None => String::new(),
             })?;
+            // Each sample on stderr as it comes: the table shows medians only.
+            eprintln!(
+                "  subnet {}: bulk {b:.0} MiB/s, setup {s:.0}/s, parallel {p:.0} MiB/s",
+                mode.label()
+            );
             f.bulk.push(b);
             f.setup.push(s);
             f.parallel.push(p);
