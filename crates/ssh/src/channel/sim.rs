@@ -52,6 +52,8 @@ struct Sim {
     consumed: u64,
     adjusts: u64,
     granted_sum: u64,
+    /// The largest single WINDOW_ADJUST: how much room the sender got at once.
+    max_adjust: u32,
     max_target: u32,
     /// (time, consumed so far, target) once per tick.
     trace: Vec<(u64, u64, u32)>,
@@ -76,6 +78,7 @@ impl Sim {
             consumed: 0,
             adjusts: 0,
             granted_sum: 0,
+            max_adjust: 0,
             trace: Vec::new(),
         };
         sim.at(0, Ev::Tick);
@@ -115,6 +118,7 @@ impl Sim {
         if let Some(inc) = self.recv.on_consumed(n, now, &mut self.budget) {
             self.adjusts += 1;
             self.granted_sum += u64::from(inc);
+            self.max_adjust = self.max_adjust.max(inc);
             self.at(self.now + self.one_way, Ev::Adjust(inc));
         }
         self.consumed += n as u64;
@@ -242,6 +246,51 @@ fn fast_reader_grows_to_the_bandwidth_delay_product_within_a_few_rtts() {
     assert!(rate < 2.0 * f64::from(2 * MIB) / 0.05, "{rate:.0}");
     assert!(rate > 0.8 * f64::from(2 * MIB) / 0.05, "{rate:.0}");
     assert_eq!(fixed.max_target, 2 * MIB);
+}
+
+/// Toward a peer other than warren growth is paced: the sender's room grows by at most
+/// what it sees consumed (so OpenSSH never reads a whole doubling from its socket at once),
+/// and the window still reaches the BDP within a few RTTs and fills the link.
+#[test]
+fn paced_growth_never_grants_more_than_twice_what_was_consumed() {
+    let run = |w: RecvWindow| {
+        let mut sim = Sim::new(RTT, GBPS, Reader::Fast, w, u64::MAX);
+        sim.run_until(2 * SEC);
+        sim
+    };
+    let paced = run(RecvWindow::new(2 * MIB, 64 * MIB).paced());
+    let when = paced.reached(BDP).expect("target reached the BDP");
+    assert!(when <= 12 * 50 * MS, "BDP reached only at {} ms", when / MS);
+    let rate = paced.throughput(SEC, 2 * SEC);
+    assert!(rate >= 0.9 * GBPS as f64, "throughput {rate:.0} B/s");
+    // A grant is sent once target/8 is consumed; paced, it carries at most as much again
+    // (plus the packet that crossed the threshold, twice).
+    let bound = paced.max_target / 4 + 2 * MAX_PACKET;
+    assert!(
+        paced.max_adjust <= bound,
+        "an adjust of {} (target {})",
+        paced.max_adjust,
+        paced.max_target
+    );
+    // All growth was granted in the end, and charged.
+    assert_eq!(
+        paced.budget.in_use(),
+        u64::from(paced.recv.target() - 2 * MIB)
+    );
+    assert_eq!(
+        paced.recv.owed(),
+        0,
+        "growth still owed after growth stopped"
+    );
+
+    // Unpaced (toward warren), a doubling is granted in one adjust: the test can tell.
+    let at_once = run(RecvWindow::new(2 * MIB, 64 * MIB));
+    assert!(
+        at_once.max_adjust > at_once.max_target / 2,
+        "unpaced max adjust {} of target {}",
+        at_once.max_adjust,
+        at_once.max_target
+    );
 }
 
 #[test]

@@ -6,17 +6,18 @@
 //! Every byte the peer may still send without asking is a byte we may have to hold,
 //! so we only ever grant window back for bytes the application has consumed (the
 //! OpenSSH rule; russh grants on receipt, which is what forces it to either stall the
-//! whole session or spill to disk). We track four amounts whose sum, `committed`, is
+//! whole session or spill to disk). We track the amounts whose sum, `committed`, is
 //! the most this channel can make us buffer:
 //!
 //! ```text
 //! committed = granted (peer may still send; includes adjusts in flight)
 //!           + buffered (received, the application has not taken it yet)
 //!           + unacked (consumed, not yet granted back)
+//!           + owed (growth not yet granted: paced windows only)
 //! ```
 //!
 //! Normally `committed == target`. Growing the window raises both at once (the extra is
-//! granted immediately); shrinking lowers only `target`, and the difference is paid off
+//! granted immediately, or along with the next grants when paced); shrinking lowers only `target`, and the difference is paid off
 //! by withholding grants as the application consumes, because granted window cannot be
 //! revoked (RFC 4254 §5.2).
 
@@ -183,6 +184,14 @@ struct Probe {
 /// window-limited, so the last doubling starts below ~1.43 BDP and the window ends
 /// between 1 and ~2.9 BDP (Linux aims at 2).
 ///
+/// *Paced* windows ([`RecvWindow::paced`], used toward peers other than warren) do not
+/// grant the growth at once: each grant carries at most as much of it as the reader
+/// consumed since the last one, so the sender's window grows with what it sees acknowledged
+/// (as TCP's slow start is clocked by ACKs) and a doubling is spread over the next RTT
+/// instead of arriving as one window's worth of room. OpenSSH fills such room by reading
+/// from its socket into one buffer at once (see `Config::foreign_window_cap`). No probe
+/// runs while growth is still owed, so the next doubling times the grown window.
+///
 /// Known limits: jitter above 25 % of the RTT makes growth conservative (missed
 /// doublings, never extra ones); a receive path that delivers packets in batches only
 /// shows silences at batch boundaries, which is where a waiting sender's burst starts.
@@ -201,7 +210,7 @@ pub struct RecvWindow {
     granted: u32,
     buffered: u32,
     unacked: u32,
-    /// `granted + buffered + unacked`; never below `target`.
+    /// `granted + buffered + unacked + owed`; never below `target`.
     committed: u32,
     /// Taken from the budget: `committed - initial` until [`RecvWindow::release`].
     charged: u32,
@@ -212,6 +221,10 @@ pub struct RecvWindow {
     rtt_min: Option<Duration>,
     /// The last completed probe said the sender was waiting on us.
     window_limited: bool,
+    /// Growth is granted along with consumption rather than at once (see the type's docs).
+    paced: bool,
+    /// Growth taken from the budget and counted in `committed`, not yet granted.
+    owed: u32,
 }
 
 impl RecvWindow {
@@ -232,7 +245,15 @@ impl RecvWindow {
             probe: None,
             rtt_min: None,
             window_limited: false,
+            paced: false,
+            owed: 0,
         }
+    }
+
+    /// The same window, granting its growth paced by consumption (see the type's docs).
+    pub fn paced(mut self) -> Self {
+        self.paced = true;
+        self
     }
 
     pub fn advertised_initial(&self) -> u32 {
@@ -275,6 +296,14 @@ impl RecvWindow {
                 self.rtt_min = Some(self.rtt_min.map_or(delay, |m| m.min(delay)));
             }
             self.window_limited = self.rtt_min.is_some_and(|m| delay <= m + m / 4);
+            tracing::trace!(
+                delay_us = delay.as_micros() as u64,
+                gap_us = gap.as_micros() as u64,
+                rtt_min_us = self.rtt_min.map(|m| m.as_micros() as u64),
+                window_limited = self.window_limited,
+                target = self.target,
+                "window probe"
+            );
         }
         Ok(())
     }
@@ -293,26 +322,35 @@ impl RecvWindow {
         self.buffered -= n;
         self.unacked += n;
         self.repay(budget);
-        let extra = if std::mem::take(&mut self.window_limited) && self.buffered <= self.target / 4
+        let grown = if std::mem::take(&mut self.window_limited) && self.buffered <= self.target / 4
         {
             self.grow(budget)
         } else {
             0
         };
+        let extra = if self.paced {
+            self.owed += grown;
+            0
+        } else {
+            grown
+        };
         if extra == 0 && self.unacked < self.grant_threshold() {
             return None;
         }
-        let inc = self.unacked + extra;
+        // Paced growth rides on grants of consumed bytes, at most as much again.
+        let released = self.owed.min(self.unacked);
+        self.owed -= released;
+        let inc = self.unacked + extra + released;
         if inc == 0 {
             return None;
         }
         self.unacked = 0;
-        if extra > 0 {
+        if grown > 0 {
             // Any probe in flight, and one started by this grant, would time the sender
             // as it was under the old window (waiting on us, by the very judgement that
             // made us grow): one needless doubling every time. Measure the new window.
             self.probe = None;
-        } else if self.probe.is_none() {
+        } else if self.probe.is_none() && self.owed == 0 {
             self.probe = Some(Probe {
                 edge: self.received + u64::from(self.granted),
                 sent_at: now,
@@ -331,6 +369,17 @@ impl RecvWindow {
     /// The window size we aim to keep granted.
     pub fn target(&self) -> u32 {
         self.target
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_paced(&self) -> bool {
+        self.paced
+    }
+
+    /// Growth of a paced window not granted yet.
+    #[cfg(test)]
+    pub(crate) fn owed(&self) -> u32 {
+        self.owed
     }
 
     /// Window the peer may still use as far as we know (adjusts in flight included).
@@ -359,6 +408,7 @@ impl RecvWindow {
     pub fn release(&mut self, budget: &mut WindowBudget) {
         budget.give_back(u64::from(self.charged));
         self.charged = 0;
+        self.owed = 0;
         self.cap = self.initial;
         self.target = self.initial;
     }
@@ -367,9 +417,15 @@ impl RecvWindow {
         (self.target / 8).max(1)
     }
 
-    /// After a shrink, consumed bytes pay off `committed - target` instead of being
-    /// granted, and their budget is returned.
+    /// After a shrink, growth still owed and then consumed bytes pay off
+    /// `committed - target` instead of being granted, and their budget is returned.
     fn repay(&mut self, budget: &mut WindowBudget) {
+        let forgo = (self.committed - self.target).min(self.owed);
+        self.owed -= forgo;
+        self.committed -= forgo;
+        let back = forgo.min(self.charged);
+        self.charged -= back;
+        budget.give_back(u64::from(back));
         let pay = (self.committed - self.target).min(self.unacked);
         self.unacked -= pay;
         self.committed -= pay;
@@ -390,6 +446,11 @@ impl RecvWindow {
         self.committed += got;
         self.charged += got;
         self.target = self.committed;
+        tracing::trace!(
+            target = self.target,
+            paced = self.paced,
+            "receive window grew"
+        );
         got
     }
 }
@@ -510,6 +571,52 @@ mod tests {
         assert_eq!(w.granted(), 2 * MIB);
         assert_eq!(w.target(), 2 * MIB);
         assert_eq!(b.in_use(), 0);
+    }
+
+    /// A paced doubling is owed, then granted at most as much again as each grant of
+    /// consumed bytes; a shrink while some is still owed forgoes it and returns its budget
+    /// at once, and the part already granted is paid off as it is used.
+    #[test]
+    fn paced_growth_rides_on_consumption_and_a_shrink_forgoes_what_is_owed() {
+        let now = t0();
+        let ms = Duration::from_millis;
+        let mut b = WindowBudget::new(u64::MAX);
+        let mut w = RecvWindow::new(8 * MIB, 64 * MIB).paced();
+        // The peer fills the window at once and we grant it all back: a probe starts at
+        // the peer's edge.
+        w.on_data(8 * MIB as usize, now).unwrap();
+        assert_eq!(w.on_consumed(8 * MIB as usize, now, &mut b), Some(8 * MIB));
+        // After a silence of one RTT it sends past the edge: it was waiting on us.
+        w.on_data(MIB as usize, now + ms(50)).unwrap();
+        // The window doubles, but nothing is granted yet: 1 MiB is below target / 8.
+        assert_eq!(w.on_consumed(MIB as usize, now + ms(50), &mut b), None);
+        assert_eq!(w.target(), 16 * MIB);
+        assert_eq!(w.owed(), 8 * MIB);
+        assert_eq!(
+            b.in_use(),
+            u64::from(8 * MIB),
+            "the growth is charged at once"
+        );
+        // 3 MiB more consumed: the grant carries the 4 MiB consumed and as much growth.
+        w.on_data(3 * MIB as usize, now + ms(60)).unwrap();
+        assert_eq!(
+            w.on_consumed(3 * MIB as usize, now + ms(60), &mut b),
+            Some(8 * MIB)
+        );
+        assert_eq!(w.owed(), 4 * MIB);
+        assert_eq!(w.granted(), 12 * MIB);
+        // Idle: the target drops back; the 4 MiB still owed is never granted.
+        w.on_idle(now + ms(60) + IDLE_SHRINK_AFTER, &mut b);
+        assert_eq!(w.target(), 8 * MIB);
+        assert_eq!(w.owed(), 0);
+        assert_eq!(b.in_use(), u64::from(4 * MIB));
+        // The peer uses the 12 MiB it holds: 4 MiB of it pays off the rest of the growth.
+        let later = now + ms(70) + IDLE_SHRINK_AFTER;
+        w.on_data(12 * MIB as usize, later).unwrap();
+        let inc = w.on_consumed(12 * MIB as usize, later, &mut b);
+        assert_eq!(inc, Some(8 * MIB));
+        assert_eq!(b.in_use(), 0);
+        assert_eq!(w.granted(), 8 * MIB);
     }
 
     #[test]

@@ -216,19 +216,27 @@ impl Session {
         Some(ch)
     }
 
-    fn new_recv(&self) -> RecvWindow {
-        RecvWindow::new(self.config.window_initial, self.window_cap())
+    /// Toward warren's own engine growth is granted at once; other peers get it paced by
+    /// consumption (see [`RecvWindow::paced`]), for the same reason as their lower cap.
+    pub(crate) fn new_recv(&self) -> RecvWindow {
+        let w = RecvWindow::new(self.config.window_initial, self.window_cap());
+        match self.peer_is_warren() {
+            true => w,
+            false => w.paced(),
+        }
+    }
+
+    fn peer_is_warren(&self) -> bool {
+        self.transport
+            .peer_version()
+            .is_some_and(|v| v.starts_with(b"SSH-2.0-warren"))
     }
 
     /// How far this session's windows may grow: see [`super::config::Config::foreign_window_cap`]. The
     /// peer's identification line is the only hint of what buffers behind it (both of
     /// warren's roles send `SSH-2.0-warren...`); a peer that lies only gets a cap it chose.
     pub(crate) fn window_cap(&self) -> u32 {
-        let ours = self
-            .transport
-            .peer_version()
-            .is_some_and(|v| v.starts_with(b"SSH-2.0-warren"));
-        match ours {
+        match self.peer_is_warren() {
             true => self.config.window_cap,
             false => self.config.window_cap.min(self.config.foreign_window_cap),
         }

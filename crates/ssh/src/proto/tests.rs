@@ -585,18 +585,25 @@ fn max_channels_caps_the_peers_channels_not_ours() {
 fn window_cap_depends_on_who_the_peer_says_it_is() {
     let now = Instant::now();
     let config = Arc::new(Config::new(Role::Client));
-    for (line, cap) in [
+    for (line, cap, paced) in [
         (
             &b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\r\n"[..],
             config.foreign_window_cap,
+            true,
         ),
-        (b"SSH-2.0-dropbear_2022.83\r\n", config.foreign_window_cap),
-        (b"SSH-2.0-warrend_0.1.0\r\n", config.window_cap),
-        (b"SSH-2.0-warren_0.1.0\r\n", config.window_cap),
+        (
+            b"SSH-2.0-dropbear_2022.83\r\n",
+            config.foreign_window_cap,
+            true,
+        ),
+        (b"SSH-2.0-warrend_0.1.0\r\n", config.window_cap, false),
+        (b"SSH-2.0-warren_0.1.0\r\n", config.window_cap, false),
     ] {
         let mut c = Session::new(config.clone(), now);
         c.feed(line, now).unwrap();
-        assert_eq!(c.window_cap(), cap, "{}", String::from_utf8_lossy(line));
+        let who = String::from_utf8_lossy(line);
+        assert_eq!(c.window_cap(), cap, "{who}");
+        assert_eq!(c.new_recv().is_paced(), paced, "{who}");
     }
     assert!(config.foreign_window_cap < config.window_cap);
 }
