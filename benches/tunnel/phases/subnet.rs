@@ -165,20 +165,35 @@ impl Bench {
         let lab = Lab::new()?;
         let _targets = lab.private.thread(serve_targets);
         let _sshd = start_sshd(&self.env, &lab)?;
-        let mut results: Vec<(Mode, Result<Figures>)> = Vec::new();
-        for mode in modes {
-            let r = self.subnet_mode(&lab, mode, sizes);
-            if let Err(e) = &r {
-                self.report
-                    .errors
-                    .push(format!("subnet {}: {e:#}", mode.label()));
+        // Rounds: one sample of every mode, then the next. On a shared 2-core machine
+        // the speed of everything drifts by ×2 over minutes; taking all samples of one
+        // mode before the next would turn that drift into a difference between modes.
+        let mut results: Vec<(Mode, Result<Figures>)> =
+            modes.iter().map(|&m| (m, Ok(Figures::default()))).collect();
+        for _ in 0..sizes.reps {
+            for (mode, figures) in results.iter_mut() {
+                let Ok(f) = figures else { continue };
+                match self.subnet_mode(&lab, *mode, sizes) {
+                    Ok((b, s, p)) => {
+                        f.bulk.push(b);
+                        f.setup.push(s);
+                        f.parallel.push(p);
+                    }
+                    Err(e) => {
+                        self.report
+                            .errors
+                            .push(format!("subnet {}: {e:#}", mode.label()));
+                        *figures = Err(e);
+                    }
+                }
             }
-            results.push((mode, r));
         }
         Ok(table(&results, sizes))
     }
 
-    fn subnet_mode(&self, lab: &Lab, mode: Mode, sizes: Sizes) -> Result<Figures> {
+    /// One sample of `mode`: its client started, bulk, setup and parallel measured, and
+    /// the client stopped with its rules gone.
+    fn subnet_mode(&self, lab: &Lab, mode: Mode, sizes: Sizes) -> Result<(f64, f64, f64)> {
         lab.set_routing(mode == Mode::Direct)?;
         if mode != Mode::Direct {
             // Nothing but the tunnel may reach the private net.
@@ -222,35 +237,29 @@ impl Bench {
                 );
             }
         }
-        let mut f = Figures::default();
-        for _ in 0..sizes.reps {
-            let reach = mode.reach();
-            let (b, s, p) = on(&lab.client, async move {
-                let b = bulk(reach, sizes.bulk, sizes.limit).await?;
-                let s = setup_rate(reach, sizes.setups, sizes.limit).await?;
-                let p = parallel(reach, sizes.parallel_each, sizes.limit).await?;
-                anyhow::Ok((b, s, p))
-            })?
-            .with_context(|| match &client {
-                Some(c) => c.tail(),
-                None => String::new(),
-            })?;
-            // Each sample on stderr as it comes: the table shows medians only.
-            eprintln!(
-                "  subnet {}: bulk {b:.0} MiB/s, setup {s:.0}/s, parallel {p:.0} MiB/s",
-                mode.label()
-            );
-            f.bulk.push(b);
-            f.setup.push(s);
-            f.parallel.push(p);
-        }
+        let reach = mode.reach();
+        let (b, s, p) = on(&lab.client, async move {
+            let b = bulk(reach, sizes.bulk, sizes.limit).await?;
+            let s = setup_rate(reach, sizes.setups, sizes.limit).await?;
+            let p = parallel(reach, sizes.parallel_each, sizes.limit).await?;
+            anyhow::Ok((b, s, p))
+        })?
+        .with_context(|| match &client {
+            Some(c) => c.tail(),
+            None => String::new(),
+        })?;
+        // Each sample on stderr as it comes: the table shows medians only.
+        eprintln!(
+            "  subnet {}: bulk {b:.0} MiB/s, setup {s:.0}/s, parallel {p:.0} MiB/s",
+            mode.label()
+        );
         if let Some(c) = client {
             stop_gracefully(c, lab)?;
         }
         if mode == Mode::Direct {
             lab.set_routing(false)?;
         }
-        Ok(f)
+        Ok((b, s, p))
     }
 }
 
