@@ -422,14 +422,16 @@ impl RecvWindow {
     fn repay(&mut self, budget: &mut WindowBudget) {
         let forgo = (self.committed - self.target).min(self.owed);
         self.owed -= forgo;
-        self.committed -= forgo;
-        let back = forgo.min(self.charged);
-        self.charged -= back;
-        budget.give_back(u64::from(back));
+        self.uncommit(forgo, budget);
         let pay = (self.committed - self.target).min(self.unacked);
         self.unacked -= pay;
-        self.committed -= pay;
-        let back = pay.min(self.charged);
+        self.uncommit(pay, budget);
+    }
+
+    /// `n` bytes leave `committed`, and as much of the charge goes back to the budget.
+    fn uncommit(&mut self, n: u32, budget: &mut WindowBudget) {
+        self.committed -= n;
+        let back = n.min(self.charged);
         self.charged -= back;
         budget.give_back(u64::from(back));
     }
