@@ -374,17 +374,9 @@ fn node_config(
         toml_str(&dir.join("audit.log")),
         toml_str(socket),
     );
+    c.push_str(crate::servers::LIMITS);
     c.push_str(
-        "[limits]\n\
-         auth_rejection_delay = \"1ms\"\n\
-         max_failed_auth_per_source = 1000\n\
-         max_unauthenticated = 1000\n\
-         max_unauthenticated_per_source = 1000\n\
-         max_sessions_per_user = 1000\n\
-         max_channels_per_session = 250000\n\
-         max_channels_per_user = 250000\n\
-         max_channels = 250000\n\
-         max_listeners_per_session = 1000000\n\
+        "max_listeners_per_session = 1000000\n\
          max_listeners_per_user = 1000000\n\
          max_listeners = 1000000\n\n",
     );

@@ -120,6 +120,18 @@ fn start_warrend(env: &Env, target_ports: &[u16]) -> Result<Server> {
     Ok(Server { port, proc })
 }
 
+/// The `[limits]` of every warrend the benchmark starts: nothing it measures may be
+/// throttled or refused (listener limits follow, per launcher).
+pub const LIMITS: &str = "[limits]\n\
+     auth_rejection_delay = \"1ms\"\n\
+     max_failed_auth_per_source = 1000\n\
+     max_unauthenticated = 1000\n\
+     max_unauthenticated_per_source = 1000\n\
+     max_sessions_per_user = 1000\n\
+     max_channels_per_session = 250000\n\
+     max_channels_per_user = 250000\n\
+     max_channels = 250000\n";
+
 /// One user (the local user name, the benchmark's key) who may connect to
 /// exactly the target ports on 127.0.0.1 and listen on loopback for -R;
 /// channel and session limits high enough for the concurrency test; the
@@ -136,18 +148,8 @@ fn warrend_config(env: &Env, dir: &Path, target_ports: &[u16]) -> String {
         toml_str(&state),
         toml_str(&dir.join("audit.log")),
     );
-    c.push_str(
-        "[limits]\n\
-         auth_rejection_delay = \"1ms\"\n\
-         max_failed_auth_per_source = 1000\n\
-         max_unauthenticated = 1000\n\
-         max_unauthenticated_per_source = 1000\n\
-         max_sessions_per_user = 1000\n\
-         max_channels_per_session = 250000\n\
-         max_channels_per_user = 250000\n\
-         max_channels = 250000\n\
-         max_listeners_per_session = 64\n\n",
-    );
+    c.push_str(LIMITS);
+    c.push_str("max_listeners_per_session = 64\n\n");
     let _ = writeln!(
         c,
         "[users.{user}]\nkeys = [{key}]\nconnect = [\"127.0.0.1:{ports}\"]\nlisten = [\"127.0.0.1:*\"]",
