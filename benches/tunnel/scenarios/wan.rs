@@ -93,6 +93,9 @@ pub async fn download(
     s.write_u64_le(want).await.context("stream request")?;
     let (mut got, mut last) = (0u64, start);
     let mut halves = Halves::new(start, secs);
+    // Bytes per second of the run, printed to stderr: a mean hides a stream that
+    // stalls and recovers, or ramps late.
+    let mut per_sec: Vec<u64> = Vec::new();
     while got < want {
         let n = match timeout_at(deadline, s.read(&mut buf)).await {
             Err(_) => break,
@@ -108,7 +111,17 @@ pub async fn download(
         );
         got += n as u64;
         last = Instant::now();
+        let sec = last.duration_since(start).as_secs() as usize;
+        if per_sec.len() <= sec {
+            per_sec.resize(sec + 1, 0);
+        }
+        per_sec[sec] += n as u64;
     }
+    let timeline: Vec<String> = per_sec
+        .iter()
+        .map(|b| format!("{:.0}", *b as f64 / 1048576.0))
+        .collect();
+    eprintln!("  download MiB per second: {}", timeline.join(" "));
     ensure!(got > 0, "download: nothing arrived in {secs:?}");
     let (late_bytes, late_secs) = if got < want {
         halves.finish(got, last)
