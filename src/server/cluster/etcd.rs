@@ -593,6 +593,11 @@ async fn keeper(inner: Arc<Inner>, cancel: CancellationToken) {
             why = session(&inner, &mut lease) => why,
         };
         let was_up = matches!(lock(&inner.state).health, Some(Health::Ok));
+        let why = if was_up {
+            why
+        } else {
+            with_client_cert_hint(&inner.settings, why)
+        };
         if was_up {
             warn!(%why, "cluster registry lost etcd; retrying");
         } else {
@@ -888,6 +893,20 @@ fn describe(e: &etcd_client::Error) -> String {
     }
 }
 
+/// With TLS 1.3 the client finishes its handshake before etcd checks the client
+/// certificate, so a node without one sees etcd's refusal as an alert or, as often, as a
+/// reset or broken pipe on its first request. The operator then needs the likely cause.
+fn with_client_cert_hint(s: &EtcdSettings, why: String) -> String {
+    let https = s.endpoints.iter().any(|e| e.starts_with("https://"));
+    let said = why.to_lowercase();
+    if !https || s.cert.is_some() || said.contains("certificate") || said.contains("refused") {
+        return why;
+    }
+    format!(
+        "{why} (no client certificate is configured: if etcd requires one, set cert and key in [cluster.etcd])"
+    )
+}
+
 fn timeout_msg(what: &str, t: Duration) -> String {
     format!(
         "etcd did not answer ({what}) within {}",
@@ -920,6 +939,26 @@ mod tests {
         s.password = Some("hunter2".into());
         let d = format!("{s:?}");
         assert!(!d.contains("hunter2") && d.contains("redacted"), "{d}");
+    }
+
+    #[test]
+    fn a_tls_failure_without_a_client_certificate_names_the_likely_cause() {
+        let mut s = settings();
+        s.endpoints = vec!["https://127.0.0.1:2379".into()];
+        let reset = "etcd watch: transport error: connection reset by peer".to_string();
+        let hinted = with_client_cert_hint(&s, reset.clone());
+        assert!(
+            hinted.starts_with(&reset) && hinted.contains("set cert and key"),
+            "{hinted}"
+        );
+        // Already named, plainly down, a certificate configured, or no TLS: left as it is.
+        let alert = "etcd: received fatal alert: CertificateRequired".to_string();
+        assert_eq!(with_client_cert_hint(&s, alert.clone()), alert);
+        let refused = "etcd: tcp connect error: Connection refused (os error 111)".to_string();
+        assert_eq!(with_client_cert_hint(&s, refused.clone()), refused);
+        s.cert = Some("client.pem".into());
+        assert_eq!(with_client_cert_hint(&s, reset.clone()), reset);
+        assert_eq!(with_client_cert_hint(&settings(), reset.clone()), reset);
     }
 
     #[test]
