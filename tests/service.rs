@@ -24,6 +24,22 @@ fn allocated(lines: &[String], what: &str) -> u16 {
         .unwrap()
 }
 
+enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+/// The port of an "Allocated port" line, waiting for it: a process's output reaches our
+/// pipe readers some time after the process wrote it (or even exited).
+fn allocated_on(proc: &Proc, pipe: Pipe, what: &str) -> u16 {
+    let pred = |l: &str| l.starts_with("Allocated port ") && l.contains(what);
+    let found = match pipe {
+        Pipe::Stdout => proc.wait_for_stdout(pred, READY_TIMEOUT),
+        Pipe::Stderr => proc.wait_for_stderr(pred, READY_TIMEOUT),
+    };
+    allocated(&[found.unwrap_or_else(|e| panic!("{e}"))], what)
+}
+
 fn echo_once(port: u16) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
@@ -54,10 +70,12 @@ fn notify_socket_gets_ready_after_the_forwards_then_status_watchdog_and_stopping
     );
     // At READY=1 the server already listens for the -R, and the -L port (printed on
     // stdout without -v being needed for it) carries data.
-    let remote = allocated(&warren.stderr_lines(), "remote forward");
+    // The lines were written before READY=1, but our pipe readers may not have read them yet.
+    let remote = allocated_on(&warren, Pipe::Stderr, "remote forward");
     echo_once(remote);
-    let local = allocated(
-        &warren.stdout_lines(),
+    let local = allocated_on(
+        &warren,
+        Pipe::Stdout,
         &format!("local forward to 127.0.0.1:{}", echo.port()),
     );
     echo_once(local);
@@ -112,7 +130,7 @@ fn an_exec_command_does_not_inherit_the_notify_socket_and_d0_is_printed() {
         "the --exec command saw NOTIFY_SOCKET (or failed): {status:?}\n{}",
         warren.stderr_text()
     );
-    let port = allocated(&warren.stdout_lines(), "dynamic forward");
+    let port = allocated_on(&warren, Pipe::Stdout, "dynamic forward");
     assert_ne!(port, 0);
 }
 
