@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::debug;
@@ -377,8 +377,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut inbuf = vec![0u8; 256 * 1024];
+    // The socket is read straight into the buffer the core decrypts and slices packets in
+    // (`Session::feed_buf`), which hands back the unparsed rest for the next read to extend.
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(256 * 1024);
+    // How much of `out` the socket took: a partial write moves a cursor, not the rest.
+    let mut sent = 0;
     let mut spare: Vec<u8> = Vec::with_capacity(256 * 1024);
     let result = loop {
         let (deadline, closed, may_read) = {
@@ -386,6 +390,7 @@ where
             if out.is_empty() && !st.session.transmit().is_empty() {
                 spare.clear();
                 out = st.session.take_transmit(std::mem::take(&mut spare));
+                sent = 0;
                 st.dispatch();
             }
             // Replies the core makes by itself (UNIMPLEMENTED, refused keepalives and requests)
@@ -408,16 +413,19 @@ where
             }
         };
         tokio::select! {
-            r = wr.write(&out), if !out.is_empty() => match r {
+            r = wr.write(&out[sent..]), if !out.is_empty() => match r {
                 Ok(0) | Err(_) => break Err("connection lost while writing".to_string()),
                 Ok(n) => {
-                    out.drain(..n);
-                    if out.is_empty() {
+                    sent += n;
+                    if sent == out.len() {
+                        // select! builds `&out[sent..]` even while its branch is disabled.
+                        sent = 0;
+                        out.clear();
                         spare = std::mem::take(&mut out);
                     }
                 }
             },
-            r = rd.read(&mut inbuf), if may_read => match r {
+            r = read_chunk(&mut rd, &mut inbuf), if may_read => match r {
                 Ok(0) => {
                     let mut st = shared.lock();
                     if !st.session.is_closed() {
@@ -425,9 +433,9 @@ where
                     }
                     break Err("connection closed by peer".to_string());
                 }
-                Ok(n) => {
+                Ok(_) => {
                     let mut st = shared.lock();
-                    let _ = st.session.feed(&inbuf[..n], Instant::now());
+                    let _ = st.session.feed_buf(&mut inbuf, Instant::now());
                     st.dispatch();
                 }
                 Err(e) => break Err(format!("connection lost: {e}")),
@@ -449,6 +457,17 @@ where
     };
     st.end(why);
     result
+}
+
+/// Bytes asked of the socket per read: a quarter MiB takes a burst of large packets in one
+/// system call (russh's two reads per packet were 9x the calls of ssh's).
+const READ_CHUNK: usize = 256 * 1024;
+
+/// One read appended to `buf`, with room made for [`READ_CHUNK`] first (moving at most the
+/// partial packet left in it). Cancel-safe, as `read_buf` is: dropped, it read nothing.
+async fn read_chunk<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    rd.read_buf(buf).await
 }
 
 impl Handle {

@@ -120,6 +120,26 @@ impl Session {
         r
     }
 
+    /// [`Self::feed`] without copying: takes the bytes read into `buf` and leaves in it the
+    /// unparsed rest (part of one packet), so the caller's next read appends to that.
+    pub fn feed_buf(&mut self, buf: &mut bytes::BytesMut, now: Instant) -> Result<()> {
+        self.now = now;
+        if self.transport.closed {
+            buf.clear();
+            return Ok(());
+        }
+        if !buf.is_empty() {
+            self.peer_alive();
+        }
+        self.transport.feed_buf(buf);
+        let r = self.process();
+        if let Err(e) = &r {
+            self.fail(e);
+        }
+        self.transport.lend_leftover(buf);
+        r
+    }
+
     pub(crate) fn fail(&mut self, e: &Error) {
         if self.error.is_none() {
             self.error = Some(e.to_string());

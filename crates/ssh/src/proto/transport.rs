@@ -177,6 +177,29 @@ impl Transport {
         self.inbuf.extend_from_slice(data);
     }
 
+    /// Takes the bytes in `buf` (leaving it empty), without copying them when nothing is
+    /// left over from the last call: that is the case when the reader appended to what
+    /// [`Self::lend_leftover`] gave back, so a download is decrypted and sliced into packets
+    /// in the very buffer the socket was read into.
+    pub fn feed_buf(&mut self, buf: &mut BytesMut) {
+        if self.inbuf.is_empty() {
+            std::mem::swap(&mut self.inbuf, buf);
+        } else {
+            self.inbuf.extend_from_slice(buf);
+            buf.clear();
+        }
+    }
+
+    /// Moves the unparsed input (once processing has run: less than one packet, its header
+    /// possibly decrypted already) into the empty `buf`, for the next read to append to.
+    /// Nothing is lost by that: without more bytes this input cannot be parsed anyway, and
+    /// [`Self::feed_buf`] takes it back, in order, with them.
+    pub fn lend_leftover(&mut self, buf: &mut BytesMut) {
+        if buf.is_empty() {
+            std::mem::swap(&mut self.inbuf, buf);
+        }
+    }
+
     /// Tells the transport that user authentication succeeded (sent by the server, received by
     /// the client): delayed compression starts with the next packet in each direction.
     pub fn set_authenticated(&mut self) {
