@@ -105,38 +105,40 @@ impl Session {
     /// Bytes the peer sent. Processing happens here; errors end the session with a
     /// DISCONNECT queued for the peer and are also returned.
     pub fn feed(&mut self, data: &[u8], now: Instant) -> Result<()> {
-        self.now = now;
-        if self.transport.closed {
-            return Ok(());
-        }
-        if !data.is_empty() {
-            self.peer_alive();
-        }
-        self.transport.feed(data);
-        let r = self.process();
-        if let Err(e) = &r {
-            self.fail(e);
-        }
-        r
+        self.take_input(now, !data.is_empty(), |t| t.feed(data))
     }
 
     /// [`Self::feed`] without copying: takes the bytes read into `buf` and leaves in it the
     /// unparsed rest (part of one packet), so the caller's next read appends to that.
     pub fn feed_buf(&mut self, buf: &mut bytes::BytesMut, now: Instant) -> Result<()> {
+        let r = self.take_input(now, !buf.is_empty(), |t| t.feed_buf(buf));
+        if self.transport.closed {
+            // Nothing more is parsed: whatever came is dropped, not kept for a next read.
+            buf.clear();
+        } else {
+            self.transport.lend_leftover(buf);
+        }
+        r
+    }
+
+    fn take_input(
+        &mut self,
+        now: Instant,
+        any: bool,
+        put: impl FnOnce(&mut Transport),
+    ) -> Result<()> {
         self.now = now;
         if self.transport.closed {
-            buf.clear();
             return Ok(());
         }
-        if !buf.is_empty() {
+        if any {
             self.peer_alive();
         }
-        self.transport.feed_buf(buf);
+        put(&mut self.transport);
         let r = self.process();
         if let Err(e) = &r {
             self.fail(e);
         }
-        self.transport.lend_leftover(buf);
         r
     }
 

@@ -163,6 +163,26 @@ impl Pair {
         assert!(self.c.is_authenticated() && self.s.is_authenticated());
     }
 
+    /// Writes `data` on the client's channel and returns what the server's side read, once
+    /// all of it arrived or nothing moves any more.
+    fn transfer(&mut self, cid: ChannelId, sid: ChannelId, data: &[u8]) -> Vec<u8> {
+        let (mut sent, mut received) = (0, Vec::new());
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..100_000 {
+            if sent < data.len() {
+                sent += self.c.channel_write(cid, &data[sent..]).unwrap();
+            }
+            self.pump();
+            while let Read::Data(n) = self.s.channel_read(sid, &mut buf) {
+                received.extend_from_slice(&buf[..n]);
+            }
+            if received.len() == data.len() {
+                break;
+            }
+        }
+        received
+    }
+
     fn open(&mut self) -> (ChannelId, ChannelId) {
         let cid = self
             .c
@@ -288,21 +308,7 @@ fn rekeying_in_the_middle_of_a_transfer_loses_nothing() {
     p.connect();
     let (cid, sid) = p.open();
     let data = pattern(3 << 20);
-    let (mut sent, mut received) = (0, Vec::new());
-    let mut buf = vec![0u8; 64 * 1024];
-    for _ in 0..100_000 {
-        if sent < data.len() {
-            sent += p.c.channel_write(cid, &data[sent..]).unwrap();
-        }
-        p.pump();
-        while let Read::Data(n) = p.s.channel_read(sid, &mut buf) {
-            received.extend_from_slice(&buf[..n]);
-        }
-        if received.len() == data.len() {
-            break;
-        }
-    }
-    assert!(received == data);
+    assert!(p.transfer(cid, sid, &data) == data);
     assert!(!p.c.is_closed() && !p.s.is_closed());
 }
 
@@ -320,20 +326,7 @@ fn feeding_in_the_readers_own_buffer_loses_nothing_at_any_read_size() {
         p.connect();
         let (cid, sid) = p.open();
         let data = pattern(1 << 20);
-        let (mut sent, mut received) = (0, Vec::new());
-        let mut buf = vec![0u8; 64 * 1024];
-        for _ in 0..100_000 {
-            if sent < data.len() {
-                sent += p.c.channel_write(cid, &data[sent..]).unwrap();
-            }
-            p.pump();
-            while let Read::Data(n) = p.s.channel_read(sid, &mut buf) {
-                received.extend_from_slice(&buf[..n]);
-            }
-            if received.len() == data.len() {
-                break;
-            }
-        }
+        let received = p.transfer(cid, sid, &data);
         assert!(
             received == data,
             "{cipher}: {} of {}",
