@@ -45,10 +45,10 @@ pub struct ServerConfig {
     pub users: BTreeMap<String, UserConfig>,
     /// `[admin]`: the control socket of `warrend ctl`.
     #[serde(default)]
-    pub admin: super::admin::AdminSection,
+    pub admin: super::admin::sections::AdminSection,
     /// `[metrics]`: the Prometheus endpoint.
     #[serde(default)]
-    pub metrics: super::admin::MetricsSection,
+    pub metrics: super::admin::sections::MetricsSection,
     /// `[cluster]`: one node of several sharing the rendezvous namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<super::cluster::config::ClusterSection>,

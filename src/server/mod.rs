@@ -22,6 +22,7 @@ pub mod live_sessions;
 pub mod metrics;
 pub mod policy;
 pub mod preflight;
+pub mod reload;
 pub mod rendezvous;
 pub mod resolver;
 pub mod rules;

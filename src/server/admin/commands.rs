@@ -30,7 +30,7 @@ pub async fn answer(ctx: &Context, request: Request) -> Response {
             names: names(shared),
         }),
         Request::Kick { session, user } => kick(shared, session, user),
-        Request::Reload => match crate::server::daemon::reload(shared, &ctx.config_path).await {
+        Request::Reload => match crate::server::reload::reload(shared, &ctx.config_path).await {
             Ok(()) => Response::ok(Reply::Reloaded { reloaded: true }),
             Err(e) => Response::error(format!(
                 "reload failed, the running configuration is kept: {e}"

@@ -7,11 +7,12 @@
 pub mod cli;
 pub mod commands;
 pub mod protocol;
+pub mod sections;
 pub mod settings;
 pub mod socket;
 mod table;
 
-pub use settings::{AdminSection, MetricsSection};
+pub use sections::{AdminSection, MetricsSection};
 
 use crate::server::config::ServerConfig;
 use crate::server::state::Shared;

@@ -1,26 +1,8 @@
-//! `[admin]` and `[metrics]` in warrend.toml, and where the control socket lives.
+//! Where the control socket lives (from `[admin]`, systemd's runtime directory or the state
+//! directory), for the daemon and for `warrend ctl`.
 
 use super::super::config::ServerConfig;
-use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
-/// `[admin]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminSection {
-    /// The control socket for `warrend ctl`; unset: the default place
-    /// ([`default_socket`]); `""`: no control socket. Relative to the config file.
-    pub socket: Option<String>,
-}
-
-/// `[metrics]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsSection {
-    /// Serve Prometheus metrics at `http://ADDR/metrics`; unset: no endpoint.
-    pub listen: Option<SocketAddr>,
-}
 
 /// The control socket's file name under systemd's `RuntimeDirectory=warrend`.
 pub const RUNTIME_SOCKET: &str = "warrend.sock";
