@@ -14,7 +14,7 @@ pub mod classify;
 pub mod http;
 pub mod traffic;
 
-use super::audit::AuditEvent;
+use super::audit::event::AuditEvent;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
