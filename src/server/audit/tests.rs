@@ -466,6 +466,14 @@ fn flaky_sink(
     (sink, writer, ff, go)
 }
 
+/// Waits until the flaky file has seen `n` write attempts.
+async fn at_least(attempts: &mut watch::Receiver<usize>, n: usize) {
+    tokio::time::timeout(WAIT, attempts.wait_for(|seen| *seen >= n))
+        .await
+        .expect("write attempts in time")
+        .unwrap();
+}
+
 async fn wait_health(sink: &AuditSink, failing: bool) {
     let mut rx = sink.health.failure.subscribe();
     tokio::time::timeout(WAIT, rx.wait_for(|f| f.is_some() == failing))
@@ -482,10 +490,7 @@ async fn a_failing_file_is_retried_refused_meanwhile_and_keeps_only_whole_lines(
     sink.record(1, channel_open()).await;
     // Written while healthy, so the retries below must not duplicate it.
     let mut attempts = ff.attempts.subscribe();
-    tokio::time::timeout(WAIT, attempts.wait_for(|n| *n >= 1))
-        .await
-        .unwrap()
-        .unwrap();
+    at_least(&mut attempts, 1).await;
 
     ff.broken.store(true, Ordering::SeqCst);
     sink.record(2, channel_open()).await;
@@ -503,10 +508,7 @@ async fn a_failing_file_is_retried_refused_meanwhile_and_keeps_only_whole_lines(
         sink.record(conn, channel_open()).await;
     }
     // Several failed attempts, each leaving half a batch that must be cut off again.
-    tokio::time::timeout(WAIT, attempts.wait_for(|n| *n >= 5))
-        .await
-        .unwrap()
-        .unwrap();
+    at_least(&mut attempts, 5).await;
     ff.broken.store(false, Ordering::SeqCst);
     wait_health(&sink, false).await;
     assert_eq!(sink.refusal(), None);
@@ -532,10 +534,7 @@ async fn recorders_never_wait_on_a_failing_destination() {
     // The writer takes 1 and holds it in the gated write; 2 fills the queue.
     sink.record(1, channel_open()).await;
     let mut attempts = ff.attempts.subscribe();
-    tokio::time::timeout(WAIT, attempts.wait_for(|n| *n >= 1))
-        .await
-        .unwrap()
-        .unwrap();
+    at_least(&mut attempts, 1).await;
     sink.record(2, channel_open()).await;
     let waiting = tokio::spawn({
         let sink = sink.clone();
