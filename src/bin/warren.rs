@@ -15,17 +15,17 @@ fn main() -> ExitCode {
     if let Some(status) = client::flags::answer_and_exit(&cli) {
         return ExitCode::from(status);
     }
-    if !client::background::is_child() && client::flags::fork_after_authentication(&cli) {
+    if !client::background::is_child() && client::early::fork_after_authentication(&cli) {
         return ExitCode::from(client::background::spawn_and_wait());
     }
-    let sink = match client::flags::log_sink(&cli) {
+    let sink = match client::early::log_sink(&cli) {
         Ok(sink) => sink,
         Err(e) => {
             eprintln!("warren: {e}");
             return ExitCode::from(2);
         }
     };
-    let (verbose, quiet) = client::flags::log_verbosity(&cli);
+    let (verbose, quiet) = client::early::log_verbosity(&cli);
     warren::logging::init_to(verbose, quiet, sink);
     let runtime = match client::runtime() {
         Ok(rt) => rt,

@@ -98,53 +98,6 @@ pub fn answer_and_exit(cli: &Cli) -> Option<u8> {
     }
 }
 
-/// -f, or ForkAfterAuthentication in -o or the config.
-pub fn fork_after_authentication(cli: &Cli) -> bool {
-    cli.background
-        || super::settings::early_options(cli)
-            .and_then(|o| o.fork_after_authentication)
-            .unwrap_or(false)
-}
-
-/// -E (appended, created 0600) or -y, else stderr.
-pub fn log_sink(cli: &Cli) -> Result<crate::logging::Sink, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(path) = &cli.log_file {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("-E: cannot open log file {}: {e}", path.display()))?;
-        return Ok(crate::logging::Sink::File(file));
-    }
-    Ok(match cli.syslog {
-        true => crate::logging::Sink::Syslog(
-            super::settings::early_options(cli)
-                .and_then(|o| o.syslog_facility)
-                .unwrap_or(crate::config::values::SyslogFacility::USER)
-                .0,
-        ),
-        false => crate::logging::Sink::Stderr,
-    })
-}
-
-/// -v/-q as given, else LogLevel from -o or the config mapped onto them: ssh's -v is
-/// DEBUG1, so DEBUG1 is warren's -v; QUIET, FATAL and ERROR are -q.
-pub fn log_verbosity(cli: &Cli) -> (u8, bool) {
-    use crate::config::options::LogLevel;
-    if cli.verbose > 0 || cli.quiet {
-        return (cli.verbose, cli.quiet);
-    }
-    match super::settings::early_options(cli).and_then(|o| o.log_level) {
-        None | Some(LogLevel::Info) => (0, false),
-        Some(LogLevel::Quiet | LogLevel::Fatal | LogLevel::Error) => (0, true),
-        Some(LogLevel::Verbose | LogLevel::Debug1) => (1, false),
-        Some(LogLevel::Debug2) => (2, false),
-        Some(LogLevel::Debug3) => (3, false),
-    }
-}
-
 /// What `ssh -Q` lists, for warren's engine. ssh also takes the keyword that holds each
 /// list as its name.
 fn query_list(query: &str) -> Option<Vec<String>> {

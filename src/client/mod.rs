@@ -15,6 +15,7 @@ pub mod cli_help;
 pub mod commands;
 pub mod compat;
 pub mod control;
+pub mod early;
 pub mod error;
 pub mod exec;
 pub mod flags;

@@ -271,7 +271,7 @@ fn local_user() -> Option<String> {
 
 /// The options for `dest`: `-o` first (first value wins), then ~/.ssh/config and
 /// /etc/ssh/ssh_config (or `-F`), with OpenSSH's token expansion.
-fn options_for(
+pub(super) fn options_for(
     dest: &Destination,
     cli: &Cli,
     user: Option<String>,
@@ -499,14 +499,6 @@ fn agent_to_forward(o: &Options) -> Option<PathBuf> {
             None => Some(expand_tilde(s)),
         },
     }
-}
-
-/// The options for the destination, read before logging starts, for LogLevel and
-/// ForkAfterAuthentication (errors are left for the real resolution to report).
-pub fn early_options(cli: &Cli) -> Option<Options> {
-    let dest = Destination::parse(cli.destination()).ok()?;
-    let user = cli.login.clone().or(dest.user.clone());
-    Some(options_for(&dest, cli, user, true).ok()?.0)
 }
 
 /// `warren -G`: the resolved settings for the destination, like `ssh -G`.

@@ -2,7 +2,7 @@
 //! checking `Proxy-Authorization`, and wording the proxy's own responses.
 
 use super::buffered::Buffered;
-use super::http_body::Framing;
+use super::http_body::{Framing, tokens};
 use super::{ProxyCredentials, valid_host};
 use crate::config::forward::Endpoint;
 use base64::Engine;
@@ -203,15 +203,6 @@ fn parse_request(head: &[u8]) -> Result<Request, Refusal> {
         framing,
         connection_tokens,
     })
-}
-
-/// Comma-separated header tokens, lowercased.
-pub(crate) fn tokens(value: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(value)
-        .split(',')
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
 }
 
 fn parse_absolute(uri: &str) -> Result<RequestTarget, Refusal> {

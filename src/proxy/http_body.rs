@@ -72,7 +72,7 @@ fn transfer_codings(headers: &Headers) -> Vec<String> {
     headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
-        .flat_map(|(_, v)| super::http::tokens(v))
+        .flat_map(|(_, v)| tokens(v))
         .collect()
 }
 
@@ -202,6 +202,15 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(digits, 16).ok()
+}
+
+/// Comma-separated header tokens, lowercased.
+pub(crate) fn tokens(value: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(value)
+        .split(',')
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Rewriting message heads as they cross the proxy: origin-form request lines, `Host`
 //! from the URL, and hop-by-hop fields (RFC 9110 §7.6.1) kept on their own hop.
 
-use super::http::{Request, tokens};
+use super::http::Request;
+use super::http_body::tokens;
 
 const MAX_RESPONSE_HEADERS: usize = 256;
 
