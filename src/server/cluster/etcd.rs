@@ -590,7 +590,7 @@ async fn keeper(inner: Arc<Inner>, cancel: CancellationToken) {
         let started = Instant::now();
         let why = tokio::select! {
             _ = cancel.cancelled() => break,
-            why = session(&inner, &mut lease) => why,
+            why = guarded_session(&inner, &mut lease) => why,
         };
         let was_up = matches!(lock(&inner.state).health, Some(Health::Ok));
         let why = if was_up {
@@ -632,6 +632,56 @@ async fn keeper(inner: Arc<Inner>, cancel: CancellationToken) {
 /// One connection to etcd, from connect to the first failure; returns why it ended.
 /// `lease` outlives the session: if etcd kept it (a short outage, an etcd restart), the
 /// names under it are still there and nothing is re-published.
+/// One [`session`] in a task of its own. etcd-client can panic on answers a real etcd
+/// never sends (an empty transaction response, an unknown watch event type); that ends
+/// this session, which is retried like any lost connection, instead of the keeper (which
+/// would leave the registry's health stale for good). A panic loses a lease granted
+/// during the session; the next one checks the previous id and takes a new lease if
+/// that one is gone, and the orphan expires with its TTL.
+async fn guarded_session(inner: &Arc<Inner>, lease: &mut Option<i64>) -> String {
+    let inner = inner.clone();
+    let mut kept = *lease;
+    let run = contained(async move {
+        let why = session(&inner, &mut kept).await;
+        (why, kept)
+    });
+    match run.await {
+        Ok((why, kept)) => {
+            *lease = kept;
+            why
+        }
+        Err(why) => why,
+    }
+}
+
+/// Runs `fut` as a task that is aborted when this future is dropped; a panic in it comes
+/// back as an error naming the panic.
+async fn contained<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = tokio::spawn(fut);
+    let _abort = AbortOnDrop(task.abort_handle());
+    match task.await {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(format!("the etcd client failed (panic: {what})"))
+        }
+        Err(e) => Err(format!("the etcd session ended: {e}")),
+    }
+}
+
 async fn session(inner: &Arc<Inner>, lease: &mut Option<i64>) -> String {
     match session_inner(inner, lease).await {
         Ok(never) => match never {},
@@ -1000,5 +1050,34 @@ mod tests {
         connect_options(&s).unwrap();
         s.key = Some(dir.path().join("junk"));
         assert!(connect_options(&s).unwrap_err().contains("not PEM"));
+    }
+
+    /// A panic inside an etcd session (etcd-client on a malformed answer) comes back as a
+    /// reason to retry, and a dropped keeper takes its session task down with it.
+    #[tokio::test]
+    async fn a_panicking_session_is_a_failure_to_retry_and_dies_with_its_keeper() {
+        let why = contained::<()>(async { panic!("unexpected watch event type 7") })
+            .await
+            .unwrap_err();
+        assert!(
+            why.contains("panic: unexpected watch event type 7"),
+            "{why}"
+        );
+        assert_eq!(contained(async { 5 }).await, Ok(5));
+
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let pending = contained(async move {
+            let _tx = tx;
+            std::future::pending::<()>().await
+        });
+        drop(tokio::time::timeout(Duration::from_millis(10), pending).await);
+        // The task held `tx`: the receiver sees it dropped once the task is aborted.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .unwrap()
+                .is_err(),
+            "the session task outlived its keeper"
+        );
     }
 }
