@@ -629,9 +629,6 @@ async fn keeper(inner: Arc<Inner>, cancel: CancellationToken) {
     inner.done.cancel();
 }
 
-/// One connection to etcd, from connect to the first failure; returns why it ended.
-/// `lease` outlives the session: if etcd kept it (a short outage, an etcd restart), the
-/// names under it are still there and nothing is re-published.
 /// One [`session`] in a task of its own. etcd-client can panic on answers a real etcd
 /// never sends (an empty transaction response, an unknown watch event type); that ends
 /// this session, which is retried like any lost connection, instead of the keeper (which
@@ -682,6 +679,9 @@ async fn contained<T: Send + 'static>(
     }
 }
 
+/// One connection to etcd, from connect to the first failure; returns why it ended.
+/// `lease` outlives the session: if etcd kept it (a short outage, an etcd restart), the
+/// names under it are still there and nothing is re-published.
 async fn session(inner: &Arc<Inner>, lease: &mut Option<i64>) -> String {
     match session_inner(inner, lease).await {
         Ok(never) => match never {},
