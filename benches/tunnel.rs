@@ -19,6 +19,8 @@ mod ceiling;
 mod clients;
 #[path = "tunnel/cluster_rig.rs"]
 mod cluster_rig;
+#[path = "tunnel/engine_session.rs"]
+mod engine_session;
 #[path = "tunnel/env.rs"]
 mod env;
 #[path = "tunnel/floor.rs"]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::cluster_rig::{NAME_PORT, NAME_PREFIX};
 use crate::env::{Env, free_port};
 use crate::opts::ServerKind;
 use crate::procs::{Proc, Stream};
@@ -133,7 +134,8 @@ pub const LIMITS: &str = "[limits]\n\
      max_channels = 250000\n";
 
 /// One user (the local user name, the benchmark's key) who may connect to
-/// exactly the target ports on 127.0.0.1 and listen on loopback for -R;
+/// exactly the target ports on 127.0.0.1, listen on loopback for -R, and publish
+/// and reach `bench-*:80` rendezvous names (the many phase's second run);
 /// channel and session limits high enough for the concurrency test; the
 /// audit log in a file, as a production server would keep it.
 fn warrend_config(env: &Env, dir: &Path, target_ports: &[u16]) -> String {
@@ -152,12 +154,20 @@ fn warrend_config(env: &Env, dir: &Path, target_ports: &[u16]) -> String {
     c.push_str("max_listeners_per_session = 64\n\n");
     let _ = writeln!(
         c,
-        "[users.{user}]\nkeys = [{key}]\nconnect = [\"127.0.0.1:{ports}\"]\nlisten = [\"127.0.0.1:*\"]",
+        "[users.{user}]\nkeys = [{key}]\nconnect = [\"127.0.0.1:{ports}\"]\nlisten = [\"127.0.0.1:*\"]\n\
+         publish = [\"{NAME_PREFIX}*:{NAME_PORT}\"]\nreach = [\"{NAME_PREFIX}*:{NAME_PORT}\"]",
         user = toml_key(&env.user),
         key = serde_json::to_string(&env.public_line).unwrap_or_default(),
         ports = ports.join(","),
     );
     c
+}
+
+/// The public host key every warrend of the run shows (they share one state dir), as
+/// an OpenSSH line, for clients that check it themselves.
+pub fn warrend_host_public(env: &Env) -> Result<String> {
+    let path = env.path().join("warrend-state/ssh_host_ed25519_key.pub");
+    fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
 }
 
 fn toml_str(p: &Path) -> String {

@@ -169,6 +169,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .clone()
             .refresh_every(host_addresses::REFRESH_INTERVAL, cancel.clone()),
     );
+    let trimmed = shared.clone();
+    tokio::spawn(crate::memory::trim_after_shrinking(
+        move || trimmed.held_estimate(),
+        cancel.clone(),
+    ));
     let threads = SessionThreads::per_core().context("starting the session threads")?;
     service_notify::ready(&shared, &bound, &cancel);
     listener::serve(listeners, threads, shared.clone(), ssh_config, cancel).await;

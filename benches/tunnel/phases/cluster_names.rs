@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use warren_ssh::driver::{self, AuthOutcome, Handle, Incoming};
-use warren_ssh::hostkey::ParsedKey;
-use warren_ssh::proto::{Config, GlobalRequest, Role};
+use warren_ssh::driver::Handle;
+use warren_ssh::proto::GlobalRequest;
 use warren_ssh::ssh_key::PrivateKey;
 
 use super::Bench;
 use crate::cluster_rig::{Cluster, NAME_PORT, NAME_PREFIX};
+use crate::engine_session::{answer_keepalives, client_config, login};
 use crate::procs::Usage;
 use crate::report::format_num;
 
@@ -75,7 +75,9 @@ impl Bench {
             let mut v = Vec::new();
             for port in &ports {
                 for _ in 0..SESSIONS_PER_NODE {
-                    v.push(login(*port, &key, &user, &host).await?);
+                    let (h, events) = login(*port, client_config(0), &key, &user, &host).await?;
+                    answer_keepalives(&h, events);
+                    v.push(h);
                 }
             }
             anyhow::Ok(v)
@@ -133,43 +135,6 @@ impl Bench {
             keys,
         })
     }
-}
-
-/// Logs in to the node on `port` with the run's key, checking the cluster's host key;
-/// the session's incoming events are drained (keepalives answered) in a task.
-async fn login(port: u16, key: &PrivateKey, user: &str, host_public: &str) -> Result<Handle> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.set_nodelay(true)?;
-    let (handle, mut incoming, run) = driver::start(tcp, Arc::new(Config::new(Role::Client)));
-    tokio::spawn(run);
-    let timeout = Duration::from_secs(20);
-    let shown = match tokio::time::timeout(timeout, incoming.recv()).await {
-        Ok(Some(Incoming::HostKey(ParsedKey::Plain(k)))) => k.to_openssh().unwrap_or_default(),
-        other => bail!("expected the host key, got {other:?}"),
-    };
-    if shown.split_whitespace().nth(1) != host_public.split_whitespace().nth(1) {
-        bail!("node on port {port} showed host key {shown}, not the cluster's");
-    }
-    let outcome = tokio::time::timeout(timeout, handle.auth_publickey(user, key))
-        .await
-        .context("authentication timed out")??;
-    if outcome != AuthOutcome::Success {
-        bail!("login refused: {outcome:?}");
-    }
-    let h = handle.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = incoming.recv().await {
-            if let Incoming::GlobalRequest {
-                request_id,
-                want_reply: true,
-                ..
-            } = ev
-            {
-                h.global_reply(request_id, false, &[]);
-            }
-        }
-    });
-    Ok(handle)
 }
 
 /// Publishes every name on one session, [`WINDOW`] requests in flight; fails if any

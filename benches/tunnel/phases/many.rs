@@ -79,6 +79,8 @@ impl Bench {
                 self.report.errors.push(format!("{msg}\n{}", rig.tails()));
             }
         }
+        // The same count where no process needs a descriptor per connection.
+        self.many_rendezvous(self.opts.many);
         self.report.notes.push(format!(
             "Many: each connection is opened through the client's SOCKS port and echoes one \
              byte, all are held, then all echo once more at the same time; RSS per connection \

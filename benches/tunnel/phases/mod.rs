@@ -11,6 +11,7 @@ mod consumer;
 mod floor;
 mod link;
 mod many;
+mod many_rendezvous;
 mod path;
 mod reconnect;
 mod slow;

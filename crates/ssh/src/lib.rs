@@ -20,6 +20,7 @@ pub mod hostkey;
 pub mod kex;
 pub mod msg;
 pub mod proto;
+mod sparse;
 pub mod wire;
 
 pub use error::{Error, Result};

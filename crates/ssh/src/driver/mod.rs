@@ -180,6 +180,13 @@ fn closed_err(why: &Option<String>) -> io::Error {
 }
 
 impl State {
+    /// Drops a channel's wakers and waiters, and the table's room for them once mostly empty.
+    pub(crate) fn forget_waiters(&mut self, id: ChannelId) -> Option<ChannelWaiters> {
+        let w = self.waiters.remove(&id);
+        crate::sparse::shrink_if_sparse(&mut self.waiters);
+        w
+    }
+
     /// Routes the core's events: channel readiness wakes tasks, the rest goes to the application.
     fn dispatch(&mut self) {
         while let Some(ev) = self.session.poll_event() {
@@ -222,7 +229,7 @@ impl State {
                     reason,
                     description,
                 } => {
-                    if let Some(mut w) = self.waiters.remove(&id)
+                    if let Some(mut w) = self.forget_waiters(id)
                         && let Some(tx) = w.open.take()
                     {
                         let _ = tx.send(Err((reason, description)));
@@ -634,7 +641,7 @@ impl Handle {
 
     pub fn reject(&self, id: ChannelId, reason: u32, description: &str) {
         self.with(|st| {
-            st.waiters.remove(&id);
+            st.forget_waiters(id);
             st.session.reject_channel(id, reason, description)
         });
     }

@@ -67,7 +67,7 @@ impl ChannelStream {
     /// Forgets the channel without sending CLOSE (it was refused and never existed on the wire).
     pub(crate) fn detach(mut self) -> Handle {
         let h = self.handle.take().expect("handle present");
-        h.shared.lock().waiters.remove(&self.id);
+        h.shared.lock().forget_waiters(self.id);
         h
     }
 }
@@ -256,7 +256,7 @@ impl Drop for ChannelStream {
         if let Some(h) = self.handle.take() {
             let id = self.id;
             h.with(|st| {
-                st.waiters.remove(&id);
+                st.forget_waiters(id);
                 st.session.channel_close(id);
             });
         }

@@ -210,6 +210,7 @@ impl Session {
     /// Forgets a channel, keeping the count of the peer's channels right.
     fn remove_channel(&mut self, id: ChannelId) -> Option<Channel> {
         let ch = self.channels.remove(&id)?;
+        crate::sparse::shrink_if_sparse(&mut self.channels);
         if ch.by_peer {
             self.peer_channels -= 1;
         }
