@@ -273,6 +273,12 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         );
         live.serve_dynamic(d, None);
     }
+    // A tunnel runs for weeks: what a burst of connections held goes back to the kernel.
+    let held = slot.clone();
+    tokio::spawn(crate::memory::trim_after_shrinking(
+        move || held.get().map_or(0, |s| s.held_estimate()),
+        cancel.clone(),
+    ));
     let tracker = live.tracker.clone();
     let session_stop = CancellationToken::new();
     let supervisor = Supervisor {

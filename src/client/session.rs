@@ -419,6 +419,15 @@ impl Session {
         self.exec.finish(id);
     }
 
+    /// A rough count of the bytes this session holds for its peer and local clients (open
+    /// channels and window growth), for [`crate::memory::trim_after_shrinking`].
+    pub fn held_estimate(&self) -> u64 {
+        /// Measured ~20 KiB per -D connection (the benchmark's many phase), most of it the
+        /// relay and SOCKS state beside the engine's channel.
+        const CHANNEL_BYTES: u64 = 16 << 10;
+        self.handle.channel_count() as u64 * CHANNEL_BYTES + self.handle.window_budget().0
+    }
+
     /// Resolves when the connection ends on its own, with the reason.
     pub async fn closed(&self) -> String {
         let mut rx = self.closed.clone();
