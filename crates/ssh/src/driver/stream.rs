@@ -167,11 +167,15 @@ impl AsyncRead for ChannelStream {
         let this = self.get_mut();
         let h = this.handle.as_ref().expect("handle present until drop");
         let mut st = h.shared.lock();
-        let dst = buf.initialize_unfilled();
         st.session.set_time(std::time::Instant::now());
-        match st.session.channel_read(this.id, dst) {
-            Read::Data(n) => {
-                buf.advance(n);
+        // Straight into the caller's memory, which may be uninitialised (a relay's
+        // `poll_read_buf` passes a BytesMut's spare capacity): zeroing it first would
+        // touch every byte twice, and all of a 256 KiB buffer for a 4-byte message.
+        match st
+            .session
+            .channel_read_with(this.id, buf.remaining(), |part| buf.put_slice(part))
+        {
+            Read::Data(_) => {
                 let queued = !st.session.transmit().is_empty();
                 drop(st);
                 if queued {

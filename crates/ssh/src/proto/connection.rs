@@ -296,17 +296,34 @@ impl Session {
 
     /// Copies buffered data into `dst` and grants the consumed bytes back to the peer.
     pub fn channel_read(&mut self, id: ChannelId, dst: &mut [u8]) -> Read {
+        let mut n = 0;
+        self.channel_read_with(id, dst.len(), |part| {
+            dst[n..n + part.len()].copy_from_slice(part);
+            n += part.len();
+        })
+    }
+
+    /// Hands up to `max` buffered bytes to `put`, in order and in as many parts as they
+    /// are buffered in, and grants them back to the peer. For a reader whose destination
+    /// is not initialised memory (tokio's `ReadBuf::put_slice`): it is then written once,
+    /// never zeroed first.
+    pub fn channel_read_with(
+        &mut self,
+        id: ChannelId,
+        max: usize,
+        mut put: impl FnMut(&[u8]),
+    ) -> Read {
         let now = self.now;
         let Some(ch) = self.channels.get_mut(&id) else {
             return Read::Eof;
         };
         let mut n = 0;
-        while n < dst.len() {
+        while n < max {
             let Some(front) = ch.buf.front_mut() else {
                 break;
             };
-            let k = front.len().min(dst.len() - n);
-            dst[n..n + k].copy_from_slice(&front[..k]);
+            let k = front.len().min(max - n);
+            put(&front[..k]);
             front.advance(k);
             if front.is_empty() {
                 ch.buf.pop_front();
