@@ -65,6 +65,10 @@ pub async fn serve(shared: Arc<Shared>, req: ReachRequest, pending: PendingReach
 }
 
 impl crate::server::forward::Answer for PendingReach {
+    fn on_shared_session(&self) -> bool {
+        true
+    }
+
     fn accept(self) -> warren_ssh::driver::ChannelStream {
         PendingReach::accept(self)
     }

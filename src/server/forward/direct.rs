@@ -118,7 +118,13 @@ pub async fn rendezvous(
     };
     match opened {
         Ok(Ok(mut b)) => {
+            let reply_is_link = reply.on_shared_session();
             let mut a = reply.accept();
+            if reply_is_link {
+                // A reach from another node: the link channel carries the publisher's
+                // connection here, so it is charged to the publisher like `b`.
+                ctx.charge_link_channel(&a);
+            }
             // Two channels spliced: each side's window is granted back only as the other
             // side reads, so a slow reader on either end slows its own sender and warrend
             // holds at most a window each way. The relay ends with either session.
@@ -185,6 +191,8 @@ pub async fn rendezvous_remote(
     };
     match opened {
         Ok(Ok(mut b)) => {
+            // The link channel carries this user's connection: their budget, not only the link's.
+            ctx.charge_link_channel(&b);
             let mut a = reply.accept();
             ctx.relay(&mut a, &mut b, std::future::pending()).await;
         }

@@ -102,6 +102,17 @@ impl ChannelCtx {
         }
     }
 
+    /// Charges the window growth of `link`, a channel of a session that carries many
+    /// users' connections (a node link), to this connection's user as well: otherwise what
+    /// a user's slow readers hold on the link would count against the link's budget only,
+    /// a way around `max_buffered_per_user`.
+    pub fn charge_link_channel(&self, link: &ChannelStream) {
+        if let Some(bytes) = &self.buffers {
+            let pool = Arc::new(super::state::WindowPoolOf(bytes.clone()));
+            link.handle().set_channel_pool(link.id(), pool);
+        }
+    }
+
     /// Relays until both directions end, the idle timeout, the session's end or `stop`
     /// (another session the relay depends on ended), then records bytes and duration.
     /// The channel counts as open for the whole relay; its sockets and buffers go when
@@ -215,6 +226,11 @@ impl PendingOpen {
 /// The answer to a channel somebody is waiting on: a user's channel on this node
 /// ([`PendingOpen`]) or a reach channel from another node of the cluster.
 pub trait Answer: Send + 'static {
+    /// Whether the channel belongs to a session that carries many users' connections (a
+    /// node link), whose growth must be charged to the connection's user as well.
+    fn on_shared_session(&self) -> bool {
+        false
+    }
     fn accept(self) -> ChannelStream;
     /// Refuses with an RFC 4254 reason code and words the asking side can show.
     fn refuse(self, code: u32, why: &str);

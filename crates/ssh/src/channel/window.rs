@@ -128,6 +128,24 @@ impl Drop for WindowBudget {
     }
 }
 
+/// The part of one channel's growth charged to a pool of its own: the user whose
+/// connection a session shared by many users carries (a cluster link between two nodes),
+/// so that the session's budget does not become a way around that user's limit. What it
+/// holds goes back when the channel closes, or when it is dropped with its session.
+#[derive(Debug)]
+struct OwnerShare {
+    pool: std::sync::Arc<dyn WindowPool>,
+    charged: u64,
+}
+
+impl Drop for OwnerShare {
+    fn drop(&mut self) {
+        if self.charged > 0 {
+            self.pool.give(self.charged);
+        }
+    }
+}
+
 /// A probe's delay counts as an RTT sample only if the packet that crossed the edge
 /// came after a silence of at least `delay / WAIT_GAP_DIVISOR`. See [`RecvWindow`].
 const WAIT_GAP_DIVISOR: u32 = 16;
@@ -202,7 +220,7 @@ struct Probe {
 /// Window already granted stays granted; the excess is paid off by withholding grants,
 /// and budget is returned as it is paid off, so `budget.in_use()` always covers what
 /// the peer could still send.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RecvWindow {
     initial: u32,
     cap: u32,
@@ -225,6 +243,9 @@ pub struct RecvWindow {
     paced: bool,
     /// Growth taken from the budget and counted in `committed`, not yet granted.
     owed: u32,
+    /// Where growth is charged besides the session's budget, if the channel has an owner
+    /// of its own ([`RecvWindow::set_owner_pool`]).
+    owner: Option<OwnerShare>,
 }
 
 impl RecvWindow {
@@ -247,6 +268,7 @@ impl RecvWindow {
             window_limited: false,
             paced: false,
             owed: 0,
+            owner: None,
         }
     }
 
@@ -403,10 +425,47 @@ impl RecvWindow {
         self.repay(budget);
     }
 
+    /// Charges this channel's growth to `pool` as well as to the session's budget: it
+    /// grows only as far as both allow. Growth from before the call stays the session's
+    /// alone (the pool is never paid back more than it lent).
+    pub fn set_owner_pool(&mut self, pool: std::sync::Arc<dyn WindowPool>) {
+        self.owner = Some(OwnerShare { pool, charged: 0 });
+    }
+
+    /// Takes up to `want` from the budget and the owner's pool; what only one of them
+    /// could give goes back to it.
+    fn take(&mut self, budget: &mut WindowBudget, want: u64) -> u64 {
+        let got = budget.take(want);
+        let Some(owner) = &mut self.owner else {
+            return got;
+        };
+        let kept = if got > 0 {
+            owner.pool.take(got).min(got)
+        } else {
+            0
+        };
+        if kept < got {
+            budget.give_back(got - kept);
+        }
+        owner.charged += kept;
+        kept
+    }
+
+    fn give(&mut self, budget: &mut WindowBudget, n: u64) {
+        budget.give_back(n);
+        if let Some(owner) = &mut self.owner {
+            let back = n.min(owner.charged);
+            owner.charged -= back;
+            if back > 0 {
+                owner.pool.give(back);
+            }
+        }
+    }
+
     /// The channel is closed: everything it was charged goes back to the budget, and
     /// it will not grow again.
     pub fn release(&mut self, budget: &mut WindowBudget) {
-        budget.give_back(u64::from(self.charged));
+        self.give(budget, u64::from(self.charged));
         self.charged = 0;
         self.owed = 0;
         self.cap = self.initial;
@@ -433,7 +492,7 @@ impl RecvWindow {
         self.committed -= n;
         let back = n.min(self.charged);
         self.charged -= back;
-        budget.give_back(u64::from(back));
+        self.give(budget, u64::from(back));
     }
 
     /// Doubles `target` within `cap` and the budget; returns the window to grant now.
@@ -444,7 +503,7 @@ impl RecvWindow {
             self.target = self.target.max(want);
             return 0;
         }
-        let got = budget.take(u64::from(want - self.committed)) as u32;
+        let got = self.take(budget, u64::from(want - self.committed)) as u32;
         self.committed += got;
         self.charged += got;
         self.target = self.committed;

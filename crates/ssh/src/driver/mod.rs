@@ -702,6 +702,16 @@ impl Handle {
         self.with(|st| st.session.set_window_pool(pool));
     }
 
+    /// Charges one channel's window growth to `pool` as well as to the session's budget
+    /// (see [`crate::proto::Session::set_channel_pool`]).
+    pub fn set_channel_pool(
+        &self,
+        id: ChannelId,
+        pool: std::sync::Arc<dyn crate::channel::WindowPool>,
+    ) {
+        self.with(|st| st.session.set_channel_pool(id, pool));
+    }
+
     /// The window growth budget: (in use, limit).
     pub fn window_budget(&self) -> (u64, u64) {
         self.shared.lock().session.window_budget()

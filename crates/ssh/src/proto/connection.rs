@@ -1019,6 +1019,19 @@ impl Session {
     pub fn channel_count(&self) -> usize {
         self.channels.len()
     }
+
+    /// Charges the channel's window growth to `pool` too, within the session's budget: for
+    /// a session that carries many users' connections, the pool of the user this channel
+    /// serves. Call it before data flows (growth before the call is the session's only).
+    pub fn set_channel_pool(
+        &mut self,
+        id: ChannelId,
+        pool: std::sync::Arc<dyn crate::channel::WindowPool>,
+    ) {
+        if let Some(ch) = self.channels.get_mut(&id) {
+            ch.recv.set_owner_pool(pool);
+        }
+    }
 }
 
 fn string_body(s: &[u8]) -> Vec<u8> {

@@ -184,6 +184,7 @@ impl Pair {
     }
 
     fn open(&mut self) -> (ChannelId, ChannelId) {
+        let before: Vec<ChannelId> = self.s.channels.keys().copied().collect();
         let cid = self
             .c
             .open_channel(ChannelKind::DirectTcpip {
@@ -199,7 +200,12 @@ impl Pair {
                 .iter()
                 .any(|e| matches!(e, Event::ChannelOpened { id } if *id == cid))
         );
-        let sid = *self.s.channels.keys().next().unwrap();
+        let sid = *self
+            .s
+            .channels
+            .keys()
+            .find(|id| !before.contains(id))
+            .expect("the server has the new channel");
         (cid, sid)
     }
 }
@@ -485,27 +491,102 @@ fn a_client_ext_info_is_accepted_by_the_server() {
 /// it back when the session ends, even with channels still open.
 #[test]
 fn window_growth_comes_from_the_shared_pool_and_goes_back() {
-    use std::sync::Mutex;
-    #[derive(Debug)]
-    struct Pool(Mutex<u64>);
-    impl crate::channel::WindowPool for Pool {
-        fn take(&self, want: u64) -> u64 {
-            let mut left = self.0.lock().unwrap();
-            let got = want.min(*left);
-            *left -= got;
-            got
-        }
-        fn give(&self, n: u64) {
-            *self.0.lock().unwrap() += n;
-        }
-    }
-    let pool = Arc::new(Pool(Mutex::new(6 << 20)));
+    let pool = Arc::new(CountingPool::with(6 << 20));
     let mut p = Pair::new(|_| {});
     p.connect();
     p.c.set_window_pool(pool.clone());
     let (cid, sid) = p.open();
-    // A fast reader on a link where the window is the limit: the sender runs the window dry
-    // every round, so the receiver (the client here) grows it, paying with the pool.
+    read_fast_while_the_window_limits(&mut p, cid, sid);
+    let taken = (6u64 << 20) - pool.left();
+    assert!(
+        taken > 0 && taken <= 6 << 20,
+        "growth must come from the pool (took {taken})"
+    );
+    assert!(p.c.channel_window_target(cid) > 2 << 20, "the window grew");
+    drop(p);
+    assert_eq!(
+        pool.left(),
+        6 << 20,
+        "the session's end paid everything back"
+    );
+}
+
+/// A channel of a session shared by many users (a cluster link) is charged to its own
+/// user's pool as well as to the session's budget: it grows only as far as that pool
+/// allows, another channel without one grows on, and the pool is paid back at the
+/// channel's close and, for a channel still open, at the session's end.
+#[test]
+fn a_channel_with_its_own_pool_grows_only_as_far_as_that_pool_allows() {
+    let user = Arc::new(CountingPool::with(1 << 20));
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    let (cid, sid) = p.open();
+    p.c.set_channel_pool(cid, user.clone());
+    read_fast_while_the_window_limits(&mut p, cid, sid);
+    let target = p.c.channel_window_target(cid);
+    assert!(
+        target > 2 << 20 && target <= 3 << 20,
+        "initial 2 MiB plus at most the pool's 1 MiB, got {target}"
+    );
+    assert_eq!(user.left(), 0, "the growth was the user's");
+    let (in_use, _) = p.c.window_budget();
+    assert_eq!(in_use, u64::from(target - (2 << 20)), "and the session's");
+
+    let (free_c, free_s) = p.open();
+    read_fast_while_the_window_limits(&mut p, free_c, free_s);
+    let free = p.c.channel_window_target(free_c);
+    assert!(
+        free > 3 << 20,
+        "a channel without a pool of its own grows past the pooled one's limit: {free}"
+    );
+
+    p.c.channel_close(cid);
+    p.pump();
+    p.pump();
+    assert_eq!(user.left(), 1 << 20, "the close paid the user back");
+
+    let again = Arc::new(CountingPool::with(1 << 20));
+    let (cid, sid) = p.open();
+    p.c.set_channel_pool(cid, again.clone());
+    read_fast_while_the_window_limits(&mut p, cid, sid);
+    assert!(
+        again.left() < 1 << 20,
+        "the second channel grew from its pool"
+    );
+    drop(p);
+    assert_eq!(again.left(), 1 << 20, "the session's end paid it back");
+}
+
+/// A pool that counts what is left of it.
+#[derive(Debug)]
+struct CountingPool(std::sync::Mutex<u64>);
+
+impl CountingPool {
+    fn with(n: u64) -> Self {
+        CountingPool(std::sync::Mutex::new(n))
+    }
+
+    fn left(&self) -> u64 {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl crate::channel::WindowPool for CountingPool {
+    fn take(&self, want: u64) -> u64 {
+        let mut left = self.0.lock().unwrap();
+        let got = want.min(*left);
+        *left -= got;
+        got
+    }
+    fn give(&self, n: u64) {
+        *self.0.lock().unwrap() += n;
+    }
+}
+
+/// A fast reader (the client) on a link where the window is the limit: the server runs
+/// the window dry every 10 ms round and the client reads all of it, so the client's
+/// autotuning grows the window as far as its budgets let it.
+fn read_fast_while_the_window_limits(p: &mut Pair, cid: ChannelId, sid: ChannelId) {
     let data = pattern(64 << 20);
     let (mut sent, mut got) = (0, 0);
     let mut buf = vec![0u8; 1 << 20];
@@ -524,18 +605,6 @@ fn window_growth_comes_from_the_shared_pool_and_goes_back() {
             break;
         }
     }
-    let taken = (6u64 << 20) - *pool.0.lock().unwrap();
-    assert!(
-        taken > 0 && taken <= 6 << 20,
-        "growth must come from the pool (took {taken})"
-    );
-    assert!(p.c.channel_window_target(cid) > 2 << 20, "the window grew");
-    drop(p);
-    assert_eq!(
-        *pool.0.lock().unwrap(),
-        6 << 20,
-        "the session's end paid everything back"
-    );
 }
 
 /// An unknown message number gets SSH_MSG_UNIMPLEMENTED with its sequence number (RFC 4253

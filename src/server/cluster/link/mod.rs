@@ -34,7 +34,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_MAX: u32 = 3;
 
 /// Window growth all channels of one link may hold together: one link carries what many
-/// user sessions would carry on their own, so it gets several users' worth.
+/// user sessions would carry on their own, so it gets several users' worth. Each link
+/// channel's growth is charged to its connection's user too (`max_buffered_per_user`, on
+/// each node the user whose session the channel is spliced to: `ChannelCtx::charge_link_channel`).
 const LINK_WINDOW_BUDGET: u64 = 1 << 30;
 
 /// Channels the peer may have open on one link at once (each is one user's connection).
