@@ -32,7 +32,7 @@ use crate::engine_session::{answer_keepalives, client_config, login};
 use crate::opts::{Pair, ServerKind};
 use crate::procs::Usage;
 use crate::report::Better;
-use crate::scenarios::SMALL_TIMEOUT;
+use crate::scenarios::{SMALL_TIMEOUT, gather};
 use crate::servers::{Server, warrend_host_public};
 
 /// Sessions publishing a name each (connection i reaches name i % PUBLISHERS).
@@ -235,14 +235,7 @@ impl Bench {
                 });
             }
             let mut failures = BTreeMap::new();
-            let mut open = Vec::with_capacity(n);
-            while let Some(r) = set.join_next().await {
-                match r {
-                    Ok(Ok(s)) => open.push(s),
-                    Ok(Err(e)) => *failures.entry(e).or_insert(0) += 1,
-                    Err(e) => *failures.entry(format!("task: {e}")).or_insert(0) += 1,
-                }
-            }
+            let open = gather(set, &mut failures).await;
             let open_secs = start.elapsed().as_secs_f64();
 
             // All together: every held connection still carries data.
@@ -255,14 +248,7 @@ impl Bench {
                     Ok::<ChannelStream, String>(s)
                 });
             }
-            let mut all = Vec::with_capacity(n);
-            while let Some(r) = set.join_next().await {
-                match r {
-                    Ok(Ok(s)) => all.push(s),
-                    Ok(Err(e)) => *failures.entry(e).or_insert(0) += 1,
-                    Err(e) => *failures.entry(format!("task: {e}")).or_insert(0) += 1,
-                }
-            }
+            let all = gather(set, &mut failures).await;
             let during = Usage::of_tree(pid);
             let fds1 = descriptors(pid);
             let ok = all.len();

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{SMALL_TIMEOUT, echo_once};
+use super::{SMALL_TIMEOUT, echo_once, gather};
 use crate::procs::Usage;
 use crate::rig::Rig;
 use crate::targets::Target;
@@ -72,14 +72,7 @@ pub async fn run(rig: &Rig, wanted: usize, spread: Option<Arc<Vec<u16>>>) -> Con
             Ok::<TcpStream, String>(s)
         });
     }
-    let mut open = Vec::with_capacity(wanted);
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Ok(s)) => open.push(s),
-            Ok(Err(e)) => *failures.entry(e).or_insert(0) += 1,
-            Err(e) => *failures.entry(format!("task: {e}")).or_insert(0) += 1,
-        }
-    }
+    let open = gather(set, &mut failures).await;
     let open_secs = start.elapsed().as_secs_f64();
 
     // All at once: every held channel must still carry data.
@@ -92,14 +85,7 @@ pub async fn run(rig: &Rig, wanted: usize, spread: Option<Arc<Vec<u16>>>) -> Con
             Ok::<TcpStream, String>(s)
         });
     }
-    let mut held = Vec::with_capacity(wanted);
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Ok(s)) => held.push(s),
-            Ok(Err(e)) => *failures.entry(e).or_insert(0) += 1,
-            Err(e) => *failures.entry(format!("task: {e}")).or_insert(0) += 1,
-        }
-    }
+    let held = gather(set, &mut failures).await;
     let (c1, s1) = rig.usage();
     let ok = held.len();
     drop(held);
