@@ -110,9 +110,52 @@ impl Drop for BudgetGuard {
     }
 }
 
+/// A user's `max_buffered_per_user` (inside the server's `max_buffered`) as the pool the
+/// engine draws window growth from: a session's channel windows grow beyond their initial
+/// size only while the user's and the server's budgets have room, and pay it back as they
+/// shrink when idle, close, or the session ends. Idle sessions hold none of it, so one busy
+/// session of a user can use the user's whole share.
+#[derive(Debug)]
+pub struct WindowPoolOf(pub Arc<Budget>);
+
+/// Smallest piece worth growing a window by; below it the pool answers "nothing".
+const MIN_GROWTH: u64 = 256 * 1024;
+
+impl warren_ssh::channel::WindowPool for WindowPoolOf {
+    fn take(&self, want: u64) -> u64 {
+        let mut bytes = want;
+        while bytes >= MIN_GROWTH.min(want) && bytes > 0 {
+            if self.0.try_charge(bytes).is_ok() {
+                return bytes;
+            }
+            bytes /= 2;
+        }
+        0
+    }
+
+    fn give(&self, n: u64) {
+        self.0.release(n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_pool_lends_what_the_nested_budgets_have_and_takes_it_back() {
+        use warren_ssh::channel::WindowPool;
+        let server = Budget::new("server", 8 << 20);
+        let alice = Budget::within(&server, "alice", 6 << 20);
+        let pool = WindowPoolOf(alice.clone());
+        assert_eq!(pool.take(4 << 20), 4 << 20);
+        // 2 MiB left for alice: 4 MiB -> 2 MiB.
+        assert_eq!(pool.take(4 << 20), 2 << 20);
+        assert_eq!(pool.take(4 << 20), 0);
+        assert_eq!(server.used(), 6 << 20);
+        pool.give(6 << 20);
+        assert_eq!((alice.used(), server.used()), (0, 0));
+    }
 
     #[test]
     fn a_child_cannot_exceed_its_limit_or_its_parents() {

@@ -85,7 +85,7 @@ pub struct Limits {
     /// Window growth beyond each channel's initial window that one user's sessions may
     /// claim together: what a peer can make warrend buffer for slow readers, since a
     /// window is granted back only as its reader consumes. Sessions draw from it as their
-    /// windows grow and pay it back as they shrink or close (`state::WindowPoolOf`).
+    /// windows grow and pay it back as they shrink or close (`forward::budget::WindowPoolOf`).
     pub max_buffered_per_user: ConfigSize,
     /// The same, for all users together.
     pub max_buffered: ConfigSize,

@@ -5,6 +5,7 @@
 
 use super::Connection;
 use crate::forward::budget::Budget;
+use crate::forward::budget::WindowPoolOf;
 use crate::server::audit::AuditEvent;
 use crate::server::authorized_keys::find_key;
 use crate::server::certificate::check_user_certificate;
@@ -12,7 +13,6 @@ use crate::server::config::ServerConfig;
 use crate::server::identity::Identity;
 use crate::server::key_options::KeyOptions;
 use crate::server::live_sessions::{Admitted, LiveSession};
-use crate::server::state::WindowPoolOf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

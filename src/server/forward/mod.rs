@@ -108,7 +108,7 @@ impl ChannelCtx {
     /// a way around `max_buffered_per_user`.
     pub fn charge_link_channel(&self, link: &ChannelStream) {
         if let Some(bytes) = &self.buffers {
-            let pool = Arc::new(super::state::WindowPoolOf(bytes.clone()));
+            let pool = Arc::new(crate::forward::budget::WindowPoolOf(bytes.clone()));
             link.handle().set_channel_pool(link.id(), pool);
         }
     }
