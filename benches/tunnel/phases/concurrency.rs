@@ -96,5 +96,22 @@ impl Bench {
             pair,
             run.server.map(|c| c.per_conn_kib),
         );
+        let secs = crate::scenarios::concurrency::AFTER_CLOSE.as_secs();
+        let after =
+            |h: Option<crate::scenarios::concurrency::Held>| h.and_then(|h| h.after_kib).map(mib);
+        r.num(
+            s,
+            &format!("{n}: client RSS {secs} s after all closed, MiB"),
+            Better::Lower,
+            pair,
+            after(run.client),
+        );
+        r.num(
+            s,
+            &format!("{n}: server RSS {secs} s after all closed, MiB"),
+            Better::Lower,
+            pair,
+            after(run.server),
+        );
     }
 }

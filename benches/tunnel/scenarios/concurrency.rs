@@ -41,7 +41,12 @@ pub struct Held {
     pub peak_kib: u64,
     /// (RSS with all connections open - RSS before) / connections, KiB.
     pub per_conn_kib: f64,
+    /// RSS [`AFTER_CLOSE`] after every connection was closed (the many phase only), KiB.
+    pub after_kib: Option<u64>,
 }
+
+/// When the many phase reads memory again after closing its connections.
+pub const AFTER_CLOSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// `spread`: the echo helper's ports, to spread connections over source addresses and
 /// (where the route allows) target ports, as the many phase must; `None` opens every
@@ -89,11 +94,21 @@ pub async fn run(rig: &Rig, wanted: usize, spread: Option<Arc<Vec<u16>>>) -> Con
     let (c1, s1) = rig.usage();
     let ok = held.len();
     drop(held);
-    let side = |before: Option<Usage>, during: Option<Usage>| {
+    // The many phase also reads what is left once the burst is over (the connections
+    // close on both sides within a second or so; the processes give memory back).
+    let (c2, s2) = match spread {
+        Some(_) => {
+            tokio::time::sleep(AFTER_CLOSE).await;
+            rig.usage()
+        }
+        None => (None, None),
+    };
+    let side = |before: Option<Usage>, during: Option<Usage>, after: Option<Usage>| {
         let (b, d) = (before?, during?);
         Some(Held {
             peak_kib: d.hwm_kib,
             per_conn_kib: (d.rss_kib as f64 - b.rss_kib as f64) / ok.max(1) as f64,
+            after_kib: after.map(|a| a.rss_kib),
         })
     };
     ConcurrencyRun {
@@ -101,8 +116,8 @@ pub async fn run(rig: &Rig, wanted: usize, spread: Option<Arc<Vec<u16>>>) -> Con
         ok,
         open_secs,
         failures,
-        client: side(c0, c1),
-        server: side(s0, s1),
+        client: side(c0, c1, c2),
+        server: side(s0, s1, s2),
     }
 }
 
