@@ -164,6 +164,10 @@ impl AsyncRead for ChannelStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            // Nothing asked for: not a reason to wait (AsyncRead's contract).
+            return Poll::Ready(Ok(()));
+        }
         let this = self.get_mut();
         let h = this.handle.as_ref().expect("handle present until drop");
         let mut st = h.shared.lock();
