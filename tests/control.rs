@@ -119,27 +119,6 @@ fn printed_port(out: &Output) -> u16 {
         .unwrap_or_else(|_| panic!("no port on stdout: {s:?} / {}", text(&out.stderr)))
 }
 
-/// A SOCKS5 CONNECT to `target` through the -D at `proxy`, left open.
-fn socks5(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
-    let mut s = connect_with_retry(proxy, READY_TIMEOUT).unwrap();
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.write_all(&[5, 1, 0]).unwrap();
-    let mut r = [0u8; 2];
-    s.read_exact(&mut r).unwrap();
-    assert_eq!(r, [5, 0]);
-    let SocketAddr::V4(t) = target else {
-        panic!("v4 only")
-    };
-    let mut req = vec![5, 1, 0, 1];
-    req.extend_from_slice(&t.ip().octets());
-    req.extend_from_slice(&t.port().to_be_bytes());
-    s.write_all(&req).unwrap();
-    let mut reply = [0u8; 10];
-    s.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[1], 0, "SOCKS5 reply {reply:?}");
-    s
-}
-
 /// The ControlPath `ssh -G` computes for this destination: the reference for %C.
 fn ssh_control_path(sshd: &Sshd, pattern: &str) -> PathBuf {
     let out = Command::new("ssh")
@@ -250,7 +229,7 @@ fn forwards_added_and_cancelled_on_a_running_tunnel_without_a_second_login() {
         (d["active"].as_u64(), d["connections"].as_u64()),
         (Some(0), Some(0))
     );
-    let mut held = socks5(socks, echo.addr());
+    let mut held = socks5_connect(socks, echo.addr());
     held.write_all(b"ping").unwrap();
     let mut pong = [0u8; 4];
     held.read_exact(&mut pong).unwrap();

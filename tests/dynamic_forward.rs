@@ -301,3 +301,49 @@ fn remote_dynamic_forward_lets_the_server_side_reach_out_through_the_client() {
     assert!(ok, "{err}\n{}", warren.stderr_text());
     assert_eq!(out, "client-side /r");
 }
+
+/// After a burst of connections through -D ends, warren gives the memory back to the
+/// kernel while its session stays up: glibc's malloc alone keeps a burst's pages resident
+/// for the life of the process (a tunnel runs for weeks). The benchmark's many phase:
+/// 372 MiB at 18,500 connections, 18 MiB 3 s after they closed.
+#[test]
+fn memory_of_a_burst_of_connections_goes_back_to_the_kernel_when_it_ends() {
+    const CONNECTIONS: usize = 2000;
+    let sshd = Sshd::start();
+    let user = warren_user(&sshd);
+    let echo = EchoServer::start();
+    let (warren, proxy) = warren_dynamic(&sshd, &user, &[]);
+    let pid = warren.pid();
+    let before = rss_kib(pid);
+    let mut conns = Vec::with_capacity(CONNECTIONS);
+    for i in 0..CONNECTIONS {
+        let mut c = socks5_connect(proxy, echo.addr());
+        c.write_all(&[i as u8]).unwrap();
+        let mut back = [0u8];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(back[0], i as u8, "connection {i}");
+        conns.push(c);
+    }
+    let during = rss_kib(pid);
+    let grew = during.saturating_sub(before);
+    assert!(
+        grew >= 16 * 1024,
+        "{CONNECTIONS} connections grew warren only {grew} KiB (from {before}): not a burst"
+    );
+    drop(conns);
+    // sshd closes its side of 2,000 channels too; most of the burst is back within seconds
+    // (a third is left for pages the allocator cannot give back).
+    let closed = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || rss_kib(pid) <= before + grew / 3),
+        "RSS {before} KiB before, {during} with {CONNECTIONS} connections, still {} KiB {:?} \
+         after they closed",
+        rss_kib(pid),
+        closed.elapsed()
+    );
+    assert!(
+        warren.try_wait().is_none(),
+        "warren exited:\n{}",
+        warren.stderr_text()
+    );
+}

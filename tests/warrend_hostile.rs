@@ -99,39 +99,6 @@ fn fd_list(pid: u32) -> String {
     out
 }
 
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
-}
-
-/// The most resident memory `pid` ever had, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
-
-/// Polls `cond` until it holds or `within` runs out; returns whether it held.
-fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Writes `total` bytes to `conn` from a thread of its own, until done or the
 /// connection fails; returns how many went out. `progress` counts them as they go.
 /// A write that cannot progress for `stall` ends the push.

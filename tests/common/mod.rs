@@ -1628,3 +1628,58 @@ pub fn forward_addrs(warren: &Proc, kind: &str) -> Vec<SocketAddr> {
         .filter_map(|l| forward_addr(l))
         .collect()
 }
+
+/// Resident memory of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory `pid` ever had, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A `kB` field of /proc/PID/status.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// Polls `cond` until it holds or `within` runs out; returns whether it held.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A SOCKS5 CONNECT to `target` through the -D at `proxy`, left open.
+pub fn socks5_connect(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
+    let mut s = connect_with_retry(proxy, READY_TIMEOUT).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut r = [0u8; 2];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(r, [5, 0]);
+    let SocketAddr::V4(t) = target else {
+        panic!("v4 only")
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&t.ip().octets());
+    req.extend_from_slice(&t.port().to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0, "SOCKS5 reply {reply:?}");
+    s
+}
