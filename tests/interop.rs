@@ -308,6 +308,38 @@ fn ssh_with_compression_survives_warrend_keepalives() {
     assert_eq!(exchange(conn, b"after", IO_TIMEOUT).unwrap(), b"after");
 }
 
+/// warrend's server side of sntrup761x25519-sha512 against OpenSSH's client, which has had
+/// it (as the @openssh.com name) since 9.0 and offers it first up to 9.8: with it as the only
+/// exchange offered the session exists only if both computed the same secret, and a
+/// hash-checked 4 MiB goes through -L.
+#[test]
+fn openssh_client_and_warrend_agree_on_sntrup761x25519() {
+    let alice = SshClient::new();
+    let echo = EchoServer::start();
+    let w = warrend_for(&alice, &echo, &[]);
+    let lport = free_port();
+    let mut cmd = alice.ssh_warrend(&w);
+    cmd.args([
+        "-v",
+        "-N",
+        "-o",
+        "KexAlgorithms=sntrup761x25519-sha512@openssh.com",
+        "-L",
+    ])
+    .arg(format!("127.0.0.1:{lport}:127.0.0.1:{}", echo.port()))
+    .arg(SshClient::dest("alice"));
+    let ssh = Proc::spawn(cmd);
+    ssh.wait_for_stderr(
+        |l| l.contains("kex: algorithm: sntrup761x25519-sha512@openssh.com"),
+        READY_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("sntrup761x25519 not negotiated:\n{e}"));
+    let payload = pattern_bytes(4 * MIB, 761);
+    let conn = connect_with_retry(loopback(lport), READY_TIMEOUT).unwrap();
+    let back = exchange(conn, &payload, IO_TIMEOUT).unwrap();
+    assert_eq!(sha256_hex(&back), sha256_hex(&payload), "echo through -L");
+}
+
 /// A dropbear server: warren's -L, -R and exec against it. dropbear reads the login user's
 /// ~/.ssh/authorized_keys from the passwd entry, so it runs in a private mount namespace
 /// where root's home is a temporary directory: the real /root is never read or written.

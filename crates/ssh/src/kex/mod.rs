@@ -11,12 +11,16 @@ pub use ecdh::{ClientKex, server_kex};
 use crate::error::{Error, Result};
 use crate::msg;
 use crate::wire::{Put, Reader};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
-/// Our KEX algorithms, best first. The hybrid comes first so that a peer which supports it
-/// gets post-quantum protection; the two curve25519 names are the same algorithm.
+/// Our KEX algorithms, best first (OpenSSH 9.9's order). The post-quantum hybrids come
+/// first so that a peer which supports one gets that protection: ML-KEM where the peer has
+/// it (OpenSSH ≥ 9.9), else Streamlined NTRU Prime (OpenSSH 9.0-9.8 know only the
+/// @openssh.com name of the same method). The two curve25519 names are one algorithm too.
 pub const KEX_ALGORITHMS: &[&str] = &[
     "mlkem768x25519-sha256",
+    "sntrup761x25519-sha512",
+    "sntrup761x25519-sha512@openssh.com",
     "curve25519-sha256",
     "curve25519-sha256@libssh.org",
 ];
@@ -261,26 +265,33 @@ pub fn negotiate(
     })
 }
 
-/// The hash of a kex method. Every method we implement uses SHA-256; a sha512 method would
-/// add an arm here and in [`hash`].
+/// The hash of a kex method: its name's suffix (RFC 4253 §7.2 names HASH per method).
 #[derive(Clone, Copy)]
 enum KexHash {
     Sha256,
+    Sha512,
 }
 
-fn kex_hash(_alg: &str) -> KexHash {
-    KexHash::Sha256
+fn kex_hash(alg: &str) -> KexHash {
+    let base = alg.split('@').next().unwrap_or(alg);
+    if base.ends_with("-sha512") {
+        KexHash::Sha512
+    } else {
+        KexHash::Sha256
+    }
 }
 
 fn hash(alg: &str, parts: &[&[u8]]) -> Vec<u8> {
-    match kex_hash(alg) {
-        KexHash::Sha256 => {
-            let mut h = Sha256::new();
-            for p in parts {
-                h.update(p);
-            }
-            h.finalize().to_vec()
+    fn all<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
+        let mut h = D::new();
+        for p in parts {
+            h.update(p);
         }
+        h.finalize().to_vec()
+    }
+    match kex_hash(alg) {
+        KexHash::Sha256 => all::<Sha256>(parts),
+        KexHash::Sha512 => all::<Sha512>(parts),
     }
 }
 
