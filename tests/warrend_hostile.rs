@@ -313,17 +313,11 @@ async fn publish_echo(
     channels: usize,
 ) -> warren_ssh::driver::Handle {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use warren_ssh::driver::{self, AuthOutcome, Incoming};
+    use warren_ssh::driver::{AuthOutcome, Incoming};
     use warren_ssh::proto::{Config, GlobalRequest, Role};
-    let tcp = tokio::net::TcpStream::connect(w.addr()).await.unwrap();
     let mut config = Config::new(Role::Client);
     config.max_channels = channels;
-    let (h, mut events, run) = driver::start(tcp, Arc::new(config));
-    tokio::spawn(run);
-    assert!(matches!(events.recv().await, Some(Incoming::HostKey(_))));
-    let key =
-        warren_ssh::ssh_key::PrivateKey::read_openssh_file(&client.key.private).expect("load key");
-    let outcome = h.auth_publickey("alice", &key).await.unwrap();
+    let (h, mut events, outcome) = engine_session(w.addr(), client, "alice", config).await;
     assert_eq!(outcome, AuthOutcome::Success);
     let echo = h.clone();
     tokio::spawn(async move {
@@ -567,26 +561,41 @@ async fn engine_login(
     client: &SshClient,
     login: &str,
 ) -> (warren_ssh::driver::Handle, warren_ssh::driver::AuthOutcome) {
+    let config = warren_ssh::proto::Config::new(warren_ssh::proto::Role::Client);
+    let (handle, mut events, outcome) = engine_session(addr, client, login, config).await;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    (handle, outcome)
+}
+
+/// Like [`engine_login`] with the engine's settings given, and the session's events left
+/// to the caller.
+async fn engine_session(
+    addr: SocketAddr,
+    client: &SshClient,
+    login: &str,
+    config: warren_ssh::proto::Config,
+) -> (
+    warren_ssh::driver::Handle,
+    warren_ssh::driver::Events,
+    warren_ssh::driver::AuthOutcome,
+) {
     use warren_ssh::driver::{self, Incoming};
-    use warren_ssh::proto::{Config, Role};
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to warrend");
-    let (handle, mut events, run) =
-        driver::start(tcp, std::sync::Arc::new(Config::new(Role::Client)));
+    let (handle, mut events, run) = driver::start(tcp, std::sync::Arc::new(config));
     tokio::spawn(run);
     match events.recv().await {
         Some(Incoming::HostKey(_)) => {}
         other => panic!("expected warrend's host key, got {other:?}"),
     }
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
     let key =
         warren_ssh::ssh_key::PrivateKey::read_openssh_file(&client.key.private).expect("load key");
     let outcome = handle
         .auth_publickey(login, &key)
         .await
         .expect("authenticate");
-    (handle, outcome)
+    (handle, events, outcome)
 }
 
 async fn scripted_login(
