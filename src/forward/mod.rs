@@ -14,14 +14,15 @@ pub mod stdio;
 use crate::config::forward::Endpoint;
 use std::future::Future;
 use std::net::SocketAddr;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 
 /// Opens a stream to `target` through the tunnel. The client implements it on its SSH
 /// session; keeping it a trait lets front ends (listeners, SOCKS, stdio) stay ignorant of
 /// the SSH engine and lets a reconnecting session swap underneath them.
 pub trait Opener: Send + Sync + 'static {
-    /// The tunnel side of one forwarded connection.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The tunnel side of one forwarded connection, read as chunks where it can ([`relay::ChunkRead`]): a channel hands its packets
+    /// to the local socket's `writev` without a copy of ours.
+    type Stream: relay::ChunkRead + AsyncWrite + Send + 'static;
 
     /// `originator` is the local peer, reported to the server as OpenSSH does.
     fn open(

@@ -265,6 +265,9 @@ impl tokio::io::AsyncRead for Local {
     }
 }
 
+/// A socket: read by copying, as the relay does by default.
+impl super::relay::ChunkRead for Local {}
+
 impl tokio::io::AsyncWrite for Local {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
@@ -274,6 +277,22 @@ impl tokio::io::AsyncWrite for Local {
         match self.get_mut() {
             Local::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Local::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Local::Tcp(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            Local::Unix(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Local::Tcp(s) => s.is_write_vectored(),
+            Local::Unix(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(

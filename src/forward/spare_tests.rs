@@ -31,6 +31,8 @@ impl tokio::io::AsyncRead for Fake {
     }
 }
 
+impl crate::forward::relay::ChunkRead for Fake {}
+
 impl tokio::io::AsyncWrite for Fake {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,

@@ -7,11 +7,11 @@ pub mod reverse;
 use super::audit::{AuditEvent, AuditSink};
 use super::policy::Decision;
 use crate::forward::budget::Budget;
-use crate::forward::relay::{Ended, relay_with_idle};
+use crate::forward::relay::{ChunkRead, Ended, relay_with_idle};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 use warren_ssh::driver::{ChannelStream, Handle};
 use warren_ssh::proto::{ChannelId, reason};
@@ -129,8 +129,8 @@ impl ChannelCtx {
         stop: impl Future<Output = String>,
     ) -> bool
     where
-        A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-        B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+        A: ChunkRead + AsyncWrite + ?Sized,
+        B: ChunkRead + AsyncWrite + ?Sized,
     {
         let started = Instant::now();
         let _open = self.audit.metrics().channel_relaying(&self.kind);

@@ -158,6 +158,59 @@ impl ChannelStream {
     }
 }
 
+impl ChannelStream {
+    /// Moves up to `max` bytes into `out` as the shared chunks they arrived in, granting
+    /// them back to the peer; `Ok(0)` is EOF. A relay that writes them to a socket with
+    /// `writev` copies nothing itself (see `Session::channel_read_chunks`).
+    pub fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        out: &mut std::collections::VecDeque<bytes::Bytes>,
+    ) -> Poll<io::Result<usize>> {
+        if max == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        self.poll_take(cx, |session, id| session.channel_read_chunks(id, max, out))
+    }
+
+    /// One read under the lock, and what follows it: the driver woken when the read
+    /// queued a WINDOW_ADJUST, or this task registered to be woken by more data.
+    fn poll_take(
+        &mut self,
+        cx: &mut Context<'_>,
+        take: impl FnOnce(&mut crate::proto::Session, ChannelId) -> Read,
+    ) -> Poll<io::Result<usize>> {
+        let h = self.handle.as_ref().expect("handle present until drop");
+        let mut st = h.shared.lock();
+        st.session.set_time(std::time::Instant::now());
+        match take(&mut st.session, self.id) {
+            Read::Data(n) => {
+                let queued = !st.session.transmit().is_empty();
+                drop(st);
+                if queued {
+                    // A WINDOW_ADJUST may be waiting: let the driver send it.
+                    h.shared.wake.notify_one();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Read::Eof => Poll::Ready(Ok(0)),
+            Read::WouldBlock => {
+                if st.ended.is_some() {
+                    return Poll::Ready(Err(closed_err(&st.ended)));
+                }
+                if let Some(w) = st.waiters.get_mut(&self.id) {
+                    if w.closed {
+                        return Poll::Ready(Ok(0));
+                    }
+                    w.read = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
 impl AsyncRead for ChannelStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -168,40 +221,15 @@ impl AsyncRead for ChannelStream {
             // Nothing asked for: not a reason to wait (AsyncRead's contract).
             return Poll::Ready(Ok(()));
         }
-        let this = self.get_mut();
-        let h = this.handle.as_ref().expect("handle present until drop");
-        let mut st = h.shared.lock();
-        st.session.set_time(std::time::Instant::now());
         // Straight into the caller's memory, which may be uninitialised (a relay's
         // `poll_read_buf` passes a BytesMut's spare capacity): zeroing it first would
         // touch every byte twice, and all of a 256 KiB buffer for a 4-byte message.
-        match st
-            .session
-            .channel_read_with(this.id, buf.remaining(), |part| buf.put_slice(part))
-        {
-            Read::Data(_) => {
-                let queued = !st.session.transmit().is_empty();
-                drop(st);
-                if queued {
-                    // A WINDOW_ADJUST may be waiting: let the driver send it.
-                    h.shared.wake.notify_one();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Read::Eof => Poll::Ready(Ok(())),
-            Read::WouldBlock => {
-                if st.ended.is_some() {
-                    return Poll::Ready(Err(closed_err(&st.ended)));
-                }
-                if let Some(w) = st.waiters.get_mut(&this.id) {
-                    if w.closed {
-                        return Poll::Ready(Ok(()));
-                    }
-                    w.read = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
+        let max = buf.remaining();
+        self.get_mut()
+            .poll_take(cx, |session, id| {
+                session.channel_read_with(id, max, |part| buf.put_slice(part))
+            })
+            .map_ok(|_| ())
     }
 }
 
@@ -210,6 +238,17 @@ impl AsyncWrite for ChannelStream {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
+    }
+
+    /// Several slices under one lock and one wake of the driver: a relay hands over the
+    /// chunks another channel's packets arrived in, which are then copied once, into
+    /// this channel's packets.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let h = this.handle.as_ref().expect("handle present until drop");
@@ -223,23 +262,38 @@ impl AsyncWrite for ChannelStream {
                 "channel closed by peer",
             )));
         }
-        match st.session.channel_write(this.id, data) {
-            Ok(0) if !data.is_empty() => {
-                if let Some(w) = st.waiters.get_mut(&this.id) {
-                    w.write = Some(cx.waker().clone());
+        let mut written = 0;
+        for data in bufs {
+            match st.session.channel_write(this.id, data) {
+                Ok(n) => {
+                    written += n;
+                    if n < data.len() {
+                        break;
+                    }
                 }
-                Poll::Pending
+                // What was taken before the error stands; the error comes with the next call.
+                Err(_) if written > 0 => break,
+                Err(e) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        e.to_string(),
+                    )));
+                }
             }
-            Ok(n) => {
-                drop(st);
-                h.shared.wake.notify_one();
-                Poll::Ready(Ok(n))
-            }
-            Err(e) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                e.to_string(),
-            ))),
         }
+        if written == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            if let Some(w) = st.waiters.get_mut(&this.id) {
+                w.write = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        drop(st);
+        h.shared.wake.notify_one();
+        Poll::Ready(Ok(written))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 use super::event::{ChannelId, ChannelKind, ChannelRequest, Event, GlobalRequest, Read, RequestId};
 use super::session::{OUT_HIGH_WATER, Session};
@@ -313,6 +313,23 @@ impl Session {
         max: usize,
         mut put: impl FnMut(&[u8]),
     ) -> Read {
+        self.channel_take(id, max, |part| put(&part))
+    }
+
+    /// Moves up to `max` buffered bytes into `out` as the shared chunks they arrived in
+    /// (the last one split if needed), and grants them back to the peer. For a relay that
+    /// writes them to a socket with one `writev`: the bytes are then copied only by the
+    /// kernel, never into a buffer of the relay's first.
+    pub fn channel_read_chunks(
+        &mut self,
+        id: ChannelId,
+        max: usize,
+        out: &mut VecDeque<Bytes>,
+    ) -> Read {
+        self.channel_take(id, max, |part| out.push_back(part))
+    }
+
+    fn channel_take(&mut self, id: ChannelId, max: usize, mut put: impl FnMut(Bytes)) -> Read {
         let now = self.now;
         let Some(ch) = self.channels.get_mut(&id) else {
             return Read::Eof;
@@ -322,13 +339,13 @@ impl Session {
             let Some(front) = ch.buf.front_mut() else {
                 break;
             };
-            let k = front.len().min(max - n);
-            put(&front[..k]);
-            front.advance(k);
-            if front.is_empty() {
-                ch.buf.pop_front();
-            }
-            n += k;
+            let part = if front.len() <= max - n {
+                ch.buf.pop_front().expect("front exists")
+            } else {
+                front.split_to(max - n)
+            };
+            n += part.len();
+            put(part);
         }
         if n == 0 {
             return if ch.eof_received

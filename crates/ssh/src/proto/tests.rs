@@ -309,6 +309,57 @@ fn an_unread_channel_stops_its_sender_after_one_window() {
 }
 
 #[test]
+fn reading_in_chunks_splits_at_the_limit_and_grants_what_was_taken() {
+    let mut p = Pair::new(|_| {});
+    p.connect();
+    let (cid, sid) = p.open();
+    let data = pattern(10 << 20);
+    let mut sent = 0;
+    while sent < data.len() {
+        let n = p.c.channel_write(cid, &data[sent..]).unwrap();
+        sent += n;
+        p.pump();
+        if n == 0 {
+            break;
+        }
+    }
+    let window = p.s.config.window_initial as usize;
+    assert_eq!(sent, window, "the sender stops at one window");
+    // Limits that end inside a packet, at its end, and past everything buffered.
+    let mut received = Vec::new();
+    for max in [1, 32_767, 100_000, 5, 1 << 20] {
+        let mut out = std::collections::VecDeque::new();
+        assert_eq!(p.s.channel_read_chunks(sid, max, &mut out), Read::Data(max));
+        assert_eq!(out.iter().map(|b| b.len()).sum::<usize>(), max);
+        received.extend(out.iter().flat_map(|b| b.iter().copied()));
+    }
+    let taken = received.len();
+    assert_eq!(p.s.channel_buffered(sid), window - taken);
+    // What was taken is granted back: the sender may send about that much more.
+    p.pump();
+    let more = p.c.channel_write(cid, &data[sent..]).unwrap();
+    assert!(
+        more > 0 && more <= taken,
+        "granted {more} after taking {taken}"
+    );
+    sent += more;
+    while received.len() < sent {
+        p.pump();
+        let mut out = std::collections::VecDeque::new();
+        let Read::Data(_) = p.s.channel_read_chunks(sid, usize::MAX, &mut out) else {
+            break;
+        };
+        received.extend(out.iter().flat_map(|b| b.iter().copied()));
+    }
+    assert!(received[..] == data[..sent], "every byte, in order, once");
+    p.c.channel_eof(cid);
+    p.pump();
+    let mut out = std::collections::VecDeque::new();
+    assert_eq!(p.s.channel_read_chunks(sid, 64, &mut out), Read::Eof);
+    assert!(out.is_empty());
+}
+
+#[test]
 fn rekeying_in_the_middle_of_a_transfer_loses_nothing() {
     let mut p = Pair::new(|c| c.rekey_bytes = 256 * 1024);
     p.connect();
