@@ -163,6 +163,21 @@ impl Pair {
         assert!(self.c.is_authenticated() && self.s.is_authenticated());
     }
 
+    /// Writes `data` on the client's channel, nobody reading at the server, until the
+    /// sender may write no more; returns how much it wrote.
+    fn write_until_blocked(&mut self, cid: ChannelId, data: &[u8]) -> usize {
+        let mut sent = 0;
+        while sent < data.len() {
+            let n = self.c.channel_write(cid, &data[sent..]).unwrap();
+            sent += n;
+            self.pump();
+            if n == 0 {
+                break;
+            }
+        }
+        sent
+    }
+
     /// Writes `data` on the client's channel and returns what the server's side read, once
     /// all of it arrived or nothing moves any more.
     fn transfer(&mut self, cid: ChannelId, sid: ChannelId, data: &[u8]) -> Vec<u8> {
@@ -268,15 +283,7 @@ fn an_unread_channel_stops_its_sender_after_one_window() {
     p.connect();
     let (cid, sid) = p.open();
     let data = pattern(10 << 20);
-    let mut sent = 0;
-    for _ in 0..1000 {
-        let n = p.c.channel_write(cid, &data[sent..]).unwrap();
-        sent += n;
-        p.pump();
-        if n == 0 {
-            break;
-        }
-    }
+    let mut sent = p.write_until_blocked(cid, &data);
     let window = p.s.config.window_initial as usize;
     assert_eq!(
         sent, window,
@@ -314,15 +321,7 @@ fn reading_in_chunks_splits_at_the_limit_and_grants_what_was_taken() {
     p.connect();
     let (cid, sid) = p.open();
     let data = pattern(10 << 20);
-    let mut sent = 0;
-    while sent < data.len() {
-        let n = p.c.channel_write(cid, &data[sent..]).unwrap();
-        sent += n;
-        p.pump();
-        if n == 0 {
-            break;
-        }
-    }
+    let mut sent = p.write_until_blocked(cid, &data);
     let window = p.s.config.window_initial as usize;
     assert_eq!(sent, window, "the sender stops at one window");
     // Limits that end inside a packet, at its end, and past everything buffered.
