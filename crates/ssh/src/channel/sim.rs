@@ -293,6 +293,46 @@ fn paced_growth_never_grants_more_than_twice_what_was_consumed() {
     );
 }
 
+/// A paced window (toward OpenSSH and other foreign peers) grows no further than one
+/// round trip at `PACED_RATE_CEILING`: on a 1 ms path a 2 MiB window already allows
+/// ~2 GB/s, more than one OpenSSH stream sends, so it stays. Toward warren the same
+/// path grows to its bandwidth-delay product.
+#[test]
+fn a_paced_window_stops_at_the_rate_ceiling_over_the_round_trip() {
+    let rtt = Duration::from_millis(1);
+    let rate = 4 * GBPS;
+    let bdp = 4_000_000;
+    let run = |w: RecvWindow| {
+        let mut sim = Sim::new(rtt, rate, Reader::Fast, w, u64::MAX);
+        sim.run_until(SEC / 2);
+        sim
+    };
+    let paced = run(RecvWindow::new(2 * MIB, 24 * MIB).paced());
+    assert_eq!(paced.max_target, 2 * MIB, "grew past the ceiling");
+    assert_eq!(paced.budget.in_use(), 0);
+    // Window-limited at 2 MiB per round trip: still above the ceiling's rate.
+    let got = paced.throughput(SEC / 4, SEC / 2);
+    assert!(got > 1.5 * GBPS as f64, "{got:.0} B/s");
+
+    let unpaced = run(RecvWindow::new(2 * MIB, 24 * MIB));
+    assert!(unpaced.max_target >= bdp, "target {}", unpaced.max_target);
+
+    // At 10 ms the ceiling allows ~10.7 MB, so the paced window does grow past 2 MiB.
+    let mut far = Sim::new(
+        Duration::from_millis(10),
+        rate,
+        Reader::Fast,
+        RecvWindow::new(2 * MIB, 24 * MIB).paced(),
+        u64::MAX,
+    );
+    far.run_until(SEC);
+    assert!(
+        far.max_target > 8 * MIB && far.max_target <= 11_000_000,
+        "target {}",
+        far.max_target
+    );
+}
+
 #[test]
 fn growth_stops_near_the_bandwidth_delay_product_when_the_cap_is_far() {
     // (link rate, RTT): the window must reach the BDP, keep the link ~full, and stop

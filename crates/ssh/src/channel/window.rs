@@ -150,6 +150,15 @@ impl Drop for OwnerShare {
 /// came after a silence of at least `delay / WAIT_GAP_DIVISOR`. See [`RecvWindow`].
 const WAIT_GAP_DIVISOR: u32 = 16;
 
+/// The fastest a peer other than warren's engine is assumed to send one channel, in
+/// bytes per second: about what one OpenSSH stream reaches on one core. A paced window
+/// grows no further than this rate over `rtt_min`. On a busy machine the peer's own
+/// scheduling delay reads as a round trip of a few milliseconds, even on loopback, and
+/// growing there buys nothing: sshd then buffers the larger backlog and pays its
+/// buffer growth on it (docs/benchmark.md). On a real path the cap binds first from about
+/// 24 ms of round trip on, and below that a window at this rate covers any line one such stream can fill.
+const PACED_RATE_CEILING: u64 = 1 << 30;
+
 /// A grant whose round trip we are timing: the first byte beyond `edge` can only have
 /// been sent after the peer saw a WINDOW_ADJUST sent at or after `sent_at`.
 #[derive(Debug, Clone, Copy)]
@@ -495,9 +504,17 @@ impl RecvWindow {
         self.give(budget, u64::from(back));
     }
 
-    /// Doubles `target` within `cap` and the budget; returns the window to grant now.
+    /// Doubles `target` within `cap` and the budget (and, when paced, within
+    /// [`PACED_RATE_CEILING`] × `rtt_min`); returns the window to grant now.
     fn grow(&mut self, budget: &mut WindowBudget) -> u32 {
-        let want = (u64::from(self.target) * 2).min(u64::from(self.cap)) as u32;
+        let mut want = (u64::from(self.target) * 2).min(u64::from(self.cap));
+        if self.paced
+            && let Some(rtt) = self.rtt_min
+        {
+            let enough = PACED_RATE_CEILING as u128 * rtt.as_nanos() / 1_000_000_000;
+            want = want.min(u64::try_from(enough).unwrap_or(u64::MAX));
+        }
+        let want = want as u32;
         if want <= self.committed {
             // Still paying off an earlier shrink: the window is already out there.
             self.target = self.target.max(want);
