@@ -217,7 +217,8 @@ struct Probe {
 /// (as TCP's slow start is clocked by ACKs) and a doubling is spread over the next RTT
 /// instead of arriving as one window's worth of room. OpenSSH fills such room by reading
 /// from its socket into one buffer at once (see `Config::foreign_window_cap`). No probe
-/// runs while growth is still owed, so the next doubling times the grown window.
+/// runs while growth is still owed, so the next doubling times the grown window. A paced
+/// window also grows no further than [`PACED_RATE_CEILING`] over `rtt_min`.
 ///
 /// Known limits: jitter above 25 % of the RTT makes growth conservative (missed
 /// doublings, never extra ones); a receive path that delivers packets in batches only
