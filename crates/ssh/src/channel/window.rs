@@ -218,7 +218,7 @@ struct Probe {
 /// instead of arriving as one window's worth of room. OpenSSH fills such room by reading
 /// from its socket into one buffer at once (see `Config::foreign_window_cap`). No probe
 /// runs while growth is still owed, so the next doubling times the grown window. A paced
-/// window also grows no further than [`PACED_RATE_CEILING`] over `rtt_min`.
+/// window also grows no further than `PACED_RATE_CEILING` over `rtt_min`.
 ///
 /// Known limits: jitter above 25 % of the RTT makes growth conservative (missed
 /// doublings, never extra ones); a receive path that delivers packets in batches only
@@ -506,7 +506,7 @@ impl RecvWindow {
     }
 
     /// Doubles `target` within `cap` and the budget (and, when paced, within
-    /// [`PACED_RATE_CEILING`] × `rtt_min`); returns the window to grant now.
+    /// `PACED_RATE_CEILING` × `rtt_min`); returns the window to grant now.
     fn grow(&mut self, budget: &mut WindowBudget) -> u32 {
         let mut want = (u64::from(self.target) * 2).min(u64::from(self.cap));
         if self.paced
