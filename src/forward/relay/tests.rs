@@ -237,3 +237,24 @@ async fn a_writer_without_writev_gets_the_bytes_copied_as_before() {
     // Copy mode reads with `poll_read`, never asking for chunks.
     assert_eq!((a.most_asked, b.most_asked), (0, 0));
 }
+
+#[tokio::test]
+async fn a_stream_without_chunks_of_its_own_reads_into_a_fresh_chunk() {
+    let (mut a, mut b) = tokio::io::duplex(64);
+    a.write_all(b"hello").await.unwrap();
+    drop(a);
+    assert!(!b.reads_chunks());
+    let mut out = std::collections::VecDeque::new();
+    let n = std::future::poll_fn(|cx| b.poll_read_chunks(cx, 3, &mut out))
+        .await
+        .unwrap();
+    assert_eq!((n, out.pop_front().as_deref()), (3, Some(&b"hel"[..])));
+    let n = std::future::poll_fn(|cx| b.poll_read_chunks(cx, 64, &mut out))
+        .await
+        .unwrap();
+    assert_eq!((n, out.pop_front().as_deref()), (2, Some(&b"lo"[..])));
+    let n = std::future::poll_fn(|cx| b.poll_read_chunks(cx, 64, &mut out))
+        .await
+        .unwrap();
+    assert_eq!((n, out.len()), (0, 0), "EOF adds no chunk");
+}
