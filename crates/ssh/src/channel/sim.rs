@@ -509,3 +509,45 @@ fn idle_shrinks_the_target_and_returns_budget_as_old_grants_are_used() {
     assert_eq!(sent, held - u64::from(2 * MIB));
     assert_eq!(u64::from(sim.recv.granted()), u64::from(2 * MIB));
 }
+
+/// At 100 ms and 1 Gbit/s (BDP 12.5 MB) from 2 MiB. The first probe crosses no queue, so
+/// the window quadruples. The probe after a growth then crosses the link behind the
+/// burst that growth released (about 130 ms at 8 MiB); judged with a 25 % margin that
+/// looked link-limited and the next step came two RTTs late (16 MiB at 517 ms, 3 s at
+/// 104.4 MiB/s of the line's 119.2; now ~300 ms and 108.9).
+#[test]
+fn a_long_path_is_filled_in_few_round_trips_and_the_window_stops_near_the_bdp() {
+    let run = |paced: bool| {
+        let w = RecvWindow::new(2 * MIB, 64 * MIB);
+        let mut sim = Sim::new(
+            Duration::from_millis(100),
+            125_000_000,
+            Reader::Fast,
+            if paced { w.paced() } else { w },
+            u64::MAX,
+        );
+        sim.run_until(3 * SEC);
+        sim
+    };
+    let sim = run(false);
+    let at = |size| sim.reached(size).map_or(u64::MAX, |t| t / MS);
+    assert!(at(8 * MIB) <= 160, "8 MiB only at {} ms", at(8 * MIB));
+    assert!(at(16 * MIB) <= 350, "16 MiB only at {} ms", at(16 * MIB));
+    assert!(
+        sim.throughput(0, 3 * SEC) >= 0.9 * 125e6,
+        "{:.0} B/s",
+        sim.throughput(0, 3 * SEC)
+    );
+    assert!(sim.max_target <= 32 * MIB, "{}", sim.max_target);
+    // Toward a foreign peer the window only ever doubles.
+    let paced = run(true);
+    let mut last = 2 * MIB;
+    for &(_, _, target) in &paced.trace {
+        assert!(target <= 2 * last, "{last} -> {target}");
+        last = target;
+    }
+    assert!(
+        last >= 16 * MIB,
+        "a paced window still passes the BDP: {last}"
+    );
+}
