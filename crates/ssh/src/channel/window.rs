@@ -517,8 +517,9 @@ impl RecvWindow {
         self.give(budget, u64::from(back));
     }
 
-    /// Doubles `target` within `cap` and the budget (and, when paced, within
-    /// `PACED_RATE_CEILING` × `rtt_min`); returns the window to grant now.
+    /// Doubles `target` (quadruples it after an unqueued probe, unpaced windows only)
+    /// within `cap` and the budget (and, when paced, within `PACED_RATE_CEILING` ×
+    /// `rtt_min`); returns the window to grant now.
     fn grow(&mut self, budget: &mut WindowBudget) -> u32 {
         // Paced windows double at most: their growth is what a foreign peer buffers.
         let factor = if std::mem::take(&mut self.unqueued) && !self.paced {
