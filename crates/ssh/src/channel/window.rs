@@ -197,10 +197,13 @@ struct Probe {
 /// samples qualify until the window is well on its way to the bandwidth-delay product
 /// `BDP`; a sender that is link-limited from the start never produces one, so its
 /// window never grows. A probe is then *window-limited* when its delay is within 50 %
-/// of `rtt_min` (silence or not, so growth continues near the BDP). The margin is that
-/// wide because growth itself releases a burst: the probe started after a doubling
-/// times a byte that crosses the link behind the doubling's data, which at 100 ms and
-/// 1 Gbit/s reads ~1.3 RTT at 8 MiB; judged by 25 %, that step came two RTTs late.
+/// of `rtt_min` (25 % for a paced window; silence or not, so growth continues near the
+/// BDP). The margin is that wide because growth granted at once releases a burst: the
+/// probe started after a doubling times a byte that crosses the link behind the
+/// doubling's data, which at 100 ms and 1 Gbit/s reads ~1.3 RTT at 8 MiB; judged by
+/// 25 %, that step came two RTTs late. A paced window's growth comes spread over the
+/// next RTT, with no such burst, and keeps the narrower margin: its peer pays for every
+/// extra step in buffer growth.
 ///
 /// A window-limited probe whose data the application has almost all taken
 /// (`buffered <= target / 4` at the next consume, so the reader keeps up) doubles
@@ -217,7 +220,8 @@ struct Probe {
 /// `1.5 RTT` that is no longer window-limited, and past `1.125 RTT` no longer unqueued,
 /// so the last step starts below ~1.7 BDP (doubling) or ~1.3 BDP (quadrupling) and the
 /// window ends between 1 and ~5 BDP, in simulations up to ~3.4 (Linux aims at 2); `cap`
-/// and the budgets bound it whatever the path.
+/// and the budgets bound it whatever the path. A paced window's last doubling starts
+/// below ~1.43 BDP (`1.25 RTT`), so it ends below ~2.9 BDP.
 ///
 /// *Paced* windows ([`RecvWindow::paced`], used toward peers other than warren) do not
 /// grant the growth at once: each grant carries at most as much of it as the reader
@@ -228,7 +232,7 @@ struct Probe {
 /// runs while growth is still owed, so the next doubling times the grown window. A paced
 /// window also grows no further than `PACED_RATE_CEILING` over `rtt_min`.
 ///
-/// Known limits: jitter above 50 % of the RTT makes growth conservative (missed
+/// Known limits: jitter above the margin makes growth conservative (missed
 /// doublings, never extra ones); a receive path that delivers packets in batches only
 /// shows silences at batch boundaries, which is where a waiting sender's burst starts.
 ///
@@ -338,7 +342,9 @@ impl RecvWindow {
             if !delay.is_zero() && gap >= delay / WAIT_GAP_DIVISOR {
                 self.rtt_min = Some(self.rtt_min.map_or(delay, |m| m.min(delay)));
             }
-            self.window_limited = self.rtt_min.is_some_and(|m| delay <= m + m / 2);
+            // Unpaced growth arrives as one burst that the next probe queues behind.
+            let margin = if self.paced { 4 } else { 2 };
+            self.window_limited = self.rtt_min.is_some_and(|m| delay <= m + m / margin);
             self.unqueued = self.rtt_min.is_some_and(|m| delay <= m + m / 8);
             tracing::trace!(
                 delay_us = delay.as_micros() as u64,
