@@ -268,7 +268,7 @@ fn hex_bytes(s: &str) -> Option<Vec<u8>> {
 }
 
 fn openssh(block: &str, passphrase: Option<&[u8]>) -> Result<PrivateKey, KeyFileError> {
-    let key = PrivateKey::from_openssh(block)
+    let key = warren_ssh::openssh_key::from_openssh(block)
         .map_err(|e| Invalid(format!("an OpenSSH private key that does not parse: {e}")))?;
     if !key.is_encrypted() {
         return Ok(key);
@@ -276,7 +276,7 @@ fn openssh(block: &str, passphrase: Option<&[u8]>) -> Result<PrivateKey, KeyFile
     let Some(passphrase) = passphrase else {
         return Err(KeyFileError::NeedsPassphrase);
     };
-    key.decrypt(passphrase).map_err(|e| match e {
+    warren_ssh::openssh_key::decrypt(block, &key, passphrase).map_err(|e| match e {
         warren_ssh::ssh_key::Error::Crypto => KeyFileError::WrongPassphrase,
         other => Unsupported(format!("an encrypted OpenSSH key: {other}")),
     })

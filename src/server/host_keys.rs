@@ -128,7 +128,7 @@ fn load(path: &Path, meta: &fs::Metadata) -> anyhow::Result<HostKey> {
     }
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read host key {}", path.display()))?;
-    let key = PrivateKey::from_openssh(&text)
+    let key = warren_ssh::openssh_key::from_openssh(&text)
         .with_context(|| format!("cannot parse host key {}", path.display()))?;
     if key.is_encrypted() {
         bail!(
@@ -361,6 +361,22 @@ mod tests {
         let keys = load_or_generate(std::slice::from_ref(&path), dir.path()).unwrap();
         assert!(!keys[0].generated);
         assert!(keygen_fingerprint(&path).contains(&keys[0].fingerprint));
+    }
+
+    /// ssh-key alone refuses this P-256 key (its scalar is a 31-byte mpint, as about one
+    /// ssh-keygen key in 512 is); warrend must load it like any other.
+    #[test]
+    fn loads_an_ecdsa_key_whose_scalar_is_short() {
+        let data =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/ssh/src/openssh_key/testdata");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ssh_host_ecdsa_key");
+        fs::copy(data.join("p256_short_scalar"), &path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let keys = load_or_generate(std::slice::from_ref(&path), dir.path()).unwrap();
+        assert!(!keys[0].generated);
+        let public = data.join("p256_short_scalar.pub");
+        assert!(keygen_fingerprint(&public).contains(&keys[0].fingerprint));
     }
 
     #[test]

@@ -240,7 +240,7 @@ mod tests {
         ];
         args.extend_from_slice(kind);
         keygen(&args);
-        PrivateKey::read_openssh_file(&path).unwrap()
+        crate::openssh_key::from_openssh(&std::fs::read_to_string(&path).unwrap()).unwrap()
     }
 
     fn blob(key: &PrivateKey) -> Vec<u8> {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod hostkey;
 pub mod kex;
 pub mod msg;
+pub mod openssh_key;
 pub mod proto;
 mod sparse;
 pub mod wire;
