@@ -87,15 +87,7 @@ fn an_ecdsa_key_whose_scalar_is_short_authenticates() {
         let key = home.ssh_dir().join(name);
         fs::copy(data.join(name), &key).unwrap();
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-        let mut cmd = Command::new(warren_bin());
-        home.apply(&mut cmd);
-        cmd.env("SSH_ASKPASS", &script)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .args(["-v", "-o", "GlobalKnownHostsFile=/dev/null", "-p"])
-            .arg(sshd.port().to_string())
-            .arg("-i")
-            .arg(&key)
-            .arg("root@127.0.0.1");
+        let cmd = warren_with_askpass(&home, &sshd, &script, &[&key]);
         let warren = ready_or_exit(cmd)
             .unwrap_or_else(|(c, e)| panic!("{name}: exit {c:?}\n{e}\n{}", sshd.logs()));
         let accepted = |l: &str| l.contains("Accepted publickey") && l.contains(&fingerprint);
@@ -162,6 +154,27 @@ fn askpass(dir: &std::path::Path, pass: &str) -> std::path::PathBuf {
     script
 }
 
+/// warren with `-i` for each key and passphrases from `askpass` (no BatchMode: prompting
+/// is what these tests check), logging in as root to `sshd`.
+fn warren_with_askpass(
+    home: &ClientHome,
+    sshd: &Sshd,
+    askpass: &std::path::Path,
+    keys: &[&std::path::Path],
+) -> Command {
+    let mut cmd = Command::new(warren_bin());
+    home.apply(&mut cmd);
+    cmd.env("SSH_ASKPASS", askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .args(["-v", "-o", "GlobalKnownHostsFile=/dev/null", "-p"])
+        .arg(sshd.port().to_string());
+    for key in keys {
+        cmd.arg("-i").arg(key);
+    }
+    cmd.arg("root@127.0.0.1");
+    cmd
+}
+
 #[test]
 fn encrypted_key_passphrase_comes_from_ssh_askpass() {
     let sshd = Sshd::start();
@@ -172,16 +185,7 @@ fn encrypted_key_passphrase_comes_from_ssh_askpass() {
     let dir = tempfile::tempdir().unwrap();
     let script = askpass(dir.path(), "correct horse");
 
-    // No BatchMode here: prompting is the point.
-    let mut cmd = Command::new(warren_bin());
-    home.apply(&mut cmd);
-    cmd.env("SSH_ASKPASS", &script)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .args(["-v", "-o", "GlobalKnownHostsFile=/dev/null", "-p"])
-        .arg(sshd.port().to_string())
-        .arg("-i")
-        .arg(&key.private)
-        .arg("root@127.0.0.1");
+    let cmd = warren_with_askpass(&home, &sshd, &script, &[&key.private]);
     let _warren = ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}"));
     let asked = fs::read_to_string(dir.path().join("askpass.log")).unwrap();
     assert!(asked.contains("Enter passphrase for key"), "{asked}");
@@ -202,17 +206,7 @@ fn encrypted_key_is_not_decrypted_when_the_server_would_refuse_it() {
     sshd.authorize(&good.public_line);
     let dir = tempfile::tempdir().unwrap();
     let script = askpass(dir.path(), "never asked");
-    let mut cmd = Command::new(warren_bin());
-    home.apply(&mut cmd);
-    cmd.env("SSH_ASKPASS", &script)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .args(["-v", "-o", "GlobalKnownHostsFile=/dev/null", "-p"])
-        .arg(sshd.port().to_string())
-        .arg("-i")
-        .arg(&refused.private)
-        .arg("-i")
-        .arg(&good.private)
-        .arg("root@127.0.0.1");
+    let cmd = warren_with_askpass(&home, &sshd, &script, &[&refused.private, &good.private]);
     let _warren = ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}"));
     assert!(
         !dir.path().join("askpass.log").exists(),
@@ -400,15 +394,7 @@ fn legacy_encrypted_pem_key_logs_in_with_its_passphrase() {
     let fingerprint = line_fingerprint(dir.path(), &line);
     let script = askpass(dir.path(), "old secret");
 
-    let mut cmd = Command::new(warren_bin());
-    home.apply(&mut cmd);
-    cmd.env("SSH_ASKPASS", &script)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .args(["-v", "-o", "GlobalKnownHostsFile=/dev/null", "-p"])
-        .arg(sshd.port().to_string())
-        .arg("-i")
-        .arg(&key)
-        .arg("root@127.0.0.1");
+    let cmd = warren_with_askpass(&home, &sshd, &script, &[&key]);
     let _warren = ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}"));
     let asked = fs::read_to_string(dir.path().join("askpass.log")).unwrap();
     assert!(asked.contains("Enter passphrase for key"), "{asked}");
@@ -434,16 +420,8 @@ fn certificate_file_beside_the_identity_file_authenticates() {
     sign_for_root(&ca, &key, "warren-cert-file");
     let script = askpass(keydir.path(), "cert pass");
 
-    let mut cmd = Command::new(warren_bin());
-    home.apply(&mut cmd);
-    cmd.env("SSH_ASKPASS", &script)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env_remove("SSH_AUTH_SOCK")
-        .args(["-v", "-o", "GlobalKnownHostsFile=/dev/null", "-p"])
-        .arg(sshd.port().to_string())
-        .arg("-i")
-        .arg(&key.private)
-        .arg("root@127.0.0.1");
+    let mut cmd = warren_with_askpass(&home, &sshd, &script, &[&key.private]);
+    cmd.env_remove("SSH_AUTH_SOCK");
     let warren =
         ready_or_exit(cmd).unwrap_or_else(|(c, e)| panic!("exit {c:?}\n{e}\n{}", sshd.logs()));
     assert_certificate_login(&warren, &sshd, "offering certificate", "ED25519-CERT");
