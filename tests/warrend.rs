@@ -1092,3 +1092,36 @@ fn a_target_that_stops_reading_does_not_stall_the_session_and_loses_nothing() {
     drop(writer.join().unwrap());
     assert!(ssh.try_wait().is_none(), "the session survived");
 }
+
+/// A P-256 host key from ssh-keygen whose private scalar is a 31-byte mpint (about one in
+/// 512 is): ssh-key alone refuses to load it. warrend must serve with it, and OpenSSH must
+/// accept its signatures against the `.pub` file.
+#[test]
+fn an_ecdsa_host_key_whose_scalar_is_short_serves_openssh() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/ssh/src/openssh_key/testdata");
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("ssh_host_ecdsa_key");
+    std::fs::copy(data.join("p256_short_scalar"), &key).unwrap();
+    std::fs::copy(
+        data.join("p256_short_scalar.pub"),
+        keys.path().join("ssh_host_ecdsa_key.pub"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let alice = SshClient::new();
+    let w = Warrend::start_with_server(
+        &user("alice", &[&alice], ""),
+        &[],
+        &[("host_keys", &format!("[{}]", toml_str(&key)))],
+    );
+    assert!(
+        w.host_key().starts_with("ecdsa-sha2-nistp256 "),
+        "{}",
+        w.host_key()
+    );
+    trust_all(&w, &[&alice]);
+    assert!(can_log_in(&w, &alice, "alice"));
+}
