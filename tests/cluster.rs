@@ -30,7 +30,9 @@ const LEASE_TTL_SECS: u64 = 2;
 struct Plan {
     dir: TempDir,
     ids: Vec<String>,
-    links: Vec<u16>,
+    /// Link ports, picked free but bound only when the node starts: a port another
+    /// process took meanwhile is replaced by [`Plan::start`].
+    links: Vec<std::cell::Cell<u16>>,
     /// One host key shared by every node: clients behind a load balancer must see the
     /// same host whichever node answers (as real deployments share it, or use host
     /// certificates).
@@ -64,7 +66,7 @@ impl Plan {
         keygen(&host_key);
         Plan {
             ids: (1..=n).map(|i| format!("n{i}")).collect(),
-            links: (0..n).map(|_| free_port()).collect(),
+            links: (0..n).map(|_| free_port().into()).collect(),
             host_key,
             prefix: format!("/warren-test-{}/", std::process::id()),
             when_etcd_down: "refuse",
@@ -88,7 +90,7 @@ impl Plan {
              [cluster.nodes]\n{nodes}\n[cluster.etcd]\nendpoints = [\"{ep}\"]\n\
              prefix = \"{prefix}\"\nlease_ttl = \"{LEASE_TTL_SECS}s\"\ntimeout = \"1s\"\n",
             id = self.ids[i],
-            link = self.links[i],
+            link = self.links[i].get(),
             key = toml_str(&self.node_key(&self.ids[i])),
             ep = etcd.endpoint(),
             prefix = self.prefix,
@@ -104,15 +106,31 @@ impl Plan {
             .map(|id| keygen(&self.node_key(id)))
             .collect();
         (0..self.ids.len())
-            .map(|i| {
-                let config = format!("{users}{}", self.section(i, etcd, &publics));
-                Warrend::start_with_server(
-                    &config,
-                    &[],
-                    &[("host_keys", &format!("[{}]", toml_str(&self.host_key)))],
-                )
-            })
+            .map(|i| self.start_node(i, etcd, users, &publics))
             .collect()
+    }
+
+    /// Starts node `i` once its link listener is bound. The link port was free when the
+    /// plan picked it, but an outgoing connection of a parallel test may take it before
+    /// the node binds it (warrend then exits 3): pick another and start again.
+    fn start_node(&self, i: usize, etcd: &Etcd, users: &str, publics: &[String]) -> Warrend {
+        let host_keys = format!("[{}]", toml_str(&self.host_key));
+        for _ in 0..5 {
+            let config = format!("{users}{}", self.section(i, etcd, publics));
+            let w = Warrend::start_with_server(&config, &[], &[("host_keys", &host_keys)]);
+            match w
+                .proc()
+                .wait_for_stderr(|l| l.contains("warrend: cluster node "), READY_TIMEOUT)
+            {
+                Ok(_) => return w,
+                Err(report) if report.contains("cannot listen for cluster links") => {
+                    eprintln!("link port {} was taken; another", self.links[i].get());
+                    self.links[i].set(free_port());
+                }
+                Err(report) => panic!("node {} did not start:\n{report}", self.ids[i]),
+            }
+        }
+        panic!("node {}: no free link port in 5 tries", self.ids[i]);
     }
 }
 

@@ -1227,10 +1227,33 @@ pub fn openssh_client(home: &ClientHome, sshd: &Sshd) -> Command {
 // TCP helpers
 // ---------------------------------------------------------------------------
 
-/// A currently free TCP port on 127.0.0.1 (bound to port 0, then released):
-/// for listen addresses of forwards. Another process may grab it before it
-/// is used, so callers that bind it should be prepared to retry.
+/// A currently free TCP port on 127.0.0.1, for listen addresses that a test hands to a
+/// program which binds them later.
+///
+/// Picked at random *below* the kernel's ephemeral range: every outgoing connection of
+/// the tests running in parallel takes a port from that range, so a port from
+/// `bind(0)` could be taken by one of them before the program binds it (a cluster
+/// node's link port was, 1 run in 9). Below the range only another test's pick can
+/// collide, one chance in thousands. Without such room (a range starting near 1024), a
+/// port from `bind(0)`.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    const FLOOR: u16 = 10_000;
+    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if low > FLOOR + 1_000 {
+        for _ in 0..100 {
+            let r = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            let port = FLOOR + (r % u64::from(low - FLOOR)) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
