@@ -128,8 +128,9 @@ fn load(path: &Path, meta: &fs::Metadata) -> anyhow::Result<HostKey> {
     }
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read host key {}", path.display()))?;
+    // ssh-key's error is its own cause too: as a context chain it would print twice.
     let key = warren_ssh::openssh_key::from_openssh(&text)
-        .with_context(|| format!("cannot parse host key {}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot parse host key {}: {e}", path.display()))?;
     if key.is_encrypted() {
         bail!(
             "host key {} is encrypted with a passphrase; warrend cannot ask for one \
@@ -377,6 +378,21 @@ mod tests {
         assert!(!keys[0].generated);
         let public = data.join("p256_short_scalar.pub");
         assert!(keygen_fingerprint(&public).contains(&keys[0].fingerprint));
+    }
+
+    #[test]
+    fn a_damaged_key_names_its_file_and_says_why_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ssh_host_ed25519_key");
+        load_or_generate(std::slice::from_ref(&path), dir.path()).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let err = load_or_generate(std::slice::from_ref(&path), dir.path()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.starts_with("cannot parse host key "), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        let reason = msg.rsplit(": ").next().unwrap();
+        assert_eq!(msg.matches(reason).count(), 1, "{msg}");
     }
 
     #[test]
