@@ -331,11 +331,13 @@ fn memory_of_a_burst_of_connections_goes_back_to_the_kernel_when_it_ends() {
         "{CONNECTIONS} connections grew warren only {grew} KiB (from {before}): not a burst"
     );
     drop(conns);
-    // sshd closes its side of 2,000 channels too; most of the burst is back within seconds
-    // (a third is left for pages the allocator cannot give back).
+    // sshd closes its side of 2,000 channels too; most of the burst is back within seconds.
+    // What stays is pages the allocator cannot give back, reused by the next burst (four
+    // bursts in a row: 9.4-10.6 MiB left of ~41 MiB each time, not growing); once, with
+    // the whole suite running in parallel, 15.4 MiB. Without the trim nothing comes back.
     let closed = Instant::now();
     assert!(
-        eventually(Duration::from_secs(5), || rss_kib(pid) <= before + grew / 3),
+        eventually(Duration::from_secs(5), || rss_kib(pid) <= before + grew / 2),
         "RSS {before} KiB before, {during} with {CONNECTIONS} connections, still {} KiB {:?} \
          after they closed",
         rss_kib(pid),
