@@ -81,7 +81,11 @@ async fn publish_taken_takeover_withdraw() {
     let (n1, n2) = (node(s.clone(), "n1"), node(s, "n2"));
     healthy(&n1).await;
     healthy(&n2).await;
-    until("both members", || n1.reg.members().len() == 2).await;
+    // Each node learns of the other through its own watch: wait for both views.
+    until("both members, on both nodes", || {
+        n1.reg.members().len() == 2 && n2.reg.members().len() == 2
+    })
+    .await;
     assert_eq!(n2.reg.member("n1").unwrap().link, "127.0.0.1:7002");
 
     let a1 = rec("alice", "n1", 1);
